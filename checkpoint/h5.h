@@ -1,0 +1,91 @@
+#pragma once
+// A thin RAII layer over the HDF5 C API. Every HDF5 call goes through h5::check, which turns a
+// negative return into IoError naming the call, the object and HDF5's innermost error message.
+//
+// NOTE [Deterministic HDF5]: the same content must give the same bytes. Object time tracking is
+// off on every file-, group- and dataset-creation property list, the format bounds are pinned to
+// (V110, V110), datasets are contiguous or chunked with fixed parameters, and objects are created
+// in a fixed order by the callers. Nothing here writes a wall-clock value.
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/dtype.h"
+
+namespace perennial::h5 {
+
+// Owns one hid_t and closes it with the matching H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }  // NOLINT: handles pass straight to the C API
+  void reset();
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+// Throws IoError("<object>: <call> failed: <HDF5 message>") when status < 0.
+hid_t check(hid_t status, const char* call, const std::string& object);
+
+// Silences HDF5's automatic error printing for this process (errors surface as exceptions).
+void quietErrors();
+
+// Creates (truncating) a file with deterministic creation properties.
+Handle createFile(const std::string& path);
+Handle openFile(const std::string& path);  // read-only
+Handle createGroup(hid_t loc, const std::string& name, const std::string& context);
+Handle openGroup(hid_t loc, const std::string& name, const std::string& context);
+
+hid_t nativeType(DType t);
+
+struct DatasetOptions {
+  bool fletcher32 = false;       // per-dataset checksum (needs chunking; one chunk per dataset)
+  std::vector<hsize_t> chunk;    // empty: contiguous (or one chunk when fletcher32 is on)
+};
+
+void writeDataset(hid_t loc, const std::string& name, DType type,
+                  const std::vector<int64_t>& shape, const void* data, const std::string& context,
+                  const DatasetOptions& options = {});
+
+struct DatasetInfo {
+  DType type;
+  std::vector<int64_t> shape;
+  int64_t elements() const;
+};
+// Throws DataError when the dataset's element type is not one of DType.
+DatasetInfo datasetInfo(hid_t loc, const std::string& name, const std::string& context);
+bool exists(hid_t loc, const std::string& name);
+void readDataset(hid_t loc, const std::string& name, DType type, void* out,
+                 const std::string& context);
+
+void writeAttr(hid_t obj, const std::string& name, const std::string& value,
+               const std::string& context);
+void writeAttr(hid_t obj, const std::string& name, int64_t value, const std::string& context);
+void writeAttr(hid_t obj, const std::string& name, const std::vector<int64_t>& value,
+               const std::string& context);
+bool hasAttr(hid_t obj, const std::string& name);
+// Names of the attributes on OBJ, in name order.
+std::vector<std::string> attrNames(hid_t obj, const std::string& context);
+std::string readStringAttr(hid_t obj, const std::string& name, const std::string& context);
+int64_t readIntAttr(hid_t obj, const std::string& name, const std::string& context);
+std::vector<int64_t> readIntsAttr(hid_t obj, const std::string& name, const std::string& context);
+
+}  // namespace perennial::h5

@@ -1,0 +1,60 @@
+// perennial: the one CLI. Each subcommand lives in the component that owns it.
+//
+// Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
+// 2 bad usage or configuration (unknown key, wrong type, out-of-range value).
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "perennial/build_config.h"
+#include "trainer/cli/commands.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: perennial <command> [options]\n\n"
+    "commands:\n"
+    "  train     train a model, data-parallel (launch with mpirun -np N or srun)\n"
+    "  data      import-fashion-mnist | info: datasets as HDF5 shard directories\n"
+    "  version   print the version\n\n"
+    "perennial <command> --help describes each command.\n";
+
+// Before MPI is initialised the rank is only known from the launcher's environment; errors are
+// printed once (by rank 0) instead of once per rank.
+bool isLeadProcess() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    if (const char* v = std::getenv(var)) return std::string(v) == "0";
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  try {
+    if (command == "train") return perennial::cli::trainCommand(rest);
+    if (command == "data") return perennial::cli::dataCommand(rest);
+    if (command == "version" || command == "--version") {
+      std::cout << "perennial " << PERENNIAL_VERSION << "\n";
+      return 0;
+    }
+    std::cerr << "perennial: unknown command '" << command << "'\n" << kUsage;
+    return 2;
+  } catch (const perennial::ConfigError& e) {
+    if (isLeadProcess()) std::cerr << "perennial " << command << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "perennial " << command << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

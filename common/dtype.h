@@ -1,0 +1,33 @@
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace perennial {
+
+// Element types that cross library boundaries (collectives, HDF5 files) without LibTorch.
+enum class DType : uint8_t { kUInt8, kInt32, kInt64, kFloat32, kFloat64 };
+
+inline size_t dtypeSize(DType t) {
+  switch (t) {
+    case DType::kUInt8: return 1;
+    case DType::kInt32: return 4;
+    case DType::kInt64: return 8;
+    case DType::kFloat32: return 4;
+    case DType::kFloat64: return 8;
+  }
+  return 0;
+}
+
+inline const char* dtypeName(DType t) {
+  switch (t) {
+    case DType::kUInt8: return "uint8";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+  }
+  return "?";
+}
+
+}  // namespace perennial

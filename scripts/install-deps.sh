@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs every Debian package Perennial needs to build, test and run its demo.
+# Idempotent: apt-get skips what is already installed. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  # build
+  cmake g++ make ccache pkg-config
+  # LibTorch (CPU) and a fast BLAS for it; without OpenBLAS, libblas.so.3 is the reference BLAS
+  libtorch-dev libopenblas0-pthread
+  # MPI (the CPU Communicator backend and the launcher)
+  libopenmpi-dev openmpi-bin libpmix-dev
+  # checkpoints and data shards
+  libhdf5-dev
+  # configuration and CLI
+  libboost-program-options-dev
+  # JSON (result.json, metrics.jsonl), SHA-256 (OpenSSL's libcrypto), SQLite (catalog)
+  nlohmann-json3-dev libssl-dev libsqlite3-dev
+  # logging (rank-prefixed, levelled) and reading the gzipped IDX files
+  libspdlog-dev zlib1g-dev
+  # tests and benchmarks
+  googletest libgtest-dev libbenchmark-dev
+  # the demo's and tests' data
+  dataset-fashion-mnist
+  # the peer in benchmarks (PyTorch DDP) and cross-checks with h5py
+  python3 python3-torch python3-h5py python3-numpy
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,12 @@
+#pragma once
+// Subcommands owned by the trainer component. Each takes the arguments after its name and
+// returns the process exit status; errors propagate as perennial::Error (see cli/main.cpp).
+#include <string>
+#include <vector>
+
+namespace perennial::cli {
+
+int trainCommand(const std::vector<std::string>& args);
+int dataCommand(const std::vector<std::string>& args);
+
+}  // namespace perennial::cli

@@ -1,0 +1,81 @@
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/shard_dataset.h"
+
+namespace po = boost::program_options;
+
+namespace perennial::cli {
+namespace {
+
+const char* kUsage =
+    "usage: perennial data import-fashion-mnist --out DIR [--source DIR] [--shard-size N]\n"
+    "       perennial data info DIR [--json]\n";
+
+int importCommand(const std::vector<std::string>& args) {
+  po::options_description desc("perennial data import-fashion-mnist options");
+  data::ImportOptions o;
+  desc.add_options()("help,h", "print this help")
+      ("out", po::value<std::string>(&o.outDir), "output directory: OUT/train and OUT/test are created")
+      ("source", po::value<std::string>(&o.sourceDir)->default_value(o.sourceDir),
+       "directory with the IDX files (plain or .gz), as Debian's dataset-fashion-mnist installs them")
+      ("shard-size", po::value<int64_t>(&o.shardSize)->default_value(o.shardSize), "rows per shard (> 0)");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
+  if (vm.count("help")) {
+    std::cout << kUsage << "\n" << desc;
+    return 0;
+  }
+  data::ImportSummary s = data::importFashionMnist(o);
+  std::cout << "imported " << s.trainRows << " training rows into " << s.trainShards << " shard(s) under "
+            << o.outDir << "/train and " << s.testRows << " test rows into " << s.testShards
+            << " shard(s) under " << o.outDir << "/test\n";
+  return 0;
+}
+
+int infoCommand(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  data::ShardedDataset ds(args[0]);
+  const bool asJson = args.size() > 1 && args[1] == "--json";
+  nlohmann::json j = {{"dir", ds.dir()},
+                      {"name", ds.spec().name},
+                      {"rows", ds.size()},
+                      {"shards", ds.shardPaths()},
+                      {"feature_shape", ds.spec().featureShape},
+                      {"feature_dtype", dtypeName(ds.spec().featureType)},
+                      {"num_classes", ds.spec().numClasses}};
+  if (asJson) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << ds.spec().name << ": " << ds.size() << " rows in " << ds.numShards() << " shard(s), features "
+              << j["feature_shape"].dump() << " " << dtypeName(ds.spec().featureType) << ", "
+              << ds.spec().numClasses << " classes\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int dataCommand(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "import-fashion-mnist") return importCommand(rest);
+  if (args[0] == "info") return infoCommand(rest);
+  throw ConfigError("data: unknown subcommand '" + args[0] + "'\n" + kUsage);
+}
+
+}  // namespace perennial::cli

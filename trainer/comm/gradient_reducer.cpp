@@ -1,0 +1,77 @@
+#include "trainer/comm/gradient_reducer.h"
+
+#include <torch/torch.h>
+
+#include "common/error.h"
+
+namespace perennial {
+
+DType toDType(c10::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return DType::kFloat32;
+    case torch::kFloat64: return DType::kFloat64;
+    case torch::kInt64: return DType::kInt64;
+    case torch::kInt32: return DType::kInt32;
+    case torch::kUInt8: return DType::kUInt8;
+    default: break;
+  }
+  throw InternalError(std::string("unsupported tensor type for collectives: ") + c10::toString(t));
+}
+
+GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator& comm,
+                                 size_t capBytes)
+    : params_(std::move(params)), comm_(comm) {
+  std::vector<ParamInfo> infos;
+  infos.reserve(params_.size());
+  for (const auto& p : params_) {
+    PERENNIAL_CHECK(p.is_contiguous(), "parameters must be contiguous");
+    infos.push_back(ParamInfo{static_cast<size_t>(p.numel()), toDType(p.scalar_type())});
+  }
+  plan_ = planBuckets(infos, capBytes);
+  torch::NoGradGuard noGrad;
+  for (const Bucket& b : plan_) {
+    auto type = params_[b.entries.front().param].scalar_type();
+    auto device = params_[b.entries.front().param].device();
+    torch::Tensor buffer = torch::zeros({static_cast<int64_t>(b.numel)},
+                                        torch::TensorOptions().dtype(type).device(device));
+    for (const BucketEntry& e : b.entries) {
+      torch::Tensor& p = params_[e.param];
+      p.mutable_grad() = buffer.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
+                             .view(p.sizes());
+    }
+    buffers_.push_back(std::move(buffer));
+  }
+}
+
+void GradientReducer::zeroGrad() {
+  for (auto& b : buffers_) b.zero_();
+}
+
+void GradientReducer::reduce() {
+  const int world = comm_.size();
+  for (size_t i = 0; i < plan_.size(); ++i) {
+    torch::Tensor& buf = buffers_[i];
+    comm_.allReduce(buf.data_ptr(), plan_[i].numel, plan_[i].type, ReduceOp::kSum);
+    if (world > 1) buf.div_(static_cast<double>(world));
+  }
+}
+
+void GradientReducer::broadcastParameters(int root) {
+  torch::NoGradGuard noGrad;
+  for (const Bucket& b : plan_) {
+    auto type = params_[b.entries.front().param].scalar_type();
+    torch::Tensor flat = torch::empty({static_cast<int64_t>(b.numel)}, torch::TensorOptions().dtype(type));
+    for (const BucketEntry& e : b.entries) {
+      flat.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
+          .copy_(params_[e.param].reshape({-1}));
+    }
+    comm_.broadcast(flat.data_ptr(), b.bytes(), root);
+    for (const BucketEntry& e : b.entries) {
+      params_[e.param].copy_(
+          flat.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
+              .view(params_[e.param].sizes()));
+    }
+  }
+}
+
+}  // namespace perennial

@@ -1,0 +1,41 @@
+#pragma once
+// Bucketed gradient averaging (the data-parallel core), in the manner of PyTorch DDP's Reducer.
+//
+// Each parameter's .grad() is a view into its bucket's flat buffer ("gradient as bucket view"),
+// so backward accumulates straight into the buffers and reduce() all-reduces them in place:
+// no copies in or out. Gradient accumulation over k micro-batches is k backward passes
+// followed by one reduce().
+#include <torch/types.h>
+
+#include <vector>
+
+#include "trainer/comm/bucket_plan.h"
+#include "trainer/comm/communicator.h"
+
+namespace perennial {
+
+class GradientReducer {
+ public:
+  // PARAMS must outlive the reducer and keep their storage; capBytes is the bucket cap.
+  GradientReducer(std::vector<torch::Tensor> params, Communicator& comm, size_t capBytes);
+
+  // Zeroes every gradient (the bucket buffers).
+  void zeroGrad();
+  // Sums gradients across ranks, bucket by bucket in plan order, and divides by the world size.
+  void reduce();
+  // Overwrites every parameter with ROOT's values (bucketed broadcast). Used at start-up.
+  void broadcastParameters(int root);
+
+  const std::vector<Bucket>& buckets() const { return plan_; }
+  size_t collectivesPerReduce() const { return plan_.size(); }
+
+ private:
+  std::vector<torch::Tensor> params_;
+  Communicator& comm_;
+  std::vector<Bucket> plan_;
+  std::vector<torch::Tensor> buffers_;  // one flat tensor per bucket
+};
+
+DType toDType(c10::ScalarType t);
+
+}  // namespace perennial

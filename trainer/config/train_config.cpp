@@ -1,0 +1,284 @@
+#include "trainer/config/train_config.h"
+
+#include <boost/program_options.hpp>
+
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace po = boost::program_options;
+
+namespace perennial {
+namespace {
+
+std::string fmt(double v) {
+  std::ostringstream os;
+  os << std::setprecision(17) << v;
+  std::string s = os.str();
+  // Shortest form that round-trips, for readable defaults (0.05, not 0.050000000000000003).
+  for (int p = 1; p <= 17; ++p) {
+    std::ostringstream t;
+    t << std::setprecision(p) << v;
+    if (std::stod(t.str()) == v) return t.str();
+  }
+  return s;
+}
+
+std::string joinInts(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+[[noreturn]] void bad(const std::string& key, const std::string& rule, const std::string& got) {
+  throw ConfigError(key + ": " + rule + " (got " + got + ")");
+}
+
+void atLeast(const std::string& key, int64_t v, int64_t lo) {
+  if (v < lo) bad(key, "must be at least " + std::to_string(lo), std::to_string(v));
+}
+
+void inRange(const std::string& key, double v, double lo, double hi, bool hiOpen) {
+  if (!(v >= lo && (hiOpen ? v < hi : v <= hi))) {
+    bad(key, "must be in [" + fmt(lo) + ", " + fmt(hi) + (hiOpen ? ")" : "]"), fmt(v));
+  }
+}
+
+void positive(const std::string& key, double v) {
+  if (!(v > 0)) bad(key, "must be positive", fmt(v));
+}
+
+void oneOf(const std::string& key, const std::string& v, const std::vector<std::string>& allowed) {
+  for (const auto& a : allowed) {
+    if (v == a) return;
+  }
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : "|") + a;
+  bad(key, "must be one of " + list, "'" + v + "'");
+}
+
+}  // namespace
+
+std::vector<int64_t> parseIntList(const std::string& key, const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) bad(key, "must be a comma-separated list of positive integers", "'" + text + "'");
+    item = item.substr(b, e - b + 1);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v <= 0) bad(key, "must be a comma-separated list of positive integers", "'" + text + "'");
+    out.push_back(v);
+  }
+  return out;
+}
+
+void addTrainOptions(po::options_description& desc) {
+  const TrainConfig d;
+  auto s = [](const std::string& v) { return po::value<std::string>()->default_value(v); };
+  auto i = [](int64_t v) { return po::value<int64_t>()->default_value(v); };
+  auto f = [](double v) { return po::value<double>()->default_value(v, fmt(v)); };
+  desc.add_options()
+      ("data.train", po::value<std::string>(), "directory of training shards (required)")
+      ("data.test", po::value<std::string>(), "directory of test shards (required)")
+      ("data.prefetch", i(d.prefetch), "batches read ahead per rank (>= 1)")
+      ("model.arch", s(d.arch), "mlp | cnn")
+      ("model.hidden", s(joinInts(d.hidden)), "mlp: hidden layer sizes, comma-separated")
+      ("model.conv_channels", s(joinInts(d.convChannels)), "cnn: output channels of each conv+pool block")
+      ("model.kernel_size", i(d.kernelSize), "cnn: odd kernel size in [1, 11] ('same' padding)")
+      ("model.fc_hidden", s(joinInts(d.fcHidden)), "cnn: fully connected sizes after the conv blocks (may be empty)")
+      ("model.dropout", f(d.dropout), "dropout before each hidden fully connected layer's output, [0, 1)")
+      ("train.epochs", i(d.epochs), "epochs (>= 1)")
+      ("train.batch_size", i(d.batchSize), "samples per rank per micro-batch (>= 1)")
+      ("train.grad_accum", i(d.gradAccum), "micro-batches per optimizer step (one all-reduce per step)")
+      ("train.max_steps", i(d.maxSteps), "stop after this many optimizer steps (0: no limit)")
+      ("train.seed", i(static_cast<int64_t>(d.seed)), "seed of initialisation, sampling and dropout (>= 0)")
+      ("train.threads", i(d.threads), "intra-op (BLAS/OpenMP) threads per rank (>= 1)")
+      ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
+      ("optim.name", s(d.optimizer), "sgd | adam")
+      ("optim.lr", f(d.lr), "base learning rate (> 0)")
+      ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
+      ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")
+      ("optim.weight_decay", f(d.weightDecay), "L2 weight decay (>= 0)")
+      ("optim.beta1", f(d.beta1), "adam: beta1, [0, 1)")
+      ("optim.beta2", f(d.beta2), "adam: beta2, [0, 1)")
+      ("optim.eps", f(d.eps), "adam: epsilon (> 0)")
+      ("lr.schedule", s(d.schedule), "constant | step | cosine (each after the linear warm-up)")
+      ("lr.warmup_steps", i(d.warmupSteps), "linear warm-up steps from 0 to optim.lr (>= 0)")
+      ("lr.step_size", i(d.stepSize), "step: multiply by lr.gamma every this many steps (>= 1)")
+      ("lr.gamma", f(d.gamma), "step: decay factor, (0, 1]")
+      ("lr.min_lr", f(d.minLr), "cosine: final learning rate (>= 0)")
+      ("comm.backend", s(d.backend), "auto | mpi (auto: NCCL for CUDA tensors when built with it, else MPI)")
+      ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
+      ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0)")
+      ("eval.batch_size", i(d.evalBatchSize), "evaluation batch size per rank (>= 1)")
+      ("log.level", s(d.logLevel), "trace | debug | info | warn | error | off")
+      ("log.progress", s(d.progress), "auto | bar | lines | none (auto: a bar on a terminal, lines otherwise)");
+}
+
+TrainConfig trainConfigFrom(const po::variables_map& vm) {
+  TrainConfig c;
+  auto str = [&](const char* k) { return vm[k].as<std::string>(); };
+  auto num = [&](const char* k) { return vm[k].as<int64_t>(); };
+  auto dbl = [&](const char* k) { return vm[k].as<double>(); };
+  if (!vm.count("data.train")) throw ConfigError("data.train: required (a directory of training shards)");
+  if (!vm.count("data.test")) throw ConfigError("data.test: required (a directory of test shards)");
+  c.trainDir = str("data.train");
+  c.testDir = str("data.test");
+  c.prefetch = num("data.prefetch");
+  atLeast("data.prefetch", c.prefetch, 1);
+
+  c.arch = str("model.arch");
+  oneOf("model.arch", c.arch, {"mlp", "cnn"});
+  c.hidden = parseIntList("model.hidden", str("model.hidden"));
+  c.convChannels = parseIntList("model.conv_channels", str("model.conv_channels"));
+  c.fcHidden = str("model.fc_hidden").empty() ? std::vector<int64_t>{} : parseIntList("model.fc_hidden", str("model.fc_hidden"));
+  if (c.arch == "cnn" && c.convChannels.empty()) bad("model.conv_channels", "cnn needs at least one conv block", "''");
+  c.kernelSize = num("model.kernel_size");
+  if (c.kernelSize < 1 || c.kernelSize > 11 || c.kernelSize % 2 == 0) {
+    bad("model.kernel_size", "must be odd and in [1, 11]", std::to_string(c.kernelSize));
+  }
+  c.dropout = dbl("model.dropout");
+  inRange("model.dropout", c.dropout, 0.0, 1.0, true);
+
+  c.epochs = num("train.epochs");
+  atLeast("train.epochs", c.epochs, 1);
+  c.batchSize = num("train.batch_size");
+  atLeast("train.batch_size", c.batchSize, 1);
+  c.gradAccum = num("train.grad_accum");
+  atLeast("train.grad_accum", c.gradAccum, 1);
+  c.maxSteps = num("train.max_steps");
+  atLeast("train.max_steps", c.maxSteps, 0);
+  const int64_t seed = num("train.seed");
+  atLeast("train.seed", seed, 0);
+  c.seed = static_cast<uint64_t>(seed);
+  c.threads = num("train.threads");
+  atLeast("train.threads", c.threads, 1);
+  c.logEvery = num("train.log_every");
+  atLeast("train.log_every", c.logEvery, 1);
+
+  c.optimizer = str("optim.name");
+  oneOf("optim.name", c.optimizer, {"sgd", "adam"});
+  c.lr = dbl("optim.lr");
+  positive("optim.lr", c.lr);
+  c.momentum = dbl("optim.momentum");
+  inRange("optim.momentum", c.momentum, 0.0, 1.0, true);
+  c.nesterov = vm["optim.nesterov"].as<bool>();
+  if (c.nesterov && c.momentum == 0.0) bad("optim.nesterov", "needs optim.momentum > 0", "true");
+  c.weightDecay = dbl("optim.weight_decay");
+  if (!(c.weightDecay >= 0)) bad("optim.weight_decay", "must be >= 0", fmt(c.weightDecay));
+  c.beta1 = dbl("optim.beta1");
+  inRange("optim.beta1", c.beta1, 0.0, 1.0, true);
+  c.beta2 = dbl("optim.beta2");
+  inRange("optim.beta2", c.beta2, 0.0, 1.0, true);
+  c.eps = dbl("optim.eps");
+  positive("optim.eps", c.eps);
+
+  c.schedule = str("lr.schedule");
+  oneOf("lr.schedule", c.schedule, {"constant", "step", "cosine"});
+  c.warmupSteps = num("lr.warmup_steps");
+  atLeast("lr.warmup_steps", c.warmupSteps, 0);
+  c.stepSize = num("lr.step_size");
+  atLeast("lr.step_size", c.stepSize, 1);
+  c.gamma = dbl("lr.gamma");
+  if (!(c.gamma > 0 && c.gamma <= 1)) bad("lr.gamma", "must be in (0, 1]", fmt(c.gamma));
+  c.minLr = dbl("lr.min_lr");
+  if (!(c.minLr >= 0)) bad("lr.min_lr", "must be >= 0", fmt(c.minLr));
+
+  c.backend = str("comm.backend");
+  oneOf("comm.backend", c.backend, {"auto", "mpi", "nccl"});
+  c.bucketCapMb = dbl("comm.bucket_cap_mb");
+  positive("comm.bucket_cap_mb", c.bucketCapMb);
+  c.timeoutS = dbl("comm.timeout_s");
+  positive("comm.timeout_s", c.timeoutS);
+
+  c.evalBatchSize = num("eval.batch_size");
+  atLeast("eval.batch_size", c.evalBatchSize, 1);
+  c.logLevel = str("log.level");
+  oneOf("log.level", c.logLevel, {"trace", "debug", "info", "warn", "error", "off"});
+  c.progress = str("log.progress");
+  oneOf("log.progress", c.progress, {"auto", "bar", "lines", "none"});
+  return c;
+}
+
+std::string TrainConfig::toIni() const {
+  std::ostringstream os;
+  os << "[data]\ntrain = " << trainDir << "\ntest = " << testDir << "\nprefetch = " << prefetch
+     << "\n\n[model]\narch = " << arch << "\nhidden = " << joinInts(hidden)
+     << "\nconv_channels = " << joinInts(convChannels) << "\nkernel_size = " << kernelSize
+     << "\nfc_hidden = " << joinInts(fcHidden) << "\ndropout = " << fmt(dropout)
+     << "\n\n[train]\nepochs = " << epochs << "\nbatch_size = " << batchSize
+     << "\ngrad_accum = " << gradAccum << "\nmax_steps = " << maxSteps << "\nseed = " << seed
+     << "\nthreads = " << threads << "\nlog_every = " << logEvery
+     << "\n\n[optim]\nname = " << optimizer << "\nlr = " << fmt(lr) << "\nmomentum = " << fmt(momentum)
+     << "\nnesterov = " << (nesterov ? "true" : "false") << "\nweight_decay = " << fmt(weightDecay)
+     << "\nbeta1 = " << fmt(beta1) << "\nbeta2 = " << fmt(beta2) << "\neps = " << fmt(eps)
+     << "\n\n[lr]\nschedule = " << schedule << "\nwarmup_steps = " << warmupSteps
+     << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
+     << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)
+     << "\ntimeout_s = " << fmt(timeoutS)
+     << "\n\n[eval]\nbatch_size = " << evalBatchSize
+     << "\n\n[log]\nlevel = " << logLevel << "\nprogress = " << progress << "\n";
+  return os.str();
+}
+
+TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
+  po::options_description general("perennial train options");
+  general.add_options()
+      ("help,h", "print this help, with every option and its default")
+      ("config", po::value<std::string>(), "INI configuration file ([section] key = value)")
+      ("run-dir", po::value<std::string>(), "run directory (created if missing): result.json, metrics.jsonl, model.h5");
+  po::options_description keys("Configuration keys (in the file as [section] key = value, on the command line as --section.key=value)");
+  addTrainOptions(keys);
+  po::options_description all;
+  all.add(general).add(keys);
+
+  TrainArgs out;
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
+  if (vm.count("help")) {
+    std::ostringstream os;
+    os << "usage: [mpirun -np N] perennial train --config FILE --run-dir DIR [--section.key=value ...]\n\n"
+       << general << "\n" << keys;
+    out.help = true;
+    out.helpText = os.str();
+    return out;
+  }
+  if (vm.count("config")) {
+    out.configFile = vm["config"].as<std::string>();
+    std::ifstream in(out.configFile);
+    if (!in) throw ConfigError(out.configFile + ": cannot open configuration file");
+    try {
+      // Values already stored from the command line take precedence over the file's.
+      po::store(po::parse_config_file(in, keys, /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      throw ConfigError(out.configFile + ": " + e.what() + " (perennial train --help lists every key)");
+    }
+  }
+  po::notify(vm);
+  if (!vm.count("run-dir")) throw ConfigError("--run-dir: required (the run directory)");
+  out.runDir = vm["run-dir"].as<std::string>();
+  try {
+    out.config = trainConfigFrom(vm);
+  } catch (const ConfigError& e) {
+    throw ConfigError((out.configFile.empty() ? std::string("command line") : out.configFile + " or command line") +
+                      ": " + e.what());
+  }
+  return out;
+}
+
+}  // namespace perennial

@@ -1,0 +1,82 @@
+#pragma once
+// The trainer's configuration: INI files (Boost.Program_options syntax) with [section] key=value,
+// every key overridable on the command line as --section.key=value (the command line wins).
+// Validation errors are ConfigError naming the source (file or command line), the key and the
+// rule; the CLI turns them into exit status 2.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace boost::program_options {
+class options_description;
+class variables_map;
+}  // namespace boost::program_options
+
+namespace perennial {
+
+struct TrainConfig {
+  // [data]
+  std::string trainDir, testDir;
+  int64_t prefetch = 4;
+  // [model]
+  std::string arch = "mlp";
+  std::vector<int64_t> hidden{256, 128, 100};
+  std::vector<int64_t> convChannels{32, 64};
+  int64_t kernelSize = 5;
+  std::vector<int64_t> fcHidden{128};
+  double dropout = 0.0;
+  // [train]
+  int64_t epochs = 10;
+  int64_t batchSize = 64;  // per rank, per micro-batch
+  int64_t gradAccum = 1;
+  int64_t maxSteps = 0;  // 0: no limit
+  uint64_t seed = 42;
+  int64_t threads = 1;
+  int64_t logEvery = 100;
+  // [optim]
+  std::string optimizer = "sgd";
+  double lr = 0.05, momentum = 0.9, weightDecay = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  bool nesterov = false;
+  // [lr]
+  std::string schedule = "constant";
+  int64_t warmupSteps = 0;
+  int64_t stepSize = 1000;
+  double gamma = 0.1, minLr = 0.0;
+  // [comm]
+  std::string backend = "auto";
+  double bucketCapMb = 25.0;
+  double timeoutS = 600.0;
+  // [eval]
+  int64_t evalBatchSize = 1000;
+  // [log]
+  std::string logLevel = "info";
+  std::string progress = "auto";
+
+  // The resolved configuration as INI text (every key, in a fixed order): written to the run
+  // directory and hashed, so a run can be reproduced from its own record.
+  std::string toIni() const;
+};
+
+// Declares every [section] key with its default (used for --help and parsing).
+void addTrainOptions(boost::program_options::options_description& desc);
+
+// Fills a TrainConfig from parsed values and checks every rule. SOURCE names where values
+// came from for messages.
+TrainConfig trainConfigFrom(const boost::program_options::variables_map& vm);
+
+// Parses ARGS (command line after the subcommand) with an optional --config FILE. Throws
+// ConfigError on unknown keys, wrong types and out-of-range values.
+struct TrainArgs {
+  TrainConfig config;
+  std::string configFile;
+  std::string runDir;
+  bool help = false;
+  std::string helpText;
+};
+TrainArgs parseTrainArgs(const std::vector<std::string>& args);
+
+// "256,128" -> {256, 128}; throws ConfigError naming KEY on a malformed list.
+std::vector<int64_t> parseIntList(const std::string& key, const std::string& text);
+
+}  // namespace perennial

@@ -1,0 +1,274 @@
+#include "trainer/data/shard_dataset.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <tuple>
+
+#include "common/error.h"
+#include "common/fs_util.h"
+#include "common/log.h"
+#include "trainer/data/idx.h"
+
+namespace perennial::data {
+namespace stdfs = std::filesystem;
+
+int64_t DatasetSpec::featureElements() const {
+  int64_t n = 1;
+  for (int64_t d : featureShape) n *= d;
+  return n;
+}
+
+bool DatasetSpec::operator==(const DatasetSpec& o) const {
+  return name == o.name && features == o.features && labels == o.labels &&
+         featureShape == o.featureShape && featureType == o.featureType &&
+         numClasses == o.numClasses;
+}
+
+void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t* features,
+                const int64_t* labels, int64_t rows) {
+  PERENNIAL_CHECK(spec.featureType == DType::kUInt8, "only uint8 image shards are written here");
+  for (int64_t i = 0; i < rows; ++i) {
+    if (labels[i] < 0 || labels[i] >= spec.numClasses) {
+      throw DataError(path + ": label " + std::to_string(labels[i]) + " at row " + std::to_string(i) +
+                      " outside [0, " + std::to_string(spec.numClasses) + ")");
+    }
+  }
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    {
+      h5::Handle file = h5::createFile(tmp);
+      h5::writeAttr(file, "spec.version", kShardVersion, tmp);
+      h5::writeAttr(file, "spec.name", spec.name, tmp);
+      h5::writeAttr(file, "spec.features", spec.features, tmp);
+      h5::writeAttr(file, "spec.labels", spec.labels, tmp);
+      h5::writeAttr(file, "spec.feature_shape", spec.featureShape, tmp);
+      h5::writeAttr(file, "spec.feature_dtype", std::string(dtypeName(spec.featureType)), tmp);
+      h5::writeAttr(file, "spec.num_classes", spec.numClasses, tmp);
+      std::vector<int64_t> shape{rows};
+      shape.insert(shape.end(), spec.featureShape.begin(), spec.featureShape.end());
+      h5::writeDataset(file, spec.features, DType::kUInt8, shape, features, tmp);
+      h5::writeDataset(file, spec.labels, DType::kInt64, {rows}, labels, tmp);
+    }
+    std::FILE* f = std::fopen(tmp.c_str(), "rb+");
+    if (!f) throw IoError(tmp + ": reopen for fsync failed");
+    int rc = ::fsync(fileno(f));
+    std::fclose(f);
+    if (rc != 0) throw IoError(tmp + ": fsync failed");
+    stdfs::rename(tmp, path);
+    fs::fsyncDir(stdfs::path(path).parent_path().string());
+  } catch (...) {
+    std::error_code ec;
+    stdfs::remove(tmp, ec);
+    throw;
+  }
+}
+
+DatasetSpec readSpec(hid_t file, const std::string& path) {
+  if (!h5::hasAttr(file, "spec.version")) {
+    throw DataError(path + ": not a Perennial shard (attribute spec.version missing)");
+  }
+  const int64_t version = h5::readIntAttr(file, "spec.version", path);
+  if (version != kShardVersion) {
+    throw DataError(path + ": shard spec.version " + std::to_string(version) +
+                    " is not supported (expected " + std::to_string(kShardVersion) + ")");
+  }
+  DatasetSpec s;
+  s.name = h5::readStringAttr(file, "spec.name", path);
+  s.features = h5::readStringAttr(file, "spec.features", path);
+  s.labels = h5::readStringAttr(file, "spec.labels", path);
+  s.featureShape = h5::readIntsAttr(file, "spec.feature_shape", path);
+  const std::string dtype = h5::readStringAttr(file, "spec.feature_dtype", path);
+  if (dtype != "uint8") throw DataError(path + "@spec.feature_dtype: '" + dtype + "' not supported (uint8 only)");
+  s.numClasses = h5::readIntAttr(file, "spec.num_classes", path);
+  if (s.numClasses < 2) throw DataError(path + "@spec.num_classes: must be at least 2");
+  if (s.featureShape.empty()) throw DataError(path + "@spec.feature_shape: must not be empty");
+  for (int64_t d : s.featureShape) {
+    if (d <= 0) throw DataError(path + "@spec.feature_shape: dimensions must be positive");
+  }
+  return s;
+}
+
+ShardedDataset::ShardedDataset(const std::string& dir) : dir_(dir) {
+  paths_ = fs::listFiles(dir, ".h5");
+  if (paths_.empty()) throw DataError(dir + ": no shards (*.h5) found");
+  for (const std::string& path : paths_) {
+    Shard s;
+    s.file = h5::openFile(path);
+    DatasetSpec spec = readSpec(s.file, path);
+    if (shards_.empty()) {
+      spec_ = spec;
+    } else if (!(spec == spec_)) {
+      throw DataError(path + ": dataset spec differs from " + paths_.front() +
+                      " (all shards of a dataset must share name, shape, dtype and classes)");
+    }
+    h5::DatasetInfo fi = h5::datasetInfo(s.file, spec.features, path);
+    h5::DatasetInfo li = h5::datasetInfo(s.file, spec.labels, path);
+    if (fi.type != DType::kUInt8) throw DataError(path + ":" + spec.features + ": dtype must be uint8");
+    if (li.type != DType::kInt64) throw DataError(path + ":" + spec.labels + ": dtype must be int64");
+    std::vector<int64_t> expect{fi.shape.empty() ? 0 : fi.shape[0]};
+    expect.insert(expect.end(), spec.featureShape.begin(), spec.featureShape.end());
+    if (fi.shape != expect) throw DataError(path + ":" + spec.features + ": shape does not match spec.feature_shape");
+    if (li.shape.size() != 1 || li.shape[0] != fi.shape[0]) {
+      throw DataError(path + ":" + spec.labels + ": must be 1-D with one label per row");
+    }
+    s.features = h5::Handle(h5::check(H5Dopen2(s.file, spec.features.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    s.labels = h5::Handle(h5::check(H5Dopen2(s.file, spec.labels.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    s.begin = total_;
+    s.rows = fi.shape[0];
+    total_ += s.rows;
+    shards_.push_back(std::move(s));
+  }
+}
+
+void ShardedDataset::readShardRows(Shard& s, const std::vector<int64_t>& rows, uint8_t* features,
+                                   int64_t* labels, const std::string& path) {
+  // rows is sorted; coalesce runs of consecutive rows into hyperslab blocks.
+  const int nd = static_cast<int>(spec_.featureShape.size()) + 1;
+  std::vector<hsize_t> fstart(nd, 0), fcount(nd);
+  for (int i = 1; i < nd; ++i) fcount[i] = static_cast<hsize_t>(spec_.featureShape[i - 1]);
+  h5::Handle fspace(h5::check(H5Dget_space(s.features), "H5Dget_space", path));
+  h5::Handle lspace(h5::check(H5Dget_space(s.labels), "H5Dget_space", path));
+  bool first = true;
+  for (size_t i = 0; i < rows.size();) {
+    size_t j = i + 1;
+    while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+    fstart[0] = static_cast<hsize_t>(rows[i]);
+    fcount[0] = static_cast<hsize_t>(j - i);
+    H5S_seloper_t op = first ? H5S_SELECT_SET : H5S_SELECT_OR;
+    h5::check(H5Sselect_hyperslab(fspace, op, fstart.data(), nullptr, fcount.data(), nullptr),
+              "H5Sselect_hyperslab", path);
+    hsize_t lstart = fstart[0], lcount = fcount[0];
+    h5::check(H5Sselect_hyperslab(lspace, op, &lstart, nullptr, &lcount, nullptr),
+              "H5Sselect_hyperslab", path);
+    first = false;
+    i = j;
+  }
+  hsize_t n = rows.size();
+  hsize_t fmem[2] = {n, static_cast<hsize_t>(spec_.featureElements())};
+  h5::Handle fmemSpace(h5::check(H5Screate_simple(2, fmem, nullptr), "H5Screate_simple", path));
+  h5::Handle lmemSpace(h5::check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple", path));
+  h5::check(H5Dread(s.features, H5T_NATIVE_UINT8, fmemSpace, fspace, H5P_DEFAULT, features), "H5Dread", path + ":" + spec_.features);
+  h5::check(H5Dread(s.labels, H5T_NATIVE_INT64, lmemSpace, lspace, H5P_DEFAULT, labels), "H5Dread", path + ":" + spec_.labels);
+}
+
+void ShardedDataset::readRows(const std::vector<int64_t>& indices, uint8_t* features,
+                              int64_t* labels) {
+  const int64_t fe = spec_.featureElements();
+  // Order positions by global index, then read each shard's rows in one selection. HDF5 returns
+  // a selection's rows in file order, so sorting keeps the buffer aligned with the rows; the
+  // gathered rows are then scattered back to the caller's order.
+  std::vector<size_t> order(indices.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return indices[a] < indices[b]; });
+  std::vector<uint8_t> fbuf;
+  std::vector<int64_t> lbuf;
+  size_t k = 0;
+  while (k < order.size()) {
+    const int64_t g = indices[order[k]];
+    if (g < 0 || g >= total_) {
+      throw DataError(dir_ + ": row index " + std::to_string(g) + " outside [0, " + std::to_string(total_) + ")");
+    }
+    auto it = std::upper_bound(shards_.begin(), shards_.end(), g,
+                               [](int64_t v, const Shard& s) { return v < s.begin; });
+    Shard& s = *(it - 1);
+    std::vector<int64_t> rows;  // distinct local rows, sorted
+    std::vector<std::pair<size_t, size_t>> dest;  // (position in caller's order, row slot)
+    while (k < order.size() && indices[order[k]] < s.begin + s.rows) {
+      const int64_t local = indices[order[k]] - s.begin;
+      if (rows.empty() || rows.back() != local) rows.push_back(local);
+      dest.emplace_back(order[k], rows.size() - 1);
+      ++k;
+    }
+    fbuf.resize(rows.size() * static_cast<size_t>(fe));
+    lbuf.resize(rows.size());
+    readShardRows(s, rows, fbuf.data(), lbuf.data(), paths_[static_cast<size_t>(&s - shards_.data())]);
+    for (const auto& [pos, slot] : dest) {
+      std::copy_n(fbuf.data() + slot * fe, fe, features + pos * fe);
+      labels[pos] = lbuf[slot];
+    }
+  }
+}
+
+void ShardedDataset::readRange(int64_t begin, int64_t end, uint8_t* features, int64_t* labels) {
+  std::vector<int64_t> idx(static_cast<size_t>(std::max<int64_t>(0, end - begin)));
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = begin + static_cast<int64_t>(i);
+  readRows(idx, features, labels);
+}
+
+namespace {
+
+// Validates one IDX pair and writes it as shards into DEST (a fresh directory).
+std::pair<int64_t, size_t> importSplit(const std::string& images, const std::string& labels,
+                                       const std::string& dest, const std::string& name,
+                                       int64_t shardSize) {
+  IdxArray img = readIdx(images);
+  IdxArray lab = readIdx(labels);
+  if (img.dims.size() != 3) {
+    throw DataError(images + ": expected 3 dimensions [N, rows, cols], found " + std::to_string(img.dims.size()));
+  }
+  if (lab.dims.size() != 1) {
+    throw DataError(labels + ": expected 1 dimension [N], found " + std::to_string(lab.dims.size()));
+  }
+  if (lab.dims[0] != img.dims[0]) {
+    throw DataError(labels + ": has " + std::to_string(lab.dims[0]) + " labels but " + images +
+                    " has " + std::to_string(img.dims[0]) + " images");
+  }
+  DatasetSpec spec;
+  spec.name = name;
+  spec.featureShape = {img.dims[1], img.dims[2]};
+  spec.numClasses = 10;
+  const int64_t n = img.dims[0];
+  std::vector<int64_t> lab64(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    lab64[i] = lab.values[i];
+    if (lab64[i] >= spec.numClasses) {
+      throw DataError(labels + ": label " + std::to_string(lab64[i]) + " at index " + std::to_string(i) +
+                      " outside [0, 10)");
+    }
+  }
+  const std::string tmpDir = dest + ".tmp." + std::to_string(::getpid());
+  std::error_code ec;
+  stdfs::remove_all(tmpDir, ec);
+  stdfs::create_directories(tmpDir);
+  const int64_t fe = spec.featureElements();
+  size_t shards = 0;
+  for (int64_t begin = 0; begin < n; begin += shardSize, ++shards) {
+    const int64_t rows = std::min(shardSize, n - begin);
+    char file[32];
+    std::snprintf(file, sizeof(file), "shard-%05zu.h5", shards);
+    writeShard(tmpDir + "/" + file, spec, img.values.data() + begin * fe, lab64.data() + begin, rows);
+  }
+  stdfs::rename(tmpDir, dest);
+  fs::fsyncDir(stdfs::path(dest).parent_path().string());
+  return {n, shards};
+}
+
+}  // namespace
+
+ImportSummary importFashionMnist(const ImportOptions& o) {
+  if (o.shardSize <= 0) throw ConfigError("--shard-size: must be positive (got " + std::to_string(o.shardSize) + ")");
+  if (o.outDir.empty()) throw ConfigError("--out: required");
+  const std::string train = o.outDir + "/train", test = o.outDir + "/test";
+  for (const auto& d : {train, test}) {
+    if (stdfs::exists(d)) {
+      throw ConfigError(d + ": already exists; remove it or import into another --out directory");
+    }
+  }
+  stdfs::create_directories(o.outDir);
+  auto src = [&](const char* f) {
+    std::string gz = o.sourceDir + "/" + f + ".gz";
+    return stdfs::exists(gz) ? gz : o.sourceDir + "/" + f;
+  };
+  ImportSummary s;
+  std::tie(s.trainRows, s.trainShards) = importSplit(src("train-images-idx3-ubyte"),
+      src("train-labels-idx1-ubyte"), train, "fashion-mnist", o.shardSize);
+  std::tie(s.testRows, s.testShards) = importSplit(src("t10k-images-idx3-ubyte"),
+      src("t10k-labels-idx1-ubyte"), test, "fashion-mnist", o.shardSize);
+  return s;
+}
+
+}  // namespace perennial::data

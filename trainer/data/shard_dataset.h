@@ -1,0 +1,95 @@
+#pragma once
+// Datasets stored as a directory of HDF5 shards.
+//
+// Shard layout (version 1): datasets `images` (uint8 [N, ...feature_shape]) and `labels`
+// (int64 [N]); the dataset spec as attributes on the root group:
+//   spec.name (string), spec.features (string, "images"), spec.labels (string, "labels"),
+//   spec.feature_shape (int64[]), spec.feature_dtype (string), spec.num_classes (int64),
+//   spec.version (int64 = 1).
+// Every shard of a dataset carries the same spec; shards are read in file-name order.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/h5.h"
+#include "common/dtype.h"
+
+namespace perennial::data {
+
+struct DatasetSpec {
+  std::string name;
+  std::string features = "images";
+  std::string labels = "labels";
+  std::vector<int64_t> featureShape;
+  DType featureType = DType::kUInt8;
+  int64_t numClasses = 0;
+
+  int64_t featureElements() const;
+  bool operator==(const DatasetSpec& o) const;
+};
+
+inline constexpr int64_t kShardVersion = 1;
+
+// Writes one shard deterministically (same content, same bytes). Atomic: temporary file, fsync,
+// rename. LABELS must be in [0, numClasses).
+void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t* features,
+                const int64_t* labels, int64_t rows);
+
+DatasetSpec readSpec(hid_t file, const std::string& path);
+
+// Read-only view of a shard directory. Thread-compatible: one reader per thread, or external
+// locking (the HDF5 library itself is built thread-safe).
+class ShardedDataset {
+ public:
+  // Throws DataError naming the directory or shard when it has no shards, a shard's spec
+  // differs from the first one's, or a dataset's type or shape disagrees with the spec.
+  explicit ShardedDataset(const std::string& dir);
+
+  const DatasetSpec& spec() const { return spec_; }
+  int64_t size() const { return total_; }
+  size_t numShards() const { return shards_.size(); }
+  const std::string& dir() const { return dir_; }
+  const std::vector<std::string>& shardPaths() const { return paths_; }
+
+  // Reads the rows with the given global indices (any order, repeats allowed) into FEATURES
+  // (rows x featureElements bytes) and LABELS, in the order given. One HDF5 read per shard
+  // touched: rows of a shard are gathered with a single hyperslab selection.
+  void readRows(const std::vector<int64_t>& indices, uint8_t* features, int64_t* labels);
+
+  // Reads the contiguous global range [begin, end).
+  void readRange(int64_t begin, int64_t end, uint8_t* features, int64_t* labels);
+
+ private:
+  struct Shard {
+    h5::Handle file;
+    h5::Handle features;
+    h5::Handle labels;
+    int64_t begin;  // first global index
+    int64_t rows;
+  };
+  void readShardRows(Shard& s, const std::vector<int64_t>& localRows, uint8_t* features,
+                     int64_t* labels, const std::string& path);
+
+  std::string dir_;
+  DatasetSpec spec_;
+  std::vector<Shard> shards_;
+  std::vector<std::string> paths_;
+  int64_t total_ = 0;
+};
+
+struct ImportOptions {
+  std::string sourceDir = "/usr/share/datasets/fashion-mnist";
+  std::string outDir;
+  int64_t shardSize = 10000;
+};
+
+struct ImportSummary {
+  int64_t trainRows = 0, testRows = 0;
+  size_t trainShards = 0, testShards = 0;
+};
+
+// Converts Fashion-MNIST's IDX files into OUT/train and OUT/test shard directories.
+ImportSummary importFashionMnist(const ImportOptions& options);
+
+}  // namespace perennial::data

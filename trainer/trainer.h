@@ -1,0 +1,36 @@
+#pragma once
+// `perennial train`: data-parallel training of one model over a Communicator.
+//
+// Every rank runs train() with the same config. Rank 0 owns the run directory's files:
+//   config.cfg     the resolved configuration (every key)
+//   metrics.jsonl  one JSON object per line: {"kind":"train",...} every train.log_every steps,
+//                  {"kind":"eval",...} after each epoch's evaluation
+//   model.h5       the final weights (checkpoint/tensor_file.h)
+//   result.json    the final result (TrainResult), written last and atomically
+#include <cstdint>
+#include <string>
+
+#include "trainer/comm/communicator.h"
+#include "trainer/config/train_config.h"
+
+namespace perennial {
+
+struct TrainResult {
+  double testAccuracy = 0;
+  double testLoss = 0;
+  int64_t epochs = 0;          // epochs started (the last may be partial with train.max_steps)
+  int64_t steps = 0;           // optimizer steps
+  int64_t samplesSeen = 0;     // training samples consumed by all ranks together
+  int worldSize = 1;
+  double samplesPerSecond = 0; // training samples per second, all ranks together, loop only
+  double trainSeconds = 0;     // time in the training loop (no evaluation, no start-up)
+  double wallSeconds = 0;      // whole call
+  std::string paramSha256;     // see NOTE [param_sha256]
+  std::string configSha256;    // SHA-256 of the resolved configuration text
+};
+
+// Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
+// CommError when a collective fails, InternalError when ranks end with different weights.
+TrainResult train(const TrainConfig& config, const std::string& runDir, Communicator& comm);
+
+}  // namespace perennial
