@@ -246,7 +246,9 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   TrainArgs out;
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(all).run(), vm);
+    // No prefix guessing: --train.epoch must not silently mean --train.epochs.
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(args).options(all).style(style).run(), vm);
   } catch (const po::error& e) {
     throw ConfigError(std::string("command line: ") + e.what());
   }

@@ -1,0 +1,155 @@
+#include "trainer/config/train_config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+
+namespace perennial {
+namespace {
+
+std::vector<std::string> base() {
+  return {"--run-dir", "/tmp/unused", "--data.train", "tr", "--data.test", "te"};
+}
+
+std::string errorOf(std::vector<std::string> args) {
+  try {
+    parseTrainArgs(args);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string writeConfig(const std::string& name, const std::string& text) {
+  auto path = std::filesystem::temp_directory_path() / ("perennial-config-test-" + name + ".cfg");
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(Config, DefaultsParse) {
+  TrainArgs a = parseTrainArgs(base());
+  EXPECT_EQ(a.config.arch, "mlp");
+  EXPECT_EQ(a.config.hidden, (std::vector<int64_t>{256, 128, 100}));
+  EXPECT_EQ(a.config.bucketCapMb, 25.0);
+  EXPECT_EQ(a.runDir, "/tmp/unused");
+}
+
+TEST(Config, FileValuesAndCommandLineOverrides) {
+  auto path = writeConfig("override", "[train]\nepochs = 7\nbatch_size = 32\n[model]\narch = cnn\n");
+  auto args = base();
+  args.insert(args.end(), {"--config", path, "--train.epochs=3"});
+  TrainArgs a = parseTrainArgs(args);
+  EXPECT_EQ(a.config.epochs, 3) << "the command line wins over the file";
+  EXPECT_EQ(a.config.batchSize, 32);
+  EXPECT_EQ(a.config.arch, "cnn");
+}
+
+TEST(Config, UnknownKeyInFileNamesFileAndKey) {
+  auto path = writeConfig("unknown", "[train]\nepochz = 7\n");
+  auto args = base();
+  args.insert(args.end(), {"--config", path});
+  std::string e = errorOf(args);
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  EXPECT_NE(e.find("train.epochz"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownKeyOnCommandLine) {
+  auto args = base();
+  args.push_back("--train.nope=1");
+  std::string e = errorOf(args);
+  EXPECT_NE(e.find("train.nope"), std::string::npos) << e;
+}
+
+TEST(Config, PrefixesAreNotGuessed) {
+  auto args = base();
+  args.push_back("--train.epoch=3");
+  EXPECT_NE(errorOf(args).find("train.epoch"), std::string::npos);
+}
+
+TEST(Config, WrongTypeNamesKey) {
+  auto args = base();
+  args.push_back("--train.epochs=many");
+  std::string e = errorOf(args);
+  EXPECT_NE(e.find("train.epochs"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeInFileNamesFileAndKey) {
+  auto path = writeConfig("type", "[optim]\nlr = fast\n");
+  auto args = base();
+  args.insert(args.end(), {"--config", path});
+  std::string e = errorOf(args);
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  EXPECT_NE(e.find("optim.lr"), std::string::npos) << e;
+}
+
+struct RangeCase {
+  std::string arg, key, rule;
+};
+
+class ConfigRange : public ::testing::TestWithParam<RangeCase> {};
+
+TEST_P(ConfigRange, OutOfRangeNamesKeyAndRule) {
+  auto args = base();
+  args.push_back(GetParam().arg);
+  std::string e = errorOf(args);
+  EXPECT_NE(e.find(GetParam().key), std::string::npos) << e;
+  EXPECT_NE(e.find(GetParam().rule), std::string::npos) << e;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rules, ConfigRange,
+    ::testing::Values(RangeCase{"--train.epochs=0", "train.epochs", "at least 1"},
+                      RangeCase{"--train.batch_size=-3", "train.batch_size", "at least 1"},
+                      RangeCase{"--optim.lr=0", "optim.lr", "positive"},
+                      RangeCase{"--optim.momentum=1", "optim.momentum", "[0, 1)"},
+                      RangeCase{"--model.dropout=1.5", "model.dropout", "[0, 1)"},
+                      RangeCase{"--model.arch=transformer", "model.arch", "mlp|cnn"},
+                      RangeCase{"--model.hidden=256,x", "model.hidden", "positive integers"},
+                      RangeCase{"--model.kernel_size=4", "model.kernel_size", "odd"},
+                      RangeCase{"--optim.name=lbfgs", "optim.name", "sgd|adam"},
+                      RangeCase{"--lr.schedule=linear", "lr.schedule", "constant|step|cosine"},
+                      RangeCase{"--lr.gamma=0", "lr.gamma", "(0, 1]"},
+                      RangeCase{"--comm.bucket_cap_mb=0", "comm.bucket_cap_mb", "positive"},
+                      RangeCase{"--train.seed=-1", "train.seed", "at least 0"},
+                      RangeCase{"--log.progress=fancy", "log.progress", "auto|bar|lines|none"}));
+
+TEST(Config, MissingRequiredValues) {
+  EXPECT_NE(errorOf({"--data.train", "a", "--data.test", "b"}).find("--run-dir"), std::string::npos);
+  EXPECT_NE(errorOf({"--run-dir", "r", "--data.test", "b"}).find("data.train"), std::string::npos);
+}
+
+TEST(Config, MissingFileIsNamed) {
+  auto args = base();
+  args.insert(args.end(), {"--config", "/nonexistent/x.cfg"});
+  EXPECT_NE(errorOf(args).find("/nonexistent/x.cfg"), std::string::npos);
+}
+
+TEST(Config, HelpListsEveryKeyWithDefault) {
+  TrainArgs a = parseTrainArgs({"--help"});
+  ASSERT_TRUE(a.help);
+  for (const char* key : {"data.train", "model.arch", "model.hidden", "train.epochs", "train.grad_accum",
+                          "train.max_steps", "optim.lr", "lr.schedule", "lr.warmup_steps",
+                          "comm.bucket_cap_mb", "eval.batch_size", "log.progress"}) {
+    EXPECT_NE(a.helpText.find(key), std::string::npos) << key;
+  }
+  EXPECT_NE(a.helpText.find("(=25)"), std::string::npos) << "bucket cap default shown";
+}
+
+TEST(Config, ResolvedIniParsesBackToTheSameConfig) {
+  TrainArgs a = parseTrainArgs(base());
+  auto path = writeConfig("roundtrip", a.config.toIni());
+  TrainArgs b = parseTrainArgs({"--run-dir", "/tmp/unused", "--config", path});
+  EXPECT_EQ(a.config.toIni(), b.config.toIni());
+}
+
+TEST(Config, IntListParsing) {
+  EXPECT_EQ(parseIntList("k", "1, 2 ,3"), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_THROW(parseIntList("k", "1,,2"), ConfigError);
+  EXPECT_THROW(parseIntList("k", "0"), ConfigError);
+}
+
+}  // namespace
+}  // namespace perennial

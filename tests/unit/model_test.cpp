@@ -1,0 +1,122 @@
+// LibTorch-dependent unit tests: model shapes and names, and the gradient reducer over a fake
+// communicator (the multi-rank behaviour is tested under mpiexec in tests/mpi/).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "trainer/comm/gradient_reducer.h"
+#include "trainer/models/model_factory.h"
+
+namespace perennial {
+namespace {
+
+TrainConfig config(const std::string& arch) {
+  TrainConfig c;
+  c.arch = arch;
+  return c;
+}
+
+std::vector<std::string> names(torch::nn::Sequential& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m->named_parameters()) out.push_back(p.key());
+  return out;
+}
+
+TEST(Models, MlpShapesAndStateDictNames) {
+  TrainConfig c = config("mlp");
+  c.hidden = {256, 128, 100};
+  auto m = makeModel(c, {{28, 28}, 10});
+  auto y = m->forward(torch::zeros({5, 28, 28}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{5, 10}));
+  // As nn.Sequential(Flatten, Linear, ReLU, Linear, ReLU, Linear, ReLU, Linear) names them.
+  EXPECT_EQ(names(m), (std::vector<std::string>{"1.weight", "1.bias", "3.weight", "3.bias", "5.weight",
+                                                "5.bias", "7.weight", "7.bias"}));
+  int64_t n = 0;
+  for (const auto& p : m->parameters()) n += p.numel();
+  EXPECT_EQ(n, 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 100 * 10 + 10);
+}
+
+TEST(Models, CnnShapes) {
+  TrainConfig c = config("cnn");
+  c.convChannels = {8, 16};
+  c.kernelSize = 5;
+  c.fcHidden = {32};
+  c.dropout = 0.25;
+  auto m = makeModel(c, {{28, 28}, 10});
+  auto y = m->forward(torch::zeros({3, 28, 28}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 10}));
+  // conv 1->8 k5, conv 8->16 k5, fc 16*7*7 -> 32, fc 32 -> 10
+  auto ps = m->parameters();
+  ASSERT_EQ(ps.size(), 8u);
+  EXPECT_EQ(ps[0].sizes(), (std::vector<int64_t>{8, 1, 5, 5}));
+  EXPECT_EQ(ps[2].sizes(), (std::vector<int64_t>{16, 8, 5, 5}));
+  EXPECT_EQ(ps[4].sizes(), (std::vector<int64_t>{32, 16 * 7 * 7}));
+  EXPECT_EQ(ps[6].sizes(), (std::vector<int64_t>{10, 32}));
+  // [C, H, W] inputs are accepted too.
+  auto m3 = makeModel(c, {{3, 16, 16}, 4});
+  EXPECT_EQ(m3->forward(torch::zeros({2, 3, 16, 16})).sizes(), (std::vector<int64_t>{2, 4}));
+}
+
+TEST(Models, CnnWithTooManyPoolsIsAConfigError) {
+  TrainConfig c = config("cnn");
+  c.convChannels = {4, 4, 4, 4, 4, 4};
+  EXPECT_THROW(makeModel(c, {{28, 28}, 10}), ConfigError);
+}
+
+TEST(Models, SameSeedSameInitialWeights) {
+  TrainConfig c = config("mlp");
+  torch::manual_seed(5);
+  auto a = makeModel(c, {{28, 28}, 10});
+  torch::manual_seed(5);
+  auto b = makeModel(c, {{28, 28}, 10});
+  auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i]));
+}
+
+// A one-rank communicator that records the collectives it is asked for.
+class RecordingComm : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend() const override { return "recording"; }
+  std::string backendVersion() const override { return "0"; }
+  void allReduce(void*, size_t count, DType, ReduceOp) override { reduces.push_back(count); }
+  void broadcast(void*, size_t bytes, int) override { broadcasts.push_back(bytes); }
+  void allGather(const void* in, void* out, size_t bytes) override { std::memcpy(out, in, bytes); }
+  void barrier() override {}
+  std::vector<size_t> reduces, broadcasts;
+};
+
+TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
+  torch::manual_seed(1);
+  TrainConfig c = config("mlp");
+  c.hidden = {16};
+  auto m = makeModel(c, {{4, 4}, 3});
+  RecordingComm comm;
+  // Cap of 64 floats: 16x16 weight (256 floats) alone, the rest packed greedily.
+  GradientReducer reducer(m->parameters(), comm, 64 * 4);
+  EXPECT_GT(reducer.buckets().size(), 1u);
+  reducer.zeroGrad();
+  auto x = torch::randn({8, 4, 4});
+  auto y = torch::randint(0, 3, {8}, torch::kInt64);
+  torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+  std::vector<torch::Tensor> once;
+  for (const auto& p : m->parameters()) once.push_back(p.grad().clone());
+  torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+  auto ps = m->parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(ps[i].grad(), 2 * once[i])) << "gradients accumulate in the buckets";
+  }
+  reducer.reduce();
+  EXPECT_EQ(comm.reduces.size(), reducer.buckets().size()) << "one collective per bucket";
+  size_t total = 0;
+  for (size_t n : comm.reduces) total += n;
+  size_t numel = 0;
+  for (const auto& p : ps) numel += static_cast<size_t>(p.numel());
+  EXPECT_EQ(total, numel);
+  reducer.zeroGrad();
+  for (const auto& p : ps) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+}
+
+}  // namespace
+}  // namespace perennial
