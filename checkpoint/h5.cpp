@@ -225,6 +225,8 @@ std::string readStringAttr(hid_t obj, const std::string& name, const std::string
     char* s = nullptr;
     Handle mem(check(H5Tcopy(H5T_C_S1), "H5Tcopy", where));
     check(H5Tset_size(mem, H5T_VARIABLE), "H5Tset_size", where);
+    // Match the stored character set (h5py writes UTF-8); HDF5 will not convert between them.
+    check(H5Tset_cset(mem, H5Tget_cset(type)), "H5Tset_cset", where);
     check(H5Aread(attr, mem, &s), "H5Aread", where);
     std::string out = s ? s : "";
     H5free_memory(s);

@@ -18,6 +18,7 @@ const char* kUsage =
     "usage: perennial <command> [options]\n\n"
     "commands:\n"
     "  train     train a model, data-parallel (launch with mpirun -np N or srun)\n"
+    "  eval      evaluate a trained model.h5 on a shard directory (under mpirun too)\n"
     "  data      import-fashion-mnist | info: datasets as HDF5 shard directories\n"
     "  version   print the version\n\n"
     "perennial <command> --help describes each command.\n";
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
     if (command == "train") return perennial::cli::trainCommand(rest);
+    if (command == "eval") return perennial::cli::evalCommand(rest);
     if (command == "data") return perennial::cli::dataCommand(rest);
     if (command == "version" || command == "--version") {
       std::cout << "perennial " << PERENNIAL_VERSION << "\n";

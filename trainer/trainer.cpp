@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -135,6 +136,46 @@ class MetricsLog {
 };
 
 }  // namespace
+
+EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
+                            Communicator& comm, int64_t batchSize) {
+  checkpoint::TensorFile file = checkpoint::readTensorFile(modelPath);
+  auto configIt = file.attributes.find("config");
+  if (configIt == file.attributes.end()) {
+    throw DataError(modelPath + ": no 'config' attribute (not written by perennial train?)");
+  }
+  TrainConfig c = parseTrainConfigText(configIt->second, modelPath + "@config");
+  data::ShardedDataset ds(dataDir);
+  torch::nn::Sequential model = makeModel(c, {ds.spec().featureShape, ds.spec().numClasses});
+  {
+    torch::NoGradGuard noGrad;
+    auto named = model->named_parameters();
+    if (named.size() != file.tensors.size()) {
+      throw DataError(modelPath + ": has " + std::to_string(file.tensors.size()) + " tensors, the " + c.arch +
+                      " it records has " + std::to_string(named.size()) + " parameters");
+    }
+    for (const auto& t : file.tensors) {
+      torch::Tensor* p = named.find(t.name);
+      if (!p) throw DataError(modelPath + ": tensor '" + t.name + "' is not a parameter of the recorded model");
+      if (p->sizes().vec() != t.shape || t.type != DType::kFloat32) {
+        throw DataError(modelPath + ": tensor '" + t.name + "' has the wrong shape or type for the recorded model");
+      }
+      std::memcpy(p->data_ptr(), t.bytes.data(), t.bytes.size());
+    }
+  }
+  EvalSummary out;
+  out.paramSha256 = paramSha256(*model);
+  auto recorded = file.attributes.find("param_sha256");
+  if (recorded != file.attributes.end() && recorded->second != out.paramSha256) {
+    throw DataError(modelPath + ": weights do not match the recorded param_sha256 (" + recorded->second +
+                    "); the file is corrupt or was modified");
+  }
+  EvalResult e = evaluate(model, ds, comm, batchSize, 4);
+  out.accuracy = e.accuracy;
+  out.loss = e.loss;
+  out.samples = e.samples;
+  return out;
+}
 
 TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm) {
   const auto wallStart = Clock::now();

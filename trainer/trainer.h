@@ -29,6 +29,20 @@ struct TrainResult {
   std::string configSha256;    // SHA-256 of the resolved configuration text
 };
 
+struct EvalSummary {
+  double accuracy = 0;
+  double loss = 0;
+  int64_t samples = 0;
+  std::string paramSha256;
+};
+
+// `perennial eval`: loads a weights file written by train() (model.h5, which records its own
+// configuration), checks it against its recorded param_sha256, and evaluates it on the shard
+// directory DATA_DIR, sharded across the communicator's ranks. Throws DataError naming the file
+// and tensor when the weights do not fit the recorded architecture or the data.
+EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
+                            Communicator& comm, int64_t batchSize);
+
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.
 TrainResult train(const TrainConfig& config, const std::string& runDir, Communicator& comm);

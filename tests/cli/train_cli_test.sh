@@ -41,6 +41,28 @@ grep -q '"kind": *"eval"' "$work/a/metrics.jsonl" || fail "metrics.jsonl has no 
 grep -q "BLAS: openblas" "$work/a.log" || fail "the BLAS in use is not reported (or is not OpenBLAS)"
 cmp -s "$work/a/model.h5" "$work/b/model.h5" || fail "model.h5 differs between two identical runs"
 
+# perennial eval reloads model.h5 (with its recorded config) and reproduces the trainer's numbers,
+# at the training world size and at another one.
+for np in 2 1; do
+  "$mpiexec" -np $np "$bin" eval --model "$work/a/model.h5" --data "$work/fm/test" --json "$work/eval$np.json" \
+    >"$work/eval$np.log" 2>&1 || { cat "$work/eval$np.log" >&2; fail "eval at $np ranks failed"; }
+  [ "$(json "$work/eval$np.json" accuracy)" = "$acc" ] || fail "eval at $np ranks: accuracy $(json "$work/eval$np.json" accuracy) != trainer's $acc"
+  [ "$(json "$work/eval$np.json" param_sha256)" = "$sha_a" ] || fail "eval loaded different weights"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if abs(float(sys.argv[1]) - float(sys.argv[2])) < 1e-5 else 1)" \
+    "$(json "$work/eval$np.json" loss)" "$(json "$work/a/result.json" test_loss)" || fail "eval loss differs from the trainer's"
+done
+# A modified weights file is refused.
+cp "$work/a/model.h5" "$work/tampered.h5"
+/usr/bin/python3 - "$work/tampered.h5" <<'PY' || fail "could not tamper with the weights file"
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    f.attrs["param_sha256"] = "0" * 64
+PY
+if "$bin" eval --model "$work/tampered.h5" --data "$work/fm/test" >"$work/tampered.log" 2>&1; then
+  fail "eval accepted weights that do not match their recorded param_sha256"
+fi
+grep -q "do not match the recorded param_sha256" "$work/tampered.log" || fail "tampering not named: $(cat "$work/tampered.log")"
+
 # A different seed gives different weights (the hash is not constant).
 run 2 c --train.seed 7
 [ "$(json "$work/c/result.json" param_sha256)" != "$sha_a" ] || fail "seed does not change the weights"

@@ -7,6 +7,7 @@
 namespace perennial::cli {
 
 int trainCommand(const std::vector<std::string>& args);
+int evalCommand(const std::vector<std::string>& args);
 int dataCommand(const std::vector<std::string>& args);
 
 }  // namespace perennial::cli

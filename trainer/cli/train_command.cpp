@@ -1,4 +1,9 @@
+#include <boost/program_options.hpp>
 #include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/fs_util.h"
 
 #include "common/log.h"
 #include "trainer/cli/commands.h"
@@ -21,6 +26,43 @@ int trainCommand(const std::vector<std::string>& args) {
   auto comm = makeCommunicator(options);
   log::init(comm->rank(), comm->size(), c.logLevel);
   train(c, parsed.runDir, *comm);
+  return 0;
+}
+
+int evalCommand(const std::vector<std::string>& args) {
+  namespace po = boost::program_options;
+  po::options_description desc("perennial eval options");
+  std::string model, data, out;
+  int64_t batch = 1000;
+  desc.add_options()("help,h", "print this help")
+      ("model", po::value<std::string>(&model), "weights file written by perennial train (RUN/model.h5)")
+      ("data", po::value<std::string>(&data), "directory of shards to evaluate on")
+      ("batch-size", po::value<int64_t>(&batch)->default_value(batch), "evaluation batch size per rank (>= 1)")
+      ("json", po::value<std::string>(&out), "also write the result as JSON to this file");
+  po::variables_map vm;
+  try {
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
+  if (vm.count("help")) {
+    std::cout << "usage: [mpirun -np N] perennial eval --model FILE --data DIR [--json FILE]\n\n" << desc;
+    return 0;
+  }
+  if (model.empty()) throw ConfigError("--model: required (a weights file, RUN/model.h5)");
+  if (data.empty()) throw ConfigError("--data: required (a directory of shards)");
+  if (batch < 1) throw ConfigError("--batch-size: must be at least 1 (got " + std::to_string(batch) + ")");
+  auto comm = makeCommunicator(CommOptions{});
+  log::init(comm->rank(), comm->size(), "info");
+  EvalSummary s = evaluateWeights(model, data, *comm, batch);
+  if (comm->rank() == 0) {
+    nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
+                        {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()}};
+    std::cout << j.dump(2) << "\n";
+    if (!out.empty()) fs::writeFileAtomic(out, j.dump(2) + "\n");
+  }
   return 0;
 }
 

@@ -232,6 +232,22 @@ std::string TrainConfig::toIni() const {
   return os.str();
 }
 
+TrainConfig parseTrainConfigText(const std::string& text, const std::string& source) {
+  po::options_description keys;
+  addTrainOptions(keys);
+  po::variables_map vm;
+  std::istringstream in(text);
+  try {
+    po::store(po::parse_config_file(in, keys, /*allow_unregistered=*/false), vm);
+    po::notify(vm);
+    return trainConfigFrom(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(source + ": " + e.what());
+  } catch (const ConfigError& e) {
+    throw ConfigError(source + ": " + e.what());
+  }
+}
+
 TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   po::options_description general("perennial train options");
   general.add_options()

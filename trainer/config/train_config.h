@@ -76,6 +76,10 @@ struct TrainArgs {
 };
 TrainArgs parseTrainArgs(const std::vector<std::string>& args);
 
+// Parses a whole configuration from INI TEXT (for example the one stored in model.h5); SOURCE
+// names it in errors.
+TrainConfig parseTrainConfigText(const std::string& text, const std::string& source);
+
 // "256,128" -> {256, 128}; throws ConfigError naming KEY on a malformed list.
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text);
 
