@@ -6,8 +6,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <map>
+#include <sstream>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/checkpoint_store.h"
 #include "checkpoint/tensor_file.h"
 #include "common/error.h"
 #include "common/fs_util.h"
@@ -15,6 +20,7 @@
 #include "common/sha256.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
+#include "trainer/checkpointing.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
@@ -22,6 +28,7 @@
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
+#include "trainer/stop_signal.h"
 
 namespace perennial {
 namespace {
@@ -31,19 +38,6 @@ using json = nlohmann::json;
 
 double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// NOTE [param_sha256]: SHA-256 over the raw bytes of every parameter, in named_parameters()
-// order (the state_dict order), each as a contiguous CPU tensor in native (little-endian) byte
-// order. Names, shapes and buffers are not hashed. Two runs with the same config, data, seed and
-// world size give the same value; so do all ranks of one run (checked at the end of training).
-std::string paramSha256(torch::nn::Module& model) {
-  Sha256 h;
-  for (const auto& p : model.parameters()) {
-    torch::Tensor t = p.detach().to(torch::kCPU).contiguous();
-    h.update(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
-  }
-  return toHex(h.finish());
 }
 
 std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const TrainConfig& c,
@@ -119,9 +113,9 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
 
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool active) {
+  MetricsLog(const std::string& path, bool active, bool append) {
     if (active) {
-      out_.open(path, std::ios::trunc);
+      out_.open(path, append ? std::ios::app : std::ios::trunc);
       if (!out_) throw IoError(path + ": cannot open for writing");
     }
   }
@@ -177,7 +171,58 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   return out;
 }
 
-TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm) {
+namespace {
+
+// Lines "key = value" of two resolved configs that differ, for a resume warning.
+std::string configDiff(const std::string& before, const std::string& after) {
+  auto parse = [](const std::string& text) {
+    std::map<std::string, std::string> kv;
+    std::istringstream in(text);
+    std::string line, section;
+    while (std::getline(in, line)) {
+      if (line.size() > 2 && line.front() == '[') {
+        section = line.substr(1, line.size() - 2);
+      } else if (auto eq = line.find(" = "); eq != std::string::npos) {
+        kv[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
+      }
+    }
+    return kv;
+  };
+  auto a = parse(before), b = parse(after);
+  std::string out;
+  for (const auto& [k, v] : b) {
+    auto it = a.find(k);
+    const std::string old = it == a.end() ? "(unset)" : it->second;
+    if (old != v) out += (out.empty() ? "" : ", ") + k + " " + old + " -> " + v;
+  }
+  return out;
+}
+
+// Broadcasts a string from rank 0.
+std::string broadcastString(Communicator& comm, std::string value) {
+  int64_t n = static_cast<int64_t>(value.size());
+  comm.broadcast(&n, sizeof(n), 0);
+  value.resize(static_cast<size_t>(n));
+  comm.broadcast(value.data(), value.size(), 0);
+  return value;
+}
+
+// Identity of the training data: each shard's SHA-256, and one hash over them all.
+std::pair<std::string, std::string> dataIdentity(const data::ShardedDataset& ds) {
+  Sha256 all;
+  std::string lines;
+  for (const std::string& path : ds.shardPaths()) {
+    const std::string h = toHex(sha256File(path));
+    all.update(h.data(), h.size());
+    lines += h + " " + std::filesystem::path(path).filename().string() + "\n";
+  }
+  return {toHex(all.finish()), lines};
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm,
+                  const TrainOptions& options) {
   const auto wallStart = Clock::now();
   const int rank = comm.rank(), world = comm.size();
   const bool lead = rank == 0;
@@ -202,63 +247,168 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     throw ConfigError("data.test: " + c.testDir + " has a different feature shape or class count than data.train " + c.trainDir);
   }
   const int64_t localBatch = c.batchSize;
-  const int64_t globalBatch = localBatch * c.gradAccum * world;
+  const int64_t perStep = localBatch * c.gradAccum;  // samples per rank per optimizer step
+  const int64_t globalBatch = perStep * world;
   data::DistributedSampler sampler(trainSet.size(), world, rank, c.seed);
-  const int64_t stepsPerEpoch = sampler.samplesPerRank() / (localBatch * c.gradAccum);
+  const int64_t stepsPerEpoch = sampler.samplesPerRank() / perStep;
   if (stepsPerEpoch == 0) {
     throw ConfigError("train.batch_size: " + std::to_string(localBatch) + " x train.grad_accum " +
                       std::to_string(c.gradAccum) + " x world size " + std::to_string(world) +
                       " exceeds the " + std::to_string(trainSet.size()) + " training samples");
   }
-  int64_t totalSteps = c.epochs * stepsPerEpoch;
-  if (c.maxSteps > 0) totalSteps = std::min(totalSteps, c.maxSteps);
+  // The schedule spans all epochs; train.max_steps only stops early, so a run stopped by it and
+  // resumed follows the same learning rates as one that never stopped.
+  const int64_t scheduleSteps = c.epochs * stepsPerEpoch;
 
   torch::manual_seed(c.seed);
   torch::nn::Sequential model = makeModel(c, {trainSet.spec().featureShape, trainSet.spec().numClasses});
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
   GradientReducer reducer(params, comm, capBytes);
-  reducer.broadcastParameters(0);
   auto optimizer = makeOptimizer(c, params);
-  // Per-rank stream for dropout; initialisation above used the shared seed on every rank.
-  torch::manual_seed(c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1);
-
-  LrSchedule schedule{c.schedule, c.lr, c.warmupSteps, c.stepSize, c.gamma, c.minLr, totalSteps};
   int64_t numParams = 0;
   for (const auto& p : params) numParams += p.numel();
 
   const std::string configText = c.toIni();
+  const std::string configSha = toHex(sha256(configText.data(), configText.size()));
+  std::string dataSnapshot, dataShards;
+  if (lead) std::tie(dataSnapshot, dataShards) = dataIdentity(trainSet);
+
+  checkpoint::Retention retention;
+  retention.keepLast = c.ckptKeepLast;
+  retention.bestMetric = c.ckptKeepBest == "none" ? "" : c.ckptKeepBest;
+  retention.higherIsBetter = c.ckptKeepBest != "test_loss";
+  checkpoint::CheckpointStore store(runDir + "/checkpoints", retention);
+
+  // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
+  // as on any cluster).
+  TrainProgress progress;
+  std::string resumedFrom;
+  bool rngRestored = false;
+  if (options.resume != "none") {
+    std::string chosen;
+    if (lead) {
+      if (options.resume == "auto") {
+        std::vector<std::string> skipped;
+        auto found = store.newestValid(&skipped);
+        for (const auto& why : skipped) log->warn("skipping checkpoint that does not verify: {}", why);
+        if (found) {
+          chosen = found->path;
+        } else {
+          log->info("--resume auto: no valid checkpoint in {}; starting from scratch", store.dir());
+        }
+      } else {
+        chosen = options.resume;
+      }
+    }
+    chosen = broadcastString(comm, chosen);
+    if (!chosen.empty()) {
+      checkpoint::Document doc = checkpoint::verifyCheckpoint(chosen);
+      RestoredState restored = restoreState(doc, chosen, model, *optimizer, c.optimizer, rank, world);
+      progress = restored.progress;
+      rngRestored = restored.rngRestored;
+      resumedFrom = chosen;
+      if (lead) {
+        log->info("resuming from {} at epoch {}, step {} (sample cursor {})", chosen, progress.epoch + 1,
+                  progress.step, progress.cursor);
+        if (restored.worldSize != world) {
+          log->warn("the checkpoint was written at world size {}, this run has {}: the rest of the epoch is "
+                    "re-sharded by the global sample cursor; results will not be bitwise identical to an "
+                    "uninterrupted run", restored.worldSize, world);
+        }
+        if (restored.configSha256 != configSha) {
+          log->warn("resuming with a changed configuration: {}", configDiff(restored.configText, configText));
+        }
+        if (restored.dataSnapshot != dataSnapshot) {
+          log->warn("the training data differ from the checkpoint's (snapshot {} now {})", restored.dataSnapshot, dataSnapshot);
+        }
+      }
+      if (progress.cursor % globalBatch != 0 && restored.worldSize == world) {
+        throw DataError(chosen + ": sample cursor " + std::to_string(progress.cursor) +
+                        " is not a multiple of the global batch " + std::to_string(globalBatch));
+      }
+    }
+  }
+  reducer.broadcastParameters(0);
+  // Per-rank stream for dropout; initialisation above used the shared seed on every rank.
+  if (!rngRestored) {
+    torch::manual_seed(c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1 +
+                       static_cast<uint64_t>(progress.step) * 7919ULL);
+  }
+
+  LrSchedule schedule{c.schedule, c.lr, c.warmupSteps, c.stepSize, c.gamma, c.minLr, scheduleSteps};
+  const int64_t stopAt = c.maxSteps > 0 ? std::min(scheduleSteps, c.maxSteps) : scheduleSteps;
+
   TrainResult result;
   result.worldSize = world;
-  result.configSha256 = toHex(sha256(configText.data(), configText.size()));
+  result.configSha256 = configSha;
   if (lead) {
     std::filesystem::create_directories(runDir);
     fs::writeFileAtomic(runDir + "/config.cfg", configText);
     log->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
               "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
               c.arch, numParams, trainSet.size(), testSet.size(), world, globalBatch, localBatch,
-              c.gradAccum, stepsPerEpoch, totalSteps, reducer.buckets().size());
+              c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
   }
-  MetricsLog metrics(runDir + "/metrics.jsonl", lead);
-  Progress progress(c.progress, totalSteps, c.epochs, lead);
+  MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty());
+  Progress bar(c.progress, stopAt, c.epochs, lead);
+  StopSignals signals;
 
-  int64_t step = 0;
+  EvalResult lastEval{-1, -1, 0};
+  std::future<void> inflight;  // at most one asynchronous save
+  int64_t lastSavedStep = -1;
+  auto checkInflight = [&](bool wait) {
+    if (!inflight.valid()) return;
+    if (wait || inflight.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      inflight.get();  // rethrows a failed save here, at the next step
+    }
+  };
+  // Every rank calls save() at the same points (the generator states are gathered); rank 0 writes.
+  auto save = [&](bool allowAsync) {
+    std::vector<uint8_t> mine = cpuGeneratorState();
+    std::vector<uint8_t> all(mine.size() * static_cast<size_t>(world));
+    comm.allGather(mine.data(), all.data(), mine.size());
+    lastSavedStep = progress.step;
+    if (!lead) return;
+    checkInflight(true);
+    CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, paramSha256(*model), dataSnapshot, dataShards,
+                        c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
+                        lastEval.accuracy, lastEval.loss};
+    nlohmann::json m = nlohmann::json::object();
+    if (lastEval.accuracy >= 0) m = {{"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss}};
+    const bool async = allowAsync && c.ckptAsync;
+    const auto t0 = Clock::now();
+    checkpoint::Document doc = captureState(model, *optimizer, progress, meta, /*copy=*/async);
+    const int64_t step = progress.step, epoch = progress.epoch;
+    if (async) {
+      const double copySecs = secondsSince(t0);
+      inflight = std::async(std::launch::async, [&store, doc = std::move(doc), step, epoch, m, resumedFrom,
+                                                 hook = options.faultHook]() {
+        store.save(doc, step, epoch, m, resumedFrom, hook);
+      });
+      log->debug("checkpoint at step {}: state copied in {:.3f} s, writing in the background", step, copySecs);
+    } else {
+      auto info = store.save(doc, step, epoch, m, resumedFrom, options.faultHook);
+      log->info("checkpoint {} (step {}, {:.2f} s)", info.path, step, secondsSince(t0));
+    }
+  };
+
   double trainSeconds = 0;
-  EvalResult lastEval;
   double windowLoss = 0;
   int64_t windowSteps = 0;
   auto windowStart = Clock::now();
-  int64_t epoch = 0;
-  for (; epoch < c.epochs && step < totalSteps; ++epoch) {
-    const std::vector<int64_t> mine = sampler.indices(epoch);
-    const int64_t stepsThisEpoch = std::min(stepsPerEpoch, totalSteps - step);
+  bool preempted = false;
+  for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
+    const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
+    const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
+    const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt - progress.step);
     std::vector<std::vector<int64_t>> batches;
     batches.reserve(static_cast<size_t>(stepsThisEpoch * c.gradAccum));
     for (int64_t m = 0; m < stepsThisEpoch * c.gradAccum; ++m) {
       batches.emplace_back(mine.begin() + m * localBatch, mine.begin() + (m + 1) * localBatch);
     }
     model->train();
-    const auto epochStart = Clock::now();
+    auto epochStart = Clock::now();
     {
       data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
       for (int64_t s = 0; s < stepsThisEpoch; ++s) {
@@ -266,7 +416,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         double stepLoss = 0;
         for (int64_t m = 0; m < c.gradAccum; ++m) {
           auto batch = loader.next();
-          PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << step);
+          PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
           torch::Tensor x = featureTensor(*batch, trainSet.spec());
           torch::Tensor y = torch::from_blob(batch->labels.data(), {batch->rows}, torch::kInt64);
           torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
@@ -275,50 +425,95 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           stepLoss += loss.item<double>();
         }
         reducer.reduce();
-        const double lr = schedule.at(step);
+        const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
-        ++step;
+        ++progress.step;
+        progress.cursor += globalBatch;
+        progress.samplesSeen += globalBatch;
         windowLoss += stepLoss;
         ++windowSteps;
-        if (step % c.logEvery == 0 || step == totalSteps) {
+        if (progress.step % c.logEvery == 0 || progress.step == stopAt) {
           // The mean loss over the window, across all ranks: one small all-reduce per window.
           double agg[2] = {windowLoss, static_cast<double>(windowSteps)};
           comm.allReduceSum(agg, 2);
           const double windowSecs = secondsSince(windowStart);
           const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
           const double meanLoss = agg[0] / agg[1];
-          progress.update(epoch, step, meanLoss, lr, sps);
-          metrics.write({{"kind", "train"}, {"epoch", epoch}, {"step", step}, {"loss", meanLoss},
+          bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
+          metrics.write({{"kind", "train"}, {"epoch", progress.epoch}, {"step", progress.step}, {"loss", meanLoss},
                          {"lr", lr}, {"samples_per_second", sps}});
           windowLoss = 0;
           windowSteps = 0;
           windowStart = Clock::now();
         }
+        if (lead) checkInflight(false);
+        // NOTE [Stop agreement]: a signal reaches ranks at different moments; one all-reduce of
+        // the flag per step makes every rank stop after the same step.
+        int32_t stop = signals.requested() ? 1 : 0;
+        comm.allReduce(&stop, 1, DType::kInt32, ReduceOp::kMax);
+        if (stop) {
+          preempted = true;
+          break;
+        }
+        if (c.ckptEverySteps > 0 && progress.step % c.ckptEverySteps == 0 && progress.step < stopAt) {
+          trainSeconds += secondsSince(epochStart);
+          save(true);
+          epochStart = Clock::now();
+        }
       }
     }
     trainSeconds += secondsSince(epochStart);
+    if (preempted) break;
+    // The epoch is over when what is left of it cannot fill another step on every rank.
+    const bool epochDone = (trainSet.size() - progress.cursor) / world / perStep == 0;
+    if (!epochDone) break;  // stopped early by train.max_steps
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
     if (lead) {
       char line[160];
       std::snprintf(line, sizeof(line), "epoch %lld: test accuracy %.4f, test loss %.4f (%lld samples)",
-                    (long long)(epoch + 1), lastEval.accuracy, lastEval.loss, (long long)lastEval.samples);
-      progress.message(line);
-      metrics.write({{"kind", "eval"}, {"epoch", epoch}, {"step", step},
+                    (long long)(progress.epoch + 1), lastEval.accuracy, lastEval.loss, (long long)lastEval.samples);
+      bar.message(line);
+      metrics.write({{"kind", "eval"}, {"epoch", progress.epoch}, {"step", progress.step},
                      {"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss},
                      {"test_samples", lastEval.samples}});
     }
-    windowStart = Clock::now();  // evaluation time is not training time
+    ++progress.epoch;
+    progress.cursor = 0;
+    if (c.ckptEveryEpochs > 0 && progress.epoch % c.ckptEveryEpochs == 0 && progress.epoch < c.epochs &&
+        progress.step < stopAt) {
+      save(true);
+    }
+    windowStart = Clock::now();  // evaluation and saving are not training time
   }
-  progress.finish();
+  bar.finish();
+
+  if (preempted) {
+    if (lead) log->warn("signal {} received: checkpointing at step {} and exiting for requeue", signals.signal(), progress.step);
+    if (lead) checkInflight(true);
+    save(false);
+    comm.barrier();
+    result.preempted = true;
+    result.steps = progress.step;
+    result.wallSeconds = secondsSince(wallStart);
+    return result;
+  }
+
+  // A run stopped mid-epoch (train.max_steps), or resumed with nothing left to do, has not
+  // evaluated its final weights yet.
+  if (lastEval.samples == 0 || progress.cursor != 0) {
+    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+  }
+  if (lead) checkInflight(true);
+  if (lastSavedStep != progress.step) save(false);
 
   result.paramSha256 = paramSha256(*model);
   checkSameWeights(result.paramSha256, comm);
   result.testAccuracy = lastEval.accuracy;
   result.testLoss = lastEval.loss;
-  result.epochs = epoch;
-  result.steps = step;
-  result.samplesSeen = step * globalBatch;
+  result.epochs = progress.epoch + (progress.cursor > 0 ? 1 : 0);
+  result.steps = progress.step;
+  result.samplesSeen = progress.samplesSeen;
   result.trainSeconds = trainSeconds;
   result.samplesPerSecond = trainSeconds > 0 ? static_cast<double>(result.samplesSeen) / trainSeconds : 0;
 
@@ -346,6 +541,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               {"wall_seconds", result.wallSeconds},
               {"param_sha256", result.paramSha256},
               {"config_sha256", result.configSha256},
+              {"data_snapshot", dataSnapshot},
+              {"resumed_from", resumedFrom},
               {"model", "model.h5"},
               {"arch", c.arch},
               {"parameters", numParams},

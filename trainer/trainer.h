@@ -6,8 +6,10 @@
 //   metrics.jsonl  one JSON object per line: {"kind":"train",...} every train.log_every steps,
 //                  {"kind":"eval",...} after each epoch's evaluation
 //   model.h5       the final weights (checkpoint/tensor_file.h)
+//   checkpoints/   training checkpoints and their manifests (checkpoint/checkpoint_store.h)
 //   result.json    the final result (TrainResult), written last and atomically
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "trainer/comm/communicator.h"
@@ -15,7 +17,18 @@
 
 namespace perennial {
 
+// Exit status of `perennial train` when a signal made it checkpoint and stop: "requeue me".
+// (EX_TEMPFAIL from sysexits.h: a temporary failure; retrying is expected to succeed.)
+inline constexpr int kExitRequeue = 75;
+
+struct TrainOptions {
+  std::string resume = "none";  // none | auto | PATH
+  // Test hook passed to checkpoint writes (see checkpoint::FaultHook); null in production.
+  std::function<void(int)> faultHook;
+};
+
 struct TrainResult {
+  bool preempted = false;      // stopped by a signal after checkpointing; nothing else is set
   double testAccuracy = 0;
   double testLoss = 0;
   int64_t epochs = 0;          // epochs started (the last may be partial with train.max_steps)
@@ -45,6 +58,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
 
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.
-TrainResult train(const TrainConfig& config, const std::string& runDir, Communicator& comm);
+TrainResult train(const TrainConfig& config, const std::string& runDir, Communicator& comm,
+                  const TrainOptions& options = {});
 
 }  // namespace perennial

@@ -25,8 +25,10 @@ int trainCommand(const std::vector<std::string>& args) {
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000));
   auto comm = makeCommunicator(options);
   log::init(comm->rank(), comm->size(), c.logLevel);
-  train(c, parsed.runDir, *comm);
-  return 0;
+  TrainOptions options2;
+  options2.resume = parsed.resume;
+  TrainResult r = train(c, parsed.runDir, *comm, options2);
+  return r.preempted ? kExitRequeue : 0;
 }
 
 int evalCommand(const std::vector<std::string>& args) {

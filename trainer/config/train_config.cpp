@@ -121,6 +121,11 @@ void addTrainOptions(po::options_description& desc) {
       ("comm.backend", s(d.backend), "auto | mpi (auto: NCCL for CUDA tensors when built with it, else MPI)")
       ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
       ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0)")
+      ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
+      ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
+      ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")
+      ("checkpoint.keep_best", s(d.ckptKeepBest), "also keep the best checkpoint by: none | test_accuracy | test_loss")
+      ("checkpoint.async", po::value<bool>()->default_value(d.ckptAsync, "false"), "write checkpoints on a background thread from a copy in memory")
       ("eval.batch_size", i(d.evalBatchSize), "evaluation batch size per rank (>= 1)")
       ("log.level", s(d.logLevel), "trace | debug | info | warn | error | off")
       ("log.progress", s(d.progress), "auto | bar | lines | none (auto: a bar on a terminal, lines otherwise)");
@@ -202,6 +207,16 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.timeoutS = dbl("comm.timeout_s");
   positive("comm.timeout_s", c.timeoutS);
 
+  c.ckptEverySteps = num("checkpoint.every_steps");
+  atLeast("checkpoint.every_steps", c.ckptEverySteps, 0);
+  c.ckptEveryEpochs = num("checkpoint.every_epochs");
+  atLeast("checkpoint.every_epochs", c.ckptEveryEpochs, 0);
+  c.ckptKeepLast = num("checkpoint.keep_last");
+  atLeast("checkpoint.keep_last", c.ckptKeepLast, 1);
+  c.ckptKeepBest = str("checkpoint.keep_best");
+  oneOf("checkpoint.keep_best", c.ckptKeepBest, {"none", "test_accuracy", "test_loss"});
+  c.ckptAsync = vm["checkpoint.async"].as<bool>();
+
   c.evalBatchSize = num("eval.batch_size");
   atLeast("eval.batch_size", c.evalBatchSize, 1);
   c.logLevel = str("log.level");
@@ -227,6 +242,9 @@ std::string TrainConfig::toIni() const {
      << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
      << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)
      << "\ntimeout_s = " << fmt(timeoutS)
+     << "\n\n[checkpoint]\nevery_steps = " << ckptEverySteps << "\nevery_epochs = " << ckptEveryEpochs
+     << "\nkeep_last = " << ckptKeepLast << "\nkeep_best = " << ckptKeepBest
+     << "\nasync = " << (ckptAsync ? "true" : "false")
      << "\n\n[eval]\nbatch_size = " << evalBatchSize
      << "\n\n[log]\nlevel = " << logLevel << "\nprogress = " << progress << "\n";
   return os.str();
@@ -253,7 +271,9 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   general.add_options()
       ("help,h", "print this help, with every option and its default")
       ("config", po::value<std::string>(), "INI configuration file ([section] key = value)")
-      ("run-dir", po::value<std::string>(), "run directory (created if missing): result.json, metrics.jsonl, model.h5");
+      ("run-dir", po::value<std::string>(), "run directory (created if missing): result.json, metrics.jsonl, model.h5, checkpoints/")
+      ("resume", po::value<std::string>()->default_value("none"),
+       "none | auto (the newest checkpoint in RUN/checkpoints that verifies) | PATH of a checkpoint");
   po::options_description keys("Configuration keys (in the file as [section] key = value, on the command line as --section.key=value)");
   addTrainOptions(keys);
   po::options_description all;
@@ -290,6 +310,8 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   po::notify(vm);
   if (!vm.count("run-dir")) throw ConfigError("--run-dir: required (the run directory)");
   out.runDir = vm["run-dir"].as<std::string>();
+  out.resume = vm["resume"].as<std::string>();
+  if (out.resume.empty()) throw ConfigError("--resume: must be none, auto or a checkpoint path");
   try {
     out.config = trainConfigFrom(vm);
   } catch (const ConfigError& e) {

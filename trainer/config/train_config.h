@@ -47,6 +47,12 @@ struct TrainConfig {
   std::string backend = "auto";
   double bucketCapMb = 25.0;
   double timeoutS = 600.0;
+  // [checkpoint]
+  int64_t ckptEverySteps = 0;   // 0: off
+  int64_t ckptEveryEpochs = 1;  // 0: off
+  int64_t ckptKeepLast = 3;
+  std::string ckptKeepBest = "test_accuracy";  // none | test_accuracy | test_loss
+  bool ckptAsync = false;
   // [eval]
   int64_t evalBatchSize = 1000;
   // [log]
@@ -71,6 +77,7 @@ struct TrainArgs {
   TrainConfig config;
   std::string configFile;
   std::string runDir;
+  std::string resume = "none";  // none | auto | PATH
   bool help = false;
   std::string helpText;
 };

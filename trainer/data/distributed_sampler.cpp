@@ -44,10 +44,11 @@ std::vector<int64_t> DistributedSampler::permutation(int64_t n, uint64_t seed, i
   return p;
 }
 
-std::vector<int64_t> DistributedSampler::indices(int64_t epoch) const {
+std::vector<int64_t> DistributedSampler::indices(int64_t epoch, int64_t cursor) const {
+  PERENNIAL_CHECK(cursor >= 0 && cursor <= numSamples_, "cursor " << cursor << " of " << numSamples_);
   std::vector<int64_t> perm = permutation(numSamples_, seed_, epoch);
-  std::vector<int64_t> out(static_cast<size_t>(samplesPerRank()));
-  for (size_t j = 0; j < out.size(); ++j) out[j] = perm[j * worldSize_ + rank_];
+  std::vector<int64_t> out(static_cast<size_t>((numSamples_ - cursor) / worldSize_));
+  for (size_t j = 0; j < out.size(); ++j) out[j] = perm[cursor + j * worldSize_ + rank_];
   return out;
 }
 

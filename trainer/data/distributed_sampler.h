@@ -23,8 +23,12 @@ class DistributedSampler {
   DistributedSampler(int64_t numSamples, int worldSize, int rank, uint64_t seed);
 
   int64_t samplesPerRank() const { return numSamples_ / worldSize_; }
-  // This rank's sample indices for EPOCH, in the order they are consumed.
-  std::vector<int64_t> indices(int64_t epoch) const;
+  // This rank's sample indices for EPOCH, in the order they are consumed, starting after the
+  // first CURSOR entries of the permutation (samples all ranks together already consumed this
+  // epoch): rank r takes P[cursor + r], P[cursor + r + W], ... With cursor 0 that is the list
+  // above; with the cursor of a checkpoint it continues it exactly at the same world size, and
+  // re-shards the rest of the epoch at another.
+  std::vector<int64_t> indices(int64_t epoch, int64_t cursor = 0) const;
 
   // The full permutation for EPOCH (the same on every rank).
   static std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch);

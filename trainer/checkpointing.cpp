@@ -1,0 +1,242 @@
+#include "trainer/checkpointing.h"
+
+#include <H5public.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "checkpoint/checkpoint_store.h"
+#include "common/error.h"
+#include "common/sha256.h"
+#include "perennial/build_config.h"
+#include "trainer/comm/gradient_reducer.h"
+
+namespace perennial {
+namespace {
+
+using checkpoint::Document;
+using checkpoint::Group;
+using checkpoint::Tensor;
+
+Tensor toTensor(const std::string& name, const torch::Tensor& t, bool copy,
+                std::vector<torch::Tensor>& keepAlive) {
+  torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  Tensor out{name, toDType(c.scalar_type()), c.sizes().vec(), {}, nullptr};
+  if (copy) {
+    out.bytes.resize(out.byteSize());
+    if (!out.bytes.empty()) std::memcpy(out.bytes.data(), c.data_ptr(), out.bytes.size());
+  } else {
+    out.external = c.data_ptr();
+    keepAlive.push_back(c);
+  }
+  return out;
+}
+
+// The optimizer keys its per-parameter state by the parameter's TensorImpl address.
+std::string stateKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+c10::ScalarType scalarType(DType t) {
+  switch (t) {
+    case DType::kUInt8: return torch::kUInt8;
+    case DType::kInt32: return torch::kInt32;
+    case DType::kInt64: return torch::kInt64;
+    case DType::kFloat32: return torch::kFloat32;
+    case DType::kFloat64: return torch::kFloat64;
+  }
+  return torch::kFloat32;
+}
+
+torch::Tensor fromTensor(const Tensor& t) {
+  torch::Tensor out = torch::empty(t.shape, torch::TensorOptions().dtype(scalarType(t.type)));
+  if (t.byteSize() > 0) std::memcpy(out.data_ptr(), t.data(), t.byteSize());
+  return out;
+}
+
+}  // namespace
+
+std::string paramSha256(torch::nn::Module& model) {
+  Sha256 h;
+  for (const auto& p : model.parameters()) {
+    torch::Tensor t = p.detach().to(torch::kCPU).contiguous();
+    h.update(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  }
+  return toHex(h.finish());
+}
+
+std::vector<uint8_t> cpuGeneratorState() {
+  torch::Tensor s = at::detail::getDefaultCPUGenerator().get_state();
+  std::vector<uint8_t> out(static_cast<size_t>(s.numel()));
+  std::memcpy(out.data(), s.data_ptr(), out.size());
+  return out;
+}
+
+Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                      const TrainProgress& progress, const CheckpointMeta& meta, bool copy) {
+  Document doc;
+  auto owners = std::make_shared<std::vector<torch::Tensor>>();
+  doc.keepAlive = owners;
+  auto& keep = *owners;
+  doc.format = checkpoint::kCheckpointFormat;
+  doc.formatVersion = checkpoint::kCheckpointFormatVersion;
+  doc.strings = {{"arch", meta.arch},
+                 {"config", meta.configText},
+                 {"config_sha256", meta.configSha256},
+                 {"param_sha256", meta.paramSha256},
+                 {"optimizer.name", meta.optimizer},
+                 {"data.snapshot", meta.dataSnapshot},
+                 {"data.shards", meta.dataShards},
+                 {"rng.sampler_algorithm", "mt19937_64-fisher-yates-interleaved-v1"},
+                 {"versions.perennial", PERENNIAL_VERSION},
+                 {"versions.libtorch", TORCH_VERSION},
+                 {"versions.hdf5", std::to_string(H5_VERS_MAJOR) + "." + std::to_string(H5_VERS_MINOR) + "." +
+                                       std::to_string(H5_VERS_RELEASE)}};
+  doc.ints = {{"progress.epoch", progress.epoch},
+              {"progress.step", progress.step},
+              {"progress.sample_cursor", progress.cursor},
+              {"progress.samples_seen", progress.samplesSeen},
+              {"rng.sampler_seed", static_cast<int64_t>(meta.samplerSeed)},
+              {"world.size", meta.worldSize},
+              {"world.global_batch", meta.globalBatch},
+              {"world.bucket_cap_bytes", static_cast<int64_t>(meta.bucketCapBytes)}};
+  if (meta.testAccuracy >= 0) {
+    doc.floats["metrics.test_accuracy"] = meta.testAccuracy;
+    doc.floats["metrics.test_loss"] = meta.testLoss;
+  }
+
+  Group state{"state_dict", {}};
+  for (const auto& item : model->named_parameters()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  for (const auto& item : model->named_buffers()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  doc.groups.push_back(std::move(state));
+
+  // Optimizer state, one group per kind of buffer, tensors named by parameter.
+  std::map<std::string, Group> opt;
+  auto add = [&](const std::string& kind, const std::string& name, const torch::Tensor& t) {
+    auto& g = opt[kind];
+    g.path = "optimizer/" + kind;
+    g.tensors.push_back(toTensor(name, t, copy, keep));
+  };
+  auto& states = optimizer.state();
+  for (const auto& item : model->named_parameters()) {
+    auto it = states.find(stateKey(item.value()));
+    if (it == states.end()) continue;
+    if (meta.optimizer == "sgd") {
+      auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
+      if (s.momentum_buffer().defined()) add("momentum_buffer", item.key(), s.momentum_buffer());
+    } else {
+      auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
+      add("step", item.key(), torch::tensor({s.step()}, torch::kInt64));
+      add("exp_avg", item.key(), s.exp_avg());
+      add("exp_avg_sq", item.key(), s.exp_avg_sq());
+      if (s.max_exp_avg_sq().defined()) add("max_exp_avg_sq", item.key(), s.max_exp_avg_sq());
+    }
+  }
+  for (auto& [kind, g] : opt) doc.groups.push_back(std::move(g));
+
+  Group rng{"rng", {}};
+  const int64_t per = meta.worldSize > 0 ? static_cast<int64_t>(meta.rngStates.size()) / meta.worldSize : 0;
+  Tensor gen{"torch_cpu", DType::kUInt8, {meta.worldSize, per}, meta.rngStates, nullptr};
+  rng.tensors.push_back(std::move(gen));
+  doc.groups.push_back(std::move(rng));
+
+  Group world{"world", {}};
+  std::vector<int64_t> layout;
+  for (size_t b = 0; b < meta.buckets.size(); ++b) {
+    for (const auto& e : meta.buckets[b].entries) {
+      layout.insert(layout.end(), {static_cast<int64_t>(b), static_cast<int64_t>(e.param),
+                                   static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel)});
+    }
+  }
+  Tensor lt{"bucket_layout", DType::kInt64, {static_cast<int64_t>(layout.size() / 4), 4}, {}, nullptr};
+  lt.bytes.resize(layout.size() * sizeof(int64_t));
+  if (!layout.empty()) std::memcpy(lt.bytes.data(), layout.data(), lt.bytes.size());
+  world.tensors.push_back(std::move(lt));
+  doc.groups.push_back(std::move(world));
+  return doc;
+}
+
+RestoredState restoreState(const Document& doc, const std::string& source, torch::nn::Sequential& model,
+                           torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
+                           int worldSize) {
+  const Group* state = doc.group("state_dict");
+  if (!state) throw DataError(source + ": group 'state_dict' missing");
+  torch::NoGradGuard noGrad;
+  auto load = [&](const std::string& name, torch::Tensor& target) {
+    const Tensor* t = state->find(name);
+    if (!t) throw DataError(source + ": state_dict has no tensor '" + name + "' that the model needs");
+    if (t->shape != target.sizes().vec() || scalarType(t->type) != target.scalar_type()) {
+      throw DataError(source + ": tensor '" + name + "' has shape or type that does not fit the model");
+    }
+    std::memcpy(target.data_ptr(), t->data(), t->byteSize());
+  };
+  size_t expected = 0;
+  for (auto& item : model->named_parameters()) {
+    load(item.key(), item.value());
+    ++expected;
+  }
+  for (auto& item : model->named_buffers()) {
+    load(item.key(), item.value());
+    ++expected;
+  }
+  if (state->tensors.size() != expected) {
+    throw DataError(source + ": state_dict has " + std::to_string(state->tensors.size()) + " tensors, the model " +
+                    std::to_string(expected));
+  }
+
+  const std::string savedOpt = doc.str("optimizer.name", source);
+  if (savedOpt != optimizerName) {
+    throw DataError(source + ": optimizer state is for '" + savedOpt + "', the configuration uses '" + optimizerName + "'");
+  }
+  auto& states = optimizer.state();
+  auto groupTensor = [&](const std::string& kind, const std::string& name) -> torch::Tensor {
+    const Group* g = doc.group("optimizer/" + kind);
+    const Tensor* t = g ? g->find(name) : nullptr;
+    return t ? fromTensor(*t) : torch::Tensor();
+  };
+  for (const auto& item : model->named_parameters()) {
+    const std::string key = stateKey(item.value());
+    states.erase(key);
+    if (optimizerName == "sgd") {
+      torch::Tensor m = groupTensor("momentum_buffer", item.key());
+      if (!m.defined()) continue;
+      auto s = std::make_unique<torch::optim::SGDParamState>();
+      s->momentum_buffer(m);
+      states[key] = std::move(s);
+    } else {
+      torch::Tensor step = groupTensor("step", item.key());
+      if (!step.defined()) continue;
+      auto s = std::make_unique<torch::optim::AdamParamState>();
+      s->step(step.item<int64_t>());
+      s->exp_avg(groupTensor("exp_avg", item.key()));
+      s->exp_avg_sq(groupTensor("exp_avg_sq", item.key()));
+      torch::Tensor mx = groupTensor("max_exp_avg_sq", item.key());
+      if (mx.defined()) s->max_exp_avg_sq(mx);
+      states[key] = std::move(s);
+    }
+  }
+
+  RestoredState out;
+  out.progress.epoch = doc.integer("progress.epoch", source);
+  out.progress.step = doc.integer("progress.step", source);
+  out.progress.cursor = doc.integer("progress.sample_cursor", source);
+  out.progress.samplesSeen = doc.integer("progress.samples_seen", source);
+  out.worldSize = static_cast<int>(doc.integer("world.size", source));
+  out.configText = doc.str("config", source);
+  out.configSha256 = doc.str("config_sha256", source);
+  out.dataSnapshot = doc.str("data.snapshot", source);
+  const Group* rng = doc.group("rng");
+  const Tensor* gen = rng ? rng->find("torch_cpu") : nullptr;
+  if (gen && out.worldSize == worldSize && gen->shape.size() == 2 && gen->shape[0] == worldSize) {
+    const int64_t per = gen->shape[1];
+    torch::Tensor s = torch::empty({per}, torch::kUInt8);
+    std::memcpy(s.data_ptr(), static_cast<const uint8_t*>(gen->data()) + rank * per, static_cast<size_t>(per));
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s);
+    out.rngRestored = true;
+  }
+  return out;
+}
+
+}  // namespace perennial
