@@ -1,7 +1,8 @@
 // perennial: the one CLI. Each subcommand lives in the component that owns it.
 //
 // Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
-// 2 bad usage or configuration (unknown key, wrong type, out-of-range value).
+// 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
+// 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -10,6 +11,7 @@
 
 #include "common/error.h"
 #include "perennial/build_config.h"
+#include "checkpoint/cli/ckpt_command.h"
 #include "trainer/cli/commands.h"
 
 namespace {
@@ -19,6 +21,7 @@ const char* kUsage =
     "commands:\n"
     "  train     train a model, data-parallel (launch with mpirun -np N or srun)\n"
     "  eval      evaluate a trained model.h5 on a shard directory (under mpirun too)\n"
+    "  ckpt      inspect | verify | diff checkpoints and weights files\n"
     "  data      import-fashion-mnist | info: datasets as HDF5 shard directories\n"
     "  version   print the version\n\n"
     "perennial <command> --help describes each command.\n";
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
     if (command == "train") return perennial::cli::trainCommand(rest);
+    if (command == "ckpt") return perennial::cli::ckptCommand(rest);
     if (command == "eval") return perennial::cli::evalCommand(rest);
     if (command == "data") return perennial::cli::dataCommand(rest);
     if (command == "version" || command == "--version") {

@@ -503,6 +503,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // evaluated its final weights yet.
   if (lastEval.samples == 0 || progress.cursor != 0) {
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+    metrics.write({{"kind", "eval"}, {"epoch", progress.epoch}, {"step", progress.step},
+                   {"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss},
+                   {"test_samples", lastEval.samples}});
   }
   if (lead) checkInflight(true);
   if (lastSavedStep != progress.step) save(false);
