@@ -132,7 +132,7 @@ class MetricsLog {
 }  // namespace
 
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
-                            Communicator& comm, int64_t batchSize) {
+                            Communicator& comm, int64_t batchSize, int64_t logits) {
   checkpoint::TensorFile file = checkpoint::readTensorFile(modelPath);
   auto configIt = file.attributes.find("config");
   if (configIt == file.attributes.end()) {
@@ -168,6 +168,22 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   out.accuracy = e.accuracy;
   out.loss = e.loss;
   out.samples = e.samples;
+  if (logits > 0) {
+    const int64_t n = std::min(logits, ds.size());
+    data::BatchLoader loader(ds, {[&] {
+                               std::vector<int64_t> idx(static_cast<size_t>(n));
+                               for (int64_t i = 0; i < n; ++i) idx[i] = i;
+                               return idx;
+                             }()},
+                             1);
+    auto batch = loader.next();
+    torch::NoGradGuard noGrad;
+    torch::Tensor y = model->forward(featureTensor(*batch, ds.spec())).contiguous();
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = y[i].data_ptr<float>();
+      out.logits.emplace_back(row, row + y.size(1));
+    }
+  }
   return out;
 }
 

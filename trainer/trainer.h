@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
@@ -47,14 +48,16 @@ struct EvalSummary {
   double loss = 0;
   int64_t samples = 0;
   std::string paramSha256;
+  std::vector<std::vector<float>> logits;  // of the dataset's first rows, when asked for
 };
 
 // `perennial eval`: loads a weights file written by train() (model.h5, which records its own
 // configuration), checks it against its recorded param_sha256, and evaluates it on the shard
 // directory DATA_DIR, sharded across the communicator's ranks. Throws DataError naming the file
 // and tensor when the weights do not fit the recorded architecture or the data.
+// With LOGITS > 0, also returns the logits of the dataset's first LOGITS rows.
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
-                            Communicator& comm, int64_t batchSize);
+                            Communicator& comm, int64_t batchSize, int64_t logits = 0);
 
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.

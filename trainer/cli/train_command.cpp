@@ -36,11 +36,13 @@ int evalCommand(const std::vector<std::string>& args) {
   po::options_description desc("perennial eval options");
   std::string model, data, out;
   int64_t batch = 1000;
+  int64_t logitsRows = 0;
   desc.add_options()("help,h", "print this help")
-      ("model", po::value<std::string>(&model), "weights file written by perennial train (RUN/model.h5)")
+      ("model", po::value<std::string>(&model), "weights file (RUN/model.h5) or training checkpoint (RUN/checkpoints/ckpt-*.h5)")
       ("data", po::value<std::string>(&data), "directory of shards to evaluate on")
       ("batch-size", po::value<int64_t>(&batch)->default_value(batch), "evaluation batch size per rank (>= 1)")
-      ("json", po::value<std::string>(&out), "also write the result as JSON to this file");
+      ("json", po::value<std::string>(&out), "also write the result as JSON to this file")
+      ("logits", po::value<int64_t>(&logitsRows)->default_value(0), "include the logits of the data's first N rows");
   po::variables_map vm;
   try {
     const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
@@ -58,10 +60,12 @@ int evalCommand(const std::vector<std::string>& args) {
   if (batch < 1) throw ConfigError("--batch-size: must be at least 1 (got " + std::to_string(batch) + ")");
   auto comm = makeCommunicator(CommOptions{});
   log::init(comm->rank(), comm->size(), "info");
-  EvalSummary s = evaluateWeights(model, data, *comm, batch);
+  if (logitsRows < 0) throw ConfigError("--logits: must be >= 0");
+  EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows);
   if (comm->rank() == 0) {
     nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
                         {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()}};
+    if (logitsRows > 0) j["logits"] = s.logits;
     std::cout << j.dump(2) << "\n";
     if (!out.empty()) fs::writeFileAtomic(out, j.dump(2) + "\n");
   }

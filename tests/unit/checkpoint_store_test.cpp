@@ -1,0 +1,196 @@
+#include "checkpoint/checkpoint_store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "common/sha256.h"
+
+namespace perennial::checkpoint {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+stdfs::path freshDir(const std::string& name) {
+  auto d = stdfs::temp_directory_path() / ("perennial-store-" + name + "-" + std::to_string(::getpid()));
+  stdfs::remove_all(d);
+  stdfs::create_directories(d);
+  return d;
+}
+
+// A small but complete checkpoint document whose values depend on STEP.
+Document makeDoc(int64_t step, int tensors = 12) {
+  Document doc;
+  doc.format = kCheckpointFormat;
+  doc.formatVersion = kCheckpointFormatVersion;
+  doc.strings = {{"config", "[train]\nepochs = 1\n"}, {"config_sha256", "c"}, {"param_sha256", "p"},
+                 {"optimizer.name", "sgd"}};
+  doc.ints = {{"progress.step", step}, {"progress.epoch", 0}, {"progress.sample_cursor", step * 8}, {"world.size", 1}};
+  Group g{"state_dict", {}};
+  for (int i = 0; i < tensors; ++i) {
+    Tensor t{std::to_string(i) + ".weight", DType::kFloat32, {16, 8}, {}, nullptr};
+    std::vector<float> v(128);
+    for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(step) + 0.001f * static_cast<float>(k + 100 * i);
+    t.bytes.resize(v.size() * 4);
+    std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+    g.tensors.push_back(std::move(t));
+  }
+  doc.groups.push_back(std::move(g));
+  return doc;
+}
+
+TEST(CheckpointStore, SaveCommitsAndRetentionKeepsLastAndBest) {
+  auto dir = freshDir("retention");
+  Retention r;
+  r.keepLast = 2;
+  r.bestMetric = "test_accuracy";
+  CheckpointStore store(dir.string(), r);
+  store.save(makeDoc(10), 10, 0, {{"test_accuracy", 0.5}});
+  store.save(makeDoc(20), 20, 0, {{"test_accuracy", 0.9}});  // the best
+  store.save(makeDoc(30), 30, 0, {{"test_accuracy", 0.6}});
+  store.save(makeDoc(40), 40, 0, {{"test_accuracy", 0.7}});
+  std::vector<int64_t> steps;
+  for (const auto& c : store.committed()) steps.push_back(c.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{20, 30, 40}));
+  EXPECT_FALSE(stdfs::exists(dir / "ckpt-0000000010.h5"));
+  auto newest = store.newestValid();
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_EQ(newest->step, 40);
+  EXPECT_EQ(newest->sha256, toHex(sha256File(newest->path)));
+}
+
+TEST(CheckpointStore, ProtectedCheckpointSurvivesRetention) {
+  auto dir = freshDir("protect");
+  Retention r;
+  r.keepLast = 1;
+  CheckpointStore store(dir.string(), r);
+  auto first = store.save(makeDoc(1), 1, 0, {});
+  store.save(makeDoc(2), 2, 0, {}, first.path);
+  store.save(makeDoc(3), 3, 0, {}, first.path);
+  std::vector<int64_t> steps;
+  for (const auto& c : store.committed()) steps.push_back(c.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 3}));
+}
+
+TEST(CheckpointStore, SameDocumentSameBytes) {
+  auto a = freshDir("bytes-a"), b = freshDir("bytes-b");
+  CheckpointStore sa(a.string(), {}), sb(b.string(), {});
+  auto ia = sa.save(makeDoc(5), 5, 0, {});
+  sleep(1);
+  auto ib = sb.save(makeDoc(5), 5, 0, {});
+  EXPECT_EQ(ia.sha256, ib.sha256);
+}
+
+// Corruptions of the newest checkpoint: verify refuses each, and newestValid falls back.
+TEST(CheckpointStore, CorruptFilesAreRefusedAndSkipped) {
+  struct Case {
+    std::string name;
+    std::function<void(std::string&)> corrupt;
+    bool keepManifestHash;  // false: rewrite the manifest's hash so only HDF5's own checks remain
+  };
+  auto flipTensor = [](std::string& bytes) {
+    float probe = 7.0f + 0.001f * 5;  // makeDoc(7), tensor 0, element 5
+    std::string needle(reinterpret_cast<const char*>(&probe), 4);
+    size_t at = bytes.find(needle);
+    ASSERT_NE(at, std::string::npos);
+    bytes[at + 1] ^= 0x10;
+  };
+  auto flipMeta = [](std::string& bytes) {
+    size_t at = bytes.find("optimizer.name");
+    ASSERT_NE(at, std::string::npos);
+    bytes[at + 2] ^= 0x01;
+  };
+  std::vector<Case> cases{
+      {"truncated", [](std::string& b) { b.resize(b.size() / 2); }, true},
+      {"tensor-byte", flipTensor, true},
+      {"tensor-byte-no-manifest-hash", flipTensor, false},
+      {"metadata-byte", flipMeta, true},
+      {"not-hdf5", [](std::string& b) { b = std::string(b.size(), 'x'); }, true},
+      {"empty", [](std::string& b) { b.clear(); }, true},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto dir = freshDir("corrupt-" + c.name);
+    CheckpointStore store(dir.string(), {});
+    store.save(makeDoc(6), 6, 0, {});
+    auto newest = store.save(makeDoc(7), 7, 0, {});
+    std::string bytes;
+    {
+      std::ifstream in(newest.path, std::ios::binary);
+      bytes.assign((std::istreambuf_iterator<char>(in)), {});
+    }
+    c.corrupt(bytes);
+    std::ofstream(newest.path, std::ios::binary | std::ios::trunc) << bytes;
+    if (!c.keepManifestHash) {
+      auto record = newest.record;
+      record["sha256"] = toHex(sha256File(newest.path));
+      std::ofstream(newest.manifest, std::ios::trunc) << record.dump();
+    }
+    try {
+      verifyCheckpoint(newest.path);
+      ADD_FAILURE() << "corrupt checkpoint verified";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(newest.path), std::string::npos) << e.what();
+    }
+    std::vector<std::string> skipped;
+    auto valid = store.newestValid(&skipped);
+    ASSERT_TRUE(valid.has_value());
+    EXPECT_EQ(valid->step, 6);
+    EXPECT_EQ(skipped.size(), 1u);
+  }
+}
+
+// NOTE [Kill points]: a child process saves a checkpoint and SIGKILLs itself at point P of the
+// write (after each tensor, around flush, fsync, renames and the manifest). Whatever P, the
+// directory must hold only committed checkpoints that verify, and the newest valid one must be
+// the previous checkpoint, or the new one when the kill came after its commit.
+TEST(CheckpointStore, KilledWriterNeverLeavesACommittedCorruptCheckpoint) {
+  std::vector<int> points;
+  for (int p = 0; p < 19; ++p) points.push_back(p);  // 12 tensors + open/flush/close/fsync/rename/dir
+  for (int p : {1000, 1001, 1002}) points.push_back(p);
+  int killedBeforeCommit = 0, killedAfterCommit = 0;
+  for (int p : points) {
+    SCOPED_TRACE("kill point " + std::to_string(p));
+    auto dir = freshDir("kill-" + std::to_string(p));
+    CheckpointStore store(dir.string(), {});
+    store.save(makeDoc(1), 1, 0, {});
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      CheckpointStore s(dir.string(), {});
+      s.save(makeDoc(2), 2, 0, {}, "", [p](int point) {
+        if (point == p) ::kill(::getpid(), SIGKILL);
+      });
+      _exit(0);  // the point was never reached
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    for (const auto& c : store.committed()) EXPECT_NO_THROW(verifyCheckpoint(c.path)) << c.path;
+    auto valid = store.newestValid();
+    ASSERT_TRUE(valid.has_value());
+    if (!killed) continue;
+    if (valid->step == 2) {
+      ++killedAfterCommit;
+      EXPECT_GE(p, 1002) << "committed before the manifest was written";
+    } else {
+      ++killedBeforeCommit;
+      EXPECT_EQ(valid->step, 1);
+    }
+    // The next save cleans up whatever the crash left.
+    store.save(makeDoc(3), 3, 0, {});
+    for (const auto& e : stdfs::directory_iterator(dir)) {
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+    }
+  }
+  EXPECT_GE(killedBeforeCommit + killedAfterCommit, 20) << "the writer must be killed at 20 or more points";
+  EXPECT_GE(killedBeforeCommit, 18);
+}
+
+}  // namespace
+}  // namespace perennial::checkpoint
