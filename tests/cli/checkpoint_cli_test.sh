@@ -41,9 +41,11 @@ done
 
 # A signal mid-epoch: the ranks agree, checkpoint, exit 75; the resumed run ends bit for bit
 # like the uninterrupted one and writes the same final checkpoint bytes.
-for sig in USR1 TERM; do
-  name=sig$sig
-  "$mpiexec" -np 2 "$bin" train "${common[@]}" --run-dir "$work/$name" >"$work/$name.log" 2>&1 &
+for case in USR1:2 TERM:2 USR1:1; do
+  sig=${case%:*} np=${case#*:}
+  name=sig$sig$np
+  extra=(); [ "$np" = 1 ] && extra=(--train.batch_size 128)
+  "$mpiexec" -np "$np" "$bin" train "${common[@]}" "${extra[@]}" --run-dir "$work/$name" >"$work/$name.log" 2>&1 &
   pid=$!
   for _ in $(seq 200); do
     grep -q '"step":1[0-9][0-9]' "$work/$name/metrics.jsonl" 2>/dev/null && break
@@ -58,9 +60,9 @@ for sig in USR1 TERM; do
   [ "$rc" = 75 ] || { cat "$work/$name.log" >&2; fail "SIG$sig: exit status $rc, expected 75 (checkpointed, requeue)"; }
   [ ! -e "$work/$name/result.json" ] || fail "SIG$sig: a preempted run must not write result.json"
   grep -q "exiting for requeue" "$work/$name.log" || fail "SIG$sig: preemption not logged"
-  run 2 "$name" --resume auto
-  [ "$(sha "$work/$name")" = "$(sha "$work/ref2")" ] || fail "SIG$sig + resume changed the weights"
-  last=$(ls "$work/ref2/checkpoints/"*.h5 | tail -1)
+  run "$np" "$name" --resume auto "${extra[@]}"
+  [ "$(sha "$work/$name")" = "$(sha "$work/ref$np")" ] || fail "SIG$sig at $np ranks + resume changed the weights"
+  last=$(ls "$work/ref$np/checkpoints/"*.h5 | tail -1)
   cmp -s "$last" "$work/$name/checkpoints/$(basename "$last")" || fail "SIG$sig + resume wrote different checkpoint bytes"
 done
 
@@ -116,7 +118,7 @@ for p in ["state_dict", "optimizer/momentum_buffer", "rng", "world"]:
     assert p in paths, p
 assert j["manifest"]["sha256"] == j["sha256"]
 PY
-"$bin" ckpt diff "$final" "$work/sigUSR1/checkpoints/$(basename "$final")" >/dev/null || fail "ckpt diff: identical files reported different"
+"$bin" ckpt diff "$final" "$work/sigUSR12/checkpoints/$(basename "$final")" >/dev/null || fail "ckpt diff: identical files reported different"
 first=$(ls "$work/ref2/checkpoints/"*.h5 | head -1)
 set +e; "$bin" ckpt diff "$first" "$final" >"$work/diff.log"; rc=$?; set -e
 [ "$rc" = 1 ] || fail "ckpt diff of different checkpoints exited $rc, expected 1"
