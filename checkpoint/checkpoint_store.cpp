@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "common/error.h"
 #include "common/fs_util.h"
@@ -61,10 +62,9 @@ CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t 
   // Re-saving a step (for example after a resume) first uncommits the old file.
   std::error_code ec;
   stdfs::remove(info.manifest, ec);
-  writeDocument(info.path, doc, hook);
+  writeDocument(info.path, doc, hook, &info.sha256);
   const int base = 1000;  // manifest points are numbered after the document's
   if (hook) hook(base);
-  info.sha256 = toHex(sha256File(info.path));
   info.record = {{"file", stdfs::path(info.path).filename().string()},
                  {"sha256", info.sha256},
                  {"bytes", static_cast<int64_t>(stdfs::file_size(info.path))},
@@ -159,19 +159,33 @@ void CheckpointStore::applyRetention(const std::string& protect) const {
   }
 }
 
-Document verifyCheckpoint(const std::string& path) {
+Document verifyCheckpoint(const std::string& path, const TensorSink& sink) {
   const std::string manifest = manifestFor(path);
   std::error_code ec;
+  std::string want;
   if (stdfs::exists(manifest, ec)) {
     auto record = readManifest(manifest);
     if (!record || !record->contains("sha256")) throw DataError(manifest + ": unreadable manifest");
-    const std::string want = (*record)["sha256"].get<std::string>();
-    const std::string got = toHex(sha256File(path));
+    want = (*record)["sha256"].get<std::string>();
+  }
+  // The whole-file hash runs beside the dataset reads; a mismatch wins over any read error.
+  std::future<std::string> hash;
+  if (!want.empty()) hash = std::async(std::launch::async, [&path] { return toHex(sha256File(path)); });
+  auto checkHash = [&] {
+    if (!hash.valid()) return;
+    const std::string got = hash.get();
     if (got != want) {
       throw DataError(path + ": SHA-256 " + got + " does not match the " + want + " recorded at commit in " + manifest);
     }
+  };
+  Document doc;
+  try {
+    doc = readDocument(path, kCheckpointFormat, sink);
+  } catch (...) {
+    checkHash();
+    throw;
   }
-  Document doc = readDocument(path, kCheckpointFormat);
+  checkHash();
   if (doc.formatVersion != kCheckpointFormatVersion) {
     throw DataError(path + ": checkpoint format_version " + std::to_string(doc.formatVersion) +
                     " is not supported (this build reads " + std::to_string(kCheckpointFormatVersion) + ")");

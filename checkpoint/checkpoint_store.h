@@ -68,6 +68,7 @@ class CheckpointStore {
 // Verifies one checkpoint file: its manifest's SHA-256 when a manifest sits beside it, then
 // every dataset's checksum and the required metadata. Returns the document. Throws DataError or
 // IoError naming the file and what failed.
-Document verifyCheckpoint(const std::string& path);
+// SINK as in readDocument: tensors it places are read straight into the caller's memory.
+Document verifyCheckpoint(const std::string& path, const TensorSink& sink = nullptr);
 
 }  // namespace perennial::checkpoint

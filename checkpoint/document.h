@@ -6,7 +6,8 @@
 // On disk:
 //   /                     attributes: format (string), format_version (int64), then the
 //                         document's string, int64 and float64 attributes (each set sorted by key)
-//   /<group>/<tensor>     one dataset per tensor, Fletcher32-checksummed; groups may be nested
+//   /<group>/<tensor>     one contiguous dataset per tensor with attribute xxh3_64 (its digest,
+//                         checked on every read); groups may be nested
 //                         ("optimizer/exp_avg"); attribute `order` on each group lists its tensor
 //                         names, one per line, in the document's order
 //   /                     attribute `groups` lists the group paths in order, one per line
@@ -66,12 +67,21 @@ using FaultHook = std::function<void(int point)>;
 
 // Writes DOC to PATH atomically: a temporary file in the same directory, fsync, rename, fsync of
 // the directory. A crash leaves either the old PATH or the new one, plus at most a stray
-// temporary file (named PATH.tmp.<pid>), never a partial PATH.
-void writeDocument(const std::string& path, const Document& doc, const FaultHook& hook = nullptr);
+// temporary file (named PATH.tmp.<pid>), never a partial PATH. With SHA256_HEX, also returns
+// the file's SHA-256 (computed while fsync runs).
+void writeDocument(const std::string& path, const Document& doc, const FaultHook& hook = nullptr,
+                   std::string* sha256Hex = nullptr);
 
-// Reads and verifies every dataset (Fletcher32). Throws DataError/IoError naming the file and
+// Where readDocument puts a tensor's bytes: a pointer to t.byteSize() writable bytes of the
+// caller's (a model parameter, say), or nullptr to let the document own them. GROUP is the
+// group's path; T has the tensor's name, type and shape (no data yet).
+using TensorSink = std::function<void*(const std::string& group, const Tensor& t)>;
+
+// Reads and verifies every dataset (its xxh3_64 digest). Throws DataError/IoError naming the file and
 // what failed: not HDF5, truncated, wrong format, a checksum mismatch in a named tensor.
 // EXPECTED_FORMAT empty accepts any format.
-Document readDocument(const std::string& path, const std::string& expectedFormat = "");
+// With SINK, tensors it places are read straight into the caller's memory (Tensor::external).
+Document readDocument(const std::string& path, const std::string& expectedFormat = "",
+                      const TensorSink& sink = nullptr);
 
 }  // namespace perennial::checkpoint

@@ -105,6 +105,8 @@ void writeDataset(hid_t loc, const std::string& name, DType type,
   Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                      "H5Screate_simple", where));
   Handle dcpl = objectCreationPlist(H5P_DATASET_CREATE, where);
+  // Every dataset is written in full right after creation: filling it first would write it twice.
+  check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "H5Pset_fill_time", where);
   bool empty = false;
   for (hsize_t d : dims) empty = empty || d == 0;
   std::vector<hsize_t> chunk = options.chunk;

@@ -18,6 +18,8 @@ packages=(
   nlohmann-json3-dev libssl-dev libsqlite3-dev
   # logging (rank-prefixed, levelled) and reading the gzipped IDX files
   libspdlog-dev zlib1g-dev
+  # per-tensor checksums in checkpoints (XXH3-64: fast enough to verify at disk speed)
+  libxxhash-dev
   # tests and benchmarks
   googletest libgtest-dev libbenchmark-dev
   # the demo's and tests' data

@@ -20,17 +20,14 @@ using checkpoint::Document;
 using checkpoint::Group;
 using checkpoint::Tensor;
 
+// A document tensor over T. With COPY, over a fresh copy of T (one memcpy, no zero-fill), so
+// training may change T while the copy is written; otherwise over T's own memory.
 Tensor toTensor(const std::string& name, const torch::Tensor& t, bool copy,
                 std::vector<torch::Tensor>& keepAlive) {
   torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
-  Tensor out{name, toDType(c.scalar_type()), c.sizes().vec(), {}, nullptr};
-  if (copy) {
-    out.bytes.resize(out.byteSize());
-    if (!out.bytes.empty()) std::memcpy(out.bytes.data(), c.data_ptr(), out.bytes.size());
-  } else {
-    out.external = c.data_ptr();
-    keepAlive.push_back(c);
-  }
+  if (copy) c = c.clone();
+  Tensor out{name, toDType(c.scalar_type()), c.sizes().vec(), {}, c.data_ptr()};
+  keepAlive.push_back(c);
   return out;
 }
 
@@ -158,7 +155,7 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
 
 RestoredState restoreState(const Document& doc, const std::string& source, torch::nn::Sequential& model,
                            torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
-                           int worldSize) {
+                           int worldSize, const std::map<std::string, torch::Tensor>* preloaded) {
   const Group* state = doc.group("state_dict");
   if (!state) throw DataError(source + ": group 'state_dict' missing");
   torch::NoGradGuard noGrad;
@@ -168,7 +165,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     if (t->shape != target.sizes().vec() || scalarType(t->type) != target.scalar_type()) {
       throw DataError(source + ": tensor '" + name + "' has shape or type that does not fit the model");
     }
-    std::memcpy(target.data_ptr(), t->data(), t->byteSize());
+    if (t->data() != target.data_ptr()) std::memcpy(target.data_ptr(), t->data(), t->byteSize());
   };
   size_t expected = 0;
   for (auto& item : model->named_parameters()) {
@@ -192,7 +189,12 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
   auto groupTensor = [&](const std::string& kind, const std::string& name) -> torch::Tensor {
     const Group* g = doc.group("optimizer/" + kind);
     const Tensor* t = g ? g->find(name) : nullptr;
-    return t ? fromTensor(*t) : torch::Tensor();
+    if (!t) return torch::Tensor();
+    if (preloaded) {
+      auto it = preloaded->find("optimizer/" + kind + "/" + name);
+      if (it != preloaded->end() && it->second.data_ptr() == t->data()) return it->second;
+    }
+    return fromTensor(*t);
   };
   for (const auto& item : model->named_parameters()) {
     const std::string key = stateKey(item.value());
@@ -237,6 +239,37 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     out.rngRestored = true;
   }
   return out;
+}
+
+RestoredState loadCheckpoint(const std::string& path, torch::nn::Sequential& model,
+                             torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
+                             int worldSize) {
+  // Parameters and buffers are read straight into the model; optimizer state into fresh tensors.
+  std::map<std::string, torch::Tensor> targets;
+  for (auto& item : model->named_parameters()) targets["state_dict/" + item.key()] = item.value();
+  for (auto& item : model->named_buffers()) targets["state_dict/" + item.key()] = item.value();
+  std::map<std::string, torch::Tensor> preloaded;
+  auto sink = [&](const std::string& group, const Tensor& t) -> void* {
+    const std::string key = group + "/" + t.name;
+    if (group == "state_dict") {
+      auto it = targets.find(key);
+      // A mismatch is left to restoreState, which names it.
+      if (it == targets.end() || it->second.sizes().vec() != t.shape ||
+          it->second.scalar_type() != scalarType(t.type) || !it->second.is_contiguous() || !it->second.is_cpu()) {
+        return nullptr;
+      }
+      return it->second.data_ptr();
+    }
+    if (group.rfind("optimizer/", 0) == 0) {
+      torch::Tensor dest = torch::empty(t.shape, torch::TensorOptions().dtype(scalarType(t.type)));
+      preloaded[key] = dest;
+      return dest.data_ptr();
+    }
+    return nullptr;
+  };
+  torch::NoGradGuard noGrad;
+  checkpoint::Document doc = checkpoint::verifyCheckpoint(path, sink);
+  return restoreState(doc, path, model, optimizer, optimizerName, rank, worldSize, &preloaded);
 }
 
 }  // namespace perennial

@@ -4,6 +4,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,17 @@ struct RestoredState {
 // Loads model parameters and buffers, optimizer state and (when the world size matches) this
 // rank's generator state from DOC. Throws DataError naming SOURCE and the tensor when the
 // checkpoint does not fit the model or optimizer.
+// PRELOADED: optimizer tensors already holding the document's data ("optimizer/<kind>/<name>").
 RestoredState restoreState(const checkpoint::Document& doc, const std::string& source,
                            torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                           const std::string& optimizerName, int rank, int worldSize);
+                           const std::string& optimizerName, int rank, int worldSize,
+                           const std::map<std::string, torch::Tensor>* preloaded = nullptr);
+
+// Verifies the checkpoint at PATH and restores it, reading parameters straight into the model
+// (no intermediate copy). Throws like verifyCheckpoint and restoreState.
+RestoredState loadCheckpoint(const std::string& path, torch::nn::Sequential& model,
+                             torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
+                             int worldSize);
 
 // This process's CPU generator state (fixed size), and setting it back.
 std::vector<uint8_t> cpuGeneratorState();

@@ -319,8 +319,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     chosen = broadcastString(comm, chosen);
     if (!chosen.empty()) {
-      checkpoint::Document doc = checkpoint::verifyCheckpoint(chosen);
-      RestoredState restored = restoreState(doc, chosen, model, *optimizer, c.optimizer, rank, world);
+      RestoredState restored = loadCheckpoint(chosen, model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
       rngRestored = restored.rngRestored;
       resumedFrom = chosen;

@@ -4,7 +4,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <thread>
 
 #include "common/error.h"
 #include "trainer/comm/gradient_reducer.h"
@@ -89,27 +88,6 @@ TEST(Mpi, SamplerSlicesAreDisjointAcrossRealRanks) {
     covered += h;
   }
   EXPECT_EQ(covered, samples / n * n);
-}
-
-TEST(Mpi, AStalledCollectiveTimesOutWithAClearError) {
-  if (comm().size() < 2) GTEST_SKIP() << "needs two ranks";
-  MpiCommunicator shortComm(std::chrono::milliseconds(300));
-  float v = 1.0f;
-  if (shortComm.rank() == 0) {
-    try {
-      shortComm.allReduceSum(&v, 1);
-      FAIL() << "rank 0 should have timed out";
-    } catch (const CommError& e) {
-      std::string msg = e.what();
-      EXPECT_NE(msg.find("timed out"), std::string::npos) << msg;
-      EXPECT_NE(msg.find("rank 0/"), std::string::npos) << msg;
-      EXPECT_NE(msg.find("MPI_Iallreduce"), std::string::npos) << msg;
-    }
-  }
-  // The other ranks join late, so rank 0's abandoned request can complete; then all agree.
-  comm().barrier();
-  if (shortComm.rank() != 0) shortComm.allReduceSum(&v, 1);
-  comm().barrier();
 }
 
 }  // namespace

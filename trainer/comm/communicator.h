@@ -6,8 +6,9 @@
 //    and types; a mismatch is a usage error that the backend may not detect.
 //  - allReduce leaves bitwise-identical results on every rank (backends that could reduce in a
 //    rank-dependent order must not be used; see NOTE [Identical results] in mpi_communicator.cpp).
-//  - Every blocking call honours the timeout given at construction; a call that exceeds it fails
-//    with CommError naming the call, the rank and the host, instead of hanging silently.
+//  - Every blocking call honours the timeout given at construction: a call that exceeds it either
+//    fails with CommError or, where the library cannot cancel a call (blocking MPI), ends the
+//    process after printing the call, the rank and the host; it never hangs silently.
 //  - No global state: several communicators (and in tests, fakes) may coexist in one process.
 // This header does not include LibTorch: backends compile without it.
 #include <chrono>

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <thread>
@@ -66,9 +67,51 @@ MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm bas
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  if (timeout_.count() > 0 && size_ > 1) watchdog_ = std::thread([this] { watch(); });
+}
+
+void MpiCommunicator::begin(const char* call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_ = call;
+  ++seq_;
+  started_ = std::chrono::steady_clock::now();
+}
+
+void MpiCommunicator::end() {
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_ = nullptr;
+}
+
+void MpiCommunicator::watch() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto tick = std::min<std::chrono::milliseconds>(timeout_ / 4 + std::chrono::milliseconds(1),
+                                                        std::chrono::milliseconds(1000));
+  while (!stop_) {
+    cv_.wait_for(lock, tick);
+    if (stop_ || !inflight_) continue;
+    const auto waited = std::chrono::steady_clock::now() - started_;
+    if (waited < timeout_) continue;
+    std::fprintf(stderr,
+                 "perennial: %s (collective #%llu) timed out after %lld ms on rank %d/%d (%s): another "
+                 "rank has not joined it (crashed, stalled, or called a different collective); ending "
+                 "this process with status %d so the job does not hang (see comm.timeout_s)\n",
+                 inflight_, static_cast<unsigned long long>(seq_),
+                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()),
+                 rank_, size_, host_.c_str(), kExitCommTimeout);
+    std::fflush(stderr);
+    std::_Exit(kExitCommTimeout);
+  }
 }
 
 MpiCommunicator::~MpiCommunicator() {
+  if (watchdog_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    watchdog_.join();
+  }
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
@@ -94,57 +137,38 @@ void MpiCommunicator::check(int rc, const char* call) const {
   throw CommError(os.str());
 }
 
-void MpiCommunicator::wait(MPI_Request& req, const char* call) {
-  ++seq_;
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  int done = 0;
-  for (uint64_t spins = 0;; ++spins) {
-    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), call);
-    if (done) return;
-    // Check the clock every few hundred polls: cheap, and a stall is still reported promptly.
-    if ((spins & 255) == 255 && std::chrono::steady_clock::now() > deadline) {
-      std::ostringstream os;
-      os << call << " (collective #" << seq_ << ") timed out after " << timeout_.count()
-         << " ms on rank " << rank_ << "/" << size_ << " (" << host_
-         << "): another rank has not joined it (crashed, stalled, or called a different "
-            "collective); see comm.timeout_s";
-      throw CommError(os.str());
-    }
-  }
-}
-
 void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp op) {
   if (size_ == 1 || count == 0) return;
   PERENNIAL_CHECK(count <= static_cast<size_t>(INT_MAX), "allReduce count " << count << " exceeds INT_MAX");
-  MPI_Request req;
-  check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mpiOp(op),
-                       comm_, &req),
-        "MPI_Iallreduce");
-  wait(req, "MPI_Iallreduce");
+  begin("MPI_Allreduce");
+  int rc = MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mpiOp(op), comm_);
+  end();
+  check(rc, "MPI_Allreduce");
 }
 
 void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
   if (size_ == 1 || bytes == 0) return;
   PERENNIAL_CHECK(bytes <= static_cast<size_t>(INT_MAX), "broadcast of " << bytes << " bytes exceeds INT_MAX");
-  MPI_Request req;
-  check(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_, &req), "MPI_Ibcast");
-  wait(req, "MPI_Ibcast");
+  begin("MPI_Bcast");
+  int rc = MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_);
+  end();
+  check(rc, "MPI_Bcast");
 }
 
 void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
   PERENNIAL_CHECK(bytes <= static_cast<size_t>(INT_MAX), "allGather of " << bytes << " bytes exceeds INT_MAX");
-  MPI_Request req;
-  check(MPI_Iallgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes),
-                       MPI_BYTE, comm_, &req),
-        "MPI_Iallgather");
-  wait(req, "MPI_Iallgather");
+  begin("MPI_Allgather");
+  int rc = MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes), MPI_BYTE, comm_);
+  end();
+  check(rc, "MPI_Allgather");
 }
 
 void MpiCommunicator::barrier() {
   if (size_ == 1) return;
-  MPI_Request req;
-  check(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
-  wait(req, "MPI_Ibarrier");
+  begin("MPI_Barrier");
+  int rc = MPI_Barrier(comm_);
+  end();
+  check(rc, "MPI_Barrier");
 }
 
 }  // namespace perennial

@@ -1,6 +1,10 @@
 #pragma once
 #include <mpi.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "trainer/comm/communicator.h"
 
 namespace perennial {
@@ -9,9 +13,18 @@ namespace perennial {
 //
 // Initialises MPI (MPI_THREAD_FUNNELED: only the training thread calls MPI) on first use if
 // the program has not, and finalises it at process exit. Works on a private duplicate of the
-// given communicator with MPI_ERRORS_RETURN, so failures become CommError, never an abort.
-// Collectives are issued non-blocking and completed by polling against the deadline, which is
-// how the timeout is enforced.
+// given communicator with MPI_ERRORS_RETURN, so failures become CommError.
+//
+// NOTE [Blocking collectives and the watchdog]: collectives are the blocking MPI calls, because
+// Open MPI 4.1's non-blocking ones (libnbc) run all-reduce 2-3x slower at gradient sizes (see
+// BENCHMARKS.md). A blocked MPI collective cannot be cancelled, so the timeout is enforced by a
+// watchdog thread: when one collective has waited longer than the timeout, it prints which call,
+// collective number, rank and host are stuck and ends the process with kExitCommTimeout, so the
+// launcher (mpirun, srun) tears the job down instead of letting it hang. This is the one place
+// where Perennial ends a process from library code; a timeout of zero disables the watchdog.
+// Exit status of a process ended by the collective watchdog.
+inline constexpr int kExitCommTimeout = 124;
+
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm base = MPI_COMM_WORLD);
@@ -34,14 +47,25 @@ class MpiCommunicator final : public Communicator {
 
  private:
   void check(int rc, const char* call) const;
-  void wait(MPI_Request& req, const char* call);
+  // Marks the start and end of a blocking collective for the watchdog.
+  void begin(const char* call);
+  void end();
+  void watch();
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds timeout_;
   std::string host_;
-  uint64_t seq_ = 0;  // collectives issued, for error messages
+
+  // Watchdog state: the collective in flight (name, number, start), guarded by mu_.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const char* inflight_ = nullptr;
+  uint64_t seq_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  bool stop_ = false;
+  std::thread watchdog_;
 };
 
 }  // namespace perennial
