@@ -58,14 +58,6 @@ double Document::real(const std::string& key, const std::string& source) const {
 
 namespace {
 
-void fsyncFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw IoError(path + ": open for fsync failed");
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw IoError(path + ": fsync failed");
-}
-
 void writeFloatAttr(hid_t obj, const std::string& name, double value, const std::string& ctx) {
   const std::string where = ctx + "@" + name;
   h5::Handle space(h5::check(H5Screate(H5S_SCALAR), "H5Screate", where));
@@ -147,16 +139,14 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
     std::future<std::string> hash;
     if (sha256Hex) hash = std::async(std::launch::async, [&tmp] { return toHex(sha256File(tmp)); });
     try {
-      fsyncFile(tmp);
+      fs::fsyncFile(tmp);
     } catch (...) {
       if (hash.valid()) hash.wait();
       throw;
     }
     if (hash.valid()) *sha256Hex = hash.get();
     reached();
-    stdfs::rename(tmp, path);
-    reached();
-    fs::fsyncDir(stdfs::path(path).parent_path().string());
+    fs::publish(tmp, path);
     reached();
   } catch (...) {
     std::error_code ec;

@@ -31,6 +31,23 @@ void fsyncDir(const std::string& dir) {
   ::close(fd);
 }
 
+void fsyncFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail("open for fsync", path);
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    fail("fsync", path);
+  }
+  ::close(fd);
+}
+
+void publish(const std::string& tmp, const std::string& path) {
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename to " + path, tmp);
+  fsyncDir(std::filesystem::path(path).parent_path().string());
+}
+
 void writeFileAtomic(const std::string& path, const std::string& content) {
   namespace stdfs = std::filesystem;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());

@@ -7,8 +7,7 @@ set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-json() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+source "$src/tests/cli/lib.sh"
 sha() { json "$1/result.json" param_sha256; }
 
 "$bin" data import-fashion-mnist --out "$work/fm" >/dev/null

@@ -5,7 +5,7 @@ set -uo pipefail
 bin=$1 src=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$src/tests/cli/lib.sh"
 
 expect() {  # expect CODE PATTERN -- ARGS...
   local code=$1 pattern=$2; shift 3

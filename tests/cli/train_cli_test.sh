@@ -6,8 +6,7 @@ set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-json() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+source "$src/tests/cli/lib.sh"
 
 "$bin" data import-fashion-mnist --out "$work/fm" --shard-size 15000 >/dev/null
 [ "$(ls "$work/fm/train" | wc -l)" = 4 ] || fail "expected 4 training shards of 15000 rows"

@@ -24,7 +24,7 @@ stdfs::path freshDir(const std::string& name) {
 }
 
 // A small but complete checkpoint document whose values depend on STEP.
-Document makeDoc(int64_t step, int tensors = 12) {
+Document makeDoc(int64_t step, int tensors = 16) {
   Document doc;
   doc.format = kCheckpointFormat;
   doc.formatVersion = kCheckpointFormatVersion;
@@ -151,7 +151,7 @@ TEST(CheckpointStore, CorruptFilesAreRefusedAndSkipped) {
 // the previous checkpoint, or the new one when the kill came after its commit.
 TEST(CheckpointStore, KilledWriterNeverLeavesACommittedCorruptCheckpoint) {
   std::vector<int> points;
-  for (int p = 0; p < 19; ++p) points.push_back(p);  // 12 tensors + open/flush/close/fsync/rename/dir
+  for (int p = 0; p < 21; ++p) points.push_back(p);  // open, 16 tensors, flush, close, fsync, publish
   for (int p : {1000, 1001, 1002}) points.push_back(p);
   int killedBeforeCommit = 0, killedAfterCommit = 0;
   for (int p : points) {

@@ -53,13 +53,8 @@ void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t*
       h5::writeDataset(file, spec.features, DType::kUInt8, shape, features, tmp);
       h5::writeDataset(file, spec.labels, DType::kInt64, {rows}, labels, tmp);
     }
-    std::FILE* f = std::fopen(tmp.c_str(), "rb+");
-    if (!f) throw IoError(tmp + ": reopen for fsync failed");
-    int rc = ::fsync(fileno(f));
-    std::fclose(f);
-    if (rc != 0) throw IoError(tmp + ": fsync failed");
-    stdfs::rename(tmp, path);
-    fs::fsyncDir(stdfs::path(path).parent_path().string());
+    fs::fsyncFile(tmp);
+    fs::publish(tmp, path);
   } catch (...) {
     std::error_code ec;
     stdfs::remove(tmp, ec);
