@@ -3,9 +3,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "common/error.h"
 #include "trainer/comm/gradient_reducer.h"
+#include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/data/shard_dataset.h"
 #include "trainer/models/model_factory.h"
+#include "trainer/trainer.h"
 
 namespace perennial {
 namespace {
@@ -116,6 +123,54 @@ TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
   EXPECT_EQ(total, numel);
   reducer.zeroGrad();
   for (const auto& p : ps) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+}
+
+// A tiny dataset: 4x4 "images" whose label is their first pixel's bucket.
+std::string tinyDataset(const std::string& name, int64_t rows) {
+  auto d = std::filesystem::temp_directory_path() / ("perennial-trainer-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  data::DatasetSpec spec;
+  spec.name = "tiny";
+  spec.featureShape = {4, 4};
+  spec.numClasses = 3;
+  std::vector<uint8_t> f(static_cast<size_t>(rows * 16));
+  std::vector<int64_t> l(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) {
+    l[i] = i % 3;
+    for (int k = 0; k < 16; ++k) f[i * 16 + k] = static_cast<uint8_t>(l[i] * 80 + (i * 7 + k) % 40);
+  }
+  data::writeShard((d / "shard-0.h5").string(), spec, f.data(), l.data(), rows);
+  return d.string();
+}
+
+TEST(Trainer, FailedAsyncSaveSurfacesAndFailsTheRun) {
+  TrainConfig c = config("mlp");
+  c.trainDir = tinyDataset("train", 64);
+  c.testDir = tinyDataset("test", 16);
+  c.hidden = {8};
+  c.batchSize = 8;
+  c.epochs = 3;
+  c.ckptEverySteps = 2;
+  c.ckptAsync = true;
+  c.progress = "none";
+  MpiCommunicator comm(std::chrono::seconds(30));
+  TrainOptions options;
+  options.faultHook = [](int point) {
+    if (point == 1) throw IoError("injected: disk full while writing the checkpoint");
+  };
+  const std::string run = c.trainDir + "-run";
+  try {
+    train(c, run, comm, options);
+    FAIL() << "a failed asynchronous save went unnoticed";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("injected"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(run + "/result.json")) << "a failed run must not report a result";
+  // The same run without the fault completes, and its checkpoints verify.
+  TrainResult r = train(c, run, comm);
+  EXPECT_EQ(r.steps, 24);
+  EXPECT_TRUE(std::filesystem::exists(run + "/result.json"));
 }
 
 }  // namespace
