@@ -64,9 +64,13 @@ Handle createFile(const std::string& path) {
   return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl), "H5Fcreate", path));
 }
 
-Handle openFile(const std::string& path) {
+Handle openFile(const std::string& path, long sieveBytes) {
   quietErrors();
-  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "H5Fopen", path));
+  Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", path));
+  if (sieveBytes >= 0) {
+    check(H5Pset_sieve_buf_size(fapl, static_cast<size_t>(sieveBytes)), "H5Pset_sieve_buf_size", path);
+  }
+  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), "H5Fopen", path));
 }
 
 Handle createGroup(hid_t loc, const std::string& name, const std::string& context) {

@@ -50,7 +50,9 @@ void quietErrors();
 
 // Creates (truncating) a file with deterministic creation properties.
 Handle createFile(const std::string& path);
-Handle openFile(const std::string& path);  // read-only
+// Read-only. SIEVE_BYTES sets HDF5's data-sieve buffer; -1 keeps the default (64 KiB). Random
+// row reads want it small: the default re-reads 64 KiB around every scattered row.
+Handle openFile(const std::string& path, long sieveBytes = -1);
 Handle createGroup(hid_t loc, const std::string& name, const std::string& context);
 Handle openGroup(hid_t loc, const std::string& name, const std::string& context);
 
