@@ -275,6 +275,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // The schedule spans all epochs; train.max_steps only stops early, so a run stopped by it and
   // resumed follows the same learning rates as one that never stopped.
   const int64_t scheduleSteps = c.epochs * stepsPerEpoch;
+  const double lossScale = static_cast<double>(c.gradAccum) * static_cast<double>(world);
 
   torch::manual_seed(c.seed);
   torch::nn::Sequential model = makeModel(c, {trainSet.spec().featureShape, trainSet.spec().numClasses});
@@ -412,6 +413,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   double windowLoss = 0;
   int64_t windowSteps = 0;
   auto windowStart = Clock::now();
+  double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
   bool preempted = false;
   for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
@@ -435,11 +437,14 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           torch::Tensor x = featureTensor(*batch, trainSet.spec());
           torch::Tensor y = torch::from_blob(batch->labels.data(), {batch->rows}, torch::kInt64);
           torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-          if (c.gradAccum > 1) loss = loss / static_cast<double>(c.gradAccum);
+          stepLoss += loss.item<double>() / static_cast<double>(c.gradAccum);
+          // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
+          // backward produce the averaged gradient's share directly, so the all-reduce's sum is
+          // the average and no division pass over the buckets is needed.
+          if (lossScale != 1.0) loss = loss / lossScale;
           loss.backward();
-          stepLoss += loss.item<double>();
         }
-        reducer.reduce();
+        reducer.reduce(/*prescaled=*/true);
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
@@ -452,7 +457,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           // The mean loss over the window, across all ranks: one small all-reduce per window.
           double agg[2] = {windowLoss, static_cast<double>(windowSteps)};
           comm.allReduceSum(agg, 2);
-          const double windowSecs = secondsSince(windowStart);
+          const double windowSecs = secondsSince(windowStart) - windowPaused;
           const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
           const double meanLoss = agg[0] / agg[1];
           bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
@@ -461,6 +466,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           windowLoss = 0;
           windowSteps = 0;
           windowStart = Clock::now();
+          windowPaused = 0;
         }
         if (lead) checkInflight(false);
         // NOTE [Stop agreement]: a signal reaches ranks at different moments; one all-reduce of
@@ -473,7 +479,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         }
         if (c.ckptEverySteps > 0 && progress.step % c.ckptEverySteps == 0 && progress.step < stopAt) {
           trainSeconds += secondsSince(epochStart);
+          const auto pauseStart = Clock::now();
           save(true);
+          windowPaused += secondsSince(pauseStart);
           epochStart = Clock::now();
         }
       }
@@ -483,6 +491,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     // The epoch is over when what is left of it cannot fill another step on every rank.
     const bool epochDone = (trainSet.size() - progress.cursor) / world / perStep == 0;
     if (!epochDone) break;  // stopped early by train.max_steps
+    const auto pauseStart = Clock::now();
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
     if (lead) {
       char line[160];
@@ -499,7 +508,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         progress.step < stopAt) {
       save(true);
     }
-    windowStart = Clock::now();  // evaluation and saving are not training time
+    windowPaused += secondsSince(pauseStart);
   }
   bar.finish();
 

@@ -287,7 +287,8 @@ void printHeader(const Options& o, MpiCommunicator& comm) {
   std::printf("# bucketed: GradientReducer::reduce() over a model-like tensor list via MpiCommunicator "
               "(sum, then / n)\n");
   std::printf("# raw:      one blocking MPI_Allreduce(MPI_IN_PLACE, MPI_FLOAT, MPI_SUM) on MPI_COMM_WORLD\n");
-  std::printf("# time: median over iterations of the slowest rank; busbw = algbw * 2(n-1)/n\n#\n");
+  std::printf("# time: median over iterations of the slowest rank; busbw = algbw * 2(n-1)/n; "
+              "#wrong: over all ranks and iterations\n#\n");
   // Group labels centred over each path's four columns (data columns 55-87 and 88-120).
   std::printf("#%54s%-33s%-33s\n", "", " ------ bucketed (reducer) ------", " ------- raw MPI_Allreduce -------");
   std::printf("# %10s %12s %7s %5s %7s %7s %9s %7s %7s %6s %9s %7s %7s %6s\n", "size", "count", "type",

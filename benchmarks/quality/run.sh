@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build} data=${2:-/tmp/fm} out=${3:-$(mktemp -d)}
+mkdir -p "$out"
 bin=$build/bin/perennial
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 [ -d "$data/train" ] || "$bin" data import-fashion-mnist --out "$data"

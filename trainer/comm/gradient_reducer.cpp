@@ -47,12 +47,12 @@ void GradientReducer::zeroGrad() {
   for (auto& b : buffers_) b.zero_();
 }
 
-void GradientReducer::reduce() {
+void GradientReducer::reduce(bool prescaled) {
   const int world = comm_.size();
   for (size_t i = 0; i < plan_.size(); ++i) {
     torch::Tensor& buf = buffers_[i];
     comm_.allReduce(buf.data_ptr(), plan_[i].numel, plan_[i].type, ReduceOp::kSum);
-    if (world > 1) buf.div_(static_cast<double>(world));
+    if (world > 1 && !prescaled) buf.div_(static_cast<double>(world));
   }
 }
 

@@ -22,7 +22,10 @@ class GradientReducer {
   // Zeroes every gradient (the bucket buffers).
   void zeroGrad();
   // Sums gradients across ranks, bucket by bucket in plan order, and divides by the world size.
-  void reduce();
+  // With PRESCALED, the caller already scaled its loss by 1 / world size (so backward produced
+  // gradients divided by it) and the division pass over the buffers is skipped: for a world size
+  // that is a power of two the result is bitwise the same, since scaling by 2^-k is exact.
+  void reduce(bool prescaled = false);
   // Overwrites every parameter with ROOT's values (bucketed broadcast). Used at start-up.
   void broadcastParameters(int root);
 
