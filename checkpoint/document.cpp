@@ -108,6 +108,8 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
       for (const auto& [k, v] : doc.strings) h5::writeAttr(file, k, v, tmp);
       for (const auto& [k, v] : doc.ints) h5::writeAttr(file, k, v, tmp);
       for (const auto& [k, v] : doc.floats) writeFloatAttr(file, k, v, tmp);
+      std::vector<std::pair<std::string, std::future<std::string>>> deferred;
+      for (const auto& [k, fn] : doc.deferredStrings) deferred.emplace_back(k, std::async(std::launch::async, fn));
       for (const auto& g : doc.groups) {
         // Create each level of a nested path once, in order.
         std::string sofar;
@@ -131,6 +133,7 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
           reached();
         }
       }
+      for (auto& [k, value] : deferred) h5::writeAttr(file, k, value.get(), tmp);
       h5::check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush", tmp);
       reached();
     }

@@ -51,6 +51,9 @@ struct Document {
   std::map<std::string, int64_t> ints;
   std::map<std::string, double> floats;
   std::vector<Group> groups;
+  // String attributes whose values are computed while the datasets are written (on another
+  // thread; for example a hash over the tensors). Written after the datasets, in key order.
+  std::map<std::string, std::function<std::string()>> deferredStrings;
   // Keeps the memory behind `Tensor::external` pointers alive as long as the document.
   std::shared_ptr<void> keepAlive;
 

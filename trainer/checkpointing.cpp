@@ -104,6 +104,17 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
 
   Group state{"state_dict", {}};
   for (const auto& item : model->named_parameters()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  if (meta.paramSha256.empty()) {
+    // Hash the parameters (the tensors just captured) while the writer writes them.
+    std::vector<std::pair<const void*, size_t>> spans;
+    for (const auto& t : state.tensors) spans.emplace_back(t.data(), t.byteSize());
+    doc.strings.erase("param_sha256");
+    doc.deferredStrings["param_sha256"] = [spans, owners] {
+      Sha256 h;
+      for (const auto& [p, n] : spans) h.update(p, n);
+      return toHex(h.finish());
+    };
+  }
   for (const auto& item : model->named_buffers()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
   doc.groups.push_back(std::move(state));
 

@@ -28,7 +28,7 @@ struct CheckpointMeta {
   std::string optimizer;       // sgd | adam
   std::string configText;      // resolved INI
   std::string configSha256;
-  std::string paramSha256;
+  std::string paramSha256;     // empty: computed from the captured tensors while they are written
   std::string dataSnapshot;    // SHA-256 over the training shards' hashes, in order
   std::string dataShards;      // one line per training shard: "<sha256> <rows> <file name>"
   uint64_t samplerSeed = 0;

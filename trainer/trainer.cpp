@@ -387,7 +387,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     lastSavedStep = progress.step;
     if (!lead) return;
     checkInflight(true);
-    CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, paramSha256(*model), dataSnapshot, dataShards,
+    CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, /*paramSha256=*/"", dataSnapshot, dataShards,
                         c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
                         lastEval.accuracy, lastEval.loss};
     nlohmann::json m = nlohmann::json::object();

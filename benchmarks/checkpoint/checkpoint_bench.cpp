@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   meta.arch = "mlp";
   meta.optimizer = "sgd";
   meta.configText = "[model]\narch = mlp\n";
-  meta.configSha256 = meta.paramSha256 = meta.dataSnapshot = std::string(64, '0');
+  meta.configSha256 = meta.dataSnapshot = std::string(64, '0');  // param_sha256: computed, as in training
   meta.rngStates = perennial::cpuGeneratorState();
 
   std::vector<torch::Tensor> state;
