@@ -22,8 +22,16 @@ std::string fileName(int64_t step) {
   return buf;
 }
 
+// The manifest beside a checkpoint file ("" when the name does not end in .h5).
 std::string manifestFor(const std::string& h5) {
+  if (h5.size() < 3 || h5.compare(h5.size() - 3, 3, ".h5") != 0) return "";
   return h5.substr(0, h5.size() - 3) + ".json";
+}
+
+bool samePath(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  const bool same = stdfs::equivalent(a, b, ec);
+  return !ec && same;
 }
 
 std::string nowIso() {
@@ -61,7 +69,7 @@ CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t 
   info.manifest = manifestFor(info.path);
   // Re-saving a step (for example after a resume) first uncommits the old file.
   std::error_code ec;
-  stdfs::remove(info.manifest, ec);
+  if (stdfs::remove(info.manifest, ec)) fs::fsyncDir(dir_);  // durably uncommitted before rewriting
   writeDocument(info.path, doc, hook, &info.sha256);
   const int base = 1000;  // manifest points are numbered after the document's
   if (hook) hook(base);
@@ -89,7 +97,12 @@ std::vector<CheckpointInfo> CheckpointStore::committed() const {
     const std::string name = stdfs::path(m).filename().string();
     if (name.rfind("ckpt-", 0) != 0) continue;
     auto record = readManifest(m);
-    if (!record || !record->contains("sha256") || !record->contains("step")) continue;
+    // A manifest that does not parse commits nothing (a crash cannot produce one: it is
+    // written atomically); such a checkpoint is not a candidate for resume or retention.
+    if (!record || !record->is_object() || !(*record)["sha256"].is_string() ||
+        !(*record)["step"].is_number_integer()) {
+      continue;
+    }
     CheckpointInfo info;
     info.manifest = m;
     info.path = m.substr(0, m.size() - 5) + ".h5";
@@ -108,7 +121,7 @@ std::optional<CheckpointInfo> CheckpointStore::newestValid(std::vector<std::stri
     try {
       verifyCheckpoint(it->path);
       return *it;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // any failure to verify means: skip it
       if (skipped) skipped->push_back(e.what());
     }
   }
@@ -134,13 +147,13 @@ void CheckpointStore::applyRetention(const std::string& protect) const {
   std::vector<bool> keep(all.size(), false);
   for (size_t i = 0; i < all.size(); ++i) {
     if (static_cast<int64_t>(all.size() - i) <= retention_.keepLast) keep[i] = true;
-    if (!protect.empty() && stdfs::path(all[i].path) == stdfs::path(protect)) keep[i] = true;
+    if (!protect.empty() && samePath(all[i].path, protect)) keep[i] = true;
   }
   if (!retention_.bestMetric.empty()) {
     std::optional<size_t> best;
     for (size_t i = 0; i < all.size(); ++i) {
       const auto& m = all[i].record["metrics"];
-      if (!m.contains(retention_.bestMetric) || !m[retention_.bestMetric].is_number()) continue;
+      if (!m.is_object() || !m.contains(retention_.bestMetric) || !m[retention_.bestMetric].is_number()) continue;
       const double v = m[retention_.bestMetric].get<double>();
       if (!best) {
         best = i;
@@ -163,9 +176,11 @@ Document verifyCheckpoint(const std::string& path, const TensorSink& sink) {
   const std::string manifest = manifestFor(path);
   std::error_code ec;
   std::string want;
-  if (stdfs::exists(manifest, ec)) {
+  if (!manifest.empty() && stdfs::exists(manifest, ec)) {
     auto record = readManifest(manifest);
-    if (!record || !record->contains("sha256")) throw DataError(manifest + ": unreadable manifest");
+    if (!record || !record->is_object() || !(*record)["sha256"].is_string()) {
+      throw DataError(manifest + ": unreadable manifest (expected JSON with a string 'sha256')");
+    }
     want = (*record)["sha256"].get<std::string>();
   }
   // The whole-file hash runs beside the dataset reads; a mismatch wins over any read error.

@@ -136,6 +136,8 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
       for (auto& [k, value] : deferred) h5::writeAttr(file, k, value.get(), tmp);
       h5::check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush", tmp);
       reached();
+      // Close explicitly: a failure to write the last metadata must stop the commit.
+      h5::check(H5Fclose(file.release()), "H5Fclose", tmp);
     }
     reached();
     // Hash the file (from the page cache) while fsync waits for the disk.

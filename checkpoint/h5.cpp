@@ -2,6 +2,12 @@
 
 #include <mutex>
 
+// Shards are read on loader threads while checkpoints are written on the training thread or a
+// background saver: the HDF5 library must be the thread-safe build (Debian's is).
+#ifndef H5_HAVE_THREADSAFE
+#error "Perennial needs a thread-safe HDF5 build (configure HDF5 with --enable-threadsafe)"
+#endif
+
 #include "common/error.h"
 
 namespace perennial::h5 {
@@ -51,8 +57,11 @@ hid_t check(hid_t status, const char* call, const std::string& object) {
 }
 
 void quietErrors() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  thread_local bool quiet = false;
+  if (!quiet) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    quiet = true;
+  }
 }
 
 Handle createFile(const std::string& path) {
@@ -97,7 +106,10 @@ hid_t nativeType(DType t) {
 
 int64_t DatasetInfo::elements() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && n > (int64_t(1) << 50) / d)) return -1;  // implausible: callers refuse it
+    n *= d;
+  }
   return n;
 }
 

@@ -37,6 +37,8 @@ class Handle {
   hid_t get() const { return id_; }
   operator hid_t() const { return id_; }  // NOLINT: handles pass straight to the C API
   void reset();
+  // Gives up ownership (the caller closes it).
+  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
 
  private:
   hid_t id_ = H5I_INVALID_HID;
@@ -45,7 +47,8 @@ class Handle {
 // Throws IoError("<object>: <call> failed: <HDF5 message>") when status < 0.
 hid_t check(hid_t status, const char* call, const std::string& object);
 
-// Silences HDF5's automatic error printing for this process (errors surface as exceptions).
+// Silences HDF5's automatic error printing for the calling thread (in a thread-safe HDF5 the
+// setting is per thread); errors surface as exceptions.
 void quietErrors();
 
 // Creates (truncating) a file with deterministic creation properties.

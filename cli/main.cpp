@@ -58,9 +58,12 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const perennial::ConfigError& e) {
     if (isLeadProcess()) std::cerr << "perennial " << command << ": error: " << e.what() << "\n";
+    perennial::cli::abortJobOnError(2);
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "perennial " << command << ": error: " << e.what() << "\n";
+    std::cerr.flush();
+    perennial::cli::abortJobOnError(1);
     return 1;
   }
 }

@@ -207,24 +207,36 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     }
     return fromTensor(*t);
   };
+  // Each optimizer buffer must exist where its kind needs it and match its parameter.
+  auto need = [&](const std::string& kind, const std::string& name, const torch::Tensor& param) {
+    torch::Tensor t = groupTensor(kind, name);
+    if (!t.defined()) throw DataError(source + ": optimizer/" + kind + "/" + name + " missing");
+    if (t.sizes() != param.sizes() || t.scalar_type() != param.scalar_type()) {
+      throw DataError(source + ": optimizer/" + kind + "/" + name + " does not match its parameter's shape or type");
+    }
+    return t;
+  };
   for (const auto& item : model->named_parameters()) {
     const std::string key = stateKey(item.value());
     states.erase(key);
     if (optimizerName == "sgd") {
-      torch::Tensor m = groupTensor("momentum_buffer", item.key());
-      if (!m.defined()) continue;
+      if (!groupTensor("momentum_buffer", item.key()).defined()) continue;  // none before the first step
       auto s = std::make_unique<torch::optim::SGDParamState>();
-      s->momentum_buffer(m);
+      s->momentum_buffer(need("momentum_buffer", item.key(), item.value()));
       states[key] = std::move(s);
     } else {
       torch::Tensor step = groupTensor("step", item.key());
       if (!step.defined()) continue;
+      if (step.numel() != 1 || step.scalar_type() != torch::kInt64) {
+        throw DataError(source + ": optimizer/step/" + item.key() + " must be one int64");
+      }
       auto s = std::make_unique<torch::optim::AdamParamState>();
       s->step(step.item<int64_t>());
-      s->exp_avg(groupTensor("exp_avg", item.key()));
-      s->exp_avg_sq(groupTensor("exp_avg_sq", item.key()));
-      torch::Tensor mx = groupTensor("max_exp_avg_sq", item.key());
-      if (mx.defined()) s->max_exp_avg_sq(mx);
+      s->exp_avg(need("exp_avg", item.key(), item.value()));
+      s->exp_avg_sq(need("exp_avg_sq", item.key(), item.value()));
+      if (groupTensor("max_exp_avg_sq", item.key()).defined()) {
+        s->max_exp_avg_sq(need("max_exp_avg_sq", item.key(), item.value()));
+      }
       states[key] = std::move(s);
     }
   }

@@ -300,6 +300,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
   // as on any cluster).
   TrainProgress progress;
+  int64_t lastSavedStep = -1;
   std::string resumedFrom;
   bool rngRestored = false;
   if (options.resume != "none") {
@@ -322,6 +323,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (!chosen.empty()) {
       RestoredState restored = loadCheckpoint(chosen, model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
+      lastSavedStep = progress.step;  // that checkpoint exists: never re-save (and uncommit) it
       rngRestored = restored.rngRestored;
       resumedFrom = chosen;
       if (lead) {
@@ -371,8 +373,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   StopSignals signals;
 
   EvalResult lastEval{-1, -1, 0};
+  int64_t lastEvalStep = -1;
   std::future<void> inflight;  // at most one asynchronous save
-  int64_t lastSavedStep = -1;
   auto checkInflight = [&](bool wait) {
     if (!inflight.valid()) return;
     if (wait || inflight.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
@@ -390,8 +392,11 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, /*paramSha256=*/"", dataSnapshot, dataShards,
                         c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
                         lastEval.accuracy, lastEval.loss};
+    // Metrics belong to a checkpoint only if they were measured on its weights.
+    const bool evaluated = lastEval.accuracy >= 0 && lastEvalStep == progress.step;
+    if (!evaluated) meta.testAccuracy = meta.testLoss = -1;
     nlohmann::json m = nlohmann::json::object();
-    if (lastEval.accuracy >= 0) m = {{"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss}};
+    if (evaluated) m = {{"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss}};
     const bool async = allowAsync && c.ckptAsync;
     const auto t0 = Clock::now();
     checkpoint::Document doc = captureState(model, *optimizer, progress, meta, /*copy=*/async);
@@ -477,7 +482,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           preempted = true;
           break;
         }
-        if (c.ckptEverySteps > 0 && progress.step % c.ckptEverySteps == 0 && progress.step < stopAt) {
+        // The epoch's last step is saved by the epoch-end save when one follows (with metrics).
+        const bool epochEndSave = s + 1 == stepsLeftInEpoch && c.ckptEveryEpochs > 0 &&
+                                  (progress.epoch + 1) % c.ckptEveryEpochs == 0 && progress.epoch + 1 < c.epochs;
+        if (c.ckptEverySteps > 0 && progress.step % c.ckptEverySteps == 0 && progress.step < stopAt && !epochEndSave) {
           trainSeconds += secondsSince(epochStart);
           const auto pauseStart = Clock::now();
           save(true);
@@ -493,6 +501,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (!epochDone) break;  // stopped early by train.max_steps
     const auto pauseStart = Clock::now();
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+    lastEvalStep = progress.step;
     if (lead) {
       char line[160];
       std::snprintf(line, sizeof(line), "epoch %lld: test accuracy %.4f, test loss %.4f (%lld samples)",
@@ -505,7 +514,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     ++progress.epoch;
     progress.cursor = 0;
     if (c.ckptEveryEpochs > 0 && progress.epoch % c.ckptEveryEpochs == 0 && progress.epoch < c.epochs &&
-        progress.step < stopAt) {
+        progress.step < stopAt && lastSavedStep != progress.step) {
       save(true);
     }
     windowPaused += secondsSince(pauseStart);
@@ -527,6 +536,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // evaluated its final weights yet.
   if (lastEval.samples == 0 || progress.cursor != 0) {
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+    lastEvalStep = progress.step;
     metrics.write({{"kind", "eval"}, {"epoch", progress.epoch}, {"step", progress.step},
                    {"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss},
                    {"test_samples", lastEval.samples}});

@@ -10,4 +10,8 @@ int trainCommand(const std::vector<std::string>& args);
 int evalCommand(const std::vector<std::string>& args);
 int dataCommand(const std::vector<std::string>& args);
 
+// Called by main() after printing an error: under MPI with several ranks, ends the whole job
+// with CODE so that no rank is left waiting in a collective.
+void abortJobOnError(int code);
+
 }  // namespace perennial::cli

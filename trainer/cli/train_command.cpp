@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "trainer/cli/commands.h"
 #include "trainer/comm/communicator.h"
+#include "trainer/comm/mpi/mpi_communicator.h"
 #include "trainer/config/train_config.h"
 #include "trainer/trainer.h"
 
@@ -30,6 +31,8 @@ int trainCommand(const std::vector<std::string>& args) {
   TrainResult r = train(c, parsed.runDir, *comm, options2);
   return r.preempted ? kExitRequeue : 0;
 }
+
+void abortJobOnError(int code) { MpiCommunicator::abortJobIfParallel(code); }
 
 int evalCommand(const std::vector<std::string>& args) {
   namespace po = boost::program_options;

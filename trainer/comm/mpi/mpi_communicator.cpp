@@ -57,6 +57,15 @@ MPI_Op mpiOp(ReduceOp op) {
 
 void MpiCommunicator::ensureInitialized() { static MpiEnvironment env; }
 
+void MpiCommunicator::abortJobIfParallel(int code) {
+  int initialized = 0, finalized = 0, size = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm base)
     : timeout_(timeout) {
   ensureInitialized();

@@ -45,6 +45,11 @@ class MpiCommunicator final : public Communicator {
   // Ensures MPI is initialised (for code that needs MPI before building a communicator).
   static void ensureInitialized();
 
+  // When MPI is running with more than one process, ends the whole job with CODE
+  // (MPI_Abort): an error raised on some ranks only would otherwise leave the others blocked in
+  // their next collective. Returns when there is nothing to abort.
+  static void abortJobIfParallel(int code);
+
  private:
   void check(int rc, const char* call) const;
   // Marks the start and end of a blocking collective for the watchdog.
