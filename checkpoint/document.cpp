@@ -18,11 +18,7 @@
 namespace perennial::checkpoint {
 namespace stdfs = std::filesystem;
 
-int64_t Tensor::elements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
+int64_t Tensor::elements() const { return shapeElements(shape); }
 
 const Tensor* Group::find(const std::string& name) const {
   for (const auto& t : tensors) {

@@ -2,6 +2,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace perennial {
 
@@ -28,6 +29,13 @@ inline const char* dtypeName(DType t) {
     case DType::kFloat64: return "float64";
   }
   return "?";
+}
+
+// Number of elements of a tensor of SHAPE (1 for a scalar).
+inline int64_t shapeElements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
 }
 
 }  // namespace perennial

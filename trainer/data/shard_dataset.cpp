@@ -16,11 +16,7 @@
 namespace perennial::data {
 namespace stdfs = std::filesystem;
 
-int64_t DatasetSpec::featureElements() const {
-  int64_t n = 1;
-  for (int64_t d : featureShape) n *= d;
-  return n;
-}
+int64_t DatasetSpec::featureElements() const { return shapeElements(featureShape); }
 
 bool DatasetSpec::operator==(const DatasetSpec& o) const {
   return name == o.name && features == o.features && labels == o.labels &&

@@ -2,21 +2,16 @@
 
 #include <torch/torch.h>
 
+#include "common/dtype.h"
 #include "common/error.h"
 
 namespace perennial {
 namespace {
 
-int64_t product(const std::vector<int64_t>& v) {
-  int64_t n = 1;
-  for (int64_t d : v) n *= d;
-  return n;
-}
-
 torch::nn::Sequential makeMlp(const TrainConfig& c, const ModelInput& in) {
   torch::nn::Sequential net;
   net->push_back(torch::nn::Flatten());
-  int64_t prev = product(in.featureShape);
+  int64_t prev = shapeElements(in.featureShape);
   for (int64_t h : c.hidden) {
     net->push_back(torch::nn::Linear(prev, h));
     net->push_back(torch::nn::ReLU());
