@@ -24,8 +24,8 @@ int trainCommand(const std::vector<std::string>& args) {
   CommOptions options;
   options.backend = c.backend;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000));
+  options.logLevel = c.logLevel;
   auto comm = makeCommunicator(options);
-  log::init(comm->rank(), comm->size(), c.logLevel);
   TrainOptions options2;
   options2.resume = parsed.resume;
   TrainResult r = train(c, parsed.runDir, *comm, options2);
@@ -62,7 +62,6 @@ int evalCommand(const std::vector<std::string>& args) {
   if (data.empty()) throw ConfigError("--data: required (a directory of shards)");
   if (batch < 1) throw ConfigError("--batch-size: must be at least 1 (got " + std::to_string(batch) + ")");
   auto comm = makeCommunicator(CommOptions{});
-  log::init(comm->rank(), comm->size(), "info");
   if (logitsRows < 0) throw ConfigError("--logits: must be >= 0");
   EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows);
   if (comm->rank() == 0) {

@@ -17,6 +17,8 @@ std::unique_ptr<Communicator> makeCommunicator(const CommOptions& options) {
                       have + "; the NCCL backend needs a build with CUDA and NCCL)");
   }
   auto comm = std::make_unique<MpiCommunicator>(options.timeout);
+  // Rank-prefixed logging needs the rank, which only the communicator knows: set it up here.
+  log::init(comm->rank(), comm->size(), options.logLevel);
   if (comm->rank() == 0) {
     log::get("comm")->info("backend mpi ({}), world size {}{}", comm->backendVersion(), comm->size(),
                            b == "auto" ? " (auto: CPU tensors use MPI)" : "");

@@ -50,6 +50,7 @@ class Communicator {
 struct CommOptions {
   std::string backend = "auto";                  // auto | mpi
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+  std::string logLevel = "info";  // logging is initialised with the rank once it is known
 };
 
 // Builds the backend named in OPTIONS and logs which one it chose and why. Asking for a backend
