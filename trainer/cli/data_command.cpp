@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "trainer/cli/commands.h"
+#include "trainer/config/train_config.h"
 #include "trainer/data/shard_dataset.h"
 
 namespace po = boost::program_options;
@@ -24,12 +25,8 @@ int importCommand(const std::vector<std::string>& args) {
        "directory with the IDX files (plain or .gz), as Debian's dataset-fashion-mnist installs them")
       ("shard-size", po::value<int64_t>(&o.shardSize)->default_value(o.shardSize), "rows per shard (> 0)");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
-  }
+  storeCommandLine(args, desc, vm);
+  po::notify(vm);
   if (vm.count("help")) {
     std::cout << kUsage << "\n" << desc;
     return 0;

@@ -47,13 +47,8 @@ int evalCommand(const std::vector<std::string>& args) {
       ("json", po::value<std::string>(&out), "also write the result as JSON to this file")
       ("logits", po::value<int64_t>(&logitsRows)->default_value(0), "include the logits of the data's first N rows");
   po::variables_map vm;
-  try {
-    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-    po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
-  }
+  storeCommandLine(args, desc, vm);
+  po::notify(vm);
   if (vm.count("help")) {
     std::cout << "usage: [mpirun -np N] perennial eval --model FILE --data DIR [--json FILE]\n\n" << desc;
     return 0;

@@ -132,97 +132,91 @@ void addTrainOptions(po::options_description& desc) {
 }
 
 TrainConfig trainConfigFrom(const po::variables_map& vm) {
-  TrainConfig c;
+  // Each reader names its key once, for both the lookup and the message.
   auto str = [&](const char* k) { return vm[k].as<std::string>(); };
-  auto num = [&](const char* k) { return vm[k].as<int64_t>(); };
-  auto dbl = [&](const char* k) { return vm[k].as<double>(); };
+  auto intAtLeast = [&](const char* k, int64_t lo) {
+    const int64_t v = vm[k].as<int64_t>();
+    atLeast(k, v, lo);
+    return v;
+  };
+  auto realIn = [&](const char* k, double lo, double hi, bool hiOpen) {
+    const double v = vm[k].as<double>();
+    inRange(k, v, lo, hi, hiOpen);
+    return v;
+  };
+  auto realPositive = [&](const char* k) {
+    const double v = vm[k].as<double>();
+    positive(k, v);
+    return v;
+  };
+  auto realAtLeastZero = [&](const char* k) {
+    const double v = vm[k].as<double>();
+    if (!(v >= 0)) bad(k, "must be >= 0", fmt(v));
+    return v;
+  };
+  auto choice = [&](const char* k, const std::vector<std::string>& allowed) {
+    const std::string v = str(k);
+    oneOf(k, v, allowed);
+    return v;
+  };
+  auto intList = [&](const char* k) { return str(k).empty() ? std::vector<int64_t>{} : parseIntList(k, str(k)); };
+
+  TrainConfig c;
   if (!vm.count("data.train")) throw ConfigError("data.train: required (a directory of training shards)");
   if (!vm.count("data.test")) throw ConfigError("data.test: required (a directory of test shards)");
   c.trainDir = str("data.train");
   c.testDir = str("data.test");
-  c.prefetch = num("data.prefetch");
-  atLeast("data.prefetch", c.prefetch, 1);
+  c.prefetch = intAtLeast("data.prefetch", 1);
 
-  c.arch = str("model.arch");
-  oneOf("model.arch", c.arch, {"mlp", "cnn"});
+  c.arch = choice("model.arch", {"mlp", "cnn"});
   c.hidden = parseIntList("model.hidden", str("model.hidden"));
   c.convChannels = parseIntList("model.conv_channels", str("model.conv_channels"));
-  c.fcHidden = str("model.fc_hidden").empty() ? std::vector<int64_t>{} : parseIntList("model.fc_hidden", str("model.fc_hidden"));
+  c.fcHidden = intList("model.fc_hidden");
   if (c.arch == "cnn" && c.convChannels.empty()) bad("model.conv_channels", "cnn needs at least one conv block", "''");
-  c.kernelSize = num("model.kernel_size");
+  c.kernelSize = vm["model.kernel_size"].as<int64_t>();
   if (c.kernelSize < 1 || c.kernelSize > 11 || c.kernelSize % 2 == 0) {
     bad("model.kernel_size", "must be odd and in [1, 11]", std::to_string(c.kernelSize));
   }
-  c.dropout = dbl("model.dropout");
-  inRange("model.dropout", c.dropout, 0.0, 1.0, true);
+  c.dropout = realIn("model.dropout", 0.0, 1.0, true);
 
-  c.epochs = num("train.epochs");
-  atLeast("train.epochs", c.epochs, 1);
-  c.batchSize = num("train.batch_size");
-  atLeast("train.batch_size", c.batchSize, 1);
-  c.gradAccum = num("train.grad_accum");
-  atLeast("train.grad_accum", c.gradAccum, 1);
-  c.maxSteps = num("train.max_steps");
-  atLeast("train.max_steps", c.maxSteps, 0);
-  const int64_t seed = num("train.seed");
-  atLeast("train.seed", seed, 0);
-  c.seed = static_cast<uint64_t>(seed);
-  c.threads = num("train.threads");
-  atLeast("train.threads", c.threads, 1);
-  c.logEvery = num("train.log_every");
-  atLeast("train.log_every", c.logEvery, 1);
+  c.epochs = intAtLeast("train.epochs", 1);
+  c.batchSize = intAtLeast("train.batch_size", 1);
+  c.gradAccum = intAtLeast("train.grad_accum", 1);
+  c.maxSteps = intAtLeast("train.max_steps", 0);
+  c.seed = static_cast<uint64_t>(intAtLeast("train.seed", 0));
+  c.threads = intAtLeast("train.threads", 1);
+  c.logEvery = intAtLeast("train.log_every", 1);
 
-  c.optimizer = str("optim.name");
-  oneOf("optim.name", c.optimizer, {"sgd", "adam"});
-  c.lr = dbl("optim.lr");
-  positive("optim.lr", c.lr);
-  c.momentum = dbl("optim.momentum");
-  inRange("optim.momentum", c.momentum, 0.0, 1.0, true);
+  c.optimizer = choice("optim.name", {"sgd", "adam"});
+  c.lr = realPositive("optim.lr");
+  c.momentum = realIn("optim.momentum", 0.0, 1.0, true);
   c.nesterov = vm["optim.nesterov"].as<bool>();
   if (c.nesterov && c.momentum == 0.0) bad("optim.nesterov", "needs optim.momentum > 0", "true");
-  c.weightDecay = dbl("optim.weight_decay");
-  if (!(c.weightDecay >= 0)) bad("optim.weight_decay", "must be >= 0", fmt(c.weightDecay));
-  c.beta1 = dbl("optim.beta1");
-  inRange("optim.beta1", c.beta1, 0.0, 1.0, true);
-  c.beta2 = dbl("optim.beta2");
-  inRange("optim.beta2", c.beta2, 0.0, 1.0, true);
-  c.eps = dbl("optim.eps");
-  positive("optim.eps", c.eps);
+  c.weightDecay = realAtLeastZero("optim.weight_decay");
+  c.beta1 = realIn("optim.beta1", 0.0, 1.0, true);
+  c.beta2 = realIn("optim.beta2", 0.0, 1.0, true);
+  c.eps = realPositive("optim.eps");
 
-  c.schedule = str("lr.schedule");
-  oneOf("lr.schedule", c.schedule, {"constant", "step", "cosine"});
-  c.warmupSteps = num("lr.warmup_steps");
-  atLeast("lr.warmup_steps", c.warmupSteps, 0);
-  c.stepSize = num("lr.step_size");
-  atLeast("lr.step_size", c.stepSize, 1);
-  c.gamma = dbl("lr.gamma");
+  c.schedule = choice("lr.schedule", {"constant", "step", "cosine"});
+  c.warmupSteps = intAtLeast("lr.warmup_steps", 0);
+  c.stepSize = intAtLeast("lr.step_size", 1);
+  c.gamma = vm["lr.gamma"].as<double>();
   if (!(c.gamma > 0 && c.gamma <= 1)) bad("lr.gamma", "must be in (0, 1]", fmt(c.gamma));
-  c.minLr = dbl("lr.min_lr");
-  if (!(c.minLr >= 0)) bad("lr.min_lr", "must be >= 0", fmt(c.minLr));
+  c.minLr = realAtLeastZero("lr.min_lr");
 
-  c.backend = str("comm.backend");
-  oneOf("comm.backend", c.backend, {"auto", "mpi", "nccl"});
-  c.bucketCapMb = dbl("comm.bucket_cap_mb");
-  positive("comm.bucket_cap_mb", c.bucketCapMb);
-  c.timeoutS = dbl("comm.timeout_s");
-  positive("comm.timeout_s", c.timeoutS);
+  c.backend = choice("comm.backend", {"auto", "mpi", "nccl"});
+  c.bucketCapMb = realPositive("comm.bucket_cap_mb");
+  c.timeoutS = realPositive("comm.timeout_s");
 
-  c.ckptEverySteps = num("checkpoint.every_steps");
-  atLeast("checkpoint.every_steps", c.ckptEverySteps, 0);
-  c.ckptEveryEpochs = num("checkpoint.every_epochs");
-  atLeast("checkpoint.every_epochs", c.ckptEveryEpochs, 0);
-  c.ckptKeepLast = num("checkpoint.keep_last");
-  atLeast("checkpoint.keep_last", c.ckptKeepLast, 1);
-  c.ckptKeepBest = str("checkpoint.keep_best");
-  oneOf("checkpoint.keep_best", c.ckptKeepBest, {"none", "test_accuracy", "test_loss"});
+  c.ckptEverySteps = intAtLeast("checkpoint.every_steps", 0);
+  c.ckptEveryEpochs = intAtLeast("checkpoint.every_epochs", 0);
+  c.ckptKeepLast = intAtLeast("checkpoint.keep_last", 1);
+  c.ckptKeepBest = choice("checkpoint.keep_best", {"none", "test_accuracy", "test_loss"});
   c.ckptAsync = vm["checkpoint.async"].as<bool>();
 
-  c.evalBatchSize = num("eval.batch_size");
-  atLeast("eval.batch_size", c.evalBatchSize, 1);
-  c.logLevel = str("log.level");
-  oneOf("log.level", c.logLevel, {"trace", "debug", "info", "warn", "error", "off"});
-  c.progress = str("log.progress");
-  oneOf("log.progress", c.progress, {"auto", "bar", "lines", "none"});
+  c.evalBatchSize = intAtLeast("eval.batch_size", 1);
+  c.logLevel = choice("log.level", {"trace", "debug", "info", "warn", "error", "off"});
+  c.progress = choice("log.progress", {"auto", "bar", "lines", "none"});
   return c;
 }
 
@@ -248,6 +242,17 @@ std::string TrainConfig::toIni() const {
      << "\n\n[eval]\nbatch_size = " << evalBatchSize
      << "\n\n[log]\nlevel = " << logLevel << "\nprogress = " << progress << "\n";
   return os.str();
+}
+
+void storeCommandLine(const std::vector<std::string>& args, const po::options_description& desc,
+                      po::variables_map& vm) {
+  // No prefix guessing: --train.epoch must not silently mean --train.epochs.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+  try {
+    po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
 }
 
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source) {
@@ -281,13 +286,7 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
 
   TrainArgs out;
   po::variables_map vm;
-  try {
-    // No prefix guessing: --train.epoch must not silently mean --train.epochs.
-    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-    po::store(po::command_line_parser(args).options(all).style(style).run(), vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
-  }
+  storeCommandLine(args, all, vm);
   if (vm.count("help")) {
     std::ostringstream os;
     os << "usage: [mpirun -np N] perennial train --config FILE --run-dir DIR [--section.key=value ...]\n\n"

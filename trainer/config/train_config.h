@@ -87,6 +87,12 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args);
 // names it in errors.
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source);
 
+// Parses a subcommand's command line into VM. Option prefixes are never guessed; errors are
+// ConfigError("command line: ...").
+void storeCommandLine(const std::vector<std::string>& args,
+                      const boost::program_options::options_description& desc,
+                      boost::program_options::variables_map& vm);
+
 // "256,128" -> {256, 128}; throws ConfigError naming KEY on a malformed list.
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text);
 
