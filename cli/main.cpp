@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "perennial/build_config.h"
 #include "checkpoint/cli/ckpt_command.h"
+#include "scheduler/cli/sched_command.h"
 #include "trainer/cli/commands.h"
 
 namespace {
@@ -22,7 +23,9 @@ const char* kUsage =
     "  train     train a model, data-parallel (launch with mpirun -np N or srun)\n"
     "  eval      evaluate a trained model.h5 on a shard directory (under mpirun too)\n"
     "  ckpt      inspect | verify | diff checkpoints and weights files\n"
-    "  data      import-fashion-mnist | info: datasets as HDF5 shard directories\n"
+    "  data      import-fashion-mnist | info | add: datasets as HDF5 shard directories\n"
+    "  sched     the continuous-retraining scheduler: run | tick | status | runs | shards | events |\n"
+    "            trigger | cancel\n"
     "  version   print the version\n\n"
     "perennial <command> --help describes each command.\n";
 
@@ -49,7 +52,11 @@ int main(int argc, char** argv) {
     if (command == "train") return perennial::cli::trainCommand(rest);
     if (command == "ckpt") return perennial::cli::ckptCommand(rest);
     if (command == "eval") return perennial::cli::evalCommand(rest);
+    if (command == "data" && !rest.empty() && rest[0] == "add") {
+      return perennial::cli::dataAddCommand({rest.begin() + 1, rest.end()});
+    }
     if (command == "data") return perennial::cli::dataCommand(rest);
+    if (command == "sched") return perennial::cli::schedCommand(rest);
     if (command == "version" || command == "--version") {
       std::cout << "perennial " << PERENNIAL_VERSION << "\n";
       return 0;

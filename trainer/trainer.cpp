@@ -129,6 +129,26 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// Copies a weights file's tensors into MODEL, checking that every parameter is there with the
+// right shape and type.
+void copyWeights(const checkpoint::TensorFile& file, const std::string& path, const std::string& arch,
+                 torch::nn::Module& model) {
+  torch::NoGradGuard noGrad;
+  auto named = model.named_parameters();
+  if (named.size() != file.tensors.size()) {
+    throw DataError(path + ": has " + std::to_string(file.tensors.size()) + " tensors, the " + arch +
+                    " model has " + std::to_string(named.size()) + " parameters");
+  }
+  for (const auto& t : file.tensors) {
+    torch::Tensor* p = named.find(t.name);
+    if (!p) throw DataError(path + ": tensor '" + t.name + "' is not a parameter of the " + arch + " model");
+    if (p->sizes().vec() != t.shape || t.type != DType::kFloat32) {
+      throw DataError(path + ": tensor '" + t.name + "' has the wrong shape or type for the " + arch + " model");
+    }
+    std::memcpy(p->data_ptr(), t.bytes.data(), t.bytes.size());
+  }
+}
+
 }  // namespace
 
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
@@ -141,22 +161,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   TrainConfig c = parseTrainConfigText(configIt->second, modelPath + "@config");
   data::ShardedDataset ds(dataDir);
   torch::nn::Sequential model = makeModel(c, {ds.spec().featureShape, ds.spec().numClasses});
-  {
-    torch::NoGradGuard noGrad;
-    auto named = model->named_parameters();
-    if (named.size() != file.tensors.size()) {
-      throw DataError(modelPath + ": has " + std::to_string(file.tensors.size()) + " tensors, the " + c.arch +
-                      " it records has " + std::to_string(named.size()) + " parameters");
-    }
-    for (const auto& t : file.tensors) {
-      torch::Tensor* p = named.find(t.name);
-      if (!p) throw DataError(modelPath + ": tensor '" + t.name + "' is not a parameter of the recorded model");
-      if (p->sizes().vec() != t.shape || t.type != DType::kFloat32) {
-        throw DataError(modelPath + ": tensor '" + t.name + "' has the wrong shape or type for the recorded model");
-      }
-      std::memcpy(p->data_ptr(), t.bytes.data(), t.bytes.size());
-    }
-  }
+  copyWeights(file, modelPath, c.arch, *model);
   EvalSummary out;
   out.paramSha256 = paramSha256(*model);
   auto recorded = file.attributes.find("param_sha256");
@@ -346,6 +351,12 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
                         " is not a multiple of the global batch " + std::to_string(globalBatch));
       }
     }
+  }
+  if (resumedFrom.empty() && !c.initFrom.empty()) {
+    // Warm start: every rank reads the same file, so the replicas start equal.
+    checkpoint::TensorFile init = checkpoint::readTensorFile(c.initFrom);
+    copyWeights(init, c.initFrom, c.arch, *model);
+    if (lead) log->info("initialised the weights from {} (param_sha256 {})", c.initFrom, paramSha256(*model).substr(0, 16));
   }
   reducer.broadcastParameters(0);
   // Per-rank stream for dropout; initialisation above used the shared seed on every rank.

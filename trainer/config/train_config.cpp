@@ -98,6 +98,7 @@ void addTrainOptions(po::options_description& desc) {
       ("model.kernel_size", i(d.kernelSize), "cnn: odd kernel size in [1, 11] ('same' padding)")
       ("model.fc_hidden", s(joinInts(d.fcHidden)), "cnn: fully connected sizes after the conv blocks (may be empty)")
       ("model.dropout", f(d.dropout), "dropout before each hidden fully connected layer's output, [0, 1)")
+      ("model.init", s(d.initFrom), "start from these weights (a model.h5 or checkpoint of the same architecture) instead of random ones; ignored when resuming")
       ("train.epochs", i(d.epochs), "epochs (>= 1)")
       ("train.batch_size", i(d.batchSize), "samples per rank per micro-batch (>= 1)")
       ("train.grad_accum", i(d.gradAccum), "micro-batches per optimizer step (one all-reduce per step)")
@@ -178,6 +179,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
     bad("model.kernel_size", "must be odd and in [1, 11]", std::to_string(c.kernelSize));
   }
   c.dropout = realIn("model.dropout", 0.0, 1.0, true);
+  c.initFrom = str("model.init");
 
   c.epochs = intAtLeast("train.epochs", 1);
   c.batchSize = intAtLeast("train.batch_size", 1);
@@ -226,6 +228,7 @@ std::string TrainConfig::toIni() const {
      << "\n\n[model]\narch = " << arch << "\nhidden = " << joinInts(hidden)
      << "\nconv_channels = " << joinInts(convChannels) << "\nkernel_size = " << kernelSize
      << "\nfc_hidden = " << joinInts(fcHidden) << "\ndropout = " << fmt(dropout)
+     << "\ninit = " << initFrom
      << "\n\n[train]\nepochs = " << epochs << "\nbatch_size = " << batchSize
      << "\ngrad_accum = " << gradAccum << "\nmax_steps = " << maxSteps << "\nseed = " << seed
      << "\nthreads = " << threads << "\nlog_every = " << logEvery

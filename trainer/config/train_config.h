@@ -26,6 +26,7 @@ struct TrainConfig {
   int64_t kernelSize = 5;
   std::vector<int64_t> fcHidden{128};
   double dropout = 0.0;
+  std::string initFrom;  // weights to start from (warm start); empty: random initialisation
   // [train]
   int64_t epochs = 10;
   int64_t batchSize = 64;  // per rank, per micro-batch

@@ -1,0 +1,180 @@
+#pragma once
+// The scheduler's catalog: one SQLite database (ROOT/catalog.db) holding shards, quarantined
+// files, data snapshots, runs, events, trigger states and requests. The schema is versioned
+// (PRAGMA user_version) and migrated forward on open; every state change is one transaction,
+// so the scheduler may be killed at any point and restarted.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "scheduler/sqlite.h"
+
+namespace perennial::sched {
+
+inline constexpr int kCatalogSchemaVersion = 1;
+
+struct ShardRecord {
+  int64_t seq = 0;       // ingest order, 1-based, never reused
+  std::string hash;      // SHA-256 of the file's bytes
+  std::string file;      // path relative to the root (data/<hash>.h5)
+  std::string source;    // the name it arrived under
+  int64_t rows = 0;
+  int64_t bytes = 0;
+  std::string profile;   // JSON (profile.h)
+  double ingestedAt = 0;
+};
+
+struct QuarantineRecord {
+  int64_t id = 0;
+  std::string file;    // relative to the root (quarantine/...)
+  std::string source;
+  std::string rule;
+  std::string reason;
+  double at = 0;
+};
+
+// Run states. A run is created pending; an attempt goes submitted -> running -> one of
+// succeeded | failed | preempted | cancelled; a failed or preempted attempt with attempts left
+// goes back to pending.
+namespace state {
+inline constexpr const char* kPending = "pending";
+inline constexpr const char* kSubmitted = "submitted";
+inline constexpr const char* kRunning = "running";
+inline constexpr const char* kSucceeded = "succeeded";
+inline constexpr const char* kFailed = "failed";
+inline constexpr const char* kPreempted = "preempted";
+inline constexpr const char* kCancelled = "cancelled";
+}  // namespace state
+
+bool isActiveState(const std::string& s);    // submitted | running
+bool isTerminalState(const std::string& s);  // succeeded | failed | cancelled (preempted retries)
+
+struct RunRecord {
+  int64_t seq = 0;
+  std::string id;  // r000001, ...
+  std::string state;
+  std::string trigger;   // the trigger that fired it
+  std::string reason;    // why (the trigger's explanation)
+  std::string snapshotId;
+  std::string config;    // resolved training configuration (INI)
+  std::string configSha256;
+  std::string warmStart; // run id of the champion it starts from; empty: from scratch
+  int64_t attempt = 0;   // attempts started so far
+  int64_t maxAttempts = 1;
+  std::string executor;
+  std::string execId;    // the executor's handle of the current attempt (pid, Slurm job id)
+  std::optional<int64_t> exitCode;
+  std::string message;
+  std::string result;    // result.json of a succeeded run
+  bool cancelRequested = false;
+  double createdAt = 0, updatedAt = 0;
+  std::optional<double> finishedAt;
+};
+
+struct SnapshotRecord {
+  std::string id;  // SHA-256 of the manifest
+  int64_t maxSeq = 0;
+  int64_t shards = 0;
+  int64_t rows = 0;
+  std::string profile;   // merged profile of its shards (JSON)
+  // The manifest (every shard's seq, hash and rows) is the catalog's shards up to maxSeq: a
+  // snapshot is always a prefix of the ingest order. Runs write it out as snapshot.json.
+};
+
+struct EventRecord {
+  int64_t id = 0;
+  double at = 0;
+  std::string kind;     // ingest | quarantine | trigger | run | request | scheduler
+  std::string subject;  // shard hash, trigger name, run id
+  std::string detail;   // JSON
+};
+
+struct TriggerStateRecord {
+  std::string name;
+  double evaluatedAt = 0;
+  bool fired = false;
+  std::string detail;  // JSON: values, thresholds, decision
+  std::optional<double> lastFiredAt;
+};
+
+struct RequestRecord {
+  int64_t id = 0;
+  std::string kind;  // trigger | cancel
+  std::string arg;
+  double at = 0;
+};
+
+struct NewDataStats {
+  int64_t shards = 0;
+  int64_t rows = 0;
+  int64_t maxSeq = 0;
+};
+
+class Catalog {
+ public:
+  // Opens or creates PATH and migrates it to kCatalogSchemaVersion. Refuses (IoError) a catalog
+  // written by a newer Perennial.
+  explicit Catalog(const std::string& path);
+
+  Database& db() { return db_; }
+  void transaction(const std::function<void()>& body) { db_.transaction(body); }
+  int schemaVersion();
+
+  // Shards.
+  std::optional<ShardRecord> shardByHash(const std::string& hash);
+  void insertShard(ShardRecord& s);  // sets s.seq
+  NewDataStats shardsAfter(int64_t seq);
+  std::vector<ShardRecord> shards(int64_t afterSeq, int64_t upToSeq, bool withProfile);
+  std::vector<ShardRecord> recentShards(int64_t limit);
+  int64_t shardCount();
+
+  // Quarantine. Insert is idempotent on FILE.
+  void insertQuarantine(const QuarantineRecord& q);
+  std::vector<QuarantineRecord> quarantined(int64_t limit);
+  int64_t quarantineCount();
+
+  // Snapshots. Insert is idempotent on the id.
+  void insertSnapshot(const SnapshotRecord& s);
+  std::optional<SnapshotRecord> snapshot(const std::string& id);
+  // The snapshot with the largest max_seq <= MAX_SEQ (to build the next profile incrementally).
+  std::optional<SnapshotRecord> snapshotAtOrBefore(int64_t maxSeq);
+  // Shards covered by the champion or by a run that is pending, active or succeeded.
+  int64_t coveredSeq(const std::string& championSnapshot);
+
+  // Runs.
+  std::string nextRunId();
+  void insertRun(RunRecord& r);  // sets seq
+  void updateRun(const RunRecord& r);
+  std::optional<RunRecord> run(const std::string& id);
+  std::vector<RunRecord> runsInStates(const std::vector<std::string>& states);
+  std::vector<RunRecord> recentRuns(int64_t limit);
+  int64_t activeRunCount();
+  std::optional<double> lastRunCreatedAt();
+
+  // Events.
+  void addEvent(double at, const std::string& kind, const std::string& subject, const nlohmann::json& detail);
+  std::vector<EventRecord> events(int64_t limit, const std::string& kind = "");
+
+  // Trigger states (the latest evaluation of each trigger).
+  void saveTriggerState(const TriggerStateRecord& t);
+  std::vector<TriggerStateRecord> triggerStates();
+  std::optional<double> lastFiredAt(const std::string& trigger);
+
+  // Requests from other processes (`sched trigger`, `sched cancel`).
+  void addRequest(const std::string& kind, const std::string& arg, double at);
+  std::vector<RequestRecord> openRequests(const std::string& kind);
+  void closeRequest(int64_t id, double at);
+
+  // Small key/value settings: "champion" (run id), "ticks", "last_tick_at", ...
+  std::optional<std::string> meta(const std::string& key);
+  void setMeta(const std::string& key, const std::string& value);
+
+ private:
+  void migrate();
+  Database db_;
+};
+
+}  // namespace perennial::sched

@@ -1,0 +1,198 @@
+#include "scheduler/sched_config.h"
+
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "trainer/config/train_config.h"
+
+namespace po = boost::program_options;
+
+namespace perennial::sched {
+namespace {
+namespace stdfs = std::filesystem;
+
+po::options_description schedOptions() {
+  po::options_description d("Scheduler configuration keys ([section] key = value, or --section.key=value)");
+  d.add_options()
+      ("dataset.name", po::value<std::string>()->default_value("fashion-mnist"), "dataset name every shard's spec.name must match")
+      ("dataset.features", po::value<std::string>()->default_value("images"), "features dataset in each shard")
+      ("dataset.labels", po::value<std::string>()->default_value("labels"), "labels dataset (int64 class indices)")
+      ("dataset.feature_dtype", po::value<std::string>()->default_value("uint8"), "uint8 | float32")
+      ("dataset.feature_shape", po::value<std::string>()->default_value("28,28"), "shape of one row's features")
+      ("dataset.num_classes", po::value<int64_t>()->default_value(10), "labels lie in [0, num_classes)")
+      ("dataset.value_range", po::value<std::string>()->default_value(""), "lo,hi of feature values for the drift histograms (default 0,256 for uint8, 0,1 for float32)")
+      ("dataset.max_shard_bytes", po::value<int64_t>()->default_value(int64_t{1} << 30), "larger files are quarantined")
+      ("dataset.max_shard_rows", po::value<int64_t>()->default_value(1000000), "shards with more rows are quarantined")
+      ("ingest.rescan_s", po::value<double>()->default_value(10), "seconds between full rescans of incoming/ (inotify wakes the daemon sooner)")
+      ("ingest.settle_s", po::value<double>()->default_value(0), "ignore files modified less than this many seconds ago")
+      ("train.config", po::value<std::string>()->default_value(""), "the trainer's configuration file (required)")
+      ("train.holdout", po::value<std::string>()->default_value(""), "shard directory every run evaluates on (required)")
+      ("train.ranks", po::value<int64_t>()->default_value(2), "ranks per training run")
+      ("train.warm_start", po::value<std::string>()->default_value("scratch"), "scratch | champion: start from the champion's weights")
+      ("train.max_attempts", po::value<int64_t>()->default_value(3), "attempts per run (failed or preempted attempts are retried with --resume auto)")
+      ("triggers.on_demand", po::value<bool>()->default_value(true), "`perennial sched trigger` starts a run")
+      ("triggers.interval_s", po::value<double>()->default_value(0), "start a run every this many seconds (0: off)")
+      ("triggers.new_data_rows", po::value<int64_t>()->default_value(0), "start a run when this many new rows arrived (0: off)")
+      ("triggers.drift_psi", po::value<double>()->default_value(0), "start a run when new data's PSI against the champion's training data reaches this (0: off; 0.2 is usual)")
+      ("triggers.drift_min_rows", po::value<int64_t>()->default_value(1000), "new rows needed before drift is measured")
+      ("triggers.decay_margin", po::value<double>()->default_value(0), "start a run when the champion's accuracy on new labelled data is this far below its validation accuracy (0: off)")
+      ("triggers.decay_min_rows", po::value<int64_t>()->default_value(1000), "new rows needed before decay is measured")
+      ("triggers.cooldown_s", po::value<double>()->default_value(0), "seconds after a run is created before another may be")
+      ("triggers.max_concurrent", po::value<int64_t>()->default_value(1), "runs pending or active at once")
+      ("executor.kind", po::value<std::string>()->default_value("local"), "local (mpirun on this machine)")
+      ("executor.mpirun", po::value<std::string>()->default_value("mpirun"), "the MPI launcher")
+      ("executor.mpirun_args", po::value<std::string>()->default_value(""), "extra launcher arguments, separated by spaces (never passed through a shell)")
+      ("executor.cancel_grace_s", po::value<double>()->default_value(30), "seconds a cancelled run gets to stop before it is killed")
+      ("sched.tick_s", po::value<double>()->default_value(2), "seconds between the daemon's passes");
+  return d;
+}
+
+[[noreturn]] void bad(const std::string& file, const std::string& key, const std::string& rule) {
+  throw ConfigError(file + ": " + key + ": " + rule);
+}
+
+std::string absoluteFrom(const std::string& base, const std::string& p) {
+  if (p.empty()) return p;
+  stdfs::path path(p);
+  if (path.is_relative()) path = stdfs::path(base) / path;
+  return path.lexically_normal().string();
+}
+
+std::vector<std::string> splitSpaces(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+}  // namespace
+
+SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::string>& overrides) {
+  po::options_description desc = schedOptions();
+  po::variables_map vm;
+  storeCommandLine(overrides, desc, vm);
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file + ": cannot open the scheduler configuration");
+  try {
+    po::store(po::parse_config_file(in, desc, false), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(file + ": " + e.what() + " (perennial sched --help lists every key)");
+  }
+  const std::string base = stdfs::absolute(file).parent_path().string();
+  auto str = [&](const char* k) { return vm[k].as<std::string>(); };
+  auto i64 = [&](const char* k) { return vm[k].as<int64_t>(); };
+  auto dbl = [&](const char* k) { return vm[k].as<double>(); };
+  auto atLeast = [&](const char* k, double v, double lo) {
+    if (!(v >= lo)) bad(file, k, "must be at least " + std::to_string(lo) + " (got " + std::to_string(v) + ")");
+  };
+
+  SchedConfig c;
+  c.source = file;
+  DatasetRules& d = c.dataset;
+  d.name = str("dataset.name");
+  d.features = str("dataset.features");
+  d.labels = str("dataset.labels");
+  if (d.name.empty()) bad(file, "dataset.name", "must not be empty");
+  if (d.features.empty() || d.labels.empty() || d.features == d.labels) {
+    bad(file, "dataset.features", "features and labels must be two different, non-empty dataset names");
+  }
+  const std::string dt = str("dataset.feature_dtype");
+  if (dt == "uint8") {
+    d.featureType = DType::kUInt8;
+  } else if (dt == "float32") {
+    d.featureType = DType::kFloat32;
+  } else {
+    bad(file, "dataset.feature_dtype", "must be uint8 or float32 (got '" + dt + "')");
+  }
+  try {
+    d.featureShape = parseIntList("dataset.feature_shape", str("dataset.feature_shape"));
+  } catch (const ConfigError& e) {
+    throw ConfigError(file + ": " + e.what());
+  }
+  for (int64_t v : d.featureShape) {
+    if (v < 1) bad(file, "dataset.feature_shape", "every dimension must be at least 1");
+  }
+  d.numClasses = i64("dataset.num_classes");
+  atLeast("dataset.num_classes", static_cast<double>(d.numClasses), 2);
+  const std::string range = str("dataset.value_range");
+  if (range.empty()) {
+    d.valueMin = 0;
+    d.valueMax = d.featureType == DType::kUInt8 ? 256 : 1;
+  } else {
+    const auto comma = range.find(',');
+    try {
+      if (comma == std::string::npos) throw std::invalid_argument("no comma");
+      d.valueMin = std::stod(range.substr(0, comma));
+      d.valueMax = std::stod(range.substr(comma + 1));
+    } catch (const std::exception&) {
+      bad(file, "dataset.value_range", "must be 'lo,hi' (got '" + range + "')");
+    }
+    if (!(d.valueMax > d.valueMin)) bad(file, "dataset.value_range", "hi must be greater than lo");
+  }
+  d.maxShardBytes = i64("dataset.max_shard_bytes");
+  d.maxShardRows = i64("dataset.max_shard_rows");
+  atLeast("dataset.max_shard_bytes", static_cast<double>(d.maxShardBytes), 1);
+  atLeast("dataset.max_shard_rows", static_cast<double>(d.maxShardRows), 1);
+
+  c.rescanS = dbl("ingest.rescan_s");
+  c.settleS = dbl("ingest.settle_s");
+  atLeast("ingest.rescan_s", c.rescanS, 0.1);
+  atLeast("ingest.settle_s", c.settleS, 0);
+
+  c.trainConfig = absoluteFrom(base, str("train.config"));
+  c.holdout = absoluteFrom(base, str("train.holdout"));
+  if (c.trainConfig.empty()) bad(file, "train.config", "required: the trainer's configuration file");
+  if (c.holdout.empty()) bad(file, "train.holdout", "required: a shard directory to evaluate every run on");
+  if (!stdfs::is_regular_file(c.trainConfig)) bad(file, "train.config", "no such file: " + c.trainConfig);
+  if (!stdfs::is_directory(c.holdout)) bad(file, "train.holdout", "no such directory: " + c.holdout);
+  c.ranks = i64("train.ranks");
+  atLeast("train.ranks", static_cast<double>(c.ranks), 1);
+  c.warmStart = str("train.warm_start");
+  if (c.warmStart != "scratch" && c.warmStart != "champion") {
+    bad(file, "train.warm_start", "must be scratch or champion (got '" + c.warmStart + "')");
+  }
+  c.maxAttempts = i64("train.max_attempts");
+  atLeast("train.max_attempts", static_cast<double>(c.maxAttempts), 1);
+
+  c.onDemand = vm["triggers.on_demand"].as<bool>();
+  c.intervalS = dbl("triggers.interval_s");
+  c.newDataRows = i64("triggers.new_data_rows");
+  c.driftPsi = dbl("triggers.drift_psi");
+  c.driftMinRows = i64("triggers.drift_min_rows");
+  c.decayMargin = dbl("triggers.decay_margin");
+  c.decayMinRows = i64("triggers.decay_min_rows");
+  c.cooldownS = dbl("triggers.cooldown_s");
+  c.maxConcurrent = i64("triggers.max_concurrent");
+  atLeast("triggers.interval_s", c.intervalS, 0);
+  atLeast("triggers.new_data_rows", static_cast<double>(c.newDataRows), 0);
+  atLeast("triggers.drift_psi", c.driftPsi, 0);
+  atLeast("triggers.drift_min_rows", static_cast<double>(c.driftMinRows), 1);
+  if (!(c.decayMargin >= 0 && c.decayMargin < 1)) bad(file, "triggers.decay_margin", "must be in [0, 1) (an accuracy difference)");
+  atLeast("triggers.decay_min_rows", static_cast<double>(c.decayMinRows), 1);
+  atLeast("triggers.cooldown_s", c.cooldownS, 0);
+  atLeast("triggers.max_concurrent", static_cast<double>(c.maxConcurrent), 1);
+
+  c.executor = str("executor.kind");
+  if (c.executor != "local") bad(file, "executor.kind", "must be local (got '" + c.executor + "'; the Slurm executor is not built yet)");
+  c.mpirun = str("executor.mpirun");
+  if (c.mpirun.empty()) bad(file, "executor.mpirun", "must not be empty");
+  c.mpirunArgs = splitSpaces(str("executor.mpirun_args"));
+  c.cancelGraceS = dbl("executor.cancel_grace_s");
+  atLeast("executor.cancel_grace_s", c.cancelGraceS, 0);
+  c.tickS = dbl("sched.tick_s");
+  atLeast("sched.tick_s", c.tickS, 0.05);
+  return c;
+}
+
+std::string schedConfigHelp() {
+  std::ostringstream os;
+  os << schedOptions();
+  return os.str();
+}
+
+}  // namespace perennial::sched

@@ -1,0 +1,56 @@
+#pragma once
+// The scheduler's configuration (INI, Boost.Program_options syntax like the trainer's):
+//   [dataset]   the dataset spec every shard is validated against, and ingest limits
+//   [ingest]    rescan interval and settle time of incoming/
+//   [train]     the training config, holdout set, ranks, warm start, attempts
+//   [triggers]  which triggers are on and their thresholds; cool-down; concurrency
+//   [executor]  local (mpirun) settings
+//   [sched]     the daemon's tick interval
+// Relative paths in the file are relative to the file's directory. Errors are ConfigError
+// naming the file, the key and the rule.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "scheduler/shard_validator.h"
+
+namespace perennial::sched {
+
+struct SchedConfig {
+  std::string source;  // the file it came from
+  DatasetRules dataset;
+  // [ingest]
+  double rescanS = 10;
+  double settleS = 0;
+  // [train]
+  std::string trainConfig;  // absolute path of the trainer's INI file
+  std::string holdout;      // absolute path of the evaluation shard directory
+  int64_t ranks = 2;
+  std::string warmStart = "scratch";  // scratch | champion
+  int64_t maxAttempts = 3;
+  // [triggers]
+  bool onDemand = true;
+  double intervalS = 0;       // 0: off
+  int64_t newDataRows = 0;    // 0: off
+  double driftPsi = 0;        // 0: off
+  int64_t driftMinRows = 1000;
+  double decayMargin = 0;     // 0: off
+  int64_t decayMinRows = 1000;
+  double cooldownS = 0;
+  int64_t maxConcurrent = 1;
+  // [executor]
+  std::string executor = "local";
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpirunArgs;
+  double cancelGraceS = 30;
+  // [sched]
+  double tickS = 2;
+};
+
+// Reads FILE; OVERRIDES are "--section.key=value" arguments that win over the file.
+SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::string>& overrides = {});
+
+// Every key with its default and meaning, for --help and the docs.
+std::string schedConfigHelp();
+
+}  // namespace perennial::sched

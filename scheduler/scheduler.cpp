@@ -1,0 +1,443 @@
+#include "scheduler/scheduler.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/fs_util.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "scheduler/process.h"
+#include "trainer/config/train_config.h"
+
+namespace perennial::sched {
+namespace {
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+// Exit statuses of `perennial train` (cli/main.cpp).
+constexpr int kExitConfig = 2;
+constexpr int kExitRequeue = 75;
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return "";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The last N lines of a log, for a failed run's message.
+std::string tail(const std::string& path, size_t n) {
+  const std::string text = readFile(path);
+  size_t pos = text.size();
+  if (pos > 0 && text[pos - 1] == '\n') --pos;
+  for (size_t k = 0; k < n && pos > 0; ++k) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) {
+      pos = 0;
+      break;
+    }
+  }
+  std::string out = text.substr(pos == 0 ? 0 : pos + 1);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+RootLock::RootLock(const std::string& root, bool wait) {
+  const std::string path = root + "/scheduler.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw IoError(path + ": cannot open: " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    ::close(fd);
+    if (!wait && errno == EWOULDBLOCK) return;
+    throw IoError(path + ": cannot lock: " + std::strerror(errno));
+  }
+  fd_ = fd;
+}
+
+RootLock::~RootLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Executor& executor, Clock& clock,
+                     Evaluator* evaluator)
+    : config_(std::move(config)),
+      root_(std::move(root)),
+      cat_(catalog),
+      exec_(executor),
+      clock_(clock),
+      evaluator_(evaluator),
+      ingester_(catalog, root_, config_.dataset, config_.settleS, clock),
+      triggers_(makeTriggers(config_)) {
+  ensureRootLayout(root_);
+  resolveTrainConfig("r000000", "");  // fails now, not at the first run, on a bad training config
+  if (!cat_.meta("created_at")) {
+    cat_.transaction([&] { cat_.setMeta("created_at", std::to_string(clock_.now())); });
+  }
+  for (const auto& t : cat_.triggerStates()) lastFired_[t.name] = t.fired;
+}
+
+void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
+  hook_ = hook;
+  ingester_.setFaultHook(std::move(hook));
+}
+
+std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
+  const std::string runDir = root_ + "/runs/" + runId;
+  std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", runDir + "/train",
+                                "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout};
+  if (!warmFrom.empty()) args.push_back("--model.init=" + root_ + "/runs/" + warmFrom + "/train/model.h5");
+  try {
+    return parseTrainArgs(args).config.toIni();
+  } catch (const ConfigError& e) {
+    throw ConfigError(config_.source + ": train.config: " + e.what());
+  }
+}
+
+AttemptSpec Scheduler::attemptSpec(const RunRecord& run) const {
+  AttemptSpec s;
+  s.runId = run.id;
+  s.attempt = run.attempt;
+  s.runDir = root_ + "/runs/" + run.id;
+  s.ranks = config_.ranks;
+  s.trainArgs = {"train", "--config", s.runDir + "/config.cfg", "--run-dir", s.runDir + "/train", "--resume", "auto"};
+  return s;
+}
+
+TickReport Scheduler::tick(bool scanIncoming) {
+  const auto start = std::chrono::steady_clock::now();
+  TickReport report;
+  reapChildren();
+  handleCancelRequests(report);
+  if (scanIncoming) report.ingested = ingester_.ingestPending();
+  followActiveRuns(report);
+  evaluateTriggers(report);
+  submitPending(report);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+void Scheduler::setState(RunRecord& run, const std::string& state, const std::string& message, TickReport& report,
+                         json detail) {
+  const double now = clock_.now();
+  run.state = state;
+  run.message = message;
+  run.updatedAt = now;
+  if (isTerminalState(state)) run.finishedAt = now;
+  cat_.updateRun(run);
+  detail["state"] = state;
+  detail["attempt"] = run.attempt;
+  if (!message.empty()) detail["message"] = message;
+  cat_.addEvent(now, "run", run.id, detail);
+  report.transitions.emplace_back(run.id, state);
+  log::get("sched")->info("run {} -> {}{}{}", run.id, state, message.empty() ? "" : ": ", message);
+}
+
+void Scheduler::handleCancelRequests(TickReport& report) {
+  for (const auto& req : cat_.openRequests("cancel")) {
+    std::optional<RunRecord> run = cat_.run(req.arg);
+    cat_.transaction([&] {
+      if (run && !isTerminalState(run->state) && !run->cancelRequested) {
+        run->cancelRequested = true;
+        if (run->state == state::kPending || run->state == state::kPreempted) {
+          setState(*run, state::kCancelled, "cancelled before it was submitted", report);
+        } else {
+          cat_.updateRun(*run);
+          cat_.addEvent(clock_.now(), "run", run->id, {{"cancel_requested", true}, {"state", run->state}});
+        }
+      } else {
+        cat_.addEvent(clock_.now(), "request", req.arg,
+                      {{"cancel", req.arg}, {"ignored", run ? "the run already ended" : "no such run"}});
+      }
+      cat_.closeRequest(req.id, clock_.now());
+    });
+  }
+}
+
+void Scheduler::followActiveRuns(TickReport& report) {
+  for (RunRecord run : cat_.runsInStates({state::kSubmitted, state::kRunning})) {
+    const AttemptSpec spec = attemptSpec(run);
+    AttemptStatus st = exec_.poll(spec, run.execId);
+    switch (st.state) {
+      case AttemptState::kNotStarted:
+        if (run.state == state::kSubmitted) {
+          // Recorded as submitted, but the process never started (the scheduler died in
+          // between): start it now; this is its first start.
+          submitAttempt(run, report);
+        } else {
+          st.state = AttemptState::kLost;
+          st.detail = "its attempt directory shows no process";
+          finishAttempt(run, st, report);
+        }
+        break;
+      case AttemptState::kRunning:
+        if (run.state == state::kSubmitted || run.execId != st.execId) {
+          cat_.transaction([&] {
+            run.execId = st.execId;
+            setState(run, state::kRunning, "", report, {{"exec_id", st.execId}});
+          });
+        }
+        if (run.cancelRequested && !cancelSent_.count(run.id + "/" + std::to_string(run.attempt))) {
+          exec_.cancel(spec, run.execId);
+          cancelSent_.insert(run.id + "/" + std::to_string(run.attempt));
+        }
+        break;
+      case AttemptState::kExited:
+      case AttemptState::kLost:
+        finishAttempt(run, st, report);
+        break;
+    }
+  }
+}
+
+void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickReport& report) {
+  const std::string runDir = root_ + "/runs/" + run.id;
+  const std::string log = runDir + "/attempt-" + std::to_string(run.attempt) + "/log";
+  const bool exited = st.state == AttemptState::kExited;
+  std::string outcome;
+  std::string message;
+  bool retry = false;
+  if (run.cancelRequested) {
+    outcome = state::kCancelled;
+    message = "cancelled";
+  } else if (exited && st.exitCode == 0 && stdfs::exists(runDir + "/train/result.json")) {
+    outcome = state::kSucceeded;
+  } else if (exited && st.exitCode == kExitRequeue) {
+    outcome = state::kPreempted;
+    message = "the trainer checkpointed and stopped on a signal (exit 75)";
+    retry = true;
+  } else if (exited && st.exitCode == kExitConfig) {
+    outcome = state::kFailed;
+    message = "configuration error (exit 2): " + tail(log, 1);
+  } else {
+    outcome = state::kFailed;
+    message = exited ? "exit " + std::to_string(st.exitCode) + (st.detail.empty() ? "" : " (" + st.detail + ")")
+                     : "lost: " + st.detail;
+    const std::string last = tail(log, 3);
+    if (!last.empty()) message += "; log: " + last;
+    retry = true;
+  }
+  fault("attempt-ended");
+  cat_.transaction([&] {
+    if (exited) run.exitCode = st.exitCode;
+    if (outcome == state::kSucceeded) {
+      run.result = readFile(runDir + "/train/result.json");
+      setState(run, outcome, "", report, {{"exit_code", st.exitCode}});
+      // Until the validation gate exists, a succeeded run becomes the champion.
+      cat_.setMeta("champion", run.id);
+      cat_.addEvent(clock_.now(), "champion", run.id, {{"run", run.id}, {"snapshot", run.snapshotId}});
+      return;
+    }
+    const bool again = retry && run.attempt < run.maxAttempts;
+    // A retried run is not finished: record the attempt's outcome, then queue the next one.
+    if (again) {
+      setState(run, outcome, message, report, {{"exit_code", exited ? st.exitCode : -1}});
+      run.finishedAt.reset();
+      setState(run, state::kPending, "retrying with --resume auto (attempt " + std::to_string(run.attempt + 1) +
+                                         " of " + std::to_string(run.maxAttempts) + ")", report);
+    } else {
+      if (outcome == state::kPreempted) outcome = state::kFailed;  // out of attempts
+      setState(run, outcome, message + (retry ? " (no attempts left)" : ""), report,
+               {{"exit_code", exited ? st.exitCode : -1}});
+    }
+  });
+  fault("attempt-recorded");
+}
+
+void Scheduler::submitPending(TickReport& report) {
+  int64_t capacity = config_.maxConcurrent - cat_.activeRunCount();
+  if (capacity <= 0) return;
+  for (RunRecord run : cat_.runsInStates({state::kPending})) {
+    if (capacity-- <= 0) break;
+    materialize(run);
+    fault("materialized");
+    cat_.transaction([&] {
+      ++run.attempt;
+      run.execId.clear();
+      run.exitCode.reset();
+      setState(run, state::kSubmitted, "", report);
+    });
+    fault("submitted-recorded");
+    submitAttempt(run, report);
+  }
+}
+
+void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
+  std::string execId;
+  try {
+    execId = exec_.submit(attemptSpec(run));
+  } catch (const Error& e) {
+    cat_.transaction([&] {
+      const bool again = run.attempt < run.maxAttempts;
+      setState(run, state::kFailed, std::string("could not start: ") + e.what(), report);
+      if (again) {
+        run.finishedAt.reset();
+        setState(run, state::kPending, "retrying", report);
+      }
+    });
+    return;
+  }
+  fault("spawned");
+  cat_.transaction([&] {
+    run.execId = execId;
+    setState(run, state::kRunning, "", report, {{"exec_id", execId}, {"executor", exec_.name()}});
+  });
+}
+
+void Scheduler::evaluateTriggers(TickReport& report) {
+  TriggerContext ctx;
+  ctx.now = clock_.now();
+  ctx.catalog = &cat_;
+  ctx.root = root_;
+  ctx.evaluator = evaluator_;
+  if (auto id = cat_.meta("champion")) {
+    ctx.champion = cat_.run(*id);
+    if (ctx.champion) ctx.championSnapshot = cat_.snapshot(ctx.champion->snapshotId);
+  }
+  ctx.coveredSeq = cat_.coveredSeq(ctx.champion ? ctx.champion->snapshotId : "");
+  ctx.newData = cat_.shardsAfter(ctx.coveredSeq);
+
+  std::vector<TriggerDecision> decisions;
+  std::vector<size_t> firing;
+  for (size_t i = 0; i < triggers_.size(); ++i) {
+    TriggerDecision d;
+    try {
+      d = triggers_[i]->evaluate(ctx);
+    } catch (const Error& e) {
+      d = TriggerDecision{};
+      d.reason = std::string("could not evaluate: ") + e.what();
+    }
+    if (d.fire) firing.push_back(i);
+    decisions.push_back(std::move(d));
+  }
+  std::string held;
+  if (!firing.empty()) {
+    const auto last = cat_.lastRunCreatedAt();
+    const int64_t busy = cat_.activeRunCount() + static_cast<int64_t>(cat_.runsInStates({state::kPending}).size());
+    if (cat_.shardsAfter(0).shards == 0) {
+      held = "no data ingested yet";
+    } else if (busy >= config_.maxConcurrent) {
+      held = "max_concurrent: " + std::to_string(busy) + " run(s) pending or active";
+    } else if (last && ctx.now - *last < config_.cooldownS) {
+      held = "cooldown: " + std::to_string(static_cast<int64_t>(config_.cooldownS - (ctx.now - *last))) + " s left";
+    }
+  }
+  cat_.transaction([&] {
+    std::string runId;
+    if (!firing.empty() && held.empty()) {
+      std::string reason;
+      for (size_t i : firing) reason += (reason.empty() ? "" : "; ") + triggers_[i]->name() + ": " + decisions[i].reason;
+      runId = createRun(triggers_[firing.front()]->name(), reason, ctx);
+      for (size_t i : firing) triggers_[i]->onRunCreated(ctx, runId);
+      report.created.push_back(runId);
+    }
+    for (size_t i = 0; i < triggers_.size(); ++i) {
+      const std::string name = triggers_[i]->name();
+      const TriggerDecision& d = decisions[i];
+      json detail{{"reason", d.reason}, {"values", d.values}, {"thresholds", d.thresholds}};
+      if (d.fire && !held.empty()) detail["held"] = held;
+      if (d.fire && !runId.empty()) detail["run"] = runId;
+      TriggerStateRecord rec{name, ctx.now, d.fire, detail.dump(), std::nullopt};
+      if (d.fire && !runId.empty()) rec.lastFiredAt = ctx.now;
+      cat_.saveTriggerState(rec);
+      // Firings are events; so is a trigger starting to fire while held.
+      if (d.fire && (!runId.empty() || !lastFired_[name])) cat_.addEvent(ctx.now, "trigger", name, detail);
+      report.decisions.emplace_back(name, d);
+    }
+    cat_.setMeta("last_tick_at", std::to_string(ctx.now));
+  });
+  for (size_t i = 0; i < triggers_.size(); ++i) lastFired_[triggers_[i]->name()] = decisions[i].fire;
+  if (!report.created.empty()) fault("run-created");
+}
+
+SnapshotRecord Scheduler::buildSnapshot(int64_t maxSeq) {
+  SnapshotRecord snap;
+  snap.maxSeq = maxSeq;
+  // The id hashes every shard's hash in ingest order.
+  Sha256 h;
+  Profile profile;
+  int64_t profiledUpTo = 0;
+  if (auto prev = cat_.snapshotAtOrBefore(maxSeq)) {
+    profile = Profile::fromJson(prev->profile, "snapshot " + prev->id);
+    profiledUpTo = prev->maxSeq;
+  }
+  for (const auto& s : cat_.shards(0, maxSeq, false)) {
+    h.update(s.hash.data(), s.hash.size());
+    h.update("\n", 1);
+    snap.rows += s.rows;
+    ++snap.shards;
+  }
+  for (const auto& s : cat_.shards(profiledUpTo, maxSeq, true)) profile.merge(Profile::fromJson(s.profile, "shard " + s.hash));
+  snap.id = toHex(h.finish());
+  snap.profile = profile.toJson().dump();
+  return snap;
+}
+
+std::string Scheduler::createRun(const std::string& trigger, const std::string& reason, TriggerContext& ctx) {
+  const int64_t maxSeq = cat_.shardsAfter(0).maxSeq;
+  SnapshotRecord snap = buildSnapshot(maxSeq);
+  cat_.insertSnapshot(snap);
+  RunRecord r;
+  r.id = cat_.nextRunId();
+  r.state = state::kPending;
+  r.trigger = trigger;
+  r.reason = reason;
+  r.snapshotId = snap.id;
+  r.warmStart = config_.warmStart == "champion" && ctx.champion ? ctx.champion->id : "";
+  r.config = resolveTrainConfig(r.id, r.warmStart);
+  r.configSha256 = toHex(sha256(r.config.data(), r.config.size()));
+  r.maxAttempts = config_.maxAttempts;
+  r.executor = exec_.name();
+  r.createdAt = r.updatedAt = ctx.now;
+  cat_.insertRun(r);
+  cat_.addEvent(ctx.now, "run", r.id,
+                {{"state", r.state}, {"trigger", trigger}, {"reason", reason}, {"snapshot", snap.id},
+                 {"shards", snap.shards}, {"rows", snap.rows}, {"warm_start", r.warmStart},
+                 {"config_sha256", r.configSha256}});
+  log::get("sched")->info("run {} created by {} ({}): snapshot of {} shards, {} rows", r.id, trigger, reason,
+                          snap.shards, snap.rows);
+  return r.id;
+}
+
+void Scheduler::materialize(const RunRecord& run) {
+  // Idempotent: a restart may materialize the same run again.
+  const std::string dir = root_ + "/runs/" + run.id;
+  std::optional<SnapshotRecord> snap = cat_.snapshot(run.snapshotId);
+  PERENNIAL_CHECK(snap, "run " << run.id << " has no snapshot " << run.snapshotId);
+  stdfs::create_directories(dir);
+  if (readFile(dir + "/config.cfg") != run.config) fs::writeFileAtomic(dir + "/config.cfg", run.config);
+  if (stdfs::exists(dir + "/data")) return;
+  const std::string tmp = dir + "/data.tmp";
+  std::error_code ec;
+  stdfs::remove_all(tmp, ec);
+  stdfs::create_directories(tmp);
+  json manifest = json::array();
+  char name[64];
+  for (const auto& s : cat_.shards(0, snap->maxSeq, false)) {
+    // Named so that the trainer's file-name order is the ingest order.
+    std::snprintf(name, sizeof name, "%09lld-%.16s.h5", static_cast<long long>(s.seq), s.hash.c_str());
+    const std::string target = root_ + "/" + s.file;
+    if (::link(target.c_str(), (tmp + "/" + name).c_str()) != 0) {
+      stdfs::create_symlink(target, tmp + "/" + name);
+    }
+    manifest.push_back({{"seq", s.seq}, {"sha256", s.hash}, {"rows", s.rows}, {"source", s.source}});
+  }
+  fs::writeFileAtomic(dir + "/snapshot.json",
+                      json{{"id", snap->id}, {"shards", snap->shards}, {"rows", snap->rows}, {"manifest", manifest}}.dump(1) + "\n");
+  fs::fsyncDir(tmp);
+  stdfs::rename(tmp, dir + "/data");
+  fs::fsyncDir(dir);
+}
+
+}  // namespace perennial::sched

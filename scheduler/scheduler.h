@@ -1,0 +1,93 @@
+#pragma once
+// The scheduler: one tick ingests what arrived, follows the active runs, evaluates the
+// triggers, creates at most one run and submits pending runs. All of its state is in the
+// catalog; each state change is one transaction, so a scheduler killed anywhere and restarted
+// submits no run twice, loses no run and ingests no shard twice (tests/sched/kill_test).
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "scheduler/catalog.h"
+#include "scheduler/clock.h"
+#include "scheduler/executor.h"
+#include "scheduler/ingest.h"
+#include "scheduler/sched_config.h"
+#include "scheduler/triggers.h"
+
+namespace perennial::sched {
+
+struct TickReport {
+  std::vector<IngestOutcome> ingested;
+  std::vector<std::string> created;                              // run ids
+  std::vector<std::pair<std::string, std::string>> transitions;  // (run id, new state)
+  std::vector<std::pair<std::string, TriggerDecision>> decisions;
+  double seconds = 0;
+};
+
+// An exclusive lock on ROOT/scheduler.lock: one scheduler (daemon or tick) per root.
+class RootLock {
+ public:
+  // With WAIT false, returns an unlocked object when another process holds it (see held()).
+  RootLock(const std::string& root, bool wait);
+  ~RootLock();
+  RootLock(const RootLock&) = delete;
+  RootLock& operator=(const RootLock&) = delete;
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+class Scheduler {
+ public:
+  // Throws ConfigError when the training configuration does not resolve.
+  Scheduler(SchedConfig config, std::string root, Catalog& catalog, Executor& executor, Clock& clock,
+            Evaluator* evaluator);
+
+  // One pass. SCAN_INCOMING false skips listing incoming/ (the daemon scans on inotify events
+  // and every ingest.rescan_s).
+  TickReport tick(bool scanIncoming = true);
+
+  // Processes open cancel requests (also used by `sched cancel` when no daemon runs).
+  void handleCancelRequests(TickReport& report);
+
+  Ingester& ingester() { return ingester_; }
+  // Test hook, called with a step name between the steps of run handling.
+  void setFaultHook(std::function<void(const std::string&)> hook);
+
+  // The resolved training configuration of a run (INI text).
+  std::string resolveTrainConfig(const std::string& runId, const std::string& warmFrom);
+  AttemptSpec attemptSpec(const RunRecord& run) const;
+
+ private:
+  void followActiveRuns(TickReport& report);
+  void evaluateTriggers(TickReport& report);
+  void submitPending(TickReport& report);
+  void submitAttempt(RunRecord& run, TickReport& report);
+  void finishAttempt(RunRecord& run, const AttemptStatus& status, TickReport& report);
+  void setState(RunRecord& run, const std::string& state, const std::string& message, TickReport& report,
+                nlohmann::json detail = nlohmann::json::object());
+  std::string createRun(const std::string& trigger, const std::string& reason, TriggerContext& ctx);
+  SnapshotRecord buildSnapshot(int64_t maxSeq);
+  void materialize(const RunRecord& run);
+  void fault(const std::string& step) {
+    if (hook_) hook_(step);
+  }
+
+  SchedConfig config_;
+  std::string root_;
+  Catalog& cat_;
+  Executor& exec_;
+  Clock& clock_;
+  Evaluator* evaluator_;
+  Ingester ingester_;
+  std::vector<std::unique_ptr<Trigger>> triggers_;
+  std::map<std::string, bool> lastFired_;
+  std::set<std::string> cancelSent_;
+  std::function<void(const std::string&)> hook_;
+};
+
+}  // namespace perennial::sched

@@ -1,0 +1,58 @@
+#pragma once
+// Validation of an arriving shard against the scheduler's dataset spec. Each rule has a short
+// name that quarantine records and reason files carry:
+//   size      the file is larger than dataset.max_shard_bytes
+//   hdf5      not a readable HDF5 file (not HDF5, truncated, unreadable dataset)
+//   spec      the shard's spec.* attributes are missing or differ from the dataset spec
+//   dataset   a required dataset (features, labels) is missing
+//   dtype     a dataset's element type differs from the spec
+//   shape     the features are not [N, feature_shape...] or the labels not [N]
+//   rows      features and labels have different row counts
+//   empty     the shard has no rows
+//   max_rows  more rows than dataset.max_shard_rows
+//   labels    a label outside [0, num_classes)
+//   finite    a NaN or infinite feature value
+//   duplicate the same bytes were already ingested (checked by the ingester)
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/error.h"
+#include "scheduler/profile.h"
+
+namespace perennial::sched {
+
+struct DatasetRules {
+  std::string name = "fashion-mnist";
+  std::string features = "images";
+  std::string labels = "labels";
+  DType featureType = DType::kUInt8;  // uint8 | float32
+  std::vector<int64_t> featureShape{28, 28};
+  int64_t numClasses = 10;
+  double valueMin = 0, valueMax = 256;  // histogram range of feature values
+  int64_t maxShardBytes = int64_t{1} << 30;
+  int64_t maxShardRows = 1000000;
+};
+
+// A shard broke RULE; what() names the file and explains.
+class ShardRejected : public DataError {
+ public:
+  ShardRejected(std::string rule, const std::string& message) : DataError(message), rule_(std::move(rule)) {}
+  const std::string& rule() const { return rule_; }
+
+ private:
+  std::string rule_;
+};
+
+struct ShardSummary {
+  int64_t rows = 0;
+  int64_t bytes = 0;
+  Profile profile;
+};
+
+// Reads the whole shard (in blocks, so memory stays bounded by the block, not the shard) and
+// checks every rule above except `duplicate`. Throws ShardRejected.
+ShardSummary validateShard(const std::string& path, const DatasetRules& rules);
+
+}  // namespace perennial::sched
