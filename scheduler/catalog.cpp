@@ -146,12 +146,15 @@ void Catalog::migrate() {
                   " is newer than this Perennial supports (" + std::to_string(kCatalogSchemaVersion) +
                   "); upgrade Perennial");
   }
-  for (int v = have + 1; v <= kCatalogSchemaVersion; ++v) {
-    db_.transaction([&] {
+  if (have == kCatalogSchemaVersion) return;
+  // The version is read again under the write lock: two processes opening a new catalog at
+  // once must not both migrate it.
+  db_.transaction([&] {
+    for (int v = schemaVersion() + 1; v <= kCatalogSchemaVersion; ++v) {
       db_.exec(kMigrations[v - 1]);
       db_.exec("PRAGMA user_version=" + std::to_string(v));
-    });
-  }
+    }
+  });
 }
 
 std::optional<ShardRecord> Catalog::shardByHash(const std::string& hash) {

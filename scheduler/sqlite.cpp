@@ -106,7 +106,14 @@ void Database::transaction(const std::function<void()>& body) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
-  exec("COMMIT");
+  try {
+    exec("COMMIT");
+  } catch (...) {
+    // A failed COMMIT (disk full, I/O error) leaves the transaction open: end it, so the
+    // connection stays usable and nothing half-done is kept.
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 }  // namespace perennial::sched
