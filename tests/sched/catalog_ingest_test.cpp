@@ -1,0 +1,1002 @@
+// The scheduler's catalog (scheduler/catalog.h) and ingest of arriving files (scheduler/ingest.h),
+// including recovery from a crash at each step of an ingest.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/h5.h"
+#include "common/error.h"
+#include "common/sha256.h"
+#include "scheduler/catalog.h"
+#include "scheduler/clock.h"
+#include "scheduler/ingest.h"
+#include "scheduler/profile.h"
+#include "scheduler/shard_validator.h"
+#include "tests/sched/shard_fixtures.h"
+#include "trainer/data/shard_dataset.h"
+
+namespace perennial::sched {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+using testing::fashionSpec;
+using testing::kElems;
+using testing::kRows;
+
+// A valid shard; SALT changes its bytes (so two salts give two different hashes).
+void writeValidShard(const std::string& path, int salt = 0, int64_t rows = kRows) {
+  std::vector<uint8_t> images(static_cast<size_t>(rows * kElems));
+  for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>((i * 7 + static_cast<size_t>(salt) * 13) % 256);
+  std::vector<int64_t> labels(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) labels[static_cast<size_t>(r)] = (r + salt) % 10;
+  data::writeShard(path, fashionSpec(), images.data(), labels.data(), rows);
+}
+
+void writeText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> listDir(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : stdfs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+double realNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void setMtime(const std::string& path, double secondsAgo) {
+  const auto t = stdfs::last_write_time(path);
+  stdfs::last_write_time(path, t - std::chrono::duration_cast<stdfs::file_time_type::duration>(
+                                       std::chrono::duration<double>(secondsAgo)));
+}
+
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (stdfs::path(::testing::TempDir()) / "perennial-catalog-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << tmpl;
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    stdfs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  std::string dir_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Catalog
+
+class CatalogTest : public TempDirTest {
+ protected:
+  std::string dbPath() const { return path("catalog.db"); }
+
+  static ShardRecord shard(const std::string& hash, int64_t rows, double at = 100) {
+    ShardRecord s;
+    s.hash = hash;
+    s.file = "data/" + hash + ".h5";
+    s.source = hash + "-source.h5";
+    s.rows = rows;
+    s.bytes = rows * 1000;
+    s.profile = "{\"rows\": " + std::to_string(rows) + "}";
+    s.ingestedAt = at;
+    return s;
+  }
+
+  static RunRecord run(Catalog& c, const std::string& snapshotId, const std::string& st, double at = 10) {
+    RunRecord r;
+    r.id = c.nextRunId();
+    r.state = st;
+    r.trigger = "new_data";
+    r.reason = "test";
+    r.snapshotId = snapshotId;
+    r.config = "[train]\n";
+    r.configSha256 = "abc";
+    r.executor = "local";
+    r.maxAttempts = 3;
+    r.createdAt = at;
+    r.updatedAt = at;
+    return r;
+  }
+};
+
+TEST_F(CatalogTest, FreshCatalogHasTheCurrentSchemaInWalMode) {
+  Catalog c(dbPath());
+  EXPECT_EQ(c.schemaVersion(), kCatalogSchemaVersion);
+  Statement s = c.db().prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(s.step());
+  EXPECT_EQ(s.text(0), "wal");
+  EXPECT_EQ(c.shardCount(), 0);
+  EXPECT_EQ(c.quarantineCount(), 0);
+  EXPECT_EQ(c.activeRunCount(), 0);
+  EXPECT_FALSE(c.lastRunCreatedAt());
+  EXPECT_TRUE(c.events(10).empty());
+  EXPECT_TRUE(c.triggerStates().empty());
+  EXPECT_FALSE(c.meta("champion"));
+}
+
+TEST_F(CatalogTest, ReopeningKeepsTheData) {
+  {
+    Catalog c(dbPath());
+    ShardRecord s = shard("aaaa", 5);
+    c.insertShard(s);
+    c.setMeta("champion", "r000001");
+    c.addEvent(3, "scheduler", "", {{"x", 1}});
+  }
+  Catalog c(dbPath());
+  EXPECT_EQ(c.schemaVersion(), kCatalogSchemaVersion);
+  EXPECT_EQ(c.shardCount(), 1);
+  ASSERT_TRUE(c.shardByHash("aaaa"));
+  EXPECT_EQ(c.shardByHash("aaaa")->rows, 5);
+  EXPECT_EQ(c.meta("champion").value_or(""), "r000001");
+  ASSERT_EQ(c.events(10).size(), 1u);
+}
+
+TEST_F(CatalogTest, NewerSchemaIsRefused) {
+  {
+    Catalog c(dbPath());
+    c.db().exec("PRAGMA user_version=" + std::to_string(kCatalogSchemaVersion + 1));
+  }
+  try {
+    Catalog c(dbPath());
+    ADD_FAILURE() << "a catalog of a newer schema was opened";
+  } catch (const IoError& e) {
+    EXPECT_CONTAINS(std::string(e.what()), std::string("newer"));
+    EXPECT_CONTAINS(std::string(e.what()), dbPath());
+  }
+}
+
+TEST_F(CatalogTest, ShardsAreNumberedInIngestOrder) {
+  Catalog c(dbPath());
+  std::vector<ShardRecord> in;
+  for (int i = 0; i < 5; ++i) {
+    ShardRecord s = shard("h" + std::to_string(i), 10 * (i + 1), 100 + i);
+    c.insertShard(s);
+    EXPECT_EQ(s.seq, i + 1);
+    in.push_back(s);
+  }
+  EXPECT_EQ(c.shardCount(), 5);
+
+  const auto got = c.shardByHash("h2");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->seq, 3);
+  EXPECT_EQ(got->file, "data/h2.h5");
+  EXPECT_EQ(got->source, "h2-source.h5");
+  EXPECT_EQ(got->rows, 30);
+  EXPECT_EQ(got->bytes, 30000);
+  EXPECT_EQ(got->profile, "{\"rows\": 30}");
+  EXPECT_DOUBLE_EQ(got->ingestedAt, 102);
+  EXPECT_FALSE(c.shardByHash("nope"));
+
+  const NewDataStats all = c.shardsAfter(0);
+  EXPECT_EQ(all.shards, 5);
+  EXPECT_EQ(all.rows, 150);
+  EXPECT_EQ(all.maxSeq, 5);
+  const NewDataStats tail = c.shardsAfter(3);
+  EXPECT_EQ(tail.shards, 2);
+  EXPECT_EQ(tail.rows, 90);
+  EXPECT_EQ(tail.maxSeq, 5);
+  const NewDataStats none = c.shardsAfter(5);
+  EXPECT_EQ(none.shards, 0);
+  EXPECT_EQ(none.rows, 0);
+  EXPECT_EQ(none.maxSeq, 0);
+
+  const auto mid = c.shards(1, 4, true);
+  ASSERT_EQ(mid.size(), 3u);
+  EXPECT_EQ(mid[0].seq, 2);
+  EXPECT_EQ(mid[2].seq, 4);
+  EXPECT_EQ(mid[1].hash, "h2");
+  EXPECT_EQ(mid[1].profile, "{\"rows\": 30}");
+  const auto noProfile = c.shards(0, 5, false);
+  ASSERT_EQ(noProfile.size(), 5u);
+  for (const auto& s : noProfile) EXPECT_TRUE(s.profile.empty());
+  EXPECT_TRUE(c.shards(5, 10, true).empty());
+  EXPECT_TRUE(c.shards(3, 3, true).empty());
+
+  const auto recent = c.recentShards(2);
+  ASSERT_EQ(recent.size(), 2u);
+  EXPECT_EQ(recent[0].seq, 5);
+  EXPECT_EQ(recent[1].seq, 4);
+  EXPECT_EQ(c.recentShards(100).size(), 5u);
+}
+
+TEST_F(CatalogTest, DuplicateShardHashIsRefused) {
+  Catalog c(dbPath());
+  ShardRecord a = shard("same", 1);
+  c.insertShard(a);
+  ShardRecord b = shard("same", 2);
+  EXPECT_THROW(c.insertShard(b), IoError);
+  EXPECT_EQ(c.shardCount(), 1);
+}
+
+TEST_F(CatalogTest, QuarantineInsertIsIdempotentOnFile) {
+  Catalog c(dbPath());
+  c.insertQuarantine({0, "quarantine/a.h5.1234", "a.h5", "hdf5", "not HDF5", 5});
+  EXPECT_EQ(c.db().changes(), 1);
+  c.insertQuarantine({0, "quarantine/a.h5.1234", "a.h5", "spec", "other reason", 6});
+  EXPECT_EQ(c.db().changes(), 0);
+  c.insertQuarantine({0, "quarantine/b.h5.5678", "b.h5", "labels", "bad label", 7});
+  EXPECT_EQ(c.quarantineCount(), 2);
+  const auto q = c.quarantined(10);
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].file, "quarantine/b.h5.5678");  // newest first
+  EXPECT_EQ(q[1].file, "quarantine/a.h5.1234");
+  EXPECT_EQ(q[1].rule, "hdf5");  // the first insert wins
+  EXPECT_EQ(q[1].reason, "not HDF5");
+  EXPECT_EQ(q[1].source, "a.h5");
+  EXPECT_DOUBLE_EQ(q[1].at, 5);
+  EXPECT_EQ(c.quarantined(1).size(), 1u);
+}
+
+TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
+  EXPECT_EQ(c.nextRunId(), "r000001");
+  RunRecord a = run(c, "snapA", state::kPending, 10);
+  c.insertRun(a);
+  EXPECT_EQ(a.id, "r000001");
+  EXPECT_EQ(a.seq, 1);
+  EXPECT_EQ(c.nextRunId(), "r000002");
+  RunRecord b = run(c, "snapA", state::kPending, 20);
+  c.insertRun(b);
+  EXPECT_EQ(b.id, "r000002");
+  EXPECT_EQ(c.nextRunId(), "r000003");
+  EXPECT_EQ(c.lastRunCreatedAt().value_or(-1), 20);
+
+  EXPECT_EQ(c.activeRunCount(), 0);
+  a.state = state::kSubmitted;
+  a.attempt = 1;
+  a.execId = "4242";
+  a.updatedAt = 11;
+  c.updateRun(a);
+  EXPECT_EQ(c.activeRunCount(), 1);
+  b.state = state::kRunning;
+  c.updateRun(b);
+  EXPECT_EQ(c.activeRunCount(), 2);
+
+  a.state = state::kFailed;
+  a.exitCode = 3;
+  a.message = "boom";
+  a.finishedAt = 15;
+  a.cancelRequested = true;
+  c.updateRun(a);
+  EXPECT_EQ(c.activeRunCount(), 1);
+
+  const auto got = c.run("r000001");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->state, state::kFailed);
+  EXPECT_EQ(got->attempt, 1);
+  EXPECT_EQ(got->execId, "4242");
+  ASSERT_TRUE(got->exitCode);
+  EXPECT_EQ(*got->exitCode, 3);
+  EXPECT_EQ(got->message, "boom");
+  ASSERT_TRUE(got->finishedAt);
+  EXPECT_DOUBLE_EQ(*got->finishedAt, 15);
+  EXPECT_TRUE(got->cancelRequested);
+  EXPECT_EQ(got->trigger, "new_data");
+  EXPECT_EQ(got->snapshotId, "snapA");
+  EXPECT_EQ(got->maxAttempts, 3);
+  EXPECT_DOUBLE_EQ(got->createdAt, 10);
+  EXPECT_DOUBLE_EQ(got->updatedAt, 11);
+  EXPECT_FALSE(c.run("r000009"));
+
+  const auto failed = c.runsInStates({state::kFailed});
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].id, "r000001");
+  const auto both = c.runsInStates({state::kRunning, state::kFailed});
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0].id, "r000001");  // in seq order
+  EXPECT_EQ(both[1].id, "r000002");
+  EXPECT_TRUE(c.runsInStates({state::kSucceeded}).empty());
+
+  const auto recent = c.recentRuns(1);
+  ASSERT_EQ(recent.size(), 1u);
+  EXPECT_EQ(recent[0].id, "r000002");
+
+  RunRecord ghost = run(c, "snapA", state::kPending);
+  ghost.id = "r999999";
+  EXPECT_THROW(c.updateRun(ghost), InternalError);
+}
+
+TEST_F(CatalogTest, RunNeedsAKnownSnapshot) {
+  Catalog c(dbPath());
+  RunRecord r = run(c, "no-such-snapshot", state::kPending);
+  EXPECT_THROW(c.insertRun(r), IoError);
+}
+
+TEST_F(CatalogTest, SnapshotsAreIdempotentAndFoundByMaxSeq) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"s2", 2, 2, 20, "{\"p\":2}"});
+  c.insertSnapshot({"s5", 5, 5, 50, "{\"p\":5}"});
+  c.insertSnapshot({"s2", 99, 99, 99, "changed"});  // ignored
+  const auto s2 = c.snapshot("s2");
+  ASSERT_TRUE(s2);
+  EXPECT_EQ(s2->maxSeq, 2);
+  EXPECT_EQ(s2->rows, 20);
+  EXPECT_EQ(s2->profile, "{\"p\":2}");
+  EXPECT_FALSE(c.snapshot("s9"));
+  EXPECT_FALSE(c.snapshotAtOrBefore(1));
+  EXPECT_EQ(c.snapshotAtOrBefore(4)->id, "s2");
+  EXPECT_EQ(c.snapshotAtOrBefore(5)->id, "s5");
+  EXPECT_EQ(c.snapshotAtOrBefore(100)->id, "s5");
+}
+
+TEST_F(CatalogTest, CoveredSeqCountsLiveAndSucceededRunsOnly) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"s3", 3, 3, 30, "{}"});
+  c.insertSnapshot({"s5", 5, 5, 50, "{}"});
+  c.insertSnapshot({"s7", 7, 7, 70, "{}"});
+  c.insertSnapshot({"s9", 9, 9, 90, "{}"});
+  EXPECT_EQ(c.coveredSeq(""), 0);
+  EXPECT_EQ(c.coveredSeq("s3"), 3);  // the champion's snapshot
+
+  // Failed and cancelled runs cover nothing.
+  RunRecord failed = run(c, "s9", state::kFailed);
+  c.insertRun(failed);
+  RunRecord cancelled = run(c, "s9", state::kCancelled);
+  c.insertRun(cancelled);
+  EXPECT_EQ(c.coveredSeq(""), 0);
+  EXPECT_EQ(c.coveredSeq("s3"), 3);
+
+  for (const char* st : {state::kPending, state::kSubmitted, state::kRunning, state::kSucceeded}) {
+    SCOPED_TRACE(st);
+    RunRecord r = run(c, "s5", st);
+    c.insertRun(r);
+    EXPECT_EQ(c.coveredSeq(""), 5);
+    EXPECT_EQ(c.coveredSeq("s3"), 5);
+    EXPECT_EQ(c.coveredSeq("s7"), 7);  // a champion beyond the runs
+    // The run ends badly: it no longer covers its snapshot.
+    r.state = state::kCancelled;
+    c.updateRun(r);
+    EXPECT_EQ(c.coveredSeq(""), 0);
+  }
+  RunRecord ok = run(c, "s7", state::kSucceeded);
+  c.insertRun(ok);
+  RunRecord pend = run(c, "s5", state::kPending);
+  c.insertRun(pend);
+  EXPECT_EQ(c.coveredSeq(""), 7);  // the largest
+}
+
+TEST_F(CatalogTest, EventsNewestFirstWithAndWithoutKind) {
+  Catalog c(dbPath());
+  c.addEvent(1, "ingest", "h1", {{"rows", 8}});
+  c.addEvent(2, "quarantine", "h2", {{"rule", "hdf5"}});
+  c.addEvent(3, "ingest", "h3", {{"rows", 4}});
+  c.addEvent(4, "run", "r000001", json::object());
+  const auto all = c.events(10);
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].kind, "run");
+  EXPECT_EQ(all[3].subject, "h1");
+  EXPECT_DOUBLE_EQ(all[3].at, 1);
+  EXPECT_EQ(json::parse(all[3].detail).at("rows"), 8);
+  EXPECT_EQ(c.events(2).size(), 2u);
+  const auto ingests = c.events(10, "ingest");
+  ASSERT_EQ(ingests.size(), 2u);
+  EXPECT_EQ(ingests[0].subject, "h3");
+  EXPECT_EQ(ingests[1].subject, "h1");
+  EXPECT_EQ(c.events(1, "ingest").size(), 1u);
+  EXPECT_TRUE(c.events(10, "trigger").empty());
+}
+
+TEST_F(CatalogTest, TriggerStateUpsertKeepsLastFiredAt) {
+  Catalog c(dbPath());
+  EXPECT_FALSE(c.lastFiredAt("new_data"));
+  c.saveTriggerState({"new_data", 10, false, "{\"n\":1}", std::nullopt});
+  EXPECT_FALSE(c.lastFiredAt("new_data"));
+  c.saveTriggerState({"new_data", 20, true, "{\"n\":2}", 20.0});
+  EXPECT_EQ(c.lastFiredAt("new_data").value_or(-1), 20);
+  c.saveTriggerState({"new_data", 30, false, "{\"n\":3}", std::nullopt});
+  EXPECT_EQ(c.lastFiredAt("new_data").value_or(-1), 20);
+  c.saveTriggerState({"drift", 31, false, "{}", std::nullopt});
+
+  const auto states = c.triggerStates();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_EQ(states[0].name, "drift");  // by name
+  EXPECT_FALSE(states[0].lastFiredAt);
+  EXPECT_EQ(states[1].name, "new_data");
+  EXPECT_DOUBLE_EQ(states[1].evaluatedAt, 30);
+  EXPECT_FALSE(states[1].fired);
+  EXPECT_EQ(states[1].detail, "{\"n\":3}");
+  ASSERT_TRUE(states[1].lastFiredAt);
+  EXPECT_DOUBLE_EQ(*states[1].lastFiredAt, 20);
+
+  c.saveTriggerState({"new_data", 40, true, "{}", 40.0});
+  EXPECT_EQ(c.lastFiredAt("new_data").value_or(-1), 40);
+}
+
+TEST_F(CatalogTest, RequestsOpenAndClose) {
+  Catalog c(dbPath());
+  c.addRequest("trigger", "manual", 1);
+  c.addRequest("cancel", "r000001", 2);
+  c.addRequest("trigger", "drift", 3);
+  auto open = c.openRequests("trigger");
+  ASSERT_EQ(open.size(), 2u);
+  EXPECT_EQ(open[0].arg, "manual");
+  EXPECT_EQ(open[0].kind, "trigger");
+  EXPECT_DOUBLE_EQ(open[0].at, 1);
+  EXPECT_EQ(open[1].arg, "drift");
+  c.closeRequest(open[0].id, 5);
+  open = c.openRequests("trigger");
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].arg, "drift");
+  ASSERT_EQ(c.openRequests("cancel").size(), 1u);
+  EXPECT_EQ(c.openRequests("cancel")[0].arg, "r000001");
+  EXPECT_TRUE(c.openRequests("other").empty());
+}
+
+TEST_F(CatalogTest, MetaGetAndSet) {
+  Catalog c(dbPath());
+  EXPECT_FALSE(c.meta("ticks"));
+  c.setMeta("ticks", "1");
+  EXPECT_EQ(c.meta("ticks").value_or(""), "1");
+  c.setMeta("ticks", "2");
+  EXPECT_EQ(c.meta("ticks").value_or(""), "2");
+  c.setMeta("champion", "");
+  ASSERT_TRUE(c.meta("champion"));
+  EXPECT_EQ(*c.meta("champion"), "");
+}
+
+TEST_F(CatalogTest, TransactionRollsBackWhenTheBodyThrows) {
+  Catalog c(dbPath());
+  ShardRecord kept = shard("kept", 1);
+  c.insertShard(kept);
+  EXPECT_THROW(c.transaction([&] {
+                 ShardRecord s = shard("lost", 2);
+                 c.insertShard(s);
+                 c.setMeta("k", "v");
+                 c.addEvent(1, "ingest", "lost", json::object());
+                 throw std::runtime_error("body failed");
+               }),
+               std::runtime_error);
+  EXPECT_EQ(c.shardCount(), 1);
+  EXPECT_FALSE(c.shardByHash("lost"));
+  EXPECT_FALSE(c.meta("k"));
+  EXPECT_TRUE(c.events(10).empty());
+
+  // The connection is usable afterwards, and a body that succeeds commits.
+  c.transaction([&] {
+    ShardRecord s = shard("committed", 3);
+    c.insertShard(s);
+  });
+  EXPECT_TRUE(c.shardByHash("committed"));
+  Catalog other(dbPath());
+  EXPECT_EQ(other.shardCount(), 2);
+}
+
+TEST_F(CatalogTest, AnotherConnectionSeesCommittedWrites) {
+  Catalog writer(dbPath());
+  Catalog reader(dbPath());
+  ShardRecord s = shard("shared", 4);
+  writer.insertShard(s);
+  EXPECT_TRUE(reader.shardByHash("shared"));
+}
+
+// When COMMIT itself fails (here a deferred foreign key; in production SQLITE_FULL or
+// SQLITE_IOERR on a full disk), the transaction is rolled back and the connection stays usable;
+// otherwise a daemon would stay wedged after one failed tick.
+TEST_F(CatalogTest, ConnectionIsUsableAfterAFailedCommit) {
+  // A deferred constraint makes COMMIT (not the body) fail. The transaction must not be left
+  // open: the failed writes are gone and later transactions work.
+  Catalog c(dbPath());
+  EXPECT_THROW(c.transaction([&] {
+                 c.db().exec("PRAGMA defer_foreign_keys=ON");
+                 RunRecord r = run(c, "no-such-snapshot", state::kPending);
+                 c.insertRun(r);
+               }),
+               IoError);
+  EXPECT_NO_THROW(c.transaction([&] { c.setMeta("after", "1"); }));
+  EXPECT_TRUE(c.runsInStates({state::kPending}).empty());
+  Catalog other(dbPath());
+  EXPECT_EQ(other.meta("after").value_or(""), "1");
+}
+
+// user_version is read again under the migration's write lock, so two connections opening a new
+// catalog together do not both run migration 1.
+TEST_F(CatalogTest, TwoConnectionsCreatingTheCatalogAtOnceBothSucceed) {
+  // Two processes (`sched run` and `sched status`, say) open a new catalog at the same moment:
+  // both read user_version 0 before either has migrated. A third connection holds the write
+  // lock so that both have read the version before either may migrate.
+  Database holder(dbPath());
+  holder.exec("BEGIN IMMEDIATE");
+  std::string errors[2];
+  std::thread openers[2];
+  for (int i = 0; i < 2; ++i) {
+    openers[i] = std::thread([this, i, &errors] {
+      try {
+        Catalog c(dbPath());
+        if (c.schemaVersion() != kCatalogSchemaVersion) errors[i] = "schema version " + std::to_string(c.schemaVersion());
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  holder.exec("ROLLBACK");
+  for (auto& t : openers) t.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  Catalog c(dbPath());
+  EXPECT_EQ(c.schemaVersion(), kCatalogSchemaVersion);
+}
+
+TEST(CatalogStateTest, ActiveAndTerminalStates) {
+  EXPECT_TRUE(isActiveState(state::kSubmitted));
+  EXPECT_TRUE(isActiveState(state::kRunning));
+  EXPECT_FALSE(isActiveState(state::kPending));
+  EXPECT_FALSE(isActiveState(state::kSucceeded));
+  EXPECT_TRUE(isTerminalState(state::kSucceeded));
+  EXPECT_TRUE(isTerminalState(state::kFailed));
+  EXPECT_TRUE(isTerminalState(state::kCancelled));
+  EXPECT_FALSE(isTerminalState(state::kPreempted));
+  EXPECT_FALSE(isTerminalState(state::kRunning));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+class IngestTest : public TempDirTest {
+ protected:
+  void SetUp() override {
+    TempDirTest::SetUp();
+    root_ = path("root");
+    ensureRootLayout(root_);
+    open();
+  }
+
+  // (Re)opens the catalog and the ingester, as a restarted scheduler would.
+  void open(double settleS = 0) {
+    ingester_.reset();
+    catalog_.reset();
+    catalog_ = std::make_unique<Catalog>(root_ + "/catalog.db");
+    ingester_ = std::make_unique<Ingester>(*catalog_, root_, DatasetRules{}, settleS, clock_);
+  }
+
+  std::string incoming(const std::string& name) const { return root_ + "/incoming/" + name; }
+  std::vector<std::string> files(const std::string& sub) const { return listDir(root_ + "/" + sub); }
+  static std::string hashOf(const std::string& file) { return toHex(sha256File(file)); }
+
+  // Files in quarantine/: the moved files and the reason files, apart.
+  void quarantineFiles(std::vector<std::string>& moved, std::vector<std::string>& reasons) const {
+    moved.clear();
+    reasons.clear();
+    for (const auto& f : files("quarantine")) (endsWith(f, ".reason.json") ? reasons : moved).push_back(f);
+  }
+
+  FakeClock clock_{5000};
+  std::string root_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Ingester> ingester_;
+};
+
+TEST_F(IngestTest, RootLayoutIsCreated) {
+  for (const char* d : {"incoming", "data", "quarantine", "runs", "tmp"}) {
+    EXPECT_TRUE(stdfs::is_directory(root_ + "/" + d)) << d;
+  }
+  ensureRootLayout(root_);  // idempotent
+}
+
+TEST_F(IngestTest, ValidShardIsIngested) {
+  writeValidShard(incoming("batch-001.h5"));
+  const std::string hash = hashOf(incoming("batch-001.h5"));
+  const auto bytes = static_cast<int64_t>(stdfs::file_size(incoming("batch-001.h5")));
+  EXPECT_EQ(ingester_->pending(), std::vector<std::string>{"batch-001.h5"});
+
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].accepted) << out[0].rule << ": " << out[0].reason;
+  EXPECT_EQ(out[0].source, "batch-001.h5");
+  EXPECT_EQ(out[0].hash, hash);
+  EXPECT_EQ(out[0].rows, kRows);
+  EXPECT_TRUE(out[0].rule.empty());
+
+  EXPECT_TRUE(files("incoming").empty());
+  EXPECT_TRUE(files("quarantine").empty());
+  EXPECT_EQ(files("data"), std::vector<std::string>{hash + ".h5"});
+  const std::string stored = root_ + "/data/" + hash + ".h5";
+  struct stat st {};
+  ASSERT_EQ(::stat(stored.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(hashOf(stored), hash);
+
+  const auto rec = catalog_->shardByHash(hash);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->seq, 1);
+  EXPECT_EQ(rec->file, "data/" + hash + ".h5");
+  EXPECT_EQ(rec->source, "batch-001.h5");
+  EXPECT_EQ(rec->rows, kRows);
+  EXPECT_EQ(rec->bytes, bytes);
+  EXPECT_DOUBLE_EQ(rec->ingestedAt, 5000);
+  const Profile p = Profile::fromJson(rec->profile, "catalog");
+  EXPECT_EQ(p.rows, kRows);
+  ASSERT_EQ(p.labels.size(), 10u);
+  int64_t labelTotal = 0;
+  for (int64_t n : p.labels) labelTotal += n;
+  EXPECT_EQ(labelTotal, kRows);
+  int64_t valueTotal = 0;
+  for (int64_t n : p.hist.at("value")) valueTotal += n;
+  EXPECT_EQ(valueTotal, kRows * kElems);
+
+  const auto events = catalog_->events(10, "ingest");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].subject, hash);
+  EXPECT_DOUBLE_EQ(events[0].at, 5000);
+  const json detail = json::parse(events[0].detail);
+  EXPECT_EQ(detail.at("source"), "batch-001.h5");
+  EXPECT_EQ(detail.at("seq"), 1);
+  EXPECT_EQ(detail.at("rows"), kRows);
+  EXPECT_EQ(detail.at("bytes"), bytes);
+  EXPECT_EQ(catalog_->quarantineCount(), 0);
+
+  // Nothing is left to do.
+  EXPECT_TRUE(ingester_->pending().empty());
+  EXPECT_TRUE(ingester_->ingestPending().empty());
+}
+
+TEST_F(IngestTest, ShardsArrivingTogetherKeepTheirNameOrder) {
+  writeValidShard(incoming("c.h5"), 3);
+  writeValidShard(incoming("a.h5"), 1);
+  writeValidShard(incoming("b.h5"), 2);
+  EXPECT_EQ(ingester_->pending(), (std::vector<std::string>{"a.h5", "b.h5", "c.h5"}));
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 3u);
+  const auto shards = catalog_->shards(0, 100, false);
+  ASSERT_EQ(shards.size(), 3u);
+  EXPECT_EQ(shards[0].source, "a.h5");
+  EXPECT_EQ(shards[1].source, "b.h5");
+  EXPECT_EQ(shards[2].source, "c.h5");
+  EXPECT_EQ(files("data").size(), 3u);
+  EXPECT_TRUE(files("incoming").empty());
+}
+
+TEST_F(IngestTest, BadFileIsQuarantinedWithItsReason) {
+  writeText(incoming("junk.h5"), "definitely not HDF5\n");
+  const std::string hash = hashOf(incoming("junk.h5"));
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].accepted);
+  EXPECT_EQ(out[0].source, "junk.h5");
+  EXPECT_EQ(out[0].rule, "hdf5");
+  EXPECT_EQ(out[0].hash, hash);
+  EXPECT_CONTAINS(out[0].reason, std::string("not an HDF5 file"));
+
+  EXPECT_TRUE(files("incoming").empty());
+  EXPECT_TRUE(files("data").empty());
+  std::vector<std::string> moved, reasons;
+  quarantineFiles(moved, reasons);
+  ASSERT_EQ(moved.size(), 1u);
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_EQ(moved[0], "junk.h5." + hash.substr(0, 16));
+  EXPECT_EQ(reasons[0], moved[0] + ".reason.json");
+  EXPECT_EQ(readText(root_ + "/quarantine/" + moved[0]), "definitely not HDF5\n");
+
+  const json why = json::parse(readText(root_ + "/quarantine/" + reasons[0]));
+  EXPECT_EQ(why.at("rule"), "hdf5");
+  EXPECT_EQ(why.at("source"), "junk.h5");
+  EXPECT_EQ(why.at("sha256"), hash);
+  EXPECT_CONTAINS(why.at("reason").get<std::string>(), std::string("not an HDF5 file"));
+  EXPECT_DOUBLE_EQ(why.at("at").get<double>(), 5000);
+
+  ASSERT_EQ(catalog_->quarantineCount(), 1);
+  const auto q = catalog_->quarantined(10);
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q[0].file, "quarantine/" + moved[0]);
+  EXPECT_EQ(q[0].source, "junk.h5");
+  EXPECT_EQ(q[0].rule, "hdf5");
+  EXPECT_EQ(q[0].reason, out[0].reason);
+  EXPECT_EQ(catalog_->shardCount(), 0);
+  const auto events = catalog_->events(10, "quarantine");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(json::parse(events[0].detail).at("rule"), "hdf5");
+}
+
+TEST_F(IngestTest, SpecViolationIsQuarantinedUnderItsRule) {
+  // A valid HDF5 shard of another dataset.
+  auto spec = fashionSpec();
+  spec.name = "mnist";
+  std::vector<uint8_t> images(static_cast<size_t>(kRows * kElems), 1);
+  std::vector<int64_t> labels(static_cast<size_t>(kRows), 0);
+  data::writeShard(incoming("other.h5"), spec, images.data(), labels.data(), kRows);
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].accepted);
+  EXPECT_EQ(out[0].rule, "spec");
+  std::vector<std::string> moved, reasons;
+  quarantineFiles(moved, reasons);
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_EQ(json::parse(readText(root_ + "/quarantine/" + reasons[0])).at("rule"), "spec");
+  EXPECT_EQ(catalog_->quarantined(1).at(0).rule, "spec");
+}
+
+TEST_F(IngestTest, SameBytesUnderAnotherNameAreADuplicate) {
+  writeValidShard(incoming("first.h5"));
+  const std::string hash = hashOf(incoming("first.h5"));
+  ASSERT_TRUE(ingester_->ingestPending().at(0).accepted);
+
+  writeValidShard(incoming("second.h5"));  // the writer is deterministic: same bytes
+  ASSERT_EQ(hashOf(incoming("second.h5")), hash);
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].accepted);
+  EXPECT_EQ(out[0].rule, "duplicate");
+  EXPECT_EQ(out[0].hash, hash);
+  EXPECT_CONTAINS(out[0].reason, std::string("first.h5"));
+  EXPECT_CONTAINS(out[0].reason, std::string("second.h5"));
+
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  EXPECT_EQ(files("data"), std::vector<std::string>{hash + ".h5"});
+  EXPECT_TRUE(files("incoming").empty());
+  std::vector<std::string> moved, reasons;
+  quarantineFiles(moved, reasons);
+  EXPECT_EQ(moved, std::vector<std::string>{"second.h5." + hash.substr(0, 16)});
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_EQ(json::parse(readText(root_ + "/quarantine/" + reasons[0])).at("rule"), "duplicate");
+  ASSERT_EQ(catalog_->quarantineCount(), 1);
+  EXPECT_EQ(catalog_->quarantined(1).at(0).rule, "duplicate");
+}
+
+TEST_F(IngestTest, DuplicateUnderTheSameNameIsADuplicateToo) {
+  writeValidShard(incoming("same.h5"));
+  ASSERT_TRUE(ingester_->ingestPending().at(0).accepted);
+  writeValidShard(incoming("same.h5"));
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].rule, "duplicate");
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  EXPECT_EQ(files("data").size(), 1u);
+}
+
+TEST_F(IngestTest, InProgressNamesAreNotPending) {
+  writeValidShard(incoming(".hidden.h5"), 1);
+  writeValidShard(incoming("upload.h5.tmp"), 2);
+  writeValidShard(incoming("upload.h5.part"), 3);
+  writeValidShard(incoming("ready.h5"), 4);
+  stdfs::create_directory(incoming("subdir"));
+  EXPECT_EQ(ingester_->pending(), std::vector<std::string>{"ready.h5"});
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].source, "ready.h5");
+  EXPECT_EQ(files("incoming"), (std::vector<std::string>{".hidden.h5", "subdir", "upload.h5.part", "upload.h5.tmp"}));
+  EXPECT_EQ(catalog_->quarantineCount(), 0);
+
+  // Renamed when complete: picked up.
+  stdfs::rename(incoming("upload.h5.part"), incoming("upload.h5"));
+  EXPECT_EQ(ingester_->pending(), std::vector<std::string>{"upload.h5"});
+}
+
+TEST_F(IngestTest, SettleTimeSkipsRecentlyModifiedFiles) {
+  FakeClock realClock(realNow());
+  Ingester settled(*catalog_, root_, DatasetRules{}, 60, realClock);
+  writeValidShard(incoming("fresh.h5"), 1);
+  writeValidShard(incoming("old.h5"), 2);
+  setMtime(incoming("old.h5"), 3600);
+  EXPECT_EQ(settled.pending(), std::vector<std::string>{"old.h5"});
+  const auto out = settled.ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].source, "old.h5");
+  EXPECT_TRUE(out[0].accepted);
+  EXPECT_EQ(files("incoming"), std::vector<std::string>{"fresh.h5"});
+
+  // Once the settle time has passed, the file is picked up.
+  realClock.advance(120);
+  EXPECT_EQ(settled.pending(), std::vector<std::string>{"fresh.h5"});
+  ASSERT_TRUE(settled.ingestPending().at(0).accepted);
+  EXPECT_EQ(catalog_->shardCount(), 2);
+
+  // Without a settle time even a file from the future is taken at once.
+  writeValidShard(incoming("now.h5"), 3);
+  EXPECT_EQ(ingester_->pending(), std::vector<std::string>{"now.h5"});
+}
+
+TEST_F(IngestTest, StageFilesCopiesIntoIncoming) {
+  const std::string src = path("src");
+  stdfs::create_directories(src);
+  writeValidShard(src + "/one.h5", 1);
+  writeValidShard(src + "/two.h5", 2);
+  const auto names = stageFiles(root_, {src + "/one.h5", src + "/two.h5"});
+  EXPECT_EQ(names, (std::vector<std::string>{"one.h5", "two.h5"}));
+  EXPECT_EQ(files("incoming"), (std::vector<std::string>{"one.h5", "two.h5"}));
+  EXPECT_EQ(hashOf(incoming("one.h5")), hashOf(src + "/one.h5"));
+  EXPECT_EQ(hashOf(incoming("two.h5")), hashOf(src + "/two.h5"));
+  EXPECT_TRUE(stdfs::exists(src + "/one.h5"));  // copied, not moved
+
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].accepted);
+  EXPECT_TRUE(out[1].accepted);
+}
+
+TEST_F(IngestTest, StageFilesRefusesInProgressNames) {
+  const std::string src = path("src");
+  stdfs::create_directories(src);
+  for (const char* name : {".hidden.h5", "x.h5.tmp", "x.h5.part"}) {
+    SCOPED_TRACE(name);
+    writeValidShard(src + "/" + name);
+    try {
+      stageFiles(root_, {src + "/" + name});
+      ADD_FAILURE() << "staged";
+    } catch (const DataError& e) {
+      EXPECT_CONTAINS(std::string(e.what()), std::string(name));
+    }
+  }
+  EXPECT_TRUE(files("incoming").empty());
+}
+
+TEST_F(IngestTest, StageFilesRefusesMissingFilesAndNameClashes) {
+  EXPECT_THROW(stageFiles(root_, {path("missing.h5")}), DataError);
+  const std::string src = path("src");
+  stdfs::create_directories(src);
+  writeValidShard(src + "/one.h5", 1);
+  stageFiles(root_, {src + "/one.h5"});
+  EXPECT_THROW(stageFiles(root_, {src + "/one.h5"}), DataError);
+  EXPECT_EQ(files("incoming"), std::vector<std::string>{"one.h5"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash recovery: the hook throws at one step (the scheduler "dies"); a new catalog connection
+// and ingester on the same root finish the job.
+
+struct Crash : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class IngestCrashTest : public IngestTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(IngestCrashTest, RestartFinishesTheIngestOnce) {
+  const std::string point = GetParam();
+  // "bad.h5" sorts first, so a quarantine crash happens before the good shard is looked at, and a
+  // crash in the good shard's ingest after the bad file was quarantined.
+  writeText(incoming("bad.h5"), "not a shard at all");
+  writeValidShard(incoming("good.h5"));
+  const std::string goodHash = hashOf(incoming("good.h5"));
+  const std::string badHash = hashOf(incoming("bad.h5"));
+
+  int hits = 0;
+  ingester_->setFaultHook([&](const std::string& step) {
+    if (step == point) {
+      ++hits;
+      throw Crash("crash at " + step);
+    }
+  });
+  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  EXPECT_EQ(hits, 1);
+
+  // Restart: a new catalog object and ingester (the old ones are gone with the process).
+  open();
+  const auto out = ingester_->ingestPending();
+  for (const auto& o : out) {
+    EXPECT_NE(o.rule, "duplicate") << o.source << ": " << o.reason;
+    if (o.source == "good.h5") {
+      EXPECT_TRUE(o.accepted) << o.rule << ": " << o.reason;
+      EXPECT_EQ(o.hash, goodHash);
+      EXPECT_EQ(o.rows, kRows);
+    } else {
+      EXPECT_EQ(o.source, "bad.h5");
+      EXPECT_FALSE(o.accepted);
+      EXPECT_EQ(o.rule, "hdf5");
+    }
+  }
+  // A second pass finds nothing to do.
+  EXPECT_TRUE(ingester_->ingestPending().empty());
+
+  // The good shard: in the catalog once, one data file per catalog shard, one ingest event.
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  const auto rec = catalog_->shardByHash(goodHash);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->source, "good.h5");
+  EXPECT_EQ(rec->rows, kRows);
+  EXPECT_EQ(files("data"), std::vector<std::string>{goodHash + ".h5"});
+  struct stat st {};
+  ASSERT_EQ(::stat((root_ + "/data/" + goodHash + ".h5").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  EXPECT_EQ(st.st_nlink, 1u);  // the incoming/ link is gone
+  EXPECT_EQ(hashOf(root_ + "/data/" + goodHash + ".h5"), goodHash);
+  EXPECT_EQ(catalog_->events(100, "ingest").size(), 1u);
+
+  EXPECT_TRUE(files("incoming").empty());
+
+  // The bad file: quarantined once (one row, one file, one reason file, one event).
+  ASSERT_EQ(catalog_->quarantineCount(), 1);
+  const auto q = catalog_->quarantined(10).at(0);
+  EXPECT_EQ(q.rule, "hdf5");
+  EXPECT_EQ(q.source, "bad.h5");
+  std::vector<std::string> moved, reasons;
+  quarantineFiles(moved, reasons);
+  EXPECT_EQ(moved, std::vector<std::string>{"bad.h5." + badHash.substr(0, 16)});
+  EXPECT_EQ(reasons, std::vector<std::string>{"bad.h5." + badHash.substr(0, 16) + ".reason.json"});
+  EXPECT_EQ(q.file, "quarantine/" + moved.at(0));
+  EXPECT_EQ(readText(root_ + "/quarantine/" + moved.at(0)), "not a shard at all");
+  EXPECT_EQ(json::parse(readText(root_ + "/quarantine/" + reasons.at(0))).at("rule"), "hdf5");
+  EXPECT_EQ(catalog_->events(100, "quarantine").size(), 1u);
+}
+
+TEST_P(IngestCrashTest, CrashRepeatedAtTheSameStepStillConverges) {
+  // The scheduler dies at the same step twice before a clean restart.
+  const std::string point = GetParam();
+  writeText(incoming("bad.h5"), "garbage");
+  writeValidShard(incoming("good.h5"));
+  const std::string goodHash = hashOf(incoming("good.h5"));
+  for (int crash = 0; crash < 2; ++crash) {
+    ingester_->setFaultHook([&](const std::string& step) {
+      if (step == point) throw Crash("crash at " + step);
+    });
+    // On the second try a step already done may be skipped, so the hook need not fire again.
+    try {
+      ingester_->ingestPending();
+    } catch (const Crash&) {
+    }
+    open();
+  }
+  for (const auto& o : ingester_->ingestPending()) EXPECT_NE(o.rule, "duplicate") << o.source;
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  EXPECT_TRUE(catalog_->shardByHash(goodHash));
+  EXPECT_EQ(files("data"), std::vector<std::string>{goodHash + ".h5"});
+  EXPECT_TRUE(files("incoming").empty());
+  EXPECT_EQ(catalog_->quarantineCount(), 1);
+  std::vector<std::string> moved, reasons;
+  quarantineFiles(moved, reasons);
+  EXPECT_EQ(moved.size(), 1u);
+  EXPECT_EQ(reasons.size(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(IngestCrashAtEveryStep, IngestCrashTest,
+                         ::testing::Values("validated", "linked", "recorded", "quarantine-recorded",
+                                           "quarantine-moved"),
+                         [](const ::testing::TestParamInfo<const char*>& p) {
+                           std::string n = p.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+TEST_F(IngestTest, CrashAfterLinkingThenADuplicateArrives) {
+  // A crash after the link leaves data/<hash>.h5 without a catalog row; the restart must record
+  // the original, and a later copy of the same bytes is a duplicate of it.
+  writeValidShard(incoming("orig.h5"));
+  const std::string hash = hashOf(incoming("orig.h5"));
+  ingester_->setFaultHook([](const std::string& step) {
+    if (step == "linked") throw Crash(step);
+  });
+  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  EXPECT_EQ(files("data"), std::vector<std::string>{hash + ".h5"});
+  open();
+  ASSERT_TRUE(ingester_->ingestPending().at(0).accepted);
+  EXPECT_EQ(catalog_->shardByHash(hash)->source, "orig.h5");
+  writeValidShard(incoming("copy.h5"));
+  EXPECT_EQ(ingester_->ingestPending().at(0).rule, "duplicate");
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  EXPECT_EQ(files("data").size(), 1u);
+}
+
+}  // namespace
+}  // namespace perennial::sched

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The scheduler end to end with real processes: the daemon (`perennial sched run`) ingests
+# shards as they arrive, quarantines bad ones (one per rule) while it keeps running, starts a
+# 2-rank training run through the local executor when enough new data arrived, records its
+# result and checkpoint, and cancels a run on request.
+# usage: cli_test.sh PERENNIAL SOURCE_DIR
+set -euo pipefail
+bin=$1
+src=$2
+. "$src/tests/cli/lib.sh"
+py=/usr/bin/python3
+t=$(mktemp -d)
+daemon=
+cleanup() {
+  [ -n "$daemon" ] && kill -9 "$daemon" 2>/dev/null || true
+  pkill -9 -f "$t/" 2>/dev/null || true
+  rm -rf "$t"
+}
+trap cleanup EXIT
+
+"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
+mkdir -p "$t/holdout"
+cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
+cat >"$t/train.cfg" <<CFG
+[model]
+arch = mlp
+hidden = 32
+[train]
+epochs = 40
+batch_size = 50
+[optim]
+lr = 0.05
+[log]
+progress = lines
+CFG
+cat >"$t/sched.cfg" <<CFG
+[dataset]
+max_shard_bytes = 3500000
+[train]
+config = train.cfg
+holdout = holdout
+ranks = 2
+max_attempts = 1
+[triggers]
+new_data_rows = 3000
+[executor]
+mpirun_args = --oversubscribe
+cancel_grace_s = 20
+[sched]
+tick_s = 0.3
+CFG
+root=$t/root
+"$bin" sched run --root "$root" --config "$t/sched.cfg" >"$t/daemon.log" 2>&1 &
+daemon=$!
+
+# wait_for SECONDS PYTHON_CONDITION: polls `sched runs --json` (as R) until the condition holds.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  while [ $SECONDS -lt "$deadline" ]; do
+    if "$bin" sched runs --root "$root" --json 2>/dev/null |
+      $py -c "import json,sys; R=json.load(sys.stdin); sys.exit(0 if ($2) else 1)"; then
+      return 0
+    fi
+    kill -0 "$daemon" 2>/dev/null || { cat "$t/daemon.log"; fail "the daemon died"; }
+    sleep 0.3
+  done
+  "$bin" sched runs --root "$root" >&2 || true
+  cat "$t/daemon.log" >&2
+  fail "timed out waiting for: $2"
+}
+
+# Arrival convention: write under a .tmp name, then rename.
+arrive() {
+  cp "$1" "$root/incoming/$2.tmp"
+  mv "$root/incoming/$2.tmp" "$root/incoming/$2"
+}
+while [ ! -d "$root/incoming" ]; do sleep 0.1; done
+
+# Bad shards first: every one is quarantined with its rule, the daemon keeps going.
+$py "$src/tests/sched/make_shards.py" "$t/fm/train/shard-00000.h5" "$t/bad"
+arrive "$t/fm/train/shard-00000.h5" shard-00000.h5
+sleep 1
+for f in "$t"/bad/*.h5; do arrive "$f" "$(basename "$f")"; done
+# A file still being written is never picked up.
+echo partial >"$root/incoming/shard-99.h5.tmp"
+arrive "$t/fm/train/shard-00001.h5" shard-00001.h5
+arrive "$t/fm/train/shard-00002.h5" shard-00002.h5
+
+wait_for 120 "len(R) == 1 and R[0]['state'] == 'succeeded'"
+run=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+kill -0 "$daemon" || fail "the daemon stopped"
+
+nbad=$(ls "$t"/bad/*.h5 | wc -l)
+"$bin" sched shards --root "$root" --quarantine --json --limit 100 >"$t/q.json"
+$py - "$t/q.json" "$nbad" <<'PY' || fail "quarantine records"
+import json, sys
+q = json.load(open(sys.argv[1]))
+assert len(q) == int(sys.argv[2]), f"{len(q)} quarantined, expected {sys.argv[2]}"
+for r in q:
+    want = r["source"].split("--")[0]
+    assert r["rule"] == want, f"{r['source']}: rule {r['rule']}, expected {want} ({r['reason']})"
+    assert r["source"] in r["reason"] or "incoming/" in r["reason"], r
+print("quarantined:", ", ".join(sorted(r["rule"] for r in q)))
+PY
+[ "$(ls "$root"/quarantine/*.reason.json | wc -l)" = "$nbad" ] || fail "one reason file per quarantined file"
+[ "$("$bin" sched shards --root "$root" --json | $py -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ] ||
+  fail "the three valid shards are ingested"
+[ "$(ls "$root/data" | wc -l)" = 3 ] || fail "data/ holds the three shards"
+[ -e "$root/incoming/shard-99.h5.tmp" ] || fail "a .tmp file was touched"
+[ "$(ls "$root/incoming" | wc -l)" = 1 ] || fail "incoming/ keeps only the .tmp file"
+
+# The run's record: result, checkpoint, snapshot, log.
+"$bin" sched runs --root "$root" --json >"$t/runs.json"
+$py - "$t/runs.json" "$root/runs/$run" <<'PY' || fail "run record"
+import json, os, sys
+r = json.load(open(sys.argv[1]))[0]
+d = sys.argv[2]
+assert r["trigger"] == "new_data" and r["attempt"] == 1 and r["exit_code"] == 0, r
+res = json.load(open(os.path.join(d, "train/result.json")))
+assert r["result"]["param_sha256"] == res["param_sha256"] and res["world_size"] == 2, (r, res)
+assert r["result"]["test_accuracy"] > 0.5, r["result"]
+snap = json.load(open(os.path.join(d, "snapshot.json")))
+assert snap["id"] == r["snapshot"] and snap["rows"] == 3000 and snap["shards"] == 3, snap
+assert any(f.endswith(".json") for f in os.listdir(os.path.join(d, "train/checkpoints"))), "a committed checkpoint"
+PY
+"$bin" ckpt verify "$(ls "$root/runs/$run/train/checkpoints/"*.h5 | tail -1)" >/dev/null || fail "checkpoint verifies"
+"$bin" sched status --root "$root" | grep -q "champion:   $run" || fail "status names the champion"
+"$bin" sched events --root "$root" --kind trigger --json | grep -q '"new_rows": 3000' || fail "the firing is an event"
+
+# Cancel: an on-demand run is started, then cancelled while it trains.
+"$bin" sched trigger --root "$root" --reason "cancel test" >/dev/null
+wait_for 60 "len(R) == 2 and R[0]['state'] == 'running'"
+run2=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+for _ in $(seq 100); do grep -q "step " "$root/runs/$run2/attempt-1/log" 2>/dev/null && break; sleep 0.2; done
+"$bin" sched cancel --root "$root" "$run2" >/dev/null
+wait_for 60 "R[0]['state'] == 'cancelled'"
+"$bin" sched runs --root "$root" --json | $py -c "
+import json,sys; r=json.load(sys.stdin)[0]; assert r['attempt'] == 1 and r['trigger'] == 'on_demand', r" ||
+  fail "a cancelled run is not retried"
+
+# SIGTERM stops the daemon cleanly.
+kill -TERM "$daemon"
+wait "$daemon" || fail "the daemon's exit status on SIGTERM"
+daemon=
+grep -q "scheduler stopped" "$t/daemon.log" || fail "the daemon says it stopped"
+echo "PASS: scheduler end to end ($run succeeded, $nbad bad shards quarantined, $run2 cancelled)"

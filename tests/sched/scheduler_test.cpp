@@ -1,0 +1,480 @@
+// The scheduler's run handling and triggers with a fake clock, a fake executor and a fake
+// evaluator: no process is started here (tests/sched/*.sh run the real thing).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/fs_util.h"
+#include "scheduler/scheduler.h"
+#include "tests/sched/shard_fixtures.h"
+#include "trainer/data/shard_dataset.h"
+
+namespace perennial::sched {
+namespace {
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+class FakeExecutor : public Executor {
+ public:
+  struct Job {
+    AttemptState state = AttemptState::kRunning;
+    int exitCode = 0;
+    bool cancelled = false;
+  };
+  std::string name() const override { return "fake"; }
+  std::string submit(const AttemptSpec& spec) override {
+    const std::string k = key(spec.runId, spec.attempt);
+    if (jobs.count(k) && jobs[k].state == AttemptState::kRunning) throw IoError(k + " already running");
+    jobs[k] = Job{};
+    ++submits;
+    specs[spec.runId] = spec;
+    return "job-" + k;
+  }
+  AttemptStatus poll(const AttemptSpec& spec, const std::string&) override {
+    auto it = jobs.find(key(spec.runId, spec.attempt));
+    AttemptStatus s;
+    if (it == jobs.end()) return s;
+    s.state = it->second.state;
+    s.exitCode = it->second.exitCode;
+    s.execId = "job-" + key(spec.runId, spec.attempt);
+    return s;
+  }
+  void cancel(const AttemptSpec& spec, const std::string&) override {
+    jobs[key(spec.runId, spec.attempt)].cancelled = true;
+    ++cancels;
+  }
+  // Ends an attempt; a successful one leaves the trainer's result.json behind.
+  void finish(const std::string& runId, int64_t attempt, int exitCode, double accuracy = 0.9) {
+    Job& j = jobs.at(key(runId, attempt));
+    j.state = AttemptState::kExited;
+    j.exitCode = exitCode;
+    if (exitCode == 0) {
+      const std::string dir = specs.at(runId).runDir + "/train";
+      stdfs::create_directories(dir);
+      fs::writeFileAtomic(dir + "/result.json", json{{"test_accuracy", accuracy}, {"test_loss", 0.3}}.dump());
+    }
+  }
+  void lose(const std::string& runId, int64_t attempt) { jobs.at(key(runId, attempt)).state = AttemptState::kLost; }
+  static std::string key(const std::string& id, int64_t attempt) { return id + "/" + std::to_string(attempt); }
+
+  std::map<std::string, Job> jobs;
+  std::map<std::string, AttemptSpec> specs;
+  int submits = 0;
+  int cancels = 0;
+};
+
+class FakeEvaluator : public Evaluator {
+ public:
+  double accuracy(const std::string& model, const std::vector<std::string>& shards) override {
+    ++calls;
+    lastModel = model;
+    lastShards = shards;
+    return value;
+  }
+  double value = 0.9;
+  int calls = 0;
+  std::string lastModel;
+  std::vector<std::string> lastShards;
+};
+
+struct Crash : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root = stdfs::temp_directory_path() / ("perennial-sched-" + std::to_string(::getpid()) + "-" +
+                                           ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    stdfs::remove_all(root);
+    stdfs::create_directories(root + "/holdout");
+    ensureRootLayout(root);
+    std::ofstream(root + "/train.cfg") << "[model]\narch = mlp\nhidden = 16\n[train]\nepochs = 1\n";
+    config.source = root + "/sched.cfg";
+    config.trainConfig = root + "/train.cfg";
+    config.holdout = root + "/holdout";
+    config.onDemand = true;
+    config.maxAttempts = 3;
+    catalog = std::make_unique<Catalog>(root + "/catalog.db");
+  }
+  void TearDown() override {
+    scheduler.reset();
+    catalog.reset();
+    stdfs::remove_all(root);
+  }
+
+  Scheduler& sched() {
+    if (!scheduler) scheduler = std::make_unique<Scheduler>(config, root, *catalog, executor, clock, &evaluator);
+    return *scheduler;
+  }
+  // A restart: new catalog connection and scheduler object on the same root.
+  void restart() {
+    scheduler.reset();
+    catalog = std::make_unique<Catalog>(root + "/catalog.db");
+  }
+
+  // Drops a shard of ROWS rows into incoming/. LABEL_LO..LABEL_HI and the pixel range set the
+  // distribution (for drift).
+  void drop(const std::string& name, int64_t rows, int labelLo = 0, int labelHi = 9, int pixLo = 0, int pixHi = 255) {
+    const data::DatasetSpec spec = testing::fashionSpec();
+    std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(name)));
+    std::vector<uint8_t> px(static_cast<size_t>(rows * 784));
+    std::vector<int64_t> labels(static_cast<size_t>(rows));
+    std::uniform_int_distribution<int> p(pixLo, pixHi), l(labelLo, labelHi);
+    for (auto& v : px) v = static_cast<uint8_t>(p(rng));
+    for (auto& v : labels) v = l(rng);
+    data::writeShard(root + "/tmp/" + name, spec, px.data(), labels.data(), rows);
+    stdfs::rename(root + "/tmp/" + name, root + "/incoming/" + name);
+  }
+
+  RunRecord run(const std::string& id) { return *catalog->run(id); }
+  json triggerDetail(const std::string& name) {
+    for (const auto& t : catalog->triggerStates()) {
+      if (t.name == name) return json::parse(t.detail);
+    }
+    return nullptr;
+  }
+  void request() { catalog->transaction([&] { catalog->addRequest("trigger", "test", clock.now()); }); }
+
+  std::string root;
+  SchedConfig config;
+  FakeClock clock;
+  FakeExecutor executor;
+  FakeEvaluator evaluator;
+  std::unique_ptr<Catalog> catalog;
+  std::unique_ptr<Scheduler> scheduler;
+};
+
+TEST_F(SchedulerTest, NewDataFiresAtTheThresholdAndOnlyOncePerData) {
+  config.newDataRows = 20;
+  drop("a.h5", 10);
+  TickReport r = sched().tick();
+  ASSERT_EQ(r.ingested.size(), 1u);
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_EQ(triggerDetail("new_data")["values"]["new_rows"], 10);
+  EXPECT_EQ(triggerDetail("new_data")["thresholds"]["new_data_rows"], 20);
+
+  drop("b.h5", 10);
+  r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);
+  const std::string id = r.created[0];
+  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).trigger, "new_data");
+  EXPECT_EQ(run(id).attempt, 1);
+  EXPECT_EQ(executor.submits, 1);
+  // The run's directory holds its resolved config and the snapshot's shards.
+  EXPECT_TRUE(stdfs::exists(root + "/runs/" + id + "/config.cfg"));
+  EXPECT_EQ(std::distance(stdfs::directory_iterator(root + "/runs/" + id + "/data"), stdfs::directory_iterator()), 2);
+  json snap = json::parse(std::ifstream(root + "/runs/" + id + "/snapshot.json"));
+  EXPECT_EQ(snap["rows"], 20);
+  EXPECT_EQ(snap["id"], run(id).snapshotId);
+
+  // The data are covered by the live run: no second run.
+  r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_EQ(triggerDetail("new_data")["values"]["new_rows"], 0);
+
+  executor.finish(id, 1, 0, 0.85);
+  r = sched().tick();
+  EXPECT_EQ(run(id).state, state::kSucceeded);
+  EXPECT_EQ(json::parse(run(id).result)["test_accuracy"], 0.85);
+  EXPECT_EQ(catalog->meta("champion").value_or(""), id);
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_EQ(catalog->events(100, "trigger").size(), 1u);  // one firing, one event
+}
+
+TEST_F(SchedulerTest, CooldownAndConcurrencyHoldAFiringTrigger) {
+  config.cooldownS = 100;
+  config.maxConcurrent = 1;
+  drop("a.h5", 5);
+  request();
+  TickReport r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);
+  const std::string first = r.created[0];
+
+  request();
+  r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_NE(triggerDetail("on_demand")["held"].get<std::string>().find("max_concurrent"), std::string::npos);
+
+  executor.finish(first, 1, 0);
+  clock.advance(10);
+  r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_NE(triggerDetail("on_demand")["held"].get<std::string>().find("cooldown"), std::string::npos);
+
+  clock.advance(91);
+  r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);  // the request was kept while held
+  EXPECT_TRUE(catalog->openRequests("trigger").empty());
+}
+
+TEST_F(SchedulerTest, NothingStartsWithoutData) {
+  request();
+  TickReport r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_EQ(triggerDetail("on_demand")["held"], "no data ingested yet");
+}
+
+TEST_F(SchedulerTest, ScheduleFiresEveryInterval) {
+  config.onDemand = false;
+  config.intervalS = 100;
+  drop("a.h5", 5);
+  EXPECT_TRUE(sched().tick().created.empty());
+  clock.advance(99);
+  EXPECT_TRUE(sched().tick().created.empty());
+  clock.advance(1);
+  TickReport r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);
+  EXPECT_EQ(run(r.created[0]).trigger, "schedule");
+  executor.finish(r.created[0], 1, 0);
+  clock.advance(50);
+  EXPECT_TRUE(sched().tick().created.empty());
+  clock.advance(50);
+  EXPECT_EQ(sched().tick().created.size(), 1u);
+}
+
+TEST_F(SchedulerTest, DriftComparesNewDataWithTheChampionsTrainingData) {
+  config.driftPsi = 0.2;
+  config.driftMinRows = 40;
+  drop("base1.h5", 50, 0, 4, 0, 100);
+  drop("base2.h5", 50, 0, 4, 0, 100);
+  request();
+  TickReport r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);
+  executor.finish(r.created[0], 1, 0);
+  sched().tick();
+  ASSERT_TRUE(catalog->meta("champion"));
+  EXPECT_EQ(triggerDetail("drift")["reason"], "too few new rows to measure (0)");
+
+  // Same distribution: measured, below the threshold.
+  drop("same.h5", 60, 0, 4, 0, 100);
+  r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  const double low = triggerDetail("drift")["values"]["psi"]["max"];
+  EXPECT_LT(low, 0.2);
+
+  // Other classes and brighter images: fires, and the event records values and thresholds.
+  drop("shifted.h5", 200, 5, 9, 150, 255);
+  r = sched().tick();
+  ASSERT_EQ(r.created.size(), 1u);
+  EXPECT_EQ(run(r.created[0]).trigger, "drift");
+  auto events = catalog->events(1, "trigger");
+  ASSERT_EQ(events.size(), 1u);
+  json e = json::parse(events[0].detail);
+  EXPECT_GE(e["values"]["psi"]["max"].get<double>(), 0.2);
+  EXPECT_GE(e["values"]["psi"]["labels"].get<double>(), 0.2);
+  EXPECT_EQ(e["thresholds"]["psi"], 0.2);
+  EXPECT_EQ(e["run"], r.created[0]);
+}
+
+TEST_F(SchedulerTest, DecayMeasuresTheChampionOnNewDataOnce) {
+  config.decayMargin = 0.05;
+  config.decayMinRows = 10;
+  drop("a.h5", 20);
+  request();
+  TickReport r = sched().tick();
+  const std::string champ = r.created.at(0);
+  executor.finish(champ, 1, 0, 0.90);
+  sched().tick();
+
+  evaluator.value = 0.88;  // 0.02 below validation: no decay
+  drop("b.h5", 20);
+  r = sched().tick();
+  EXPECT_TRUE(r.created.empty());
+  EXPECT_EQ(evaluator.calls, 1);
+  EXPECT_EQ(evaluator.lastModel, root + "/runs/" + champ + "/train/model.h5");
+  EXPECT_EQ(evaluator.lastShards.size(), 1u);
+  sched().tick();
+  EXPECT_EQ(evaluator.calls, 1) << "the same new data are not evaluated twice";
+  restart();
+  sched().tick();
+  EXPECT_EQ(evaluator.calls, 1) << "nor after a restart (the measurement is in the catalog)";
+
+  evaluator.value = 0.80;  // 0.10 below: decay
+  drop("c.h5", 20);
+  r = sched().tick();
+  EXPECT_EQ(evaluator.calls, 2);
+  ASSERT_EQ(r.created.size(), 1u);
+  EXPECT_EQ(run(r.created[0]).trigger, "decay");
+  json d = triggerDetail("decay");
+  EXPECT_NEAR(d["values"]["drop"].get<double>(), 0.10, 1e-9);
+  EXPECT_EQ(d["values"]["validation_accuracy"], 0.90);
+}
+
+TEST_F(SchedulerTest, FailedAndPreemptedAttemptsAreRetriedUpToTheLimit) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.finish(id, 1, 1);
+  sched().tick();  // failed -> pending -> submitted again
+  EXPECT_EQ(run(id).attempt, 2);
+  EXPECT_EQ(run(id).state, state::kRunning);
+  executor.finish(id, 2, 75);  // preempted: retried
+  sched().tick();
+  EXPECT_EQ(run(id).attempt, 3);
+  executor.finish(id, 3, 1);
+  sched().tick();
+  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_NE(run(id).message.find("no attempts left"), std::string::npos);
+  EXPECT_EQ(executor.submits, 3);
+  // Every state change is an event.
+  std::vector<std::string> states;
+  for (const auto& e : catalog->events(100, "run")) states.insert(states.begin(), json::parse(e.detail).value("state", ""));
+  EXPECT_EQ(states, (std::vector<std::string>{"pending", "submitted", "running", "failed", "pending", "submitted",
+                                              "running", "preempted", "pending", "submitted", "running", "failed"}));
+}
+
+TEST_F(SchedulerTest, ConfigurationErrorsAreNotRetried) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.finish(id, 1, 2);
+  sched().tick();
+  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_EQ(run(id).attempt, 1);
+  EXPECT_NE(run(id).message.find("configuration error"), std::string::npos);
+}
+
+TEST_F(SchedulerTest, LostAttemptIsRetried) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.lose(id, 1);
+  sched().tick();
+  EXPECT_EQ(run(id).attempt, 2);
+  EXPECT_EQ(run(id).state, state::kRunning);
+}
+
+TEST_F(SchedulerTest, CancelPendingAndRunning) {
+  config.maxConcurrent = 1;
+  drop("a.h5", 5);
+  request();
+  const std::string running = sched().tick().created.at(0);
+  catalog->transaction([&] { catalog->addRequest("cancel", running, clock.now()); });
+  sched().tick();
+  EXPECT_EQ(executor.cancels, 1);
+  EXPECT_TRUE(run(running).cancelRequested);
+  EXPECT_EQ(run(running).state, state::kRunning);
+  executor.finish(running, 1, 75);  // the trainer checkpoints and stops on SIGTERM
+  sched().tick();
+  EXPECT_EQ(run(running).state, state::kCancelled);
+  EXPECT_EQ(executor.submits, 1) << "a cancelled run is not retried";
+
+  // A run that never started is cancelled at once.
+  config.maxConcurrent = 1;
+  request();
+  clock.advance(1);
+  const std::string second = sched().tick().created.at(0);
+  executor.jobs.clear();  // pretend it is queued: re-create it as pending
+  catalog->transaction([&] {
+    RunRecord r = run(second);
+    r.state = state::kPending;
+    catalog->updateRun(r);
+  });
+  catalog->transaction([&] { catalog->addRequest("cancel", second, clock.now()); });
+  TickReport report;
+  sched().handleCancelRequests(report);
+  EXPECT_EQ(run(second).state, state::kCancelled);
+  // Unknown runs and finished runs: the request is closed and recorded, nothing else happens.
+  catalog->transaction([&] { catalog->addRequest("cancel", "r999999", clock.now()); });
+  sched().handleCancelRequests(report);
+  EXPECT_TRUE(catalog->openRequests("cancel").empty());
+}
+
+// A crash between recording "submitted" and starting the process: the restarted scheduler
+// starts it (once); a crash after starting it: the restarted scheduler adopts it.
+TEST_F(SchedulerTest, RestartNeverSubmitsTwice) {
+  for (const std::string point : {"materialized", "submitted-recorded", "spawned", "run-created"}) {
+    SCOPED_TRACE(point);
+    TearDown();
+    SetUp();
+    executor = FakeExecutor{};
+    drop("a.h5", 5);
+    request();
+    sched().setFaultHook([&](const std::string& s) {
+      if (s == point) throw Crash(s);
+    });
+    EXPECT_THROW(sched().tick(), Crash);
+    restart();
+    sched().tick();
+    sched().tick();
+    auto runs = catalog->recentRuns(10);
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].state, state::kRunning);
+    EXPECT_EQ(runs[0].attempt, 1);
+    EXPECT_EQ(executor.submits, 1);
+  }
+}
+
+TEST_F(SchedulerTest, CrashAfterAnAttemptEndsIsHandledOnce) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.finish(id, 1, 1);
+  sched().setFaultHook([](const std::string& s) {
+    if (s == "attempt-ended") throw Crash(s);
+  });
+  EXPECT_THROW(sched().tick(), Crash);
+  EXPECT_EQ(run(id).attempt, 1);
+  restart();
+  sched().tick();
+  EXPECT_EQ(run(id).attempt, 2);
+  EXPECT_EQ(executor.submits, 2);
+}
+
+TEST_F(SchedulerTest, WarmStartFromTheChampionIsInTheResolvedConfig) {
+  config.warmStart = "champion";
+  drop("a.h5", 5);
+  request();
+  const std::string first = sched().tick().created.at(0);
+  EXPECT_EQ(run(first).warmStart, "");
+  EXPECT_NE(run(first).config.find("init = \n"), std::string::npos);
+  EXPECT_NE(run(first).config.find("train = " + root + "/runs/" + first + "/data\n"), std::string::npos);
+  EXPECT_NE(run(first).config.find("test = " + root + "/holdout\n"), std::string::npos);
+  executor.finish(first, 1, 0);
+  sched().tick();
+  request();
+  const std::string second = sched().tick().created.at(0);
+  EXPECT_EQ(run(second).warmStart, first);
+  EXPECT_NE(run(second).config.find("init = " + root + "/runs/" + first + "/train/model.h5"), std::string::npos);
+  EXPECT_EQ(executor.specs[second].trainArgs,
+            (std::vector<std::string>{"train", "--config", root + "/runs/" + second + "/config.cfg", "--run-dir",
+                                      root + "/runs/" + second + "/train", "--resume", "auto"}));
+}
+
+TEST_F(SchedulerTest, BadTrainingConfigIsRefusedAtStart) {
+  std::ofstream(root + "/train.cfg") << "[model]\narch = transformer\n";
+  try {
+    sched();
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.config"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.arch"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(SchedulerTest, EveryTriggersLatestEvaluationIsRecorded) {
+  config.intervalS = 1000;
+  config.newDataRows = 100;
+  config.driftPsi = 0.2;
+  config.decayMargin = 0.1;
+  drop("a.h5", 5);
+  sched().tick();
+  auto states = catalog->triggerStates();
+  ASSERT_EQ(states.size(), 5u);
+  for (const auto& t : states) {
+    json d = json::parse(t.detail);
+    EXPECT_TRUE(d.contains("reason") && d.contains("values") && d.contains("thresholds")) << t.name;
+    EXPECT_EQ(t.evaluatedAt, clock.now());
+  }
+}
+
+}  // namespace
+}  // namespace perennial::sched

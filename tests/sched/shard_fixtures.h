@@ -1,0 +1,19 @@
+#pragma once
+// Shared by the scheduler's GoogleTests: the Fashion-MNIST dataset spec of small test shards.
+#include <gtest/gtest.h>
+
+#include "trainer/data/shard_dataset.h"
+
+// EXPECT that NEEDLE occurs in HAYSTACK (gtest's IsSubstring prints both on failure).
+#define EXPECT_CONTAINS(haystack, needle) EXPECT_PRED_FORMAT2(::testing::IsSubstring, needle, haystack)
+
+namespace perennial::sched::testing {
+
+inline constexpr int64_t kRows = 8;
+inline constexpr int64_t kElems = 28 * 28;
+
+inline data::DatasetSpec fashionSpec() {
+  return data::DatasetSpec{"fashion-mnist", "images", "labels", {28, 28}, DType::kUInt8, 10};
+}
+
+}  // namespace perennial::sched::testing
