@@ -26,6 +26,8 @@ const char* kUsage =
     "  data      import-fashion-mnist | info | add: datasets as HDF5 shard directories\n"
     "  sched     the continuous-retraining scheduler: run | tick | status | runs | shards | events |\n"
     "            trigger | cancel\n"
+    "  validate  the validation gate: judge a candidate model against the champion on a holdout\n"
+    "  registry  list | show | promote | rollback | verify | export: the model registry\n"
     "  version   print the version\n\n"
     "perennial <command> --help describes each command.\n";
 
@@ -57,6 +59,8 @@ int main(int argc, char** argv) {
     }
     if (command == "data") return perennial::cli::dataCommand(rest);
     if (command == "sched") return perennial::cli::schedCommand(rest);
+    if (command == "validate") return perennial::cli::validateCommand(rest);
+    if (command == "registry") return perennial::cli::registryCommand(rest);
     if (command == "version" || command == "--version") {
       std::cout << "perennial " << PERENNIAL_VERSION << "\n";
       return 0;

@@ -128,7 +128,8 @@ ShardRecord readShard(const Statement& s, bool withProfile) {
 
 bool isActiveState(const std::string& s) { return s == state::kSubmitted || s == state::kRunning; }
 bool isTerminalState(const std::string& s) {
-  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled;
+  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kPromoted ||
+         s == state::kRejected;
 }
 
 Catalog::Catalog(const std::string& path) : db_(path) { migrate(); }
@@ -246,7 +247,8 @@ std::optional<SnapshotRecord> Catalog::snapshotAtOrBefore(int64_t maxSeq) {
 int64_t Catalog::coveredSeq(const std::string& championSnapshot) {
   Statement s = db_.prepare(
       "SELECT MAX(COALESCE((SELECT MAX(sn.max_seq) FROM runs r JOIN snapshots sn ON sn.id = r.snapshot_id "
-      "WHERE r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded')), 0), "
+      "WHERE r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded', 'validating', 'promoted', "
+      "'rejected')), 0), "
       "COALESCE((SELECT max_seq FROM snapshots WHERE id = ?), 0))");
   s.bind(1, championSnapshot);
   s.step();

@@ -38,7 +38,8 @@ struct QuarantineRecord {
 
 // Run states. A run is created pending; an attempt goes submitted -> running -> one of
 // succeeded | failed | preempted | cancelled; a failed or preempted attempt with attempts left
-// goes back to pending.
+// goes back to pending. With the validation gate, a run whose training succeeded goes
+// validating -> promoted | rejected (without it, succeeded is final and the run is champion).
 namespace state {
 inline constexpr const char* kPending = "pending";
 inline constexpr const char* kSubmitted = "submitted";
@@ -47,10 +48,14 @@ inline constexpr const char* kSucceeded = "succeeded";
 inline constexpr const char* kFailed = "failed";
 inline constexpr const char* kPreempted = "preempted";
 inline constexpr const char* kCancelled = "cancelled";
+inline constexpr const char* kValidating = "validating";
+inline constexpr const char* kPromoted = "promoted";
+inline constexpr const char* kRejected = "rejected";
 }  // namespace state
 
 bool isActiveState(const std::string& s);    // submitted | running
-bool isTerminalState(const std::string& s);  // succeeded | failed | cancelled (preempted retries)
+// succeeded | failed | cancelled | promoted | rejected (preempted retries)
+bool isTerminalState(const std::string& s);
 
 struct RunRecord {
   int64_t seq = 0;
@@ -141,7 +146,8 @@ class Catalog {
   std::optional<SnapshotRecord> snapshot(const std::string& id);
   // The snapshot with the largest max_seq <= MAX_SEQ (to build the next profile incrementally).
   std::optional<SnapshotRecord> snapshotAtOrBefore(int64_t maxSeq);
-  // Shards covered by the champion or by a run that is pending, active or succeeded.
+  // Shards covered by the champion or by a run that is pending, active, succeeded or judged
+  // (a rejected run covers its data too: the same data would give the same model).
   int64_t coveredSeq(const std::string& championSnapshot);
 
   // Runs.

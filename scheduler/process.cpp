@@ -53,8 +53,20 @@ pid_t spawnProcess(const std::vector<std::string>& argv, const SpawnOptions& o) 
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, flags);
 
+  std::vector<std::string> envStore;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv(*e);
+    const std::string key = kv.substr(0, kv.find('='));
+    bool replaced = false;
+    for (const auto& extra : o.env) replaced = replaced || extra.substr(0, extra.find('=')) == key;
+    if (!replaced) envStore.push_back(kv);
+  }
+  envStore.insert(envStore.end(), o.env.begin(), o.env.end());
+  std::vector<char*> envp;
+  for (auto& kv : envStore) envp.push_back(kv.data());
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
+  const int rc = posix_spawnp(&pid, args[0], &fa, &attr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw IoError(argv[0] + ": cannot start: " + std::strerror(rc));
@@ -67,9 +79,11 @@ int exitStatusOf(int st) {
   return 255;
 }
 
-int runProcess(const std::vector<std::string>& argv, const std::string& logPath, double timeoutS) {
+int runProcess(const std::vector<std::string>& argv, const std::string& logPath, double timeoutS,
+               const std::vector<std::string>& env) {
   SpawnOptions o;
   o.logPath = logPath;
+  o.env = env;
   o.newProcessGroup = true;
   const pid_t pid = spawnProcess(argv, o);
   const auto start = std::chrono::steady_clock::now();

@@ -16,6 +16,7 @@ struct SpawnOptions {
   int keepFd = -1;       // passed to the child as descriptor 3 (for example a held lock)
   bool newSession = false;  // setsid(): the child outlives and ignores the parent's terminal
   bool newProcessGroup = false;
+  std::vector<std::string> env;  // "NAME=value" entries added to (or replacing in) the environment
 };
 
 // Starts ARGV[0] (searched in PATH when it has no slash). Throws IoError naming the program.
@@ -23,7 +24,8 @@ pid_t spawnProcess(const std::vector<std::string>& argv, const SpawnOptions& opt
 
 // Runs ARGV to completion and returns its exit status (128 + signal when killed). With a
 // TIMEOUT_S > 0 the child's process group is killed when it runs longer, and -1 returned.
-int runProcess(const std::vector<std::string>& argv, const std::string& logPath, double timeoutS = 0);
+int runProcess(const std::vector<std::string>& argv, const std::string& logPath, double timeoutS = 0,
+               const std::vector<std::string>& env = {});
 
 // Exit status of a waitpid() status word: the exit code, or 128 + signal.
 int exitStatusOf(int waitStatus);

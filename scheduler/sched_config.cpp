@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "scheduler/registry.h"
 #include "trainer/config/train_config.h"
 
 namespace po = boost::program_options;
@@ -47,7 +48,11 @@ po::options_description schedOptions() {
       ("executor.mpirun", po::value<std::string>()->default_value("mpirun"), "the MPI launcher")
       ("executor.mpirun_args", po::value<std::string>()->default_value(""), "extra launcher arguments, separated by spaces (never passed through a shell)")
       ("executor.cancel_grace_s", po::value<double>()->default_value(30), "seconds a cancelled run gets to stop before it is killed")
-      ("sched.tick_s", po::value<double>()->default_value(2), "seconds between the daemon's passes");
+      ("sched.tick_s", po::value<double>()->default_value(2), "seconds between the daemon's passes")
+      ("registry.dir", po::value<std::string>()->default_value(""), "the model registry (default ROOT/registry)")
+      ("registry.model", po::value<std::string>()->default_value(""), "the model's name in the registry (default dataset.name)")
+      ("registry.on_promote", po::value<std::string>()->default_value(""), "command run after each promotion, arguments separated by spaces (no shell); gets PERENNIAL_MODEL, PERENNIAL_VERSION, PERENNIAL_VERSION_DIR, PERENNIAL_WEIGHTS, ... in its environment")
+      ("registry.on_promote_timeout_s", po::value<double>()->default_value(600), "seconds the on_promote command may run");
   return d;
 }
 
@@ -78,7 +83,14 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   std::ifstream in(file);
   if (!in) throw ConfigError(file + ": cannot open the scheduler configuration");
   try {
-    po::store(po::parse_config_file(in, desc, false), vm);
+    // [gate] keys are read by loadGateConfig; any other unknown key is an error.
+    auto parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
+    for (const auto& o : parsed.options) {
+      if (o.unregistered && o.string_key.rfind("gate.", 0) != 0) {
+        throw ConfigError(file + ": unrecognised option '" + o.string_key + "' (perennial sched --help lists every key)");
+      }
+    }
+    po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw ConfigError(file + ": " + e.what() + " (perennial sched --help lists every key)");
@@ -186,12 +198,23 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   atLeast("executor.cancel_grace_s", c.cancelGraceS, 0);
   c.tickS = dbl("sched.tick_s");
   atLeast("sched.tick_s", c.tickS, 0.05);
+  c.gate = loadGateConfig(file);
+  c.registryDir = absoluteFrom(base, str("registry.dir"));
+  c.modelName = str("registry.model").empty() ? d.name : str("registry.model");
+  try {
+    Registry::checkName("registry.model", c.modelName);
+  } catch (const ConfigError& e) {
+    throw ConfigError(file + ": " + e.what());
+  }
+  c.onPromote = splitSpaces(str("registry.on_promote"));
+  c.onPromoteTimeoutS = dbl("registry.on_promote_timeout_s");
+  atLeast("registry.on_promote_timeout_s", c.onPromoteTimeoutS, 1);
   return c;
 }
 
 std::string schedConfigHelp() {
   std::ostringstream os;
-  os << schedOptions();
+  os << schedOptions() << "\n" << gateConfigHelp();
   return os.str();
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "scheduler/gate.h"
 #include "scheduler/shard_validator.h"
 
 namespace perennial::sched {
@@ -45,6 +46,13 @@ struct SchedConfig {
   double cancelGraceS = 30;
   // [sched]
   double tickS = 2;
+  // [gate] (gate.h)
+  GateConfig gate;
+  // [registry]
+  std::string registryDir;  // "" : ROOT/registry
+  std::string modelName;    // "" : dataset.name
+  std::vector<std::string> onPromote;  // command run after each promotion (no shell)
+  double onPromoteTimeoutS = 600;
 };
 
 // Reads FILE; OVERRIDES are "--section.key=value" arguments that win over the file.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <algorithm>
 
 #include "common/error.h"
 #include "common/fs_util.h"
@@ -71,13 +72,15 @@ RootLock::~RootLock() {
 }
 
 Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Executor& executor, Clock& clock,
-                     Evaluator* evaluator)
+                     Evaluator* evaluator, Gatekeeper* gatekeeper)
     : config_(std::move(config)),
       root_(std::move(root)),
       cat_(catalog),
       exec_(executor),
       clock_(clock),
       evaluator_(evaluator),
+      gatekeeper_(gatekeeper),
+      registry_(config_.registryDir.empty() ? root_ + "/registry" : config_.registryDir),
       ingester_(catalog, root_, config_.dataset, config_.settleS, clock),
       triggers_(makeTriggers(config_)) {
   ensureRootLayout(root_);
@@ -90,7 +93,8 @@ Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Exe
 
 void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
   hook_ = hook;
-  ingester_.setFaultHook(std::move(hook));
+  ingester_.setFaultHook(hook);
+  registry_.setFaultHook([hook](const std::string& step) { hook("publish-" + step); });
 }
 
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
@@ -122,6 +126,9 @@ TickReport Scheduler::tick(bool scanIncoming) {
   handleCancelRequests(report);
   if (scanIncoming) report.ingested = ingester_.ingestPending();
   followActiveRuns(report);
+  if (gatekeeper_) {
+    for (RunRecord run : cat_.runsInStates({state::kValidating})) validateRun(run, report);
+  }
   evaluateTriggers(report);
   submitPending(report);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -233,8 +240,12 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
     if (exited) run.exitCode = st.exitCode;
     if (outcome == state::kSucceeded) {
       run.result = readFile(runDir + "/train/result.json");
+      if (gatekeeper_) {
+        setState(run, state::kValidating, "", report, {{"exit_code", st.exitCode}});
+        return;
+      }
+      // Without a gate, a succeeded run becomes the champion.
       setState(run, outcome, "", report, {{"exit_code", st.exitCode}});
-      // Until the validation gate exists, a succeeded run becomes the champion.
       cat_.setMeta("champion", run.id);
       cat_.addEvent(clock_.now(), "champion", run.id, {{"run", run.id}, {"snapshot", run.snapshotId}});
       return;
@@ -253,6 +264,127 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
     }
   });
   fault("attempt-recorded");
+  if (run.state == state::kValidating) validateRun(run, report);
+}
+
+json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
+  const std::string dir = root_ + "/runs/" + run.id;
+  json result = json::parse(run.result, nullptr, false);
+  json snapshot = json::parse(readFile(dir + "/snapshot.json"), nullptr, false);
+  std::vector<std::string> shards;
+  if (snapshot.is_object()) {
+    for (const auto& s : snapshot["manifest"]) shards.push_back(s.value("sha256", ""));
+  }
+  // The newest committed checkpoint: its manifest records the file's SHA-256.
+  std::string ckptSha, ckptFile;
+  std::error_code ec;
+  std::vector<std::string> manifests;
+  for (const auto& e : stdfs::directory_iterator(dir + "/train/checkpoints", ec)) {
+    if (e.path().extension() == ".json") manifests.push_back(e.path().string());
+  }
+  std::sort(manifests.begin(), manifests.end());
+  if (!manifests.empty()) {
+    json m = json::parse(readFile(manifests.back()), nullptr, false);
+    if (m.is_object()) {
+      ckptSha = m.value("sha256", "");
+      ckptFile = m.value("file", "");
+    }
+  }
+  auto field = [&](const char* k) { return result.is_object() && result.contains(k) ? result[k] : json(nullptr); };
+  return {{"run_id", run.id},
+          {"trigger", run.trigger},
+          {"reason", run.reason},
+          {"data_snapshot", run.snapshotId},
+          {"shards", shards},
+          {"trainer_data_snapshot", field("data_snapshot")},
+          {"parent_version", parentVersion.empty() ? json(nullptr) : json(parentVersion)},
+          {"warm_start_run", run.warmStart},
+          {"config", run.config},
+          {"config_sha256", run.configSha256},
+          {"code_version", field("perennial_version")},
+          {"checkpoint", ckptFile},
+          {"checkpoint_sha256", ckptSha},
+          {"param_sha256", field("param_sha256")},
+          {"world_size", field("world_size")}};
+}
+
+void Scheduler::validateRun(RunRecord& run, TickReport& report) {
+  const std::string dir = root_ + "/runs/" + run.id;
+  const std::string name = config_.modelName;
+  const auto championVersion = registry_.alias(name, "champion");
+  const std::string championModel =
+      championVersion ? registry_.show(name, *championVersion).dir + "/model.h5" : std::string();
+  std::vector<std::string> holdout{config_.holdout};
+  if (config_.gate.newestShards > 0) {
+    for (const auto& s : cat_.recentShards(config_.gate.newestShards)) holdout.push_back(root_ + "/" + s.file);
+  }
+  GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
+  fault("validated-run");
+  if (g.exitCode == 1) {
+    std::string failed;
+    if (g.verdict.is_object()) {
+      for (const auto& f : g.verdict.value("failed", json::array())) failed += (failed.empty() ? "" : ", ") + f.get<std::string>();
+    }
+    cat_.transaction([&] {
+      setState(run, state::kRejected, "failed checks: " + failed, report,
+               {{"failed", g.verdict.value("failed", json::array())},
+                {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
+    });
+    return;
+  }
+  if (g.exitCode != 0) {
+    cat_.transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
+    return;
+  }
+  PublishRequest req;
+  req.name = name;
+  req.weights = dir + "/train/model.h5";
+  req.runId = run.id;
+  json result = json::parse(run.result, nullptr, false);
+  req.spec = {{"arch", result.is_object() ? result.value("arch", "") : ""},
+              {"dataset", {{"name", config_.dataset.name},
+                           {"features", config_.dataset.features},
+                           {"labels", config_.dataset.labels},
+                           {"feature_dtype", dtypeName(config_.dataset.featureType)},
+                           {"feature_shape", config_.dataset.featureShape},
+                           {"num_classes", config_.dataset.numClasses}}},
+              {"config", run.config}};
+  req.lineage = lineageOf(run, championVersion.value_or(""));
+  const json cand = g.verdict.is_object() ? g.verdict.value("candidate", json::object()) : json::object();
+  req.metrics = {{"accuracy", cand.value("accuracy", 0.0)}, {"loss", cand.value("loss", 0.0)},
+                 {"class_accuracy", cand.value("class_accuracy", json::array())},
+                 {"holdout_samples", cand.value("samples", 0)},
+                 {"train_test_accuracy", result.is_object() ? result.value("test_accuracy", 0.0) : 0.0}};
+  req.verdict = g.verdict;
+  const std::string version = registry_.publish(req);
+  fault("published");
+  const auto old = registry_.promote(name, version, "run " + run.id + " passed the validation gate");
+  fault("promoted");
+  cat_.transaction([&] {
+    cat_.setMeta("champion", run.id);
+    cat_.setMeta("champion_version", version);
+    setState(run, state::kPromoted, name + ":" + version, report,
+             {{"version", version}, {"previous", old ? json(*old) : json(nullptr)}});
+    cat_.addEvent(clock_.now(), "champion", run.id, {{"run", run.id}, {"model", name}, {"version", version},
+                                                   {"previous", old ? json(*old) : json(nullptr)}});
+  });
+  if (!config_.onPromote.empty()) {
+    const std::string log = dir + "/on_promote.log";
+    int rc = -1;
+    std::string error;
+    try {
+      rc = runOnPromote(config_.onPromote, registry_.show(name, version), old.value_or(""), log, config_.onPromoteTimeoutS);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    json detail{{"command", config_.onPromote}, {"exit_code", rc}, {"version", version}, {"log", log}};
+    if (!error.empty()) detail["error"] = error;
+    cat_.transaction([&] { cat_.addEvent(clock_.now(), "on_promote", run.id, detail); });
+    if (rc != 0) {
+      log::get("sched")->warn("on_promote {} for {}:{} failed (exit {}{}); the promotion stands", config_.onPromote[0],
+                              name, version, rc, error.empty() ? "" : ": " + error);
+    }
+  }
 }
 
 void Scheduler::submitPending(TickReport& report) {

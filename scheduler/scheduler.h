@@ -14,6 +14,7 @@
 #include "scheduler/clock.h"
 #include "scheduler/executor.h"
 #include "scheduler/ingest.h"
+#include "scheduler/registry.h"
 #include "scheduler/sched_config.h"
 #include "scheduler/triggers.h"
 
@@ -25,6 +26,20 @@ struct TickReport {
   std::vector<std::pair<std::string, std::string>> transitions;  // (run id, new state)
   std::vector<std::pair<std::string, TriggerDecision>> decisions;
   double seconds = 0;
+};
+
+// Runs the validation gate on a candidate (the CLI runs `perennial validate` in a child process).
+struct GateOutcome {
+  int exitCode = 2;        // 0 pass, 1 reject, other: could not judge
+  nlohmann::json verdict;  // verdict.json when written
+  std::string error;
+};
+class Gatekeeper {
+ public:
+  virtual ~Gatekeeper() = default;
+  // CHAMPION is "" for the first model. Writes the verdict to VERDICT_PATH.
+  virtual GateOutcome validate(const std::string& candidate, const std::string& champion,
+                               const std::vector<std::string>& holdout, const std::string& verdictPath) = 0;
 };
 
 // An exclusive lock on ROOT/scheduler.lock: one scheduler (daemon or tick) per root.
@@ -44,8 +59,10 @@ class RootLock {
 class Scheduler {
  public:
   // Throws ConfigError when the training configuration does not resolve.
+  // With a GATEKEEPER, a run whose training succeeded is validated and, passing, published to
+  // the registry and promoted; without one it becomes the champion directly.
   Scheduler(SchedConfig config, std::string root, Catalog& catalog, Executor& executor, Clock& clock,
-            Evaluator* evaluator);
+            Evaluator* evaluator, Gatekeeper* gatekeeper = nullptr);
 
   // One pass. SCAN_INCOMING false skips listing incoming/ (the daemon scans on inotify events
   // and every ingest.rescan_s).
@@ -55,6 +72,7 @@ class Scheduler {
   void handleCancelRequests(TickReport& report);
 
   Ingester& ingester() { return ingester_; }
+  Registry& registry() { return registry_; }
   // Test hook, called with a step name between the steps of run handling.
   void setFaultHook(std::function<void(const std::string&)> hook);
 
@@ -64,6 +82,8 @@ class Scheduler {
 
  private:
   void followActiveRuns(TickReport& report);
+  void validateRun(RunRecord& run, TickReport& report);
+  nlohmann::json lineageOf(const RunRecord& run, const std::string& parentVersion);
   void evaluateTriggers(TickReport& report);
   void submitPending(TickReport& report);
   void submitAttempt(RunRecord& run, TickReport& report);
@@ -83,6 +103,8 @@ class Scheduler {
   Executor& exec_;
   Clock& clock_;
   Evaluator* evaluator_;
+  Gatekeeper* gatekeeper_;
+  Registry registry_;
   Ingester ingester_;
   std::vector<std::unique_ptr<Trigger>> triggers_;
   std::map<std::string, bool> lastFired_;

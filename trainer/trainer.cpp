@@ -59,6 +59,8 @@ torch::Tensor featureTensor(data::Batch& b, const data::DatasetSpec& spec) {
 struct EvalResult {
   double loss = 0, accuracy = 0;
   int64_t samples = 0;
+  int64_t nonFiniteOutputs = 0;  // rows whose logits hold a NaN or an infinity
+  std::vector<int64_t> classCorrect, classTotal;
 };
 
 // Each rank evaluates a contiguous block of the test set; sums are all-reduced, so every sample
@@ -75,7 +77,9 @@ EvalResult evaluate(torch::nn::Sequential& model, data::ShardedDataset& test, Co
   }
   model->eval();
   torch::NoGradGuard noGrad;
-  double sums[3] = {0, 0, 0};  // loss sum, correct, samples
+  // loss sum, correct, samples, rows with non-finite logits, then per class: correct, total.
+  const int64_t classes = test.spec().numClasses;
+  std::vector<double> sums(static_cast<size_t>(4 + 2 * classes), 0.0);
   data::BatchLoader loader(test, std::move(batches), prefetch);
   while (auto batch = loader.next()) {
     torch::Tensor x = featureTensor(*batch, test.spec());
@@ -84,14 +88,27 @@ EvalResult evaluate(torch::nn::Sequential& model, data::ShardedDataset& test, Co
     sums[0] += torch::nn::functional::cross_entropy(
                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                    .item<double>();
-    sums[1] += logits.argmax(1).eq(y).sum().item<double>();
+    torch::Tensor hit = logits.argmax(1).eq(y);
+    sums[1] += hit.sum().item<double>();
     sums[2] += static_cast<double>(batch->rows);
+    sums[3] += torch::logical_not(torch::isfinite(logits)).any(1).sum().item<double>();
+    torch::Tensor correct = torch::bincount(y.masked_select(hit), {}, classes).to(torch::kDouble).contiguous();
+    torch::Tensor total = torch::bincount(y, {}, classes).to(torch::kDouble).contiguous();
+    for (int64_t k = 0; k < classes; ++k) {
+      sums[static_cast<size_t>(4 + k)] += correct.data_ptr<double>()[k];
+      sums[static_cast<size_t>(4 + classes + k)] += total.data_ptr<double>()[k];
+    }
   }
-  comm.allReduceSum(sums, 3);
+  comm.allReduceSum(sums.data(), sums.size());
   EvalResult e;
   e.samples = static_cast<int64_t>(sums[2]);
   e.loss = sums[2] > 0 ? sums[0] / sums[2] : 0;
   e.accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0;
+  e.nonFiniteOutputs = static_cast<int64_t>(sums[3]);
+  for (int64_t k = 0; k < classes; ++k) {
+    e.classCorrect.push_back(static_cast<int64_t>(sums[static_cast<size_t>(4 + k)]));
+    e.classTotal.push_back(static_cast<int64_t>(sums[static_cast<size_t>(4 + classes + k)]));
+  }
   return e;
 }
 
@@ -152,7 +169,7 @@ void copyWeights(const checkpoint::TensorFile& file, const std::string& path, co
 }  // namespace
 
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
-                            Communicator& comm, int64_t batchSize, int64_t logits) {
+                            Communicator& comm, int64_t batchSize, int64_t logits, bool requireRecordedHash) {
   checkpoint::TensorFile file = checkpoint::readTensorFile(modelPath);
   auto configIt = file.attributes.find("config");
   if (configIt == file.attributes.end()) {
@@ -164,8 +181,13 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   copyWeights(file, modelPath, c.arch, *model);
   EvalSummary out;
   out.paramSha256 = paramSha256(*model);
+  out.arch = c.arch;
+  out.featureShape = ds.spec().featureShape;
+  out.numClasses = ds.spec().numClasses;
+  for (const auto& p : model->parameters()) out.nonFiniteWeights += torch::logical_not(torch::isfinite(p)).sum().item<int64_t>();
   auto recorded = file.attributes.find("param_sha256");
-  if (recorded != file.attributes.end() && recorded->second != out.paramSha256) {
+  if (recorded != file.attributes.end()) out.recordedParamSha256 = recorded->second;
+  if (requireRecordedHash && recorded != file.attributes.end() && recorded->second != out.paramSha256) {
     throw DataError(modelPath + ": weights do not match the recorded param_sha256 (" + recorded->second +
                     "); the file is corrupt or was modified");
   }
@@ -173,6 +195,9 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   out.accuracy = e.accuracy;
   out.loss = e.loss;
   out.samples = e.samples;
+  out.nonFiniteOutputs = e.nonFiniteOutputs;
+  out.classCorrect = e.classCorrect;
+  out.classTotal = e.classTotal;
   if (logits > 0) {
     const int64_t n = std::min(logits, ds.size());
     data::BatchLoader loader(ds, {[&] {

@@ -47,7 +47,14 @@ struct EvalSummary {
   double accuracy = 0;
   double loss = 0;
   int64_t samples = 0;
-  std::string paramSha256;
+  std::string paramSha256;          // computed from the loaded weights
+  std::string recordedParamSha256;  // as the file records it ("" when it records none)
+  std::string arch;
+  std::vector<int64_t> featureShape;  // of the data evaluated on, which the model accepted
+  int64_t numClasses = 0;
+  int64_t nonFiniteWeights = 0;   // NaN or infinite parameter values
+  int64_t nonFiniteOutputs = 0;   // rows whose logits hold a NaN or an infinity
+  std::vector<int64_t> classCorrect, classTotal;
   std::vector<std::vector<float>> logits;  // of the dataset's first rows, when asked for
 };
 
@@ -55,9 +62,12 @@ struct EvalSummary {
 // configuration), checks it against its recorded param_sha256, and evaluates it on the shard
 // directory DATA_DIR, sharded across the communicator's ranks. Throws DataError naming the file
 // and tensor when the weights do not fit the recorded architecture or the data.
-// With LOGITS > 0, also returns the logits of the dataset's first LOGITS rows.
+// With LOGITS > 0, also returns the logits of the dataset's first LOGITS rows. With
+// REQUIRE_RECORDED_HASH false, weights that differ from their recorded param_sha256 are
+// evaluated anyway (the validation gate reports the mismatch as a failed check).
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
-                            Communicator& comm, int64_t batchSize, int64_t logits = 0);
+                            Communicator& comm, int64_t batchSize, int64_t logits = 0,
+                            bool requireRecordedHash = true);
 
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.

@@ -152,12 +152,47 @@ class SubprocessEvaluator : public Evaluator {
   std::string root_;
 };
 
+// Runs the validation gate as `perennial validate` in a child process.
+class SubprocessGatekeeper : public Gatekeeper {
+ public:
+  explicit SubprocessGatekeeper(std::string config) : config_(std::move(config)) {}
+  GateOutcome validate(const std::string& candidate, const std::string& champion,
+                       const std::vector<std::string>& holdout, const std::string& verdictPath) override {
+    std::vector<std::string> argv{selfExecutable(), "validate", "--candidate", candidate, "--config", config_,
+                                  "--out", verdictPath};
+    if (!champion.empty()) argv.insert(argv.end(), {"--champion", champion});
+    for (const auto& h : holdout) argv.insert(argv.end(), {"--holdout", h});
+    const std::string log = stdfs::path(verdictPath).parent_path().string() + "/validate.log";
+    std::error_code ec;
+    stdfs::remove(verdictPath, ec);
+    GateOutcome g;
+    g.exitCode = runProcess(argv, log, 3600);
+    if (stdfs::exists(verdictPath)) {
+      std::ifstream in(verdictPath);
+      g.verdict = json::parse(in, nullptr, false);
+    }
+    if (g.exitCode != 0 && g.exitCode != 1) {
+      std::ifstream in(log);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      std::string text = ss.str();
+      g.error = "perennial validate exited " + std::to_string(g.exitCode) + ": " +
+                (text.size() > 400 ? text.substr(text.size() - 400) : text);
+    }
+    return g;
+  }
+
+ private:
+  std::string config_;
+};
+
 struct Daemon {
   SchedConfig config;
   std::unique_ptr<Catalog> catalog;
   std::unique_ptr<LocalExecutor> executor;
   SystemClock clock;
   std::unique_ptr<SubprocessEvaluator> evaluator;
+  std::unique_ptr<SubprocessGatekeeper> gatekeeper;
   std::unique_ptr<Scheduler> scheduler;
 };
 
@@ -174,8 +209,9 @@ std::unique_ptr<Daemon> openScheduler(const Common& c) {
   lo.cancelGraceS = d->config.cancelGraceS;
   d->executor = std::make_unique<LocalExecutor>(lo);
   d->evaluator = std::make_unique<SubprocessEvaluator>(stdfs::absolute(c.root).string());
+  d->gatekeeper = std::make_unique<SubprocessGatekeeper>(stdfs::absolute(c.config).string());
   d->scheduler = std::make_unique<Scheduler>(d->config, stdfs::absolute(c.root).string(), *d->catalog, *d->executor,
-                                             d->clock, d->evaluator.get());
+                                             d->clock, d->evaluator.get(), d->gatekeeper.get());
   // Test hook for the kill tests: PERENNIAL_SCHED_KILL_AT=STEP[:N] SIGKILLs this process at the
   // Nth time (default 1st) it reaches STEP (see the fault() calls in scheduler/).
   if (const char* at = std::getenv("PERENNIAL_SCHED_KILL_AT")) {

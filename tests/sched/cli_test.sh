@@ -2,7 +2,8 @@
 # The scheduler end to end with real processes: the daemon (`perennial sched run`) ingests
 # shards as they arrive, quarantines bad ones (one per rule) while it keeps running, starts a
 # 2-rank training run through the local executor when enough new data arrived, records its
-# result and checkpoint, and cancels a run on request.
+# result and checkpoint, passes it through the validation gate into the registry (running the
+# on_promote hook), and cancels a run on request.
 # usage: cli_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -48,6 +49,11 @@ mpirun_args = --oversubscribe
 cancel_grace_s = 20
 [sched]
 tick_s = 0.3
+[gate]
+min_accuracy = 0.5
+[registry]
+model = fashion
+on_promote = /usr/bin/env
 CFG
 root=$t/root
 "$bin" sched run --root "$root" --config "$t/sched.cfg" >"$t/daemon.log" 2>&1 &
@@ -86,7 +92,7 @@ echo partial >"$root/incoming/shard-99.h5.tmp"
 arrive "$t/fm/train/shard-00001.h5" shard-00001.h5
 arrive "$t/fm/train/shard-00002.h5" shard-00002.h5
 
-wait_for 120 "len(R) == 1 and R[0]['state'] == 'succeeded'"
+wait_for 120 "len(R) == 1 and R[0]['state'] == 'promoted'"
 run=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
 kill -0 "$daemon" || fail "the daemon stopped"
 
@@ -125,6 +131,28 @@ assert any(f.endswith(".json") for f in os.listdir(os.path.join(d, "train/checkp
 PY
 "$bin" ckpt verify "$(ls "$root/runs/$run/train/checkpoints/"*.h5 | tail -1)" >/dev/null || fail "checkpoint verifies"
 "$bin" sched status --root "$root" | grep -q "champion:   $run" || fail "status names the champion"
+# The gate's verdict, the registry version and its lineage, the hook's environment.
+$py - "$root/runs/$run/verdict.json" <<'PY' || fail "verdict"
+import json, sys
+v = json.load(open(sys.argv[1]))
+assert v["decision"] == "pass" and v["champion"] is None, v
+assert [c["name"] for c in v["checks"]] == ["integrity", "sanity", "threshold.accuracy"], v["checks"]
+PY
+"$bin" registry list --root "$root" | grep -q "fashion  v1 .*\[champion\]" || fail "registry list shows v1 as champion"
+"$bin" registry verify --root "$root" fashion:v1 >/dev/null || fail "registry verify"
+"$bin" registry show --root "$root" fashion >"$t/show.json"
+$py - "$t/show.json" "$run" <<'PY' || fail "lineage"
+import json, sys
+v = json.load(open(sys.argv[1]))
+l = v["lineage"]
+assert v["version"] == "v1" and v["aliases"] == ["champion"], v
+assert l["run_id"] == sys.argv[2] and len(l["shards"]) == 3 and l["world_size"] == 2 and l["parent_version"] is None, l
+for k in ("data_snapshot", "config_sha256", "code_version", "checkpoint_sha256", "param_sha256", "config"):
+    assert l[k], k
+PY
+grep -q "PERENNIAL_VERSION=v1" "$root/runs/$run/on_promote.log" || fail "on_promote got the version in its environment"
+grep -q "PERENNIAL_WEIGHTS=$root/registry/fashion/versions/v1/model.h5" "$root/runs/$run/on_promote.log" ||
+  fail "on_promote got the weights' path"
 "$bin" sched events --root "$root" --kind trigger --json | grep -q '"new_rows": 3000' || fail "the firing is an event"
 
 # Cancel: an on-demand run is started, then cancelled while it trains.
@@ -143,4 +171,4 @@ kill -TERM "$daemon"
 wait "$daemon" || fail "the daemon's exit status on SIGTERM"
 daemon=
 grep -q "scheduler stopped" "$t/daemon.log" || fail "the daemon says it stopped"
-echo "PASS: scheduler end to end ($run succeeded, $nbad bad shards quarantined, $run2 cancelled)"
+echo "PASS: scheduler end to end ($run trained, validated and promoted, $nbad bad shards quarantined, $run2 cancelled)"

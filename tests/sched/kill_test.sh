@@ -2,8 +2,8 @@
 # SIGKILL the scheduler at each step of ingest and run handling (PERENNIAL_SCHED_KILL_AT), restart
 # it, let it settle, and check the invariants: every valid shard ingested exactly once, the bad
 # one quarantined exactly once, incoming/ empty, exactly one run, started exactly once (one
-# attempt, one training in its log), succeeded, with the same param_sha256 as an
-# uninterrupted run's.
+# attempt, one training in its log), validated and promoted once (one registry version, the
+# champion), with the same param_sha256 as an uninterrupted run's.
 # usage: kill_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
 bin=$1
@@ -72,7 +72,7 @@ trial() {
   for _ in $(seq 600); do
     "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$root.log" 2>&1 || fail "$1: tick after restart failed"
     state=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; r=json.load(sys.stdin); print(r[0]['state'] if r else 'none')")
-    case $state in succeeded|failed|cancelled) break ;; esac
+    case $state in promoted|rejected|failed|cancelled) break ;; esac
     sleep 0.1
   done
   $py - "$root" "$1" "${want_attempts:-1}" <<'PY' || { cat "$root.log" >&2; fail "$1: invariants after a kill at ${at:-nowhere}"; }
@@ -90,7 +90,11 @@ assert len(files) == 2 and files[1].endswith(".reason.json"), files
 runs = db.execute("SELECT id, state, attempt FROM runs").fetchall()
 assert len(runs) == 1, runs
 rid, state, attempt = runs[0]
-assert state == "succeeded" and attempt == want, runs
+assert state == "promoted" and attempt == want, runs
+vroot = os.path.join(root, "registry", "fashion-mnist", "versions")
+assert sorted(os.listdir(vroot)) == ["v1"], os.listdir(vroot)
+assert json.load(open(os.path.join(root, "registry", "fashion-mnist", "aliases.json"))) == {"champion": "v1"}
+assert json.load(open(os.path.join(vroot, "v1", "lineage.json")))["run_id"] == runs[0][0]
 rdir = os.path.join(root, "runs", rid)
 attempts = sorted(d for d in os.listdir(rdir) if d.startswith("attempt-"))
 assert attempts == ["attempt-%d" % (k + 1) for k in range(want)], attempts
@@ -108,11 +112,12 @@ PY
 }
 
 reference=$(trial reference)
-points="validated linked recorded quarantine-recorded quarantine-moved run-created materialized submitted-recorded spawned attempt-ended attempt-recorded"
+points="validated linked recorded quarantine-recorded quarantine-moved run-created materialized submitted-recorded spawned attempt-ended attempt-recorded validated-run publish-files-written publish-renamed published promoted"
 n=0
 for p in $points; do
   got=$(trial "kill-$p" "$p")
   [ "$got" = "$reference" ] || fail "kill at $p: param_sha256 $got differs from the uninterrupted run's $reference"
+  "$bin" registry verify --root "$t/kill-$p" fashion-mnist:v1 >/dev/null || fail "kill at $p: the registry version does not verify"
   n=$((n + 1))
 done
 # The scheduler and the run's processes die together; the restart finds the attempt lost.

@@ -62,6 +62,12 @@ int evalCommand(const std::vector<std::string>& args) {
   if (comm->rank() == 0) {
     nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
                         {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()}};
+    std::vector<double> perClass;
+    for (size_t k = 0; k < s.classTotal.size(); ++k) {
+      perClass.push_back(s.classTotal[k] > 0 ? static_cast<double>(s.classCorrect[k]) / static_cast<double>(s.classTotal[k]) : 0.0);
+    }
+    j["class_accuracy"] = perClass;
+    j["class_samples"] = s.classTotal;
     if (logitsRows > 0) j["logits"] = s.logits;
     std::cout << j.dump(2) << "\n";
     if (!out.empty()) fs::writeFileAtomic(out, j.dump(2) + "\n");

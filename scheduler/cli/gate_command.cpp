@@ -1,0 +1,291 @@
+// `perennial validate` (the validation gate) and `perennial registry` (the model registry).
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/checkpoint_store.h"
+#include "checkpoint/document.h"
+#include "common/error.h"
+#include "common/fs_util.h"
+#include "common/log.h"
+#include "scheduler/cli/sched_command.h"
+#include "scheduler/gate.h"
+#include "scheduler/registry.h"
+#include "trainer/comm/communicator.h"
+#include "trainer/config/train_config.h"
+#include "trainer/trainer.h"
+
+namespace perennial::cli {
+namespace {
+namespace po = boost::program_options;
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+using namespace perennial::sched;
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One directory holding every holdout shard: the directories' shards and single shard files,
+// linked in the order given (file names keep that order).
+std::string holdoutDir(const std::vector<std::string>& parts, const std::string& scratch) {
+  if (parts.size() == 1 && stdfs::is_directory(parts[0])) return parts[0];
+  std::error_code ec;
+  stdfs::remove_all(scratch, ec);
+  stdfs::create_directories(scratch);
+  int k = 0;
+  char name[32];
+  for (const auto& p : parts) {
+    std::vector<std::string> files;
+    if (stdfs::is_directory(p)) {
+      files = fs::listFiles(p, ".h5");
+    } else if (stdfs::is_regular_file(p)) {
+      files.push_back(p);
+    } else {
+      throw ConfigError("--holdout: " + p + ": no such file or directory");
+    }
+    for (const auto& f : files) {
+      std::snprintf(name, sizeof name, "%06d.h5", k++);
+      stdfs::create_symlink(stdfs::absolute(f), scratch + "/" + name);
+    }
+  }
+  return scratch;
+}
+
+ModelEval evaluateModel(const std::string& path, const std::string& holdout, Communicator& comm, bool candidate) {
+  ModelEval m;
+  m.path = path;
+  if (!stdfs::is_regular_file(path)) throw ConfigError((candidate ? "--candidate: " : "--champion: ") + path + ": no such file");
+  // The file's own integrity: a checkpoint against its manifest, a weights file against its
+  // per-tensor digests.
+  try {
+    if (stdfs::path(path).filename().string().rfind("ckpt-", 0) == 0) {
+      checkpoint::verifyCheckpoint(path);
+    } else {
+      checkpoint::readDocument(path);
+    }
+  } catch (const Error& e) {
+    if (!candidate) throw DataError(std::string("--champion: ") + e.what());
+    m.fileError = e.what();
+    m.evalError = "the file does not verify";
+    return m;
+  }
+  const std::string result = (stdfs::path(path).parent_path() / "result.json").string();
+  if (stdfs::exists(result)) {
+    try {
+      m.trainerParamSha256 = json::parse(readText(result)).value("param_sha256", "");
+    } catch (const json::exception&) {
+    }
+  }
+  try {
+    EvalSummary s = evaluateWeights(path, holdout, comm, 1000, 0, /*requireRecordedHash=*/false);
+    m.accuracy = s.accuracy;
+    m.loss = s.loss;
+    m.samples = s.samples;
+    m.classCorrect = s.classCorrect;
+    m.classTotal = s.classTotal;
+    m.nonFiniteWeights = s.nonFiniteWeights;
+    m.nonFiniteOutputs = s.nonFiniteOutputs;
+    m.paramSha256 = s.paramSha256;
+    m.recordedParamSha256 = s.recordedParamSha256;
+    m.featureShape = s.featureShape;
+    m.numClasses = s.numClasses;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    if (!candidate) throw DataError(std::string("--champion: ") + e.what());
+    m.evalError = e.what();
+  }
+  return m;
+}
+
+std::string registryDir(const std::string& registry, const std::string& root) {
+  if (!registry.empty()) return registry;
+  if (!root.empty()) return root + "/registry";
+  throw ConfigError("--registry DIR or --root DIR: required");
+}
+
+// NAME[:VERSION] -> (name, version or alias); the version defaults to DEFAULT_VERSION.
+std::pair<std::string, std::string> splitRef(const std::string& ref, const std::string& defaultVersion) {
+  const auto colon = ref.find(':');
+  if (colon == std::string::npos) return {ref, defaultVersion};
+  return {ref.substr(0, colon), ref.substr(colon + 1)};
+}
+
+}  // namespace
+
+int validateCommand(const std::vector<std::string>& args) {
+  po::options_description desc("perennial validate options");
+  std::string candidate, champion, config, out, registry, root;
+  std::vector<std::string> holdout;
+  bool asJson = false;
+  desc.add_options()("help,h", "print this help")
+      ("candidate", po::value<std::string>(&candidate), "the model to judge: RUN/model.h5 or a checkpoint")
+      ("champion", po::value<std::string>(&champion), "the model it would replace: a file, or NAME:VERSION|NAME:champion in the registry")
+      ("holdout", po::value<std::vector<std::string>>(&holdout), "shard directory or shard file to evaluate both on (repeatable)")
+      ("config", po::value<std::string>(&config), "file with a [gate] section (the scheduler's configuration will do)")
+      ("registry", po::value<std::string>(&registry), "registry directory (for --champion NAME:VERSION)")
+      ("root", po::value<std::string>(&root), "scheduler root (its registry/)")
+      ("out", po::value<std::string>(&out), "where to write the verdict (default: verdict.json beside the candidate)")
+      ("json", po::bool_switch(&asJson), "print the verdict as JSON");
+  po::variables_map vm;
+  storeCommandLine(args, desc, vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << "usage: perennial validate --candidate FILE [--champion FILE|NAME:VERSION] --holdout DIR [--config FILE]\n\n"
+              << desc << "\n" << gateConfigHelp()
+              << "\nExit status: 0 the candidate passes, 1 it is rejected, 2 bad input.\n";
+    return 0;
+  }
+  if (candidate.empty()) throw ConfigError("--candidate: required (the model to judge)");
+  if (holdout.empty()) throw ConfigError("--holdout: required (shards to evaluate on)");
+  const GateConfig gate = loadGateConfig(config);
+  if (!champion.empty() && !stdfs::exists(champion)) {
+    auto [name, version] = splitRef(champion, "champion");
+    Registry reg(registryDir(registry, root));
+    champion = reg.show(name, version).dir + "/model.h5";
+  }
+  if (out.empty()) out = (stdfs::path(candidate).parent_path() / "verdict.json").string();
+  auto comm = makeCommunicator(CommOptions{});
+  const std::string data = holdoutDir(holdout, (stdfs::path(out).parent_path() / ".holdout").string());
+  ModelEval cand = evaluateModel(candidate, data, *comm, true);
+  std::optional<ModelEval> champ;
+  if (!champion.empty()) champ = evaluateModel(champion, data, *comm, false);
+  if (data != holdout[0]) {
+    std::error_code ec;
+    stdfs::remove_all(data, ec);
+  }
+  auto checks = makeChecks(gate, {}, 0);
+  Verdict v = judge(checks, cand, champ ? &*champ : nullptr);
+  json j = v.toJson(cand, champ ? &*champ : nullptr);
+  j["holdout"] = holdout;
+  j["config"] = config;
+  if (comm->rank() == 0) {
+    fs::writeFileAtomic(out, j.dump(2) + "\n");
+    if (asJson) {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      for (const auto& c : v.checks) std::cout << (c.passed ? "pass  " : "FAIL  ") << c.name << ": " << c.detail << "\n";
+      std::cout << (v.passed ? "verdict: pass" : "verdict: reject") << " (" << out << ")\n";
+    }
+  }
+  return v.passed ? 0 : 1;
+}
+
+int registryCommand(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: perennial registry <command> (--registry DIR | --root ROOT) ...\n\n"
+      "  list                       [--json]  models, versions, aliases\n"
+      "  show NAME[:VERSION|ALIAS]  [--json]  one version (default: the champion)\n"
+      "  promote NAME VERSION       [--reason TEXT]\n"
+      "  rollback NAME              [--reason TEXT]  the previous champion becomes champion again\n"
+      "  verify NAME[:VERSION]      the version's files against files.json\n"
+      "  export NAME[:VERSION] --out DIR\n";
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << usage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string sub = args[0];
+  po::options_description desc;
+  std::string registry, root, reason, out;
+  bool asJson = false;
+  std::vector<std::string> pos;
+  desc.add_options()("registry", po::value<std::string>(&registry))("root", po::value<std::string>(&root))(
+      "reason", po::value<std::string>(&reason)->default_value("by hand"))("out", po::value<std::string>(&out))(
+      "json", po::bool_switch(&asJson))("positional", po::value<std::vector<std::string>>(&pos));
+  po::positional_options_description p;
+  p.add("positional", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(std::vector<std::string>(args.begin() + 1, args.end()))
+                  .options(desc).positional(p)
+                  .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing).run(),
+              vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
+  Registry reg(registryDir(registry, root));
+  auto need = [&](size_t n, const char* what) {
+    if (pos.size() != n) throw ConfigError(std::string("usage: perennial registry ") + sub + " " + what);
+  };
+  if (sub == "list") {
+    need(0, "");
+    json j = json::array();
+    for (const auto& m : reg.models()) {
+      json versions = json::array();
+      for (const auto& v : reg.versions(m)) {
+        VersionInfo info = reg.show(m, v);
+        versions.push_back({{"version", v}, {"aliases", info.aliases}, {"metrics", info.metrics},
+                            {"run_id", info.lineage.value("run_id", "")}});
+      }
+      j.push_back({{"model", m}, {"aliases", reg.aliases(m)}, {"versions", versions}});
+    }
+    if (asJson) {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      for (const auto& m : j) {
+        for (const auto& v : m["versions"]) {
+          std::string aliases;
+          for (const auto& a : v["aliases"]) aliases += (aliases.empty() ? "" : ",") + a.get<std::string>();
+          std::cout << m["model"].get<std::string>() << "  " << v["version"].get<std::string>() << "  accuracy "
+                    << v["metrics"].value("accuracy", 0.0) << "  run " << v["run_id"].get<std::string>()
+                    << (aliases.empty() ? "" : "  [" + aliases + "]") << "\n";
+        }
+      }
+    }
+    return 0;
+  }
+  if (sub == "show") {
+    need(1, "NAME[:VERSION]");
+    auto [name, version] = splitRef(pos[0], "champion");
+    VersionInfo v = reg.show(name, version);
+    json j{{"model", v.name}, {"version", v.version}, {"dir", v.dir}, {"aliases", v.aliases}, {"spec", v.spec},
+           {"lineage", v.lineage}, {"metrics", v.metrics}, {"verdict", v.verdict}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  if (sub == "promote") {
+    need(2, "NAME VERSION");
+    Registry::checkName("model name", pos[0]);
+    auto old = reg.promote(pos[0], reg.resolve(pos[0], pos[1]), reason);
+    std::cout << pos[0] << ": champion " << (old ? *old : std::string("(none)")) << " -> " << pos[1] << "\n";
+    return 0;
+  }
+  if (sub == "rollback") {
+    need(1, "NAME");
+    const std::string from = reg.alias(pos[0], "champion").value_or("(none)");
+    const std::string to = reg.rollback(pos[0], reason);
+    std::cout << pos[0] << ": champion " << from << " -> " << to << "\n";
+    return 0;
+  }
+  if (sub == "verify") {
+    need(1, "NAME[:VERSION]");
+    auto [name, version] = splitRef(pos[0], "champion");
+    auto problems = reg.verify(name, version);
+    for (const auto& pr : problems) std::cerr << pr << "\n";
+    if (!problems.empty()) throw DataError(name + ":" + version + ": " + std::to_string(problems.size()) + " problem(s)");
+    std::cout << name << ":" << reg.resolve(name, version) << ": ok\n";
+    return 0;
+  }
+  if (sub == "export") {
+    need(1, "NAME[:VERSION] --out DIR");
+    if (out.empty()) throw ConfigError("--out: required");
+    auto [name, version] = splitRef(pos[0], "champion");
+    reg.exportTo(name, version, out);
+    std::cout << "exported " << name << ":" << reg.resolve(name, version) << " to " << out << "\n";
+    return 0;
+  }
+  std::cerr << "perennial registry: unknown command '" << sub << "'\n" << usage;
+  return 2;
+}
+
+}  // namespace perennial::cli

@@ -1,0 +1,258 @@
+#include "scheduler/gate.h"
+
+#include <boost/program_options.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace perennial::sched {
+namespace {
+namespace po = boost::program_options;
+using nlohmann::json;
+
+po::options_description gateOptions() {
+  po::options_description d("Validation gate keys ([gate] section)");
+  d.add_options()
+      ("gate.min_accuracy", po::value<double>()->default_value(0), "the candidate's accuracy must be at least this (0: off)")
+      ("gate.max_loss", po::value<double>()->default_value(0), "the candidate's loss must be at most this (0: off)")
+      ("gate.max_accuracy_drop", po::value<double>()->default_value(0.005), "accuracy may drop at most this much below the champion's (absolute, 0.005 = half a point; -1: off)")
+      ("gate.max_accuracy_drop_rel", po::value<double>()->default_value(-1), "accuracy may drop at most this fraction of the champion's (-1: off)")
+      ("gate.max_loss_increase", po::value<double>()->default_value(-1), "loss may rise at most this much above the champion's (-1: off)")
+      ("gate.max_loss_increase_rel", po::value<double>()->default_value(-1), "loss may rise at most this fraction of the champion's (-1: off)")
+      ("gate.max_class_drop", po::value<double>()->default_value(0.05), "no class's accuracy may drop more than this below the champion's (-1: off)")
+      ("gate.min_class_samples", po::value<int64_t>()->default_value(20), "classes with fewer holdout samples are not judged by max_class_drop")
+      ("gate.min_improvement", po::value<double>()->default_value(0), "accuracy must beat the champion's by at least this to replace it (0: off)")
+      ("gate.newest_shards", po::value<int64_t>()->default_value(0), "the scheduler adds this many of the newest labelled shards to the holdout");
+  return d;
+}
+
+std::string fmt(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+double metricOf(const ModelEval& m, const std::string& metric) {
+  if (metric == "accuracy") return m.accuracy;
+  if (metric == "loss") return m.loss;
+  throw InternalError("unknown metric " + metric);
+}
+
+}  // namespace
+
+GateConfig loadGateConfig(const std::string& file) {
+  GateConfig g;
+  g.source = file;
+  if (file.empty()) return g;
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file + ": cannot open the gate configuration");
+  po::options_description desc = gateOptions();
+  po::variables_map vm;
+  try {
+    auto parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
+    for (const auto& o : parsed.options) {
+      if (o.unregistered && o.string_key.rfind("gate.", 0) == 0) {
+        throw ConfigError(file + ": " + o.string_key + ": unknown gate key (perennial validate --help lists them)");
+      }
+    }
+    po::store(parsed, vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(file + ": " + e.what());
+  }
+  auto d = [&](const char* k) { return vm[k].as<double>(); };
+  auto in01 = [&](const char* k, double v, bool allowOff) {
+    if (allowOff && v == -1) return v;
+    if (!(v >= 0 && v <= 1)) throw ConfigError(file + ": " + k + ": must be in [0, 1]" + (allowOff ? " or -1 (off)" : "") + " (got " + fmt(v) + ")");
+    return v;
+  };
+  g.minAccuracy = in01("gate.min_accuracy", d("gate.min_accuracy"), false);
+  g.maxLoss = d("gate.max_loss");
+  if (!(g.maxLoss >= 0)) throw ConfigError(file + ": gate.max_loss: must be >= 0 (0: off)");
+  g.maxAccuracyDrop = in01("gate.max_accuracy_drop", d("gate.max_accuracy_drop"), true);
+  g.maxAccuracyDropRel = in01("gate.max_accuracy_drop_rel", d("gate.max_accuracy_drop_rel"), true);
+  g.maxLossIncrease = d("gate.max_loss_increase");
+  g.maxLossIncreaseRel = d("gate.max_loss_increase_rel");
+  for (const char* k : {"gate.max_loss_increase", "gate.max_loss_increase_rel"}) {
+    const double v = d(k);
+    if (!(v >= 0 || v == -1)) throw ConfigError(file + ": " + k + ": must be >= 0 or -1 (off) (got " + fmt(v) + ")");
+  }
+  g.maxClassDrop = in01("gate.max_class_drop", d("gate.max_class_drop"), true);
+  g.minClassSamples = vm["gate.min_class_samples"].as<int64_t>();
+  if (g.minClassSamples < 1) throw ConfigError(file + ": gate.min_class_samples: must be at least 1");
+  g.minImprovement = in01("gate.min_improvement", d("gate.min_improvement"), false);
+  g.newestShards = vm["gate.newest_shards"].as<int64_t>();
+  if (g.newestShards < 0) throw ConfigError(file + ": gate.newest_shards: must be >= 0");
+  return g;
+}
+
+std::string gateConfigHelp() {
+  std::ostringstream os;
+  os << gateOptions();
+  return os.str();
+}
+
+std::optional<CheckResult> IntegrityCheck::run(const ModelEval& c, const ModelEval*) const {
+  CheckResult r{name(), true, c.paramSha256, c.recordedParamSha256, ""};
+  if (!c.fileError.empty()) {
+    r.passed = false;
+    r.detail = c.fileError;
+  } else if (c.recordedParamSha256.empty()) {
+    r.passed = false;
+    r.detail = c.path + ": records no param_sha256";
+  } else if (c.paramSha256 != c.recordedParamSha256) {
+    r.passed = false;
+    r.detail = c.path + ": the weights' param_sha256 " + c.paramSha256 + " differs from the recorded " +
+               c.recordedParamSha256 + " (altered after training?)";
+  } else if (!c.trainerParamSha256.empty() && c.trainerParamSha256 != c.paramSha256) {
+    r.passed = false;
+    r.threshold = c.trainerParamSha256;
+    r.detail = c.path + ": the weights differ from what the trainer recorded in result.json (" + c.trainerParamSha256 + ")";
+  } else {
+    r.detail = "verified";
+  }
+  return r;
+}
+
+std::optional<CheckResult> SanityCheck::run(const ModelEval& c, const ModelEval*) const {
+  CheckResult r{name(), true, json::object(), json::object(), ""};
+  r.value = {{"non_finite_weights", c.nonFiniteWeights}, {"non_finite_outputs", c.nonFiniteOutputs},
+             {"feature_shape", c.featureShape}, {"classes", c.numClasses}};
+  r.threshold = {{"non_finite_weights", 0}, {"non_finite_outputs", 0}, {"feature_shape", shape_}, {"classes", classes_}};
+  if (!c.evalError.empty()) {
+    r.passed = false;
+    r.detail = "cannot be evaluated on the holdout: " + c.evalError;
+  } else if (c.nonFiniteWeights > 0) {
+    r.passed = false;
+    r.detail = std::to_string(c.nonFiniteWeights) + " weight value(s) are NaN or infinite";
+  } else if (c.nonFiniteOutputs > 0) {
+    r.passed = false;
+    r.detail = std::to_string(c.nonFiniteOutputs) + " holdout row(s) give NaN or infinite outputs";
+  } else if (!shape_.empty() && (c.featureShape != shape_ || c.numClasses != classes_)) {
+    r.passed = false;
+    r.detail = "the holdout's feature shape or class count differs from the dataset spec";
+  } else {
+    r.detail = "weights and outputs finite; input and output fit the dataset spec";
+  }
+  return r;
+}
+
+std::optional<CheckResult> ThresholdCheck::run(const ModelEval& c, const ModelEval*) const {
+  const double v = metricOf(c, metric_);
+  CheckResult r{name(), higher_ ? v >= bound_ : v <= bound_, v, bound_, ""};
+  if (!std::isfinite(v)) r.passed = false;
+  r.detail = metric_ + " " + fmt(v) + (r.passed ? (higher_ ? " >= " : " <= ") : (higher_ ? " < " : " > ")) + fmt(bound_);
+  return r;
+}
+
+std::optional<CheckResult> ChangeCheck::run(const ModelEval& c, const ModelEval* champion) const {
+  if (!champion) return std::nullopt;
+  const double cand = metricOf(c, metric_), champ = metricOf(*champion, metric_);
+  // How much worse the candidate is, in the metric's direction (negative: better).
+  double worse = higher_ ? champ - cand : cand - champ;
+  if (relative_) worse = champ != 0 ? worse / std::fabs(champ) : (worse > 0 ? INFINITY : 0);
+  CheckResult r{name(), std::isfinite(cand) && worse <= maxWorse_, worse, maxWorse_, ""};
+  r.detail = metric_ + " " + fmt(cand) + " vs champion " + fmt(champ) + ": " + (relative_ ? "relative " : "") +
+             (higher_ ? "drop " : "increase ") + fmt(worse) + (r.passed ? " <= " : " > ") + fmt(maxWorse_);
+  return r;
+}
+
+std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* champion) const {
+  if (!champion) return std::nullopt;
+  CheckResult r{name(), true, json::object(), margin_, ""};
+  double worst = -INFINITY;
+  int64_t worstClass = -1;
+  json drops = json::object();
+  const size_t n = std::min(c.classTotal.size(), champion->classTotal.size());
+  for (size_t k = 0; k < n; ++k) {
+    if (c.classTotal[k] < minSamples_) continue;
+    const double drop = champion->classAccuracy(k) - c.classAccuracy(k);
+    drops[std::to_string(k)] = drop;
+    if (drop > worst) {
+      worst = drop;
+      worstClass = static_cast<int64_t>(k);
+    }
+  }
+  r.value = {{"worst_class", worstClass}, {"worst_drop", worstClass >= 0 ? json(worst) : json(nullptr)}, {"drops", drops}};
+  if (worstClass >= 0 && worst > margin_) {
+    r.passed = false;
+    r.detail = "class " + std::to_string(worstClass) + " accuracy " + fmt(c.classAccuracy(static_cast<size_t>(worstClass))) +
+               " vs champion " + fmt(champion->classAccuracy(static_cast<size_t>(worstClass))) + ": drop " + fmt(worst) +
+               " > " + fmt(margin_);
+  } else {
+    r.detail = worstClass >= 0 ? "largest class drop " + fmt(worst) + " (class " + std::to_string(worstClass) + ") <= " + fmt(margin_)
+                               : "no class has enough holdout samples to judge";
+  }
+  return r;
+}
+
+std::optional<CheckResult> ImprovementCheck::run(const ModelEval& c, const ModelEval* champion) const {
+  if (!champion) return std::nullopt;
+  const double gain = c.accuracy - champion->accuracy;
+  CheckResult r{name(), gain >= minGain_, gain, minGain_, ""};
+  r.detail = "accuracy gain " + fmt(gain) + (r.passed ? " >= " : " < ") + fmt(minGain_);
+  return r;
+}
+
+std::vector<std::unique_ptr<Check>> makeChecks(const GateConfig& g, const std::vector<int64_t>& featureShape,
+                                               int64_t numClasses) {
+  std::vector<std::unique_ptr<Check>> out;
+  out.push_back(std::make_unique<IntegrityCheck>());
+  out.push_back(std::make_unique<SanityCheck>(featureShape, numClasses));
+  if (g.minAccuracy > 0) out.push_back(std::make_unique<ThresholdCheck>("accuracy", g.minAccuracy, true));
+  if (g.maxLoss > 0) out.push_back(std::make_unique<ThresholdCheck>("loss", g.maxLoss, false));
+  if (g.maxAccuracyDrop >= 0) out.push_back(std::make_unique<ChangeCheck>("accuracy", g.maxAccuracyDrop, false, true));
+  if (g.maxAccuracyDropRel >= 0) out.push_back(std::make_unique<ChangeCheck>("accuracy", g.maxAccuracyDropRel, true, true));
+  if (g.maxLossIncrease >= 0) out.push_back(std::make_unique<ChangeCheck>("loss", g.maxLossIncrease, false, false));
+  if (g.maxLossIncreaseRel >= 0) out.push_back(std::make_unique<ChangeCheck>("loss", g.maxLossIncreaseRel, true, false));
+  if (g.maxClassDrop >= 0) out.push_back(std::make_unique<SliceCheck>(g.maxClassDrop, g.minClassSamples));
+  if (g.minImprovement > 0) out.push_back(std::make_unique<ImprovementCheck>(g.minImprovement));
+  return out;
+}
+
+std::vector<std::string> Verdict::failed() const {
+  std::vector<std::string> out;
+  for (const auto& c : checks) {
+    if (!c.passed) out.push_back(c.name);
+  }
+  return out;
+}
+
+Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion) {
+  Verdict v;
+  const bool evaluated = candidate.evalError.empty();
+  for (const auto& check : checks) {
+    // Metric checks need an evaluation; integrity and sanity report why there is none.
+    if (!evaluated && check->name() != "integrity" && check->name() != "sanity") continue;
+    if (auto r = check->run(candidate, champion)) {
+      v.passed = v.passed && r->passed;
+      v.checks.push_back(std::move(*r));
+    }
+  }
+  return v;
+}
+
+nlohmann::json Verdict::toJson(const ModelEval& candidate, const ModelEval* champion) const {
+  auto modelJson = [](const ModelEval& m) {
+    std::vector<double> perClass;
+    for (size_t k = 0; k < m.classTotal.size(); ++k) perClass.push_back(m.classAccuracy(k));
+    return json{{"path", m.path}, {"accuracy", m.accuracy}, {"loss", m.loss}, {"samples", m.samples},
+                {"class_accuracy", perClass}, {"param_sha256", m.paramSha256}};
+  };
+  json checksJson = json::array();
+  for (const auto& c : checks) {
+    checksJson.push_back({{"name", c.name}, {"passed", c.passed}, {"value", c.value}, {"threshold", c.threshold},
+                          {"detail", c.detail}});
+  }
+  return {{"decision", passed ? "pass" : "reject"},
+          {"failed", failed()},
+          {"checks", checksJson},
+          {"candidate", modelJson(candidate)},
+          {"champion", champion ? modelJson(*champion) : json(nullptr)}};
+}
+
+}  // namespace perennial::sched

@@ -1,0 +1,153 @@
+#pragma once
+// The validation gate: named checks that a candidate model must pass before it may replace the
+// champion. Each check produces a result with its value, threshold and outcome; the verdict
+// holds them all and the decision. The checks only compare measurements (ModelEval), so they
+// are tested without a model; `perennial validate` measures (gate_command.cpp).
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace perennial::sched {
+
+// What the gate knows about one model after evaluating it on the holdout.
+struct ModelEval {
+  std::string path;
+  double accuracy = 0;
+  double loss = 0;
+  int64_t samples = 0;
+  std::vector<int64_t> classCorrect, classTotal;
+  int64_t nonFiniteWeights = 0;
+  int64_t nonFiniteOutputs = 0;
+  std::string paramSha256;           // computed
+  std::string recordedParamSha256;   // in the weights file
+  std::string trainerParamSha256;    // in the run's result.json ("" when there is none)
+  std::string fileError;             // the checkpoint's own verification failure, if any
+  std::vector<int64_t> featureShape; // the holdout's, which the model accepted
+  int64_t numClasses = 0;            // the holdout's
+  std::string evalError;             // why the model could not be evaluated on the holdout
+
+  double classAccuracy(size_t k) const {
+    return classTotal.at(k) > 0 ? static_cast<double>(classCorrect.at(k)) / static_cast<double>(classTotal.at(k)) : 0;
+  }
+};
+
+struct GateConfig {
+  std::string source;
+  double minAccuracy = 0;         // absolute (0: off)
+  double maxLoss = 0;             // absolute (0: off)
+  double maxAccuracyDrop = 0.005; // against the champion, absolute (accuracy points as a fraction; <0: off)
+  double maxAccuracyDropRel = -1; // against the champion, relative to its accuracy (<0: off)
+  double maxLossIncrease = -1;    // absolute (<0: off)
+  double maxLossIncreaseRel = -1; // relative (<0: off)
+  double maxClassDrop = 0.05;     // per-class accuracy drop against the champion (<0: off)
+  int64_t minClassSamples = 20;   // classes with fewer holdout samples are not judged
+  double minImprovement = 0;      // accuracy gain over the champion needed to replace it (0: off)
+  int64_t newestShards = 0;       // the scheduler adds this many newest shards to the holdout (0: none)
+};
+
+// Reads the [gate] section of FILE (other sections are ignored, so the scheduler's
+// configuration can be given). Throws ConfigError naming the file, the key and the rule.
+GateConfig loadGateConfig(const std::string& file);
+std::string gateConfigHelp();
+
+struct CheckResult {
+  std::string name;
+  bool passed = true;
+  nlohmann::json value;
+  nlohmann::json threshold;
+  std::string detail;
+};
+
+class Check {
+ public:
+  virtual ~Check() = default;
+  virtual std::string name() const = 0;
+  // CHAMPION is null for the first model; checks against it are then skipped (not listed).
+  virtual std::optional<CheckResult> run(const ModelEval& candidate, const ModelEval* champion) const = 0;
+};
+
+class IntegrityCheck : public Check {
+ public:
+  std::string name() const override { return "integrity"; }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval*) const override;
+};
+
+class SanityCheck : public Check {
+ public:
+  SanityCheck(std::vector<int64_t> featureShape, int64_t numClasses) : shape_(std::move(featureShape)), classes_(numClasses) {}
+  std::string name() const override { return "sanity"; }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval*) const override;
+
+ private:
+  std::vector<int64_t> shape_;
+  int64_t classes_;
+};
+
+// An absolute bound on a metric: accuracy >= X or loss <= Y.
+class ThresholdCheck : public Check {
+ public:
+  ThresholdCheck(std::string metric, double bound, bool higherIsBetter)
+      : metric_(std::move(metric)), bound_(bound), higher_(higherIsBetter) {}
+  std::string name() const override { return "threshold." + metric_; }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval*) const override;
+
+ private:
+  std::string metric_;
+  double bound_;
+  bool higher_;
+};
+
+// How much worse than the champion a metric may get, absolute or relative, in the metric's
+// direction (accuracy: higher is better; loss: lower is better).
+class ChangeCheck : public Check {
+ public:
+  ChangeCheck(std::string metric, double maxWorse, bool relative, bool higherIsBetter)
+      : metric_(std::move(metric)), maxWorse_(maxWorse), relative_(relative), higher_(higherIsBetter) {}
+  std::string name() const override { return "change." + metric_ + (relative_ ? ".relative" : ""); }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval* champion) const override;
+
+ private:
+  std::string metric_;
+  double maxWorse_;
+  bool relative_, higher_;
+};
+
+// No class's accuracy may drop by more than the margin against the champion.
+class SliceCheck : public Check {
+ public:
+  SliceCheck(double margin, int64_t minSamples) : margin_(margin), minSamples_(minSamples) {}
+  std::string name() const override { return "slices"; }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval* champion) const override;
+
+ private:
+  double margin_;
+  int64_t minSamples_;
+};
+
+// The candidate must beat the champion's accuracy by at least this much to replace it.
+class ImprovementCheck : public Check {
+ public:
+  explicit ImprovementCheck(double minGain) : minGain_(minGain) {}
+  std::string name() const override { return "improvement"; }
+  std::optional<CheckResult> run(const ModelEval& c, const ModelEval* champion) const override;
+
+ private:
+  double minGain_;
+};
+
+std::vector<std::unique_ptr<Check>> makeChecks(const GateConfig& config, const std::vector<int64_t>& featureShape,
+                                               int64_t numClasses);
+
+struct Verdict {
+  bool passed = true;
+  std::vector<CheckResult> checks;
+  std::vector<std::string> failed() const;
+  nlohmann::json toJson(const ModelEval& candidate, const ModelEval* champion) const;
+};
+
+Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion);
+
+}  // namespace perennial::sched

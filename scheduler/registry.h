@@ -1,0 +1,83 @@
+#pragma once
+// The model registry: a directory tree, by default ROOT/registry/ under the scheduler root.
+//
+//   <name>/versions/v<N>/   one published version, immutable: model.h5 (weights), spec.json (the
+//                           model and data spec), lineage.json, metrics.json, verdict.json and
+//                           files.json (the SHA-256 of each of the others, written last); files
+//                           are read-only
+//   <name>/aliases.json     {"champion": "v3", "previous": "v2"}, replaced atomically
+//   <name>/history.jsonl    every promotion and rollback, appended
+//
+// Publishing writes a temporary directory beside the versions, fsyncs every file and the
+// directory, then renames it into place: a version is complete or absent, never partial.
+// Names (model names, versions, aliases) are refused when they could escape the tree or
+// confuse a shell: no '/', '\', "..", leading '.', control characters, or more than 100 bytes.
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace perennial::sched {
+
+struct PublishRequest {
+  std::string name;
+  std::string weights;  // the model.h5 to copy
+  std::string runId;    // a version already published from this run is returned instead
+  nlohmann::json spec, lineage, metrics, verdict;
+};
+
+struct VersionInfo {
+  std::string name, version, dir;
+  nlohmann::json spec, lineage, metrics, verdict;
+  std::vector<std::string> aliases;
+};
+
+class Registry {
+ public:
+  explicit Registry(std::string dir);
+  const std::string& dir() const { return dir_; }
+
+  // Throws ConfigError("WHAT 'NAME': ...") for a name that is not allowed.
+  static void checkName(const std::string& what, const std::string& name);
+
+  // Returns the version (v<N>).
+  std::string publish(const PublishRequest& request);
+  // Moves `champion` to VERSION and `previous` to the old champion; returns the old champion.
+  std::optional<std::string> promote(const std::string& name, const std::string& version, const std::string& reason);
+  // Moves `champion` back to `previous`; returns the new champion. Throws ConfigError when there
+  // is nothing to roll back to.
+  std::string rollback(const std::string& name, const std::string& reason);
+
+  std::vector<std::string> models() const;
+  std::vector<std::string> versions(const std::string& name) const;  // in version order
+  nlohmann::json aliases(const std::string& name) const;
+  std::optional<std::string> alias(const std::string& name, const std::string& alias) const;
+  // "v3", "champion" or "previous" -> a version; throws ConfigError when there is none.
+  std::string resolve(const std::string& name, const std::string& versionOrAlias) const;
+  VersionInfo show(const std::string& name, const std::string& version) const;
+  // Problems found (empty: the version's files match files.json and are read-only).
+  std::vector<std::string> verify(const std::string& name, const std::string& version) const;
+  // Copies a version's files into OUT (created; must not exist).
+  void exportTo(const std::string& name, const std::string& version, const std::string& out) const;
+
+  // Test hook, called with a step name during publish ("files-written", "renamed").
+  void setFaultHook(std::function<void(const std::string&)> hook) { hook_ = std::move(hook); }
+
+ private:
+  std::string modelDir(const std::string& name) const;
+  std::string versionDir(const std::string& name, const std::string& version) const;
+  void writeAliases(const std::string& name, const nlohmann::json& aliases, const nlohmann::json& entry);
+  std::string dir_;
+  std::function<void(const std::string&)> hook_;
+};
+
+// Runs the on_promote command ARGV (no shell) with the version's path and metadata in its
+// environment: PERENNIAL_MODEL, PERENNIAL_VERSION, PERENNIAL_VERSION_DIR, PERENNIAL_WEIGHTS,
+// PERENNIAL_PREVIOUS, PERENNIAL_ACCURACY, PERENNIAL_RUN. Returns its exit status (124 when it
+// ran longer than TIMEOUT_S); its output is appended to LOG.
+int runOnPromote(const std::vector<std::string>& argv, const VersionInfo& version, const std::string& previous,
+                 const std::string& log, double timeoutS);
+
+}  // namespace perennial::sched
