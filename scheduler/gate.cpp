@@ -36,6 +36,10 @@ std::string fmt(double v) {
   return os.str();
 }
 
+// Comparisons allow for rounding: a drop of 0.9 - 0.895 = 0.0050000000000000044 is a drop of
+// 0.005, and passes a bound of 0.005.
+constexpr double kTolerance = 1e-9;
+
 double metricOf(const ModelEval& m, const std::string& metric) {
   if (metric == "accuracy") return m.accuracy;
   if (metric == "loss") return m.loss;
@@ -143,7 +147,7 @@ std::optional<CheckResult> SanityCheck::run(const ModelEval& c, const ModelEval*
 
 std::optional<CheckResult> ThresholdCheck::run(const ModelEval& c, const ModelEval*) const {
   const double v = metricOf(c, metric_);
-  CheckResult r{name(), higher_ ? v >= bound_ : v <= bound_, v, bound_, ""};
+  CheckResult r{name(), higher_ ? v >= bound_ - kTolerance : v <= bound_ + kTolerance, v, bound_, ""};
   if (!std::isfinite(v)) r.passed = false;
   r.detail = metric_ + " " + fmt(v) + (r.passed ? (higher_ ? " >= " : " <= ") : (higher_ ? " < " : " > ")) + fmt(bound_);
   return r;
@@ -155,7 +159,7 @@ std::optional<CheckResult> ChangeCheck::run(const ModelEval& c, const ModelEval*
   // How much worse the candidate is, in the metric's direction (negative: better).
   double worse = higher_ ? champ - cand : cand - champ;
   if (relative_) worse = champ != 0 ? worse / std::fabs(champ) : (worse > 0 ? INFINITY : 0);
-  CheckResult r{name(), std::isfinite(cand) && worse <= maxWorse_, worse, maxWorse_, ""};
+  CheckResult r{name(), std::isfinite(cand) && worse <= maxWorse_ + kTolerance, worse, maxWorse_, ""};
   r.detail = metric_ + " " + fmt(cand) + " vs champion " + fmt(champ) + ": " + (relative_ ? "relative " : "") +
              (higher_ ? "drop " : "increase ") + fmt(worse) + (r.passed ? " <= " : " > ") + fmt(maxWorse_);
   return r;
@@ -178,7 +182,7 @@ std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* 
     }
   }
   r.value = {{"worst_class", worstClass}, {"worst_drop", worstClass >= 0 ? json(worst) : json(nullptr)}, {"drops", drops}};
-  if (worstClass >= 0 && worst > margin_) {
+  if (worstClass >= 0 && worst > margin_ + kTolerance) {
     r.passed = false;
     r.detail = "class " + std::to_string(worstClass) + " accuracy " + fmt(c.classAccuracy(static_cast<size_t>(worstClass))) +
                " vs champion " + fmt(champion->classAccuracy(static_cast<size_t>(worstClass))) + ": drop " + fmt(worst) +
@@ -193,7 +197,7 @@ std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* 
 std::optional<CheckResult> ImprovementCheck::run(const ModelEval& c, const ModelEval* champion) const {
   if (!champion) return std::nullopt;
   const double gain = c.accuracy - champion->accuracy;
-  CheckResult r{name(), gain >= minGain_, gain, minGain_, ""};
+  CheckResult r{name(), gain >= minGain_ - kTolerance, gain, minGain_, ""};
   r.detail = "accuracy gain " + fmt(gain) + (r.passed ? " >= " : " < ") + fmt(minGain_);
   return r;
 }
@@ -226,7 +230,9 @@ Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval
   Verdict v;
   const bool evaluated = candidate.evalError.empty();
   for (const auto& check : checks) {
-    // Metric checks need an evaluation; integrity and sanity report why there is none.
+    // A file that does not verify is judged by integrity alone; metric checks need an
+    // evaluation (integrity and sanity report why there is none).
+    if (!candidate.fileError.empty() && check->name() != "integrity") continue;
     if (!evaluated && check->name() != "integrity" && check->name() != "sanity") continue;
     if (auto r = check->run(candidate, champion)) {
       v.passed = v.passed && r->passed;

@@ -68,7 +68,7 @@ void writeReadOnly(const std::string& path, const std::string& content) {
 }
 
 int64_t versionNumber(const std::string& v) {
-  if (v.size() < 2 || v[0] != 'v') return -1;
+  if (v.size() < 2 || v.size() > 10 || v[0] != 'v') return -1;  // v1 .. v999999999
   for (size_t i = 1; i < v.size(); ++i) {
     if (v[i] < '0' || v[i] > '9') return -1;
   }
@@ -303,8 +303,10 @@ int runOnPromote(const std::vector<std::string>& argv, const VersionInfo& v, con
   std::vector<std::string> env{"PERENNIAL_MODEL=" + v.name, "PERENNIAL_VERSION=" + v.version,
                                "PERENNIAL_VERSION_DIR=" + v.dir, "PERENNIAL_WEIGHTS=" + v.dir + "/model.h5",
                                "PERENNIAL_PREVIOUS=" + previous,
-                               "PERENNIAL_RUN=" + v.lineage.value("run_id", "")};
-  if (v.metrics.contains("accuracy")) env.push_back("PERENNIAL_ACCURACY=" + v.metrics["accuracy"].dump());
+                               "PERENNIAL_RUN=" + (v.lineage.is_object() ? v.lineage.value("run_id", "") : "")};
+  if (v.metrics.is_object() && v.metrics.contains("accuracy")) {
+    env.push_back("PERENNIAL_ACCURACY=" + v.metrics["accuracy"].dump());
+  }
   const int rc = runProcess(argv, log, timeoutS, env);
   return rc == -1 ? 124 : rc;
 }

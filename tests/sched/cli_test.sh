@@ -130,7 +130,7 @@ assert snap["id"] == r["snapshot"] and snap["rows"] == 3000 and snap["shards"] =
 assert any(f.endswith(".json") for f in os.listdir(os.path.join(d, "train/checkpoints"))), "a committed checkpoint"
 PY
 "$bin" ckpt verify "$(ls "$root/runs/$run/train/checkpoints/"*.h5 | tail -1)" >/dev/null || fail "checkpoint verifies"
-"$bin" sched status --root "$root" | grep -q "champion:   $run" || fail "status names the champion"
+"$bin" sched status --root "$root" | grep "champion:   $run" >/dev/null || fail "status names the champion"
 # The gate's verdict, the registry version and its lineage, the hook's environment.
 $py - "$root/runs/$run/verdict.json" <<'PY' || fail "verdict"
 import json, sys
@@ -138,7 +138,7 @@ v = json.load(open(sys.argv[1]))
 assert v["decision"] == "pass" and v["champion"] is None, v
 assert [c["name"] for c in v["checks"]] == ["integrity", "sanity", "threshold.accuracy"], v["checks"]
 PY
-"$bin" registry list --root "$root" | grep -q "fashion  v1 .*\[champion\]" || fail "registry list shows v1 as champion"
+"$bin" registry list --root "$root" | grep "fashion  v1 .*\[champion\]" >/dev/null || fail "registry list shows v1 as champion"
 "$bin" registry verify --root "$root" fashion:v1 >/dev/null || fail "registry verify"
 "$bin" registry show --root "$root" fashion >"$t/show.json"
 $py - "$t/show.json" "$run" <<'PY' || fail "lineage"
@@ -153,7 +153,7 @@ PY
 grep -q "PERENNIAL_VERSION=v1" "$root/runs/$run/on_promote.log" || fail "on_promote got the version in its environment"
 grep -q "PERENNIAL_WEIGHTS=$root/registry/fashion/versions/v1/model.h5" "$root/runs/$run/on_promote.log" ||
   fail "on_promote got the weights' path"
-"$bin" sched events --root "$root" --kind trigger --json | grep -q '"new_rows": 3000' || fail "the firing is an event"
+"$bin" sched events --root "$root" --kind trigger --json | grep '"new_rows": 3000' >/dev/null || fail "the firing is an event"
 
 # Cancel: an on-demand run is started, then cancelled while it trains.
 "$bin" sched trigger --root "$root" --reason "cancel test" >/dev/null
@@ -165,6 +165,18 @@ wait_for 60 "R[0]['state'] == 'cancelled'"
 "$bin" sched runs --root "$root" --json | $py -c "
 import json,sys; r=json.load(sys.stdin)[0]; assert r['attempt'] == 1 and r['trigger'] == 'on_demand', r" ||
   fail "a cancelled run is not retried"
+
+# Another run on the same data trains the same model: it passes the gate and becomes v2; a
+# rollback makes v1 the champion again.
+"$bin" sched trigger --root "$root" --reason "second model" >/dev/null
+wait_for 60 "len(R) == 3 and R[0]['state'] == 'promoted'"
+"$bin" registry list --root "$root" | grep "fashion  v2 .*\[champion\]" >/dev/null || fail "v2 is the champion"
+"$bin" registry rollback --root "$root" fashion --reason test >/dev/null
+"$bin" registry show --root "$root" fashion:champion >"$t/champion.json"
+[ "$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$t/champion.json")" = v1 ] ||
+  fail "rollback restored v1"
+[ "$(tail -1 "$root/registry/fashion/history.jsonl" | $py -c 'import json,sys; print(json.load(sys.stdin)["action"])')" = rollback ] ||
+  fail "the rollback is in the history"
 
 # SIGTERM stops the daemon cleanly.
 kill -TERM "$daemon"

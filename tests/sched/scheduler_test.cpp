@@ -57,7 +57,10 @@ class FakeExecutor : public Executor {
     if (exitCode == 0) {
       const std::string dir = specs.at(runId).runDir + "/train";
       stdfs::create_directories(dir);
-      fs::writeFileAtomic(dir + "/result.json", json{{"test_accuracy", accuracy}, {"test_loss", 0.3}}.dump());
+      fs::writeFileAtomic(dir + "/result.json", json{{"test_accuracy", accuracy}, {"test_loss", 0.3},
+                                                     {"param_sha256", "p-" + runId}, {"world_size", 2},
+                                                     {"perennial_version", "test"}}.dump());
+      fs::writeFileAtomic(dir + "/model.h5", "weights of " + runId);
     }
   }
   void lose(const std::string& runId, int64_t attempt) { jobs.at(key(runId, attempt)).state = AttemptState::kLost; }
@@ -81,6 +84,29 @@ class FakeEvaluator : public Evaluator {
   int calls = 0;
   std::string lastModel;
   std::vector<std::string> lastShards;
+};
+
+class FakeGatekeeper : public Gatekeeper {
+ public:
+  GateOutcome validate(const std::string& candidate, const std::string& champion,
+                       const std::vector<std::string>& holdout, const std::string& verdictPath) override {
+    ++calls;
+    lastCandidate = candidate;
+    lastChampion = champion;
+    lastHoldout = holdout;
+    GateOutcome g;
+    g.exitCode = exitCode;
+    g.verdict = {{"decision", exitCode == 0 ? "pass" : "reject"},
+                 {"failed", exitCode == 1 ? json::array({"change.accuracy", "slices"}) : json::array()},
+                 {"candidate", {{"accuracy", 0.8}, {"loss", 0.5}, {"samples", 100}}}};
+    if (exitCode > 1) g.error = "could not evaluate";
+    fs::writeFileAtomic(verdictPath, g.verdict.dump());
+    return g;
+  }
+  int exitCode = 0;
+  int calls = 0;
+  std::string lastCandidate, lastChampion;
+  std::vector<std::string> lastHoldout;
 };
 
 struct Crash : std::runtime_error {
@@ -110,7 +136,10 @@ class SchedulerTest : public ::testing::Test {
   }
 
   Scheduler& sched() {
-    if (!scheduler) scheduler = std::make_unique<Scheduler>(config, root, *catalog, executor, clock, &evaluator);
+    if (!scheduler) {
+      scheduler = std::make_unique<Scheduler>(config, root, *catalog, executor, clock, &evaluator,
+                                              withGate ? &gatekeeper : nullptr);
+    }
     return *scheduler;
   }
   // A restart: new catalog connection and scheduler object on the same root.
@@ -147,6 +176,8 @@ class SchedulerTest : public ::testing::Test {
   FakeClock clock;
   FakeExecutor executor;
   FakeEvaluator evaluator;
+  FakeGatekeeper gatekeeper;
+  bool withGate = false;
   std::unique_ptr<Catalog> catalog;
   std::unique_ptr<Scheduler> scheduler;
 };
@@ -474,6 +505,127 @@ TEST_F(SchedulerTest, EveryTriggersLatestEvaluationIsRecorded) {
     EXPECT_TRUE(d.contains("reason") && d.contains("values") && d.contains("thresholds")) << t.name;
     EXPECT_EQ(t.evaluatedAt, clock.now());
   }
+}
+
+// With the gate: a run that trained is validated, then published and promoted, or rejected.
+class GatedSchedulerTest : public SchedulerTest {
+ protected:
+  void SetUp() override {
+    SchedulerTest::SetUp();
+    withGate = true;
+    config.modelName = "fashion-mnist";
+  }
+  // Creates a run on demand, lets it train successfully and ticks once (validation follows).
+  std::string trainOne(const std::string& shard) {
+    drop(shard, 5);
+    request();
+    clock.advance(1);
+    const std::string id = sched().tick().created.at(0);
+    executor.finish(id, 1, 0);
+    sched().tick();
+    return id;
+  }
+  Registry registry() { return Registry(root + "/registry"); }
+};
+
+TEST_F(GatedSchedulerTest, PassingRunsArePublishedAndPromoted) {
+  const std::string first = trainOne("a.h5");
+  EXPECT_EQ(run(first).state, state::kPromoted);
+  EXPECT_EQ(run(first).message, "fashion-mnist:v1");
+  EXPECT_EQ(gatekeeper.lastChampion, "") << "the first model has no champion to compare with";
+  EXPECT_EQ(gatekeeper.lastCandidate, root + "/runs/" + first + "/train/model.h5");
+  EXPECT_EQ(gatekeeper.lastHoldout, std::vector<std::string>{root + "/holdout"});
+  EXPECT_EQ(catalog->meta("champion").value_or(""), first);
+  EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v1");
+  VersionInfo v1 = registry().show("fashion-mnist", "v1");
+  EXPECT_EQ(v1.lineage["run_id"], first);
+  EXPECT_EQ(v1.lineage["shards"].size(), 1u);
+  EXPECT_TRUE(v1.lineage["parent_version"].is_null());
+  EXPECT_EQ(v1.lineage["param_sha256"], "p-" + first);
+  EXPECT_EQ(v1.lineage["config_sha256"], run(first).configSha256);
+  EXPECT_EQ(v1.metrics["accuracy"], 0.8);
+  EXPECT_TRUE(registry().verify("fashion-mnist", "v1").empty());
+
+  const std::string second = trainOne("b.h5");
+  EXPECT_EQ(run(second).state, state::kPromoted);
+  EXPECT_EQ(gatekeeper.lastChampion, root + "/registry/fashion-mnist/versions/v1/model.h5");
+  VersionInfo v2 = registry().show("fashion-mnist", "champion");
+  EXPECT_EQ(v2.version, "v2");
+  EXPECT_EQ(v2.lineage["parent_version"], "v1");
+  EXPECT_EQ(v2.lineage["shards"].size(), 2u);
+  EXPECT_EQ(registry().alias("fashion-mnist", "previous").value_or(""), "v1");
+}
+
+TEST_F(GatedSchedulerTest, RejectedRunLeavesTheChampion) {
+  const std::string first = trainOne("a.h5");
+  gatekeeper.exitCode = 1;
+  const std::string second = trainOne("b.h5");
+  EXPECT_EQ(run(second).state, state::kRejected);
+  EXPECT_EQ(run(second).message, "failed checks: change.accuracy, slices");
+  EXPECT_EQ(catalog->meta("champion").value_or(""), first);
+  EXPECT_EQ(registry().versions("fashion-mnist"), std::vector<std::string>{"v1"});
+  EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v1");
+  // A rejected run covers its data: the same data do not fire the new-data trigger again.
+  EXPECT_EQ(catalog->coveredSeq(""), 2);
+}
+
+TEST_F(GatedSchedulerTest, AGateThatCannotJudgeFailsTheRun) {
+  gatekeeper.exitCode = 2;
+  const std::string id = trainOne("a.h5");
+  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
+  EXPECT_FALSE(catalog->meta("champion"));
+}
+
+TEST_F(GatedSchedulerTest, NewestShardsJoinTheHoldout) {
+  config.gate.newestShards = 1;
+  trainOne("a.h5");
+  ASSERT_EQ(gatekeeper.lastHoldout.size(), 2u);
+  EXPECT_EQ(gatekeeper.lastHoldout[1], root + "/" + catalog->recentShards(1).at(0).file);
+}
+
+TEST_F(GatedSchedulerTest, CrashWhileValidatingOrPublishingIsFinishedOnce) {
+  for (const std::string point : {"attempt-recorded", "validated-run", "publish-files-written", "publish-renamed",
+                                  "published", "promoted"}) {
+    SCOPED_TRACE(point);
+    TearDown();
+    SetUp();
+    executor = FakeExecutor{};
+    drop("a.h5", 5);
+    request();
+    const std::string id = sched().tick().created.at(0);
+    executor.finish(id, 1, 0);
+    sched().setFaultHook([&](const std::string& s) {
+      if (s == point) throw Crash(s);
+    });
+    EXPECT_THROW(sched().tick(), Crash);
+    restart();
+    sched().tick();
+    EXPECT_EQ(run(id).state, state::kPromoted);
+    EXPECT_EQ(registry().versions("fashion-mnist"), std::vector<std::string>{"v1"});
+    EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v1");
+    EXPECT_TRUE(registry().verify("fashion-mnist", "v1").empty());
+    EXPECT_EQ(catalog->events(100, "champion").size(), 1u);
+  }
+}
+
+TEST_F(GatedSchedulerTest, OnPromoteRunsAfterThePromotionAndItsFailureIsRecorded) {
+  config.onPromote = {"/bin/false"};
+  const std::string id = trainOne("a.h5");
+  EXPECT_EQ(run(id).state, state::kPromoted);
+  auto events = catalog->events(10, "on_promote");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(json::parse(events[0].detail)["exit_code"], 1);
+  EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v1") << "the promotion stands";
+
+  config.onPromote = {"/usr/bin/env"};
+  scheduler.reset();
+  const std::string second = trainOne("b.h5");
+  std::ifstream log(root + "/runs/" + second + "/on_promote.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("PERENNIAL_VERSION=v2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("PERENNIAL_PREVIOUS=v1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("PERENNIAL_RUN=" + second + "\n"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The validation gate and the registry with real models (issue acceptance): against a champion,
+# a better model passes; models trained on shuffled labels, diverged to NaN weights, altered
+# after training, or regressing one class are each rejected with the right check named; the
+# registry refuses unsafe names.
+# usage: gate_test.sh PERENNIAL SOURCE_DIR
+set -euo pipefail
+bin=$1
+src=$2
+. "$src/tests/cli/lib.sh"
+py=/usr/bin/python3
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+
+"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 3000 >/dev/null
+mkdir -p "$t/train" "$t/holdout"
+cp "$t"/fm/train/shard-0000[0-3].h5 "$t/train/"
+cp "$t"/fm/test/shard-00000.h5 "$t/holdout/"
+# Variants of the training data: shuffled labels; class 3 relabelled as class 6 (shirts).
+$py - "$t" <<'PY'
+import glob, os, shutil, sys
+import h5py, numpy as np
+t = sys.argv[1]
+for name, fn in (("shuffled", lambda y, rng: rng.permutation(y)), ("no-class-3", lambda y, rng: np.where(y == 3, 6, y))):
+    os.makedirs(os.path.join(t, name))
+    rng = np.random.default_rng(7)
+    for f in sorted(glob.glob(os.path.join(t, "train", "*.h5"))):
+        out = os.path.join(t, name, os.path.basename(f))
+        shutil.copyfile(f, out)
+        with h5py.File(out, "r+") as h:
+            h["labels"][...] = fn(h["labels"][()], rng)
+PY
+cat >"$t/train.cfg" <<CFG
+[model]
+arch = mlp
+hidden = 64
+[train]
+epochs = 1
+batch_size = 32
+[optim]
+lr = 0.05
+[log]
+progress = none
+CFG
+cat >"$t/gate.cfg" <<CFG
+[gate]
+min_accuracy = 0.3
+max_accuracy_drop = 0.08
+max_class_drop = 0.3
+CFG
+
+train() {  # NAME DATA [--section.key=value ...]
+  local name=$1 data=$2
+  shift 2
+  "$bin" train --config "$t/train.cfg" --run-dir "$t/runs/$name" --data.train "$data" --data.test "$t/holdout" \
+    "$@" >"$t/$name.log" 2>&1 || { cat "$t/$name.log"; fail "training $name"; }
+}
+train champion "$t/train"
+train better "$t/train" --train.epochs 3
+train shuffled "$t/shuffled"
+train diverged "$t/train" --optim.lr 1e12
+train no-class-3 "$t/no-class-3" --train.epochs 3
+mkdir -p "$t/runs/altered"
+cp "$t/runs/better/model.h5" "$t/runs/better/result.json" "$t/runs/altered/"
+# Alter one weight of the copy after training (h5py rewrites the value in place).
+$py - "$t/runs/altered/model.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    name = sorted(f["state_dict"].keys())[0]
+    d = f["state_dict"][name]
+    flat = d[()].reshape(-1)
+    flat[0] += 0.5
+    d[...] = flat.reshape(d.shape)
+PY
+
+# judge NAME WANT_EXIT [FAILED_CHECK]: validates runs/NAME/model.h5 against the champion.
+judge() {
+  local name=$1 want=$2 check=${3:-}
+  set +e
+  "$bin" validate --candidate "$t/runs/$name/model.h5" --champion "$t/runs/champion/model.h5" \
+    --holdout "$t/holdout" --config "$t/gate.cfg" >"$t/$name.verdict.log" 2>&1
+  local rc=$?
+  set -e
+  [ "$rc" = "$want" ] || { cat "$t/$name.verdict.log"; fail "$name: validate exited $rc, expected $want"; }
+  $py - "$t/runs/$name/verdict.json" "$want" "$check" <<'PY' || { cat "$t/$name.verdict.log"; fail "$name: verdict"; }
+import json, sys
+v = json.load(open(sys.argv[1]))
+want, check = int(sys.argv[2]), sys.argv[3]
+assert v["decision"] == ("pass" if want == 0 else "reject"), v["decision"]
+if check:
+    assert check in v["failed"], (check, v["failed"])
+    c = next(c for c in v["checks"] if c["name"] == check)
+    assert not c["passed"] and c["detail"], c
+    print("%-10s rejected by %s: %s" % (sys.argv[1].split("/")[-2], check, c["detail"]))
+else:
+    assert v["failed"] == [], v["failed"]
+    for c in v["checks"]:
+        assert c["passed"] and "value" in c and "threshold" in c, c
+PY
+}
+judge better 0
+judge shuffled 1 change.accuracy
+judge diverged 1 sanity
+judge altered 1 integrity
+judge no-class-3 1 slices
+grep -q "NaN or infinite" "$t/diverged.verdict.log" || fail "the diverged model's sanity detail names NaN weights"
+
+# Bad input: exit 2 with a message.
+set +e
+"$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/nope" >"$t/bad.log" 2>&1
+rc=$?
+"$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/holdout" --champion "$t/nope.h5" >>"$t/bad.log" 2>&1
+rc2=$?
+set -e
+[ "$rc" = 2 ] && [ "$rc2" = 2 ] || { cat "$t/bad.log"; fail "bad input must exit 2 (got $rc, $rc2)"; }
+
+# Unsafe registry names are refused before any path is built.
+mkdir -p "$t/reg"
+for name in "../x" "a/b" $'a\nb' ".." ".hidden"; do
+  set +e
+  "$bin" registry show --registry "$t/reg" "$name" >"$t/name.log" 2>&1
+  rc=$?
+  set -e
+  [ "$rc" = 2 ] || fail "registry name '$name' was not refused (exit $rc)"
+  grep -q "model name" "$t/name.log" || fail "the refusal of '$name' does not say what was wrong: $(cat "$t/name.log")"
+done
+echo "PASS: validation gate (better passes; shuffled, diverged, altered, class regression rejected)"
