@@ -27,6 +27,16 @@ pid_t spawnProcess(const std::vector<std::string>& argv, const SpawnOptions& opt
 int runProcess(const std::vector<std::string>& argv, const std::string& logPath, double timeoutS = 0,
                const std::vector<std::string>& env = {});
 
+struct ProcessOutput {
+  int status = 0;  // exit status, 128 + signal, or -1 after a timeout
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs ARGV to completion and returns its status and output (for sbatch, squeue, ...). With a
+// TIMEOUT_S > 0 the child is killed when it runs longer. Throws IoError when it cannot start.
+ProcessOutput captureProcess(const std::vector<std::string>& argv, double timeoutS = 60,
+                             const std::vector<std::string>& env = {});
+
 // Exit status of a waitpid() status word: the exit code, or 128 + signal.
 int exitStatusOf(int waitStatus);
 

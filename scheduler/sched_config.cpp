@@ -44,10 +44,17 @@ po::options_description schedOptions() {
       ("triggers.decay_min_rows", po::value<int64_t>()->default_value(1000), "new rows needed before decay is measured")
       ("triggers.cooldown_s", po::value<double>()->default_value(0), "seconds after a run is created before another may be")
       ("triggers.max_concurrent", po::value<int64_t>()->default_value(1), "runs pending or active at once")
-      ("executor.kind", po::value<std::string>()->default_value("local"), "local (mpirun on this machine)")
+      ("executor.kind", po::value<std::string>()->default_value("local"), "local (mpirun on this machine) | slurm (sbatch slurm.script)")
       ("executor.mpirun", po::value<std::string>()->default_value("mpirun"), "the MPI launcher")
       ("executor.mpirun_args", po::value<std::string>()->default_value(""), "extra launcher arguments, separated by spaces (never passed through a shell)")
       ("executor.cancel_grace_s", po::value<double>()->default_value(30), "seconds a cancelled run gets to stop before it is killed")
+      ("slurm.script", po::value<std::string>()->default_value(""), "the batch script of each run (slurm/train.sbatch of the sources; required with executor.kind = slurm)")
+      ("slurm.partition", po::value<std::string>()->default_value(""), "sbatch --partition")
+      ("slurm.account", po::value<std::string>()->default_value(""), "sbatch --account")
+      ("slurm.time", po::value<std::string>()->default_value(""), "sbatch --time (the script asks for SIGUSR1 90 s before it)")
+      ("slurm.cpus_per_task", po::value<int64_t>()->default_value(0), "sbatch --cpus-per-task (0: not given)")
+      ("slurm.gpus_per_node", po::value<std::string>()->default_value(""), "sbatch --gpus-per-node")
+      ("slurm.sbatch_args", po::value<std::string>()->default_value(""), "more sbatch arguments, separated by spaces (never through a shell)")
       ("sched.tick_s", po::value<double>()->default_value(2), "seconds between the daemon's passes")
       ("registry.dir", po::value<std::string>()->default_value(""), "the model registry (default ROOT/registry)")
       ("registry.model", po::value<std::string>()->default_value(""), "the model's name in the registry (default dataset.name)")
@@ -190,7 +197,19 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   atLeast("triggers.max_concurrent", static_cast<double>(c.maxConcurrent), 1);
 
   c.executor = str("executor.kind");
-  if (c.executor != "local") bad(file, "executor.kind", "must be local (got '" + c.executor + "'; the Slurm executor is not built yet)");
+  if (c.executor != "local" && c.executor != "slurm") bad(file, "executor.kind", "must be local or slurm (got '" + c.executor + "')");
+  c.slurmScript = absoluteFrom(base, str("slurm.script"));
+  if (c.executor == "slurm" && (c.slurmScript.empty() || !stdfs::is_regular_file(c.slurmScript))) {
+    bad(file, "slurm.script", c.slurmScript.empty() ? "required with executor.kind = slurm (slurm/train.sbatch)"
+                                                    : "no such file: " + c.slurmScript);
+  }
+  c.slurmPartition = str("slurm.partition");
+  c.slurmAccount = str("slurm.account");
+  c.slurmTime = str("slurm.time");
+  c.slurmGpusPerNode = str("slurm.gpus_per_node");
+  c.slurmCpusPerTask = i64("slurm.cpus_per_task");
+  atLeast("slurm.cpus_per_task", static_cast<double>(c.slurmCpusPerTask), 0);
+  c.slurmSbatchArgs = splitSpaces(str("slurm.sbatch_args"));
   c.mpirun = str("executor.mpirun");
   if (c.mpirun.empty()) bad(file, "executor.mpirun", "must not be empty");
   c.mpirunArgs = splitSpaces(str("executor.mpirun_args"));

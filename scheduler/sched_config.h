@@ -44,6 +44,11 @@ struct SchedConfig {
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirunArgs;
   double cancelGraceS = 30;
+  // [slurm] (executor.kind = slurm)
+  std::string slurmScript;  // absolute path of slurm/train.sbatch
+  std::string slurmPartition, slurmAccount, slurmTime, slurmGpusPerNode;
+  int64_t slurmCpusPerTask = 0;
+  std::vector<std::string> slurmSbatchArgs;
   // [sched]
   double tickS = 2;
   // [gate] (gate.h)

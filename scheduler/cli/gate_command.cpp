@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -124,12 +125,13 @@ std::pair<std::string, std::string> splitRef(const std::string& ref, const std::
 
 int validateCommand(const std::vector<std::string>& args) {
   po::options_description desc("perennial validate options");
-  std::string candidate, champion, config, out, registry, root;
+  std::string candidate, champion, config, out, registry, root, model;
   std::vector<std::string> holdout;
   bool asJson = false;
   desc.add_options()("help,h", "print this help")
       ("candidate", po::value<std::string>(&candidate), "the model to judge: RUN/model.h5 or a checkpoint")
-      ("champion", po::value<std::string>(&champion), "the model it would replace: a file, or NAME:VERSION|NAME:champion in the registry")
+      ("champion", po::value<std::string>(&champion), "the model it would replace: a file, or VERSION|ALIAS|NAME:VERSION in the registry")
+      ("model", po::value<std::string>(&model), "the registry's model name for --champion VERSION (default: its only model)")
       ("holdout", po::value<std::vector<std::string>>(&holdout), "shard directory or shard file to evaluate both on (repeatable)")
       ("config", po::value<std::string>(&config), "file with a [gate] section (the scheduler's configuration will do)")
       ("registry", po::value<std::string>(&registry), "registry directory (for --champion NAME:VERSION)")
@@ -149,8 +151,22 @@ int validateCommand(const std::vector<std::string>& args) {
   if (holdout.empty()) throw ConfigError("--holdout: required (shards to evaluate on)");
   const GateConfig gate = loadGateConfig(config);
   if (!champion.empty() && !stdfs::exists(champion)) {
-    auto [name, version] = splitRef(champion, "champion");
     Registry reg(registryDir(registry, root));
+    std::string name, version;
+    if (champion.find(':') != std::string::npos) {
+      std::tie(name, version) = splitRef(champion, "champion");
+    } else {
+      version = champion;
+      name = model;
+      if (name.empty()) {
+        const auto models = reg.models();
+        if (models.size() != 1) {
+          throw ConfigError("--champion " + champion + ": name the model (--model NAME or NAME:VERSION); the registry has " +
+                            std::to_string(models.size()) + " models");
+        }
+        name = models[0];
+      }
+    }
     champion = reg.show(name, version).dir + "/model.h5";
   }
   if (out.empty()) out = (stdfs::path(candidate).parent_path() / "verdict.json").string();

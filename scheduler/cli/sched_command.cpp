@@ -26,6 +26,7 @@
 #include "scheduler/ingest.h"
 #include "scheduler/process.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/slurm_executor.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::cli {
@@ -189,7 +190,7 @@ class SubprocessGatekeeper : public Gatekeeper {
 struct Daemon {
   SchedConfig config;
   std::unique_ptr<Catalog> catalog;
-  std::unique_ptr<LocalExecutor> executor;
+  std::unique_ptr<Executor> executor;
   SystemClock clock;
   std::unique_ptr<SubprocessEvaluator> evaluator;
   std::unique_ptr<SubprocessGatekeeper> gatekeeper;
@@ -203,11 +204,23 @@ std::unique_ptr<Daemon> openScheduler(const Common& c) {
   stdfs::create_directories(c.root);
   ensureRootLayout(c.root);
   d->catalog = std::make_unique<Catalog>(catalogPath(c.root));
-  LocalExecutorOptions lo;
-  lo.mpirun = d->config.mpirun;
-  lo.mpirunArgs = d->config.mpirunArgs;
-  lo.cancelGraceS = d->config.cancelGraceS;
-  d->executor = std::make_unique<LocalExecutor>(lo);
+  if (d->config.executor == "slurm") {
+    SlurmExecutorOptions so;
+    so.script = d->config.slurmScript;
+    so.partition = d->config.slurmPartition;
+    so.account = d->config.slurmAccount;
+    so.time = d->config.slurmTime;
+    so.cpusPerTask = d->config.slurmCpusPerTask;
+    so.gpusPerNode = d->config.slurmGpusPerNode;
+    so.sbatchArgs = d->config.slurmSbatchArgs;
+    d->executor = std::make_unique<SlurmExecutor>(so);
+  } else {
+    LocalExecutorOptions lo;
+    lo.mpirun = d->config.mpirun;
+    lo.mpirunArgs = d->config.mpirunArgs;
+    lo.cancelGraceS = d->config.cancelGraceS;
+    d->executor = std::make_unique<LocalExecutor>(lo);
+  }
   d->evaluator = std::make_unique<SubprocessEvaluator>(stdfs::absolute(c.root).string());
   d->gatekeeper = std::make_unique<SubprocessGatekeeper>(stdfs::absolute(c.config).string());
   d->scheduler = std::make_unique<Scheduler>(d->config, stdfs::absolute(c.root).string(), *d->catalog, *d->executor,
