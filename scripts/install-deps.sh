@@ -24,6 +24,8 @@ packages=(
   googletest libgtest-dev libbenchmark-dev
   # the demo's and tests' data
   dataset-fashion-mnist
+  # a real one-node Slurm cluster for the tests (tests/slurm/local-cluster.sh)
+  slurmctld slurmd slurm-client munge
   # the peer in benchmarks (PyTorch DDP) and cross-checks with h5py
   python3 python3-torch python3-h5py python3-numpy
 )

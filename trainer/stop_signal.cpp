@@ -9,6 +9,7 @@ namespace {
 // process-wide.
 volatile std::sig_atomic_t gSignal = 0;
 struct sigaction gOld[3];
+int gDepth = 0;  // nested instances: only the outermost installs, resets and restores
 constexpr int kSignals[3] = {SIGUSR1, SIGTERM, SIGINT};
 
 void onSignal(int sig) {
@@ -22,6 +23,7 @@ void onSignal(int sig) {
 }  // namespace
 
 StopSignals::StopSignals() {
+  if (gDepth++ > 0) return;
   gSignal = 0;
   struct sigaction sa {};
   sa.sa_handler = onSignal;
@@ -31,6 +33,7 @@ StopSignals::StopSignals() {
 }
 
 StopSignals::~StopSignals() {
+  if (--gDepth > 0) return;
   for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &gOld[i], nullptr);
 }
 

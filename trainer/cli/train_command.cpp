@@ -10,11 +10,13 @@
 #include "trainer/comm/communicator.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
 #include "trainer/config/train_config.h"
+#include "trainer/stop_signal.h"
 #include "trainer/trainer.h"
 
 namespace perennial::cli {
 
 int trainCommand(const std::vector<std::string>& args) {
+  StopSignals signals;  // before anything slow: Slurm's SIGUSR1 may come during start-up
   TrainArgs parsed = parseTrainArgs(args);
   if (parsed.help) {
     std::cout << parsed.helpText;

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Perennial on a real one-node Slurm cluster (tests/slurm/local-cluster.sh):
+#  1. a 2-task training job `sbatch slurm/train.sbatch` completes with the expected result.json;
+#  2. `scancel --signal=USR1` during training makes it checkpoint, requeue itself and resume,
+#     and it ends with the uninterrupted job's param_sha256;
+#  3. a real time limit: the pre-timeout SIGUSR1 does the same;
+#  4. the scheduler with the Slurm executor: shards arrive, a job is submitted with sbatch,
+#     trains, passes the gate and is promoted in the registry.
+# usage: slurm_test.sh PERENNIAL SOURCE_DIR
+set -euo pipefail
+bin=$(realpath "$1")
+src=$(realpath "$2")
+. "$src/tests/cli/lib.sh"
+py=/usr/bin/python3
+if ! command -v slurmctld >/dev/null; then
+  echo "SKIP: Slurm is not installed (scripts/install-deps.sh installs slurmctld slurmd slurm-client munge)"
+  exit 77
+fi
+t=$(mktemp -d /tmp/pslurm.XXXXXX)
+chmod 755 "$t"  # munged needs every folder on its socket path searchable by all
+cluster=$t/c
+cleanup() {
+  "$src/tests/slurm/local-cluster.sh" stop "$cluster" >/dev/null 2>&1 || true
+  rm -rf "$t"
+}
+trap cleanup EXIT
+"$src/tests/slurm/local-cluster.sh" start "$cluster" >/dev/null
+export SLURM_CONF=$cluster/etc/slurm.conf
+export PERENNIAL=$bin
+
+"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
+mkdir -p "$t/holdout"
+cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
+cat >"$t/train.cfg" <<CFG
+[model]
+arch = mlp
+hidden = 256,128
+[train]
+epochs = 3
+batch_size = 32
+log_every = 100
+[optim]
+lr = 0.05
+[checkpoint]
+every_steps = 200
+keep_last = 2
+[log]
+progress = lines
+CFG
+
+# job_state JOB: Slurm's state of a job (empty once forgotten).
+job_state() { scontrol show job "$1" -o 2>/dev/null | sed -n 's/.* JobState=\([^ ]*\).*/\1/p'; }
+# wait_job JOB SECONDS: until the job has ended; prints its final state.
+wait_job() {
+  local deadline=$((SECONDS + $2)) s
+  while [ $SECONDS -lt "$deadline" ]; do
+    s=$(job_state "$1")
+    case $s in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) echo "$s"; return 0 ;; esac
+    sleep 1
+  done
+  echo "TIMEDOUT"
+}
+# submit NAME DATA [sbatch options...] [-- trainer options...]: a 2-task training job into
+# $t/NAME; prints the job id.
+submit() {
+  local name=$1 data=$2 opts=() extra=()
+  shift 2
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && extra=("$@")
+  sbatch --parsable --ntasks=2 --output="$t/$name.log" --chdir="$t" "${opts[@]}" "$src/slurm/train.sbatch" \
+    --config "$t/train.cfg" --run-dir "$t/$name" --data.train "$data" --data.test "$t/holdout" "${extra[@]}"
+}
+sha() { json "$t/$1/result.json" param_sha256; }
+
+# 1. Uninterrupted.
+job=$(submit plain "$t/fm/train")
+state=$(wait_job "$job" 300)
+[ "$state" = COMPLETED ] || { cat "$t/plain.log"; fail "plain job ended $state"; }
+[ "$(json "$t/plain/result.json" world_size)" = 2 ] || fail "plain job: world size"
+[ "$(json "$t/plain/result.json" epochs)" = 3 ] || fail "plain job: epochs"
+reference=$(sha plain)
+echo "plain job $job: COMPLETED, param_sha256 ${reference:0:16}"
+
+# 2. scancel --signal=USR1 mid-training: checkpoint, requeue, resume, same weights.
+job=$(submit usr1 "$t/fm/train")
+for _ in $(seq 300); do grep -q "step 500" "$t/usr1.log" 2>/dev/null && break; sleep 0.2; done
+grep -q "step 500" "$t/usr1.log" || { cat "$t/usr1.log"; fail "usr1 job never reached step 500"; }
+scancel --signal=USR1 "$job"
+state=$(wait_job "$job" 300)
+[ "$state" = COMPLETED ] || { cat "$t/usr1.log"; fail "usr1 job ended $state"; }
+grep -q "requeueing (restart 1)" "$t/usr1.log" || { cat "$t/usr1.log"; fail "usr1 job did not requeue itself"; }
+grep -q "resuming from" "$t/usr1.log" || { cat "$t/usr1.log"; fail "usr1 job did not resume from its checkpoint"; }
+[ "$(sha usr1)" = "$reference" ] || fail "usr1 job: param_sha256 $(sha usr1) differs from the uninterrupted $reference"
+echo "usr1 job $job: checkpointed, requeued, resumed; same param_sha256"
+
+# 3. A real time limit of one minute, SIGUSR1 50 s before it (slurmctld checks time limits about
+# every 30 s, so the signal comes 10 to 40 s after the start). The training takes about 40 s
+# alone: it is interrupted at least once.
+mkdir -p "$t/small"
+cp "$t"/fm/train/shard-0000[0-2].h5 "$t/small/"
+long=(--model.hidden 1024,1024 --train.epochs 55 --checkpoint.every_steps 100)
+job=$(submit long-plain "$t/small" -- "${long[@]}")
+state=$(wait_job "$job" 400)
+[ "$state" = COMPLETED ] || { cat "$t/long-plain.log"; fail "long job ended $state"; }
+job=$(submit limit "$t/small" --time=1 --signal=USR1@50 -- "${long[@]}")
+state=$(wait_job "$job" 900)
+[ "$state" = COMPLETED ] || { cat "$t/limit.log"; fail "time-limited job ended $state"; }
+grep -q "requeueing (restart 1)" "$t/limit.log" || { cat "$t/limit.log"; fail "the time-limited job did not requeue"; }
+[ "$(sha limit)" = "$(sha long-plain)" ] || fail "time-limited job: param_sha256 differs from the uninterrupted run's"
+echo "time-limited job $job: $(grep -c 'requeueing' "$t/limit.log") requeue(s), same param_sha256 as the uninterrupted one"
+
+# 4. The scheduler with the Slurm executor.
+cat >"$t/sched-train.cfg" <<CFG
+[model]
+arch = mlp
+hidden = 64
+[train]
+epochs = 1
+batch_size = 32
+[log]
+progress = none
+CFG
+cat >"$t/sched.cfg" <<CFG
+[train]
+config = sched-train.cfg
+holdout = holdout
+ranks = 2
+[triggers]
+new_data_rows = 4000
+[executor]
+kind = slurm
+[slurm]
+script = $src/slurm/train.sbatch
+time = 00:10:00
+[gate]
+min_accuracy = 0.5
+CFG
+root=$t/root
+mkdir -p "$root/incoming"
+for i in 00 01; do cp "$t/fm/train/shard-000$i.h5" "$root/incoming/s$i.h5"; done
+for _ in $(seq 300); do
+  "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$t/sched.log" 2>&1 || { cat "$t/sched.log"; fail "sched tick"; }
+  state=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; r=json.load(sys.stdin); print(r[0]['state'] if r else 'none')")
+  case $state in promoted|rejected|failed|cancelled) break ;; esac
+  sleep 1
+done
+[ "$state" = promoted ] || { cat "$t/sched.log"; cat "$root"/runs/*/attempt-1/log; fail "scheduler run ended $state"; }
+"$bin" sched runs --root "$root" --json | $py -c "
+import json,sys; r=json.load(sys.stdin)[0]
+assert r['executor'] == 'slurm' and r['exec_id'].isdigit() and r['attempt'] == 1, r
+assert r['result']['world_size'] == 2, r['result']" || fail "scheduler run record"
+"$bin" registry verify --root "$root" fashion-mnist:champion >/dev/null || fail "registry version"
+echo "PASS: Slurm (sbatch job, USR1 requeue, time-limit requeue, scheduler with the Slurm executor)"
