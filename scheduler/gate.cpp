@@ -94,6 +94,8 @@ GateConfig loadGateConfig(const std::string& file) {
   return g;
 }
 
+po::options_description gateConfigOptions() { return gateOptions(); }
+
 std::string gateConfigHelp() {
   std::ostringstream os;
   os << gateOptions();

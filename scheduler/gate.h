@@ -10,6 +10,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace boost::program_options {
+class options_description;
+}  // namespace boost::program_options
+
 namespace perennial::sched {
 
 // What the gate knows about one model after evaluating it on the holdout.
@@ -52,6 +56,7 @@ struct GateConfig {
 // configuration can be given). Throws ConfigError naming the file, the key and the rule.
 GateConfig loadGateConfig(const std::string& file);
 std::string gateConfigHelp();
+boost::program_options::options_description gateConfigOptions();
 
 struct CheckResult {
   std::string name;

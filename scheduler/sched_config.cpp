@@ -231,6 +231,8 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   return c;
 }
 
+po::options_description schedConfigOptions() { return schedOptions(); }
+
 std::string schedConfigHelp() {
   std::ostringstream os;
   os << schedOptions() << "\n" << gateConfigHelp();

@@ -15,6 +15,10 @@
 #include "scheduler/gate.h"
 #include "scheduler/shard_validator.h"
 
+namespace boost::program_options {
+class options_description;
+}  // namespace boost::program_options
+
 namespace perennial::sched {
 
 struct SchedConfig {
@@ -65,5 +69,7 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
 
 // Every key with its default and meaning, for --help and the docs.
 std::string schedConfigHelp();
+// The option definitions themselves (the configuration reference is generated from them).
+boost::program_options::options_description schedConfigOptions();
 
 }  // namespace perennial::sched

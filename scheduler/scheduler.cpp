@@ -88,7 +88,13 @@ Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Exe
   if (!cat_.meta("created_at")) {
     cat_.transaction([&] { cat_.setMeta("created_at", std::to_string(clock_.now())); });
   }
-  for (const auto& t : cat_.triggerStates()) lastFired_[t.name] = t.fired;
+  for (const auto& t : cat_.triggerStates()) {
+    lastFired_[t.name] = t.fired;
+    const auto detail = nlohmann::json::parse(t.detail, nullptr, false);
+    if (detail.is_object() && detail.contains("values") && detail["values"].is_object()) {
+      lastKey_[t.name] = detail["values"].value("key", "");
+    }
+  }
 }
 
 void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
@@ -427,7 +433,30 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
   });
 }
 
+void Scheduler::syncChampion() {
+  // The registry's champion alias is the truth: `perennial registry promote|rollback` moves it
+  // by hand, and the triggers must then compare with that model.
+  const auto version = registry_.alias(config_.modelName, "champion");
+  if (!version || cat_.meta("champion_version").value_or("") == *version) return;
+  std::string runId;
+  try {
+    runId = registry_.show(config_.modelName, *version).lineage.value("run_id", "");
+  } catch (const Error& e) {
+    log::get("sched")->warn("registry champion {}:{} is unreadable: {}", config_.modelName, *version, e.what());
+    return;
+  }
+  if (runId.empty() || !cat_.run(runId)) return;  // not a model of this scheduler's runs
+  cat_.transaction([&] {
+    cat_.setMeta("champion", runId);
+    cat_.setMeta("champion_version", *version);
+    cat_.addEvent(clock_.now(), "champion", runId,
+                  {{"run", runId}, {"model", config_.modelName}, {"version", *version}, {"by", "registry"}});
+  });
+  log::get("sched")->info("champion is now {}:{} (run {}), as the registry says", config_.modelName, *version, runId);
+}
+
 void Scheduler::evaluateTriggers(TickReport& report) {
+  if (gatekeeper_) syncChampion();
   TriggerContext ctx;
   ctx.now = clock_.now();
   ctx.catalog = &cat_;
@@ -485,6 +514,12 @@ void Scheduler::evaluateTriggers(TickReport& report) {
       cat_.saveTriggerState(rec);
       // Firings are events; so is a trigger starting to fire while held.
       if (d.fire && (!runId.empty() || !lastFired_[name])) cat_.addEvent(ctx.now, "trigger", name, detail);
+      // Each new measurement (drift, decay) is an event too, so its history can be charted.
+      const std::string key = d.values.is_object() ? d.values.value("key", "") : "";
+      if (!key.empty() && key != lastKey_[name]) {
+        cat_.addEvent(ctx.now, "measurement", name, {{"values", d.values}, {"thresholds", d.thresholds}, {"fired", d.fire}});
+        lastKey_[name] = key;
+      }
       report.decisions.emplace_back(name, d);
     }
     cat_.setMeta("last_tick_at", std::to_string(ctx.now));

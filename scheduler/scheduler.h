@@ -83,6 +83,7 @@ class Scheduler {
  private:
   void followActiveRuns(TickReport& report);
   void validateRun(RunRecord& run, TickReport& report);
+  void syncChampion();
   nlohmann::json lineageOf(const RunRecord& run, const std::string& parentVersion);
   void evaluateTriggers(TickReport& report);
   void submitPending(TickReport& report);
@@ -108,6 +109,7 @@ class Scheduler {
   Ingester ingester_;
   std::vector<std::unique_ptr<Trigger>> triggers_;
   std::map<std::string, bool> lastFired_;
+  std::map<std::string, std::string> lastKey_;  // the data each trigger last measured
   std::set<std::string> cancelSent_;
   std::function<void(const std::string&)> hook_;
 };

@@ -18,6 +18,8 @@ packages=(
   nlohmann-json3-dev libssl-dev libsqlite3-dev
   # logging (rank-prefixed, levelled) and reading the gzipped IDX files
   libspdlog-dev zlib1g-dev
+  # the scheduler's Prometheus metrics endpoint (sched run --metrics-port; HTTP on loopback)
+  libcpp-httplib-dev
   # per-tensor checksums in checkpoints (XXH3-64: fast enough to verify at disk speed)
   libxxhash-dev
   # tests and benchmarks
@@ -28,6 +30,8 @@ packages=(
   slurmctld slurmd slurm-client munge
   # the peer in benchmarks (PyTorch DDP) and cross-checks with h5py
   python3 python3-torch python3-h5py python3-numpy
+  # headless rendering test of the report (tests/sched/report_test.sh)
+  chromium
 )
 
 SUDO=""

@@ -24,6 +24,7 @@
 #include "scheduler/catalog.h"
 #include "scheduler/executor.h"
 #include "scheduler/ingest.h"
+#include "scheduler/metrics.h"
 #include "scheduler/process.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/slurm_executor.h"
@@ -40,6 +41,7 @@ const char* kSchedUsage =
     "usage: perennial sched <command> --root DIR [options]\n\n"
     "commands:\n"
     "  run      --config FILE   the daemon: ingest, triggers, runs (stops on SIGTERM/SIGINT; runs go on)\n"
+    "           [--metrics-port P]  serve Prometheus metrics on http://127.0.0.1:P/metrics\n"
     "  tick     --config FILE   one pass, then exit (for cron or a self-resubmitting Slurm job)\n"
     "  status   [--json]        champion, runs by state, shards, triggers' latest decisions\n"
     "  runs     [--json] [--limit N]\n"
@@ -274,11 +276,21 @@ int tickCommand(const Common& c) {
   return 0;
 }
 
-int runCommand(const Common& c) {
+int runCommand(const Common& c, int64_t metricsPort) {
+  if (metricsPort < 0 || metricsPort > 65535) {
+    throw ConfigError("--metrics-port: " + std::to_string(metricsPort) + " is not a port (1 to 65535; 0: off)");
+  }
   auto d = openScheduler(c);
   RootLock lock(c.root, false);
   if (!lock.held()) throw IoError(c.root + ": another scheduler holds " + c.root + "/scheduler.lock");
   auto log = log::get("sched");
+  // The metrics endpoint reads the catalog through connections of its own (metrics.h).
+  TickStats ticks;
+  MetricsServer metrics(catalogPath(c.root), &ticks, {d->scheduler->registry().dir(), d->config.modelName});
+  if (metricsPort > 0) {
+    metrics.start(static_cast<int>(metricsPort));
+    log->info("metrics on http://127.0.0.1:{}/metrics", metricsPort);
+  }
   struct sigaction sa {};
   sa.sa_handler = onStop;
   sigemptyset(&sa.sa_mask);
@@ -298,11 +310,13 @@ int runCommand(const Common& c) {
       const auto now = std::chrono::steady_clock::now();
       if (std::chrono::duration<double>(now - lastScan).count() >= d->config.rescanS) scan = true;
       if (scan) lastScan = now;
-      d->scheduler->tick(scan);
+      const TickReport report = d->scheduler->tick(scan);
+      ticks.recordTick(report.seconds, d->clock.now());
     } catch (const ConfigError&) {
       throw;
     } catch (const Error& e) {
       // One bad pass (a full disk, an unreadable file) must not end the daemon.
+      ticks.failures.fetch_add(1);
       log->error("tick failed: {}", e.what());
     }
     scan = false;
@@ -316,6 +330,7 @@ int runCommand(const Common& c) {
     }
   }
   if (ino >= 0) ::close(ino);
+  metrics.stop();
   log->info("scheduler stopped; runs in progress go on and are followed again at the next start");
   return 0;
 }
@@ -505,10 +520,15 @@ int schedCommand(const std::vector<std::string>& args) {
   if (sub == "exec") return execSupervisorMain(rest);
   std::string reason, kind;
   bool quarantine = false;
+  int64_t metricsPort = 0;
   po::options_description extra;
   if (sub == "trigger") extra.add_options()("reason", po::value<std::string>(&reason), "why (recorded)");
   if (sub == "shards") extra.add_options()("quarantine", po::bool_switch(&quarantine), "list quarantined files");
   if (sub == "events") extra.add_options()("kind", po::value<std::string>(&kind), "only this kind of event");
+  if (sub == "run") {
+    extra.add_options()("metrics-port", po::value<int64_t>(&metricsPort)->default_value(0),
+                        "serve Prometheus metrics on 127.0.0.1:PORT (0: off)");
+  }
   Common c = parseCommon(rest, extra);
   if (c.vm.count("help")) {
     std::cout << kSchedUsage << schedConfigHelp();
@@ -517,7 +537,7 @@ int schedCommand(const std::vector<std::string>& args) {
   const bool takesPositional = sub == "cancel";
   if (!takesPositional && !c.positional.empty()) throw ConfigError("command line: unexpected argument '" + c.positional[0] + "'");
   log::init(0, 1, "info");
-  if (sub == "run") return runCommand(c);
+  if (sub == "run") return runCommand(c, metricsPort);
   if (sub == "tick") return tickCommand(c);
   if (sub == "status") return statusCommand(c);
   if (sub == "runs") return runsCommand(c);

@@ -10,7 +10,11 @@ int schedCommand(const std::vector<std::string>& args);
 int dataAddCommand(const std::vector<std::string>& args);
 // `perennial validate --candidate ... --holdout ...`: exit 0 pass, 1 reject, 2 bad input.
 int validateCommand(const std::vector<std::string>& args);
+// `perennial docs config`: the configuration reference, generated from the option definitions.
+int docsCommand(const std::vector<std::string>& args);
 // `perennial registry list|show|promote|rollback|verify|export ...`
 int registryCommand(const std::vector<std::string>& args);
+// `perennial report --root DIR --out FILE.html`: an HTML page of what the scheduler did.
+int reportCommand(const std::vector<std::string>& args);
 
 }  // namespace perennial::cli

@@ -291,6 +291,11 @@ TEST_F(SchedulerTest, DriftComparesNewDataWithTheChampionsTrainingData) {
   const double low = triggerDetail("drift")["values"]["psi"]["max"];
   EXPECT_LT(low, 0.2);
 
+  // Each new measurement is an event (for the report's drift history); the same data, once.
+  EXPECT_EQ(catalog->events(10, "measurement").size(), 1u);
+  sched().tick();
+  EXPECT_EQ(catalog->events(10, "measurement").size(), 1u);
+
   // Other classes and brighter images: fires, and the event records values and thresholds.
   drop("shifted.h5", 200, 5, 9, 150, 255);
   r = sched().tick();
@@ -554,6 +559,17 @@ TEST_F(GatedSchedulerTest, PassingRunsArePublishedAndPromoted) {
   EXPECT_EQ(v2.lineage["parent_version"], "v1");
   EXPECT_EQ(v2.lineage["shards"].size(), 2u);
   EXPECT_EQ(registry().alias("fashion-mnist", "previous").value_or(""), "v1");
+}
+
+TEST_F(GatedSchedulerTest, ARollbackInTheRegistryMovesTheSchedulersChampion) {
+  const std::string first = trainOne("a.h5");
+  const std::string second = trainOne("b.h5");
+  EXPECT_EQ(catalog->meta("champion").value_or(""), second);
+  registry().rollback("fashion-mnist", "test");
+  sched().tick();
+  EXPECT_EQ(catalog->meta("champion").value_or(""), first);
+  EXPECT_EQ(catalog->meta("champion_version").value_or(""), "v1");
+  EXPECT_EQ(json::parse(catalog->events(1, "champion").at(0).detail)["by"], "registry");
 }
 
 TEST_F(GatedSchedulerTest, RejectedRunLeavesTheChampion) {

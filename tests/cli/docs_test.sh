@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The configuration reference is generated from the option definitions: the committed
+# docs/configuration.md must equal `perennial docs config` (regenerate it with
+# `build/bin/perennial docs config > docs/configuration.md`).
+# usage: docs_test.sh PERENNIAL SOURCE_DIR
+set -euo pipefail
+bin=$1
+src=$2
+. "$src/tests/cli/lib.sh"
+t=$(mktemp)
+trap 'rm -f "$t"' EXIT
+"$bin" docs config >"$t"
+diff -u "$src/docs/configuration.md" "$t" >&2 ||
+  fail "docs/configuration.md differs from the option definitions: run build/bin/perennial docs config > docs/configuration.md"
+echo "PASS: docs/configuration.md matches the option definitions"
