@@ -118,7 +118,7 @@ follow() {
     id=$(run_field "$n" id)
     [ -n "$id" ] && break
     waited=$((waited + 1))
-    [ $waited -gt 120 ] && { note "(no trigger started a run)"; return 1; }
+    [ $waited -gt 12 ] && return 1
     sleep 0.5
   done
   note "run $id created by trigger '$(run_field "$n" trigger)': $(run_field "$n" reason)"
@@ -169,31 +169,49 @@ PY
   fi
   bold "   run $id: $state $(run_field "$n" message)"
 }
-feed() {  # PATTERN: every stream shard matching it, a second apart
-  for f in "$dir"/stream/*-"$1".h5; do
-    [ -e "$f" ] || continue
-    arrive "$f"
-    sleep 1
+# deliver FILE...: a batch arrives: each written under a hidden .tmp name, then all renamed.
+deliver() {
+  local f name
+  for f in "$@"; do cp "$f" "$root/incoming/.$(basename "$f").tmp"; done
+  for f in "$@"; do
+    name=$(basename "$f")
+    mv "$root/incoming/.$name.tmp" "$root/incoming/$name"
+    note "-> $name arrives"
+  done
+}
+runs_so_far() { runs_json | $py -c "import json,sys; print(len(json.load(sys.stdin)))"; }
+# settle BEFORE [kill]: follows every run after the first BEFORE ones, one after the other, until
+# the scheduler has nothing left to do.
+settle() {
+  local n=$(($1 + 1)) kill=${2:-}
+  while follow "$n" "$kill"; do
+    kill=""
+    n=$((n + 1))
   done
 }
 
-say "1. Clean data arrives ($((new_rows / rows)) shards); the new-data trigger needs $new_rows rows"
+clean=("$dir"/stream/*-clean.h5)
+half=$((${#clean[@]} / 2))
+say "1. A first batch of clean data arrives; the new-data trigger needs $new_rows rows"
 echo "this is not a shard" >"$dir/notes.txt"
-arrive "$dir/notes.txt"
-for f in $(ls "$dir"/stream/*-clean.h5 | head -n $((new_rows / rows))); do arrive "$f"; sleep 1; done
-follow 1
+before=$(runs_so_far)
+deliver "$dir/notes.txt" "${clean[@]:0:$half}"
+settle "$before"
 
 say "2. More clean data; this run's processes are killed mid-training and it resumes"
-for f in $(ls "$dir"/stream/*-clean.h5 | tail -n +$((new_rows / rows + 1))); do arrive "$f"; sleep 1; done
-follow 2 kill
+before=$(runs_so_far)
+deliver "${clean[@]:$half}"
+settle "$before" kill
 
 say "3. A new camera: darker images and another class mix (drift)"
-feed shifted
-follow 3 || true
+before=$(runs_so_far)
+deliver "$dir"/stream/*-shifted.h5
+settle "$before"
 
 say "4. An upstream labelling bug: dresses labelled as shirts"
-feed mislabel
-follow 4 || true
+before=$(runs_so_far)
+deliver "$dir"/stream/*-mislabel.h5
+settle "$before"
 
 kill -TERM "$daemon" && wait "$daemon" || true
 daemon=
