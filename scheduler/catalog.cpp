@@ -1,5 +1,7 @@
 #include "scheduler/catalog.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 
 #include "common/error.h"
@@ -132,7 +134,14 @@ bool isTerminalState(const std::string& s) {
          s == state::kRejected;
 }
 
-Catalog::Catalog(const std::string& path) : db_(path) { migrate(); }
+Catalog::Catalog(const std::string& path) : db_(path) {
+  // Owner read-write, group read: the catalog decides what is trained and published. (SQLite
+  // gives its -wal and -shm files the database file's permissions.) A catalog someone made
+  // group- or world-writable keeps what they chose.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0644) ::chmod(path.c_str(), 0640);
+  migrate();
+}
 
 int Catalog::schemaVersion() {
   Statement s = db_.prepare("PRAGMA user_version");
@@ -245,12 +254,22 @@ std::optional<SnapshotRecord> Catalog::snapshotAtOrBefore(int64_t maxSeq) {
 }
 
 int64_t Catalog::coveredSeq(const std::string& championSnapshot) {
+  // A run's snapshot is the ingest order's prefix up to MAX(seq) when the run was created, and
+  // runs are created in seq order: the newest covering run covers the most. (The unary + keeps
+  // SQLite from walking runs_by_state and sorting: this reads from the newest run backwards and
+  // stops at the first covering one; BENCHMARKS.md, "Scheduler".)
   Statement s = db_.prepare(
-      "SELECT MAX(COALESCE((SELECT MAX(sn.max_seq) FROM runs r JOIN snapshots sn ON sn.id = r.snapshot_id "
-      "WHERE r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded', 'validating', 'promoted', "
-      "'rejected')), 0), "
+      "SELECT MAX(COALESCE((SELECT sn.max_seq FROM runs r JOIN snapshots sn ON sn.id = r.snapshot_id "
+      "WHERE +r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded', 'validating', 'promoted', "
+      "'rejected') ORDER BY r.seq DESC LIMIT 1), 0), "
       "COALESCE((SELECT max_seq FROM snapshots WHERE id = ?), 0))");
   s.bind(1, championSnapshot);
+  s.step();
+  return s.int64(0);
+}
+
+int64_t Catalog::maxShardSeq() {
+  Statement s = db_.prepare("SELECT COALESCE(MAX(seq), 0) FROM shards");
   s.step();
   return s.int64(0);
 }

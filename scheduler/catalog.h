@@ -135,6 +135,7 @@ class Catalog {
   std::vector<ShardRecord> shards(int64_t afterSeq, int64_t upToSeq, bool withProfile);
   std::vector<ShardRecord> recentShards(int64_t limit);
   int64_t shardCount();
+  int64_t maxShardSeq();  // 0 when there is none
 
   // Quarantine. Insert is idempotent on FILE.
   void insertQuarantine(const QuarantineRecord& q);

@@ -29,7 +29,13 @@ bool ignoredName(const std::string& name) {
 void ensureRootLayout(const std::string& root) {
   for (const char* d : {"incoming", "data", "quarantine", "runs", "tmp"}) {
     std::error_code ec;
-    stdfs::create_directories(stdfs::path(root) / d, ec);
+    const stdfs::path p = stdfs::path(root) / d;
+    if (stdfs::create_directories(p, ec) && !ec) {
+      // New folders: no write access for others (incoming/ stays group-writable, so a data
+      // producer's group can deliver shards).
+      stdfs::permissions(p, std::string(d) == "incoming" ? stdfs::perms(0770) : stdfs::perms(0750),
+                         stdfs::perm_options::replace, ec);
+    }
     if (ec) throw IoError(root + "/" + d + ": cannot create: " + ec.message());
   }
 }

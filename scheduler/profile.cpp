@@ -41,7 +41,10 @@ Profile Profile::fromJson(const std::string& text, const std::string& source) {
 int profileBin(double v, double lo, double hi) {
   const double x = (v - lo) / (hi - lo) * kProfileBins;
   if (!(x >= 0)) return 0;  // also NaN
-  return std::min(kProfileBins - 1, static_cast<int>(x));
+  // Compared as a double: converting one beyond int's range (a large finite value, or +inf
+  // from a row sum) to int is undefined, and gave a negative bin index.
+  if (x >= kProfileBins) return kProfileBins - 1;
+  return static_cast<int>(x);
 }
 
 double psi(const std::vector<int64_t>& expected, const std::vector<int64_t>& actual) {

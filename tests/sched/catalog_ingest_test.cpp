@@ -381,11 +381,17 @@ TEST_F(CatalogTest, CoveredSeqCountsLiveAndSucceededRunsOnly) {
     c.updateRun(r);
     EXPECT_EQ(c.coveredSeq(""), 0);
   }
+  // Runs are created in ingest order, so a newer run's snapshot is never smaller: the newest
+  // covering run decides, and newer failed or cancelled ones are passed over.
   RunRecord ok = run(c, "s7", state::kSucceeded);
   c.insertRun(ok);
-  RunRecord pend = run(c, "s5", state::kPending);
-  c.insertRun(pend);
-  EXPECT_EQ(c.coveredSeq(""), 7);  // the largest
+  EXPECT_EQ(c.coveredSeq(""), 7);
+  RunRecord newerFailed = run(c, "s9", state::kFailed);
+  c.insertRun(newerFailed);
+  EXPECT_EQ(c.coveredSeq(""), 7);
+  RunRecord rejected = run(c, "s9", state::kRejected);
+  c.insertRun(rejected);
+  EXPECT_EQ(c.coveredSeq(""), 9);
 }
 
 TEST_F(CatalogTest, EventsNewestFirstWithAndWithoutKind) {
@@ -996,6 +1002,24 @@ TEST_F(IngestTest, CrashAfterLinkingThenADuplicateArrives) {
   EXPECT_EQ(ingester_->ingestPending().at(0).rule, "duplicate");
   EXPECT_EQ(catalog_->shardCount(), 1);
   EXPECT_EQ(files("data").size(), 1u);
+}
+
+// The catalog and the root's folders are not writable by others (SECURITY.md).
+TEST_F(CatalogTest, CatalogAndRootFoldersAreNotWritableByOthers) {
+  const mode_t old = ::umask(022);
+  {
+    Catalog c(dbPath());
+    c.transaction([&] { c.setMeta("k", "v"); });
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat(dbPath().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  ensureRootLayout(path("root"));
+  ASSERT_EQ(::stat(path("root/data").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+  ASSERT_EQ(::stat(path("root/incoming").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0770u);
+  ::umask(old);
 }
 
 }  // namespace
