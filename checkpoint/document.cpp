@@ -159,7 +159,9 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
 Document readDocument(const std::string& path, const std::string& expectedFormat, const TensorSink& sink) {
   std::error_code ec;
   if (!stdfs::is_regular_file(path, ec)) throw IoError(path + ": no such file");
-  if (stdfs::file_size(path, ec) == 0) throw DataError(path + ": empty file");
+  const uintmax_t fileBytes = stdfs::file_size(path, ec);
+  if (ec) throw IoError(path + ": cannot stat: " + ec.message());
+  if (fileBytes == 0) throw DataError(path + ": empty file");
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     throw DataError(path + ": not an HDF5 file (or its superblock is damaged)");
   }
@@ -178,12 +180,7 @@ Document readDocument(const std::string& path, const std::string& expectedFormat
     switch (H5Tget_class(type)) {
       case H5T_STRING: doc.strings[key] = h5::readStringAttr(file, key, path); break;
       case H5T_INTEGER: doc.ints[key] = h5::readIntAttr(file, key, path); break;
-      case H5T_FLOAT: {
-        double v = 0;
-        h5::check(H5Aread(attr, H5T_NATIVE_DOUBLE, &v), "H5Aread", path + "@" + key);
-        doc.floats[key] = v;
-        break;
-      }
+      case H5T_FLOAT: doc.floats[key] = h5::readDoubleAttr(file, key, path); break;
       default: throw DataError(path + "@" + key + ": unsupported attribute type");
     }
   }
@@ -196,6 +193,12 @@ Document readDocument(const std::string& path, const std::string& expectedFormat
       h5::DatasetInfo info = h5::datasetInfo(g, name, where);
       Tensor t{name, info.type, info.shape, {}};
       if (info.elements() < 0 || info.elements() > (int64_t(1) << 40)) throw DataError(where + "/" + name + ": implausible size");
+      // Documents store tensors uncompressed: one larger than the file is damage, refused before
+      // its memory is allocated.
+      if (t.byteSize() > fileBytes) {
+        throw DataError(where + "/" + name + ": " + std::to_string(t.byteSize()) + " bytes of data cannot be in a file of " +
+                        std::to_string(fileBytes) + " bytes");
+      }
       void* dest = sink ? sink(gpath, t) : nullptr;
       if (dest) {
         t.external = dest;

@@ -25,6 +25,22 @@ std::string lastHdf5Message() {
   return msg;
 }
 
+// Refuses an integer or float datatype whose bit layout does not fit its size. HDF5 1.10 decodes
+// such a damaged type from the file as it is, and its conversions (H5T__conv_i_i, H5T__bit_find)
+// then read outside the value; reading one as a native number is the only use we make of them.
+void checkNumericType(hid_t type, const std::string& where) {
+  const size_t bits = 8 * H5Tget_size(type);
+  const size_t precision = H5Tget_precision(type);
+  const int offset = H5Tget_offset(type);
+  bool ok = bits > 0 && bits <= 128 && precision >= 1 && offset >= 0 && static_cast<size_t>(offset) + precision <= bits;
+  if (ok && H5Tget_class(type) == H5T_FLOAT) {
+    size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+    ok = H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) >= 0 && esize >= 1 && msize >= 1 &&
+         spos < bits && epos + esize <= bits && mpos + msize <= bits;
+  }
+  if (!ok) throw DataError(where + ": damaged numeric type (its bit fields do not fit its size)");
+}
+
 Handle objectCreationPlist(hid_t cls, const std::string& context) {
   Handle p(check(H5Pcreate(cls), "H5Pcreate", context));
   check(H5Pset_obj_track_times(p, 0), "H5Pset_obj_track_times", context);
@@ -153,6 +169,7 @@ DatasetInfo datasetInfo(hid_t loc, const std::string& name, const std::string& c
   DatasetInfo info{};
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
+  if (cls == H5T_INTEGER || cls == H5T_FLOAT) checkNumericType(type, where);
   if (cls == H5T_INTEGER) {
     const H5T_sign_t sign = H5Tget_sign(type);
     if (size == 1 && sign == H5T_SGN_NONE) info.type = DType::kUInt8;
@@ -173,10 +190,35 @@ DatasetInfo datasetInfo(hid_t loc, const std::string& name, const std::string& c
   return info;
 }
 
+void checkStoredSize(hid_t ds, const std::string& where) {
+  Handle dcpl(check(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
+  if (check(H5Pget_external_count(dcpl), "H5Pget_external_count", where) > 0) {
+    throw DataError(where + ": the data are in external files (not read)");
+  }
+  const H5D_layout_t layout = H5Pget_layout(dcpl);
+  if (layout != H5D_CONTIGUOUS && layout != H5D_COMPACT) return;
+  Handle type(check(H5Dget_type(ds), "H5Dget_type", where));
+  Handle space(check(H5Dget_space(ds), "H5Dget_space", where));
+  const hssize_t n = check(H5Sget_simple_extent_npoints(space), "H5Sget_simple_extent_npoints", where);
+  const size_t size = H5Tget_size(type);
+  Handle file(check(H5Iget_file_id(ds), "H5Iget_file_id", where));
+  hsize_t fileBytes = 0;
+  check(H5Fget_filesize(file, &fileBytes), "H5Fget_filesize", where);
+  const hsize_t stored = H5Dget_storage_size(ds);
+  uint64_t need = 0;  // both factors come from the file: an overflow is an absurd size
+  const bool absurd = __builtin_mul_overflow(static_cast<uint64_t>(n), static_cast<uint64_t>(size), &need);
+  if (absurd || stored < need || stored > fileBytes) {
+    throw DataError(where + ": data missing or truncated (" + std::to_string(stored) + " bytes stored in a file of " +
+                    std::to_string(fileBytes) + "; the shape and type need " +
+                    (absurd ? std::string("over 2^64") : std::to_string(need)) + ")");
+  }
+}
+
 void readDataset(hid_t loc, const std::string& name, DType type, void* out,
                  const std::string& context) {
   const std::string where = context + ":" + name;
   Handle ds(check(H5Dopen2(loc, name.c_str(), H5P_DEFAULT), "H5Dopen2", where));
+  checkStoredSize(ds, where);
   Handle space(check(H5Dget_space(ds), "H5Dget_space", where));
   if (H5Sget_simple_extent_npoints(space) == 0) return;
   check(H5Dread(ds, nativeType(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, out), "H5Dread", where);
@@ -226,6 +268,12 @@ herr_t collectAttrName(hid_t, const char* name, const H5A_info_t*, void* out) {
 }  // namespace
 
 std::vector<std::string> attrNames(hid_t obj, const std::string& context) {
+  // HDF5 1.10 dereferences garbage in H5Aiterate2 when an attribute message of OBJ fails to
+  // decode while it builds its table of attributes (H5A__attr_release_table on the error path).
+  // Looking up a name no attribute can have decodes every message on a path that fails cleanly,
+  // so a damaged message is refused here first.
+  quietErrors();
+  check(H5Aexists(obj, "\x01"), "H5Aexists", context);
   std::vector<std::string> names;
   hsize_t idx = 0;
   check(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttrName, &names),
@@ -233,12 +281,23 @@ std::vector<std::string> attrNames(hid_t obj, const std::string& context) {
   return names;
 }
 
+namespace {
+// H5Aread fills one value per element of the attribute's dataspace: readers of one value refuse
+// any other count before reading (a foreign or damaged file may hold an array there).
+void expectOneElement(hid_t attr, const std::string& where) {
+  Handle space(check(H5Aget_space(attr), "H5Aget_space", where));
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (n != 1) throw DataError(where + ": expected one value, the attribute holds " + std::to_string(n));
+}
+}  // namespace
+
 std::string readStringAttr(hid_t obj, const std::string& name, const std::string& context) {
   const std::string where = context + "@" + name;
   if (!hasAttr(obj, name)) throw DataError(where + ": attribute missing");
   Handle attr(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "H5Aopen", where));
   Handle type(check(H5Aget_type(attr), "H5Aget_type", where));
   if (H5Tget_class(type) != H5T_STRING) throw DataError(where + ": expected a string attribute");
+  expectOneElement(attr, where);
   if (H5Tis_variable_str(type) > 0) {
     char* s = nullptr;
     Handle mem(check(H5Tcopy(H5T_C_S1), "H5Tcopy", where));
@@ -263,12 +322,26 @@ std::vector<int64_t> readIntsAttr(hid_t obj, const std::string& name, const std:
   Handle attr(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "H5Aopen", where));
   Handle type(check(H5Aget_type(attr), "H5Aget_type", where));
   if (H5Tget_class(type) != H5T_INTEGER) throw DataError(where + ": expected an integer attribute");
+  checkNumericType(type, where);
   Handle space(check(H5Aget_space(attr), "H5Aget_space", where));
   const hssize_t n = H5Sget_simple_extent_npoints(space);
   if (n < 0 || n > (1 << 20)) throw DataError(where + ": implausible attribute size");
   std::vector<int64_t> out(static_cast<size_t>(n));
   if (n > 0) check(H5Aread(attr, H5T_NATIVE_INT64, out.data()), "H5Aread", where);
   return out;
+}
+
+double readDoubleAttr(hid_t obj, const std::string& name, const std::string& context) {
+  const std::string where = context + "@" + name;
+  if (!hasAttr(obj, name)) throw DataError(where + ": attribute missing");
+  Handle attr(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "H5Aopen", where));
+  Handle type(check(H5Aget_type(attr), "H5Aget_type", where));
+  if (H5Tget_class(type) != H5T_FLOAT) throw DataError(where + ": expected a float attribute");
+  checkNumericType(type, where);
+  expectOneElement(attr, where);
+  double v = 0;
+  check(H5Aread(attr, H5T_NATIVE_DOUBLE, &v), "H5Aread", where);
+  return v;
 }
 
 int64_t readIntAttr(hid_t obj, const std::string& name, const std::string& context) {

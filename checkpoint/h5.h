@@ -78,6 +78,12 @@ struct DatasetInfo {
 // Throws DataError when the dataset's element type is not one of DType.
 DatasetInfo datasetInfo(hid_t loc, const std::string& name, const std::string& context);
 bool exists(hid_t loc, const std::string& name);
+// Throws DataError when the data of dataset DS are not all in its own file: external raw-data
+// files, or a contiguous or compact layout that records fewer bytes than the dataspace and type
+// need, or more than the file holds. HDF5 1.10 trusts those sizes when reading (it copied from
+// a null sieve buffer on such a file); chunked datasets are checked chunk by chunk by HDF5.
+void checkStoredSize(hid_t ds, const std::string& where);
+// Checks the stored size (checkStoredSize), then reads the whole dataset into OUT.
 void readDataset(hid_t loc, const std::string& name, DType type, void* out,
                  const std::string& context);
 
@@ -89,8 +95,11 @@ void writeAttr(hid_t obj, const std::string& name, const std::vector<int64_t>& v
 bool hasAttr(hid_t obj, const std::string& name);
 // Names of the attributes on OBJ, in name order.
 std::vector<std::string> attrNames(hid_t obj, const std::string& context);
+// One string (fixed or variable length); DataError when the attribute holds another count.
 std::string readStringAttr(hid_t obj, const std::string& name, const std::string& context);
 int64_t readIntAttr(hid_t obj, const std::string& name, const std::string& context);
+// One float value (any float width), as a double.
+double readDoubleAttr(hid_t obj, const std::string& name, const std::string& context);
 std::vector<int64_t> readIntsAttr(hid_t obj, const std::string& name, const std::string& context);
 
 }  // namespace perennial::h5

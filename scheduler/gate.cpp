@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "trainer/config/train_config.h"  // programOptionsMessage
 
 namespace perennial::sched {
 namespace {
@@ -66,7 +67,7 @@ GateConfig loadGateConfig(const std::string& file) {
     po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw ConfigError(file + ": " + e.what());
+    throw ConfigError(file + ": " + programOptionsMessage(e));
   }
   auto d = [&](const char* k) { return vm[k].as<double>(); };
   auto in01 = [&](const char* k, double v, bool allowOff) {

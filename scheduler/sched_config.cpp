@@ -100,7 +100,7 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
     po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw ConfigError(file + ": " + e.what() + " (perennial sched --help lists every key)");
+    throw ConfigError(file + ": " + programOptionsMessage(e) + " (perennial sched --help lists every key)");
   }
   const std::string base = stdfs::absolute(file).parent_path().string();
   auto str = [&](const char* k) { return vm[k].as<std::string>(); };

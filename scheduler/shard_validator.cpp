@@ -139,6 +139,7 @@ ShardSummary validateShard(const std::string& path, const DatasetRules& r) {
   try {
     h5::Handle fds(h5::check(H5Dopen2(file, r.features.c_str(), H5P_DEFAULT), "H5Dopen2", path));
     h5::Handle lds(h5::check(H5Dopen2(file, r.labels.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    for (hid_t ds : {fds.get(), lds.get()}) h5::checkStoredSize(ds, path);  // before HDF5 trusts the layout
     std::vector<int64_t> labels;
     std::vector<uint8_t> bytes;
     std::vector<float> floats;

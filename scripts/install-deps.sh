@@ -24,6 +24,7 @@ packages=(
   libxxhash-dev
   # tests and benchmarks
   googletest libgtest-dev libbenchmark-dev
+  clang libclang-rt-14-dev  # the libFuzzer targets (tests/fuzz/run.sh); libFuzzer's runtime is only a Recommends of clang
   # the demo's and tests' data
   dataset-fashion-mnist
   # a real one-node Slurm cluster for the tests (tests/slurm/local-cluster.sh)

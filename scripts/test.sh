@@ -8,3 +8,5 @@ scripts/build.sh
 cd build
 # One test at a time: the multi-rank tests already use every core of a 2-core machine.
 ctest --output-on-failure
+# The unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+../scripts/test-sanitizers.sh

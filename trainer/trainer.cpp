@@ -408,7 +408,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 
-  EvalResult lastEval{-1, -1, 0};
+  EvalResult lastEval;
+  lastEval.loss = -1;
+  lastEval.accuracy = -1;
   int64_t lastEvalStep = -1;
   std::future<void> inflight;  // at most one asynchronous save
   auto checkInflight = [&](bool wait) {

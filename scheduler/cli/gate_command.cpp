@@ -227,7 +227,7 @@ int registryCommand(const std::vector<std::string>& args) {
               vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
+    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
   }
   Registry reg(registryDir(registry, root));
   auto need = [&](size_t n, const char* what) {

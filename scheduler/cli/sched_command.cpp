@@ -103,7 +103,7 @@ Common parseCommon(const std::vector<std::string>& args, po::options_description
               c.vm);
     po::notify(c.vm);
   } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
+    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
   }
   if (c.vm.count("help")) return c;
   if (c.root.empty()) throw ConfigError("--root: required (the scheduler's root directory)");

@@ -2,6 +2,7 @@
 
 #include <boost/program_options.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <limits>
@@ -19,10 +20,11 @@ std::string fmt(double v) {
   os << std::setprecision(17) << v;
   std::string s = os.str();
   // Shortest form that round-trips, for readable defaults (0.05, not 0.050000000000000003).
+  // strtod, not std::stod: stod throws out_of_range for a subnormal value such as 1e-310.
   for (int p = 1; p <= 17; ++p) {
     std::ostringstream t;
     t << std::setprecision(p) << v;
-    if (std::stod(t.str()) == v) return t.str();
+    if (std::strtod(t.str().c_str(), nullptr) == v) return t.str();
   }
   return s;
 }
@@ -60,7 +62,30 @@ void oneOf(const std::string& key, const std::string& v, const std::vector<std::
   bad(key, "must be one of " + list, "'" + v + "'");
 }
 
+// Reaches the protected substitutions of a Boost.Program_options error (a pointer to a member
+// named through a derived class may be applied to the base).
+struct SubstitutionsOf : po::error_with_option_name {
+  static std::map<std::string, std::string>& of(po::error_with_option_name& e) {
+    return e.*(&SubstitutionsOf::m_substitutions);
+  }
+};
+
 }  // namespace
+
+std::string programOptionsMessage(const po::error& e) {
+  if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    // The exception object is not const (it was thrown by value); only its message changes.
+    auto& subs = SubstitutionsOf::of(const_cast<po::error_with_option_name&>(*named));
+    // Every '%' of the substituted text: Boost's placeholders are not one fixed set
+    // (%invalid_line% is another).
+    for (auto& [key, value] : subs) {
+      for (size_t at = value.find('%'); at != std::string::npos; at = value.find('%', at)) {
+        value.replace(at, 1, "\xef\xbc\x85");  // U+FF05 FULLWIDTH PERCENT SIGN
+      }
+    }
+  }
+  return e.what();
+}
 
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text) {
   std::vector<int64_t> out;
@@ -254,7 +279,7 @@ void storeCommandLine(const std::vector<std::string>& args, const po::options_de
   try {
     po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
   } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + e.what());
+    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
   }
 }
 
@@ -268,7 +293,7 @@ TrainConfig parseTrainConfigText(const std::string& text, const std::string& sou
     po::notify(vm);
     return trainConfigFrom(vm);
   } catch (const po::error& e) {
-    throw ConfigError(source + ": " + e.what());
+    throw ConfigError(source + ": " + programOptionsMessage(e));
   } catch (const ConfigError& e) {
     throw ConfigError(source + ": " + e.what());
   }
@@ -306,7 +331,7 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
       // Values already stored from the command line take precedence over the file's.
       po::store(po::parse_config_file(in, keys, /*allow_unregistered=*/false), vm);
     } catch (const po::error& e) {
-      throw ConfigError(out.configFile + ": " + e.what() + " (perennial train --help lists every key)");
+      throw ConfigError(out.configFile + ": " + programOptionsMessage(e) + " (perennial train --help lists every key)");
     }
   }
   po::notify(vm);

@@ -9,6 +9,7 @@
 #include <vector>
 
 namespace boost::program_options {
+class error;
 class options_description;
 class variables_map;
 }  // namespace boost::program_options
@@ -93,6 +94,12 @@ TrainConfig parseTrainConfigText(const std::string& text, const std::string& sou
 void storeCommandLine(const std::vector<std::string>& args,
                       const boost::program_options::options_description& desc,
                       boost::program_options::variables_map& vm);
+
+// The message of a Boost.Program_options error, for every catch of one. Boost 1.74's what()
+// replaces each placeholder (%value%, %option%, ...) until none is left, so a value or option name
+// that itself contains one (a configuration with "x = %value%") made it loop forever: every '%'
+// of the user's text in the message is shown as a fullwidth percent sign instead.
+std::string programOptionsMessage(const boost::program_options::error& e);
 
 // "256,128" -> {256, 128}; throws ConfigError naming KEY on a malformed list.
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text);
