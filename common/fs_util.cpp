@@ -1,4 +1,5 @@
 #include "common/fs_util.h"
+#include "common/read_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/error.h"
 
@@ -98,6 +101,26 @@ std::vector<std::string> listFiles(const std::string& dir, const std::string& su
   if (ec) throw DataError(dir + ": cannot list: " + ec.message());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+}  // namespace perennial::fs
+
+namespace perennial::fs {
+
+std::string readFileIfPresent(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(path + ": cannot read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace perennial::fs

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "common/fs_util.h"
 #include "scheduler/process.h"
 
@@ -25,13 +26,6 @@ namespace perennial::sched {
 namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
-
-std::string readFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // True when some process holds PATH's lock. False when the file does not exist.
 bool lockHeld(const std::string& path) {
@@ -107,7 +101,7 @@ AttemptStatus LocalExecutor::poll(const AttemptSpec& spec, const std::string& ex
   s.execId = execId;
   if (stdfs::exists(dir + "/pid")) {
     try {
-      s.execId = std::to_string(json::parse(readFile(dir + "/pid")).at("pid").get<int64_t>());
+      s.execId = std::to_string(json::parse(fs::readFileIfPresent(dir + "/pid")).at("pid").get<int64_t>());
     } catch (const std::exception&) {
     }
   }
@@ -117,7 +111,7 @@ AttemptStatus LocalExecutor::poll(const AttemptSpec& spec, const std::string& ex
   }
   if (stdfs::exists(dir + "/exit.json")) {
     try {
-      json j = json::parse(readFile(dir + "/exit.json"));
+      json j = json::parse(fs::readFileIfPresent(dir + "/exit.json"));
       s.state = AttemptState::kExited;
       s.exitCode = j.at("exit_code").get<int>();
       s.detail = j.value("detail", "");
@@ -141,7 +135,7 @@ void LocalExecutor::cancel(const AttemptSpec& spec, const std::string&) {
   const std::string dir = attemptDir(spec);
   if (!lockHeld(dir + "/lock")) return;
   try {
-    json j = json::parse(readFile(dir + "/pid"));
+    json j = json::parse(fs::readFileIfPresent(dir + "/pid"));
     const auto pgid = j.at("child_pgid").get<pid_t>();
     const auto pid = j.at("pid").get<pid_t>();
     if (pgid > 1) ::kill(-pgid, SIGTERM);

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/sha256.h"
 #include "scheduler/process.h"
@@ -24,17 +25,9 @@ using nlohmann::json;
 
 const char* const kFiles[] = {"model.h5", "spec.json", "lineage.json", "metrics.json", "verdict.json"};
 
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 json readJson(const std::string& path) {
   try {
-    return json::parse(readFile(path));
+    return json::parse(fs::readFile(path));
   } catch (const json::exception& e) {
     throw DataError(path + ": not valid JSON: " + e.what());
   }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "common/fs_util.h"
 #include "perennial/build_config.h"
 #include "scheduler/catalog.h"
@@ -97,14 +98,6 @@ std::string duration(double s) {
 }
 
 std::string fixed(double v, int decimals) { return format("%.*f", decimals, v); }
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 json parseJson(const std::string& text) {
   if (text.empty()) return json();
@@ -577,7 +570,7 @@ Model load(const ReportOptions& opt) {
   // Verdicts of judged runs, newest first, and colours of the runs whose curves are drawn.
   for (auto& r : m.runs) {
     if (r.rec.state == state::kPromoted || r.rec.state == state::kRejected || r.rec.state == state::kFailed) {
-      r.verdict = parseJson(readText(opt.root + "/runs/" + r.rec.id + "/verdict.json"));
+      r.verdict = parseJson(fs::readFileIfPresent(opt.root + "/runs/" + r.rec.id + "/verdict.json"));
     }
   }
   // The registry: the model whose champion is the catalog's, else the first one.
@@ -604,7 +597,7 @@ Model load(const ReportOptions& opt) {
         m.championVersion = reg.alias(pick, "champion");
         for (const auto& line : [&] {
                std::vector<std::string> lines;
-               std::istringstream in(readText(m.registryDir + "/" + pick + "/history.jsonl"));
+               std::istringstream in(fs::readFileIfPresent(m.registryDir + "/" + pick + "/history.jsonl"));
                for (std::string l; std::getline(in, l);) lines.push_back(l);
                return lines;
              }()) {
@@ -1337,7 +1330,7 @@ std::string verdictsSection(const Model& m) {
     if (r.rec.state != state::kPromoted && r.rec.state != state::kRejected) continue;
     json v = r.verdict;
     if (!v.is_object() && !r.version.empty()) {
-      v = parseJson(readText(m.registryDir + "/" + m.model + "/versions/" + r.version + "/verdict.json"));
+      v = parseJson(fs::readFileIfPresent(m.registryDir + "/" + m.model + "/versions/" + r.version + "/verdict.json"));
     }
     ++n;
     const bool pass = v.is_object() ? text(v, "decision") == "pass" : r.rec.state == state::kPromoted;

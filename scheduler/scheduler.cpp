@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -28,17 +29,9 @@ using nlohmann::json;
 constexpr int kExitConfig = 2;
 constexpr int kExitRequeue = 75;
 
-std::string readFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return "";
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The last N lines of a log, for a failed run's message.
 std::string tail(const std::string& path, size_t n) {
-  const std::string text = readFile(path);
+  const std::string text = fs::readFileIfPresent(path);
   size_t pos = text.size();
   if (pos > 0 && text[pos - 1] == '\n') --pos;
   for (size_t k = 0; k < n && pos > 0; ++k) {
@@ -245,7 +238,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   cat_.transaction([&] {
     if (exited) run.exitCode = st.exitCode;
     if (outcome == state::kSucceeded) {
-      run.result = readFile(runDir + "/train/result.json");
+      run.result = fs::readFileIfPresent(runDir + "/train/result.json");
       if (gatekeeper_) {
         setState(run, state::kValidating, "", report, {{"exit_code", st.exitCode}});
         return;
@@ -276,7 +269,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
 json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
   const std::string dir = root_ + "/runs/" + run.id;
   json result = json::parse(run.result, nullptr, false);
-  json snapshot = json::parse(readFile(dir + "/snapshot.json"), nullptr, false);
+  json snapshot = json::parse(fs::readFileIfPresent(dir + "/snapshot.json"), nullptr, false);
   std::vector<std::string> shards;
   if (snapshot.is_object()) {
     for (const auto& s : snapshot["manifest"]) shards.push_back(s.value("sha256", ""));
@@ -290,7 +283,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
   }
   std::sort(manifests.begin(), manifests.end());
   if (!manifests.empty()) {
-    json m = json::parse(readFile(manifests.back()), nullptr, false);
+    json m = json::parse(fs::readFileIfPresent(manifests.back()), nullptr, false);
     if (m.is_object()) {
       ckptSha = m.value("sha256", "");
       ckptFile = m.value("file", "");
@@ -583,7 +576,7 @@ void Scheduler::materialize(const RunRecord& run) {
   std::optional<SnapshotRecord> snap = cat_.snapshot(run.snapshotId);
   PERENNIAL_CHECK(snap, "run " << run.id << " has no snapshot " << run.snapshotId);
   stdfs::create_directories(dir);
-  if (readFile(dir + "/config.cfg") != run.config) fs::writeFileAtomic(dir + "/config.cfg", run.config);
+  if (fs::readFileIfPresent(dir + "/config.cfg") != run.config) fs::writeFileAtomic(dir + "/config.cfg", run.config);
   if (stdfs::exists(dir + "/data")) return;
   const std::string tmp = dir + "/data.tmp";
   std::error_code ec;

@@ -12,6 +12,7 @@
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/document.h"
 #include "common/error.h"
+#include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "scheduler/cli/sched_command.h"
@@ -27,13 +28,6 @@ namespace po = boost::program_options;
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 using namespace perennial::sched;
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // One directory holding every holdout shard: the directories' shards and single shard files,
 // linked in the order given (file names keep that order).
@@ -82,7 +76,7 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
   const std::string result = (stdfs::path(path).parent_path() / "result.json").string();
   if (stdfs::exists(result)) {
     try {
-      m.trainerParamSha256 = json::parse(readText(result)).value("param_sha256", "");
+      m.trainerParamSha256 = json::parse(fs::readFileIfPresent(result)).value("param_sha256", "");
     } catch (const json::exception&) {
     }
   }
