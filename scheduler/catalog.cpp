@@ -254,6 +254,9 @@ std::optional<SnapshotRecord> Catalog::snapshotAtOrBefore(int64_t maxSeq) {
 }
 
 int64_t Catalog::coveredSeq(const std::string& championSnapshot) {
+  // Every run covers its snapshot, whatever its outcome: a run that failed all its attempts or
+  // was cancelled is not started again for the same data (that made a failing configuration
+  // create a new run on every tick); new data, the schedule or `sched trigger` start the next.
   // A run's snapshot is the ingest order's prefix up to MAX(seq) when the run was created, and
   // runs are created in seq order: the newest covering run covers the most. (The unary + keeps
   // SQLite from walking runs_by_state and sorting: this reads from the newest run backwards and
@@ -261,7 +264,7 @@ int64_t Catalog::coveredSeq(const std::string& championSnapshot) {
   Statement s = db_.prepare(
       "SELECT MAX(COALESCE((SELECT sn.max_seq FROM runs r JOIN snapshots sn ON sn.id = r.snapshot_id "
       "WHERE +r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded', 'validating', 'promoted', "
-      "'rejected') ORDER BY r.seq DESC LIMIT 1), 0), "
+      "'rejected', 'failed', 'cancelled') ORDER BY r.seq DESC LIMIT 1), 0), "
       "COALESCE((SELECT max_seq FROM snapshots WHERE id = ?), 0))");
   s.bind(1, championSnapshot);
   s.step();

@@ -147,8 +147,8 @@ class Catalog {
   std::optional<SnapshotRecord> snapshot(const std::string& id);
   // The snapshot with the largest max_seq <= MAX_SEQ (to build the next profile incrementally).
   std::optional<SnapshotRecord> snapshotAtOrBefore(int64_t maxSeq);
-  // Shards covered by the champion or by a run that is pending, active, succeeded or judged
-  // (a rejected run covers its data too: the same data would give the same model).
+  // Shards covered by the champion or by any run (a rejected run covers its data too: the same
+  // data would give the same model; a failed or cancelled one is not retried on the same data).
   int64_t coveredSeq(const std::string& championSnapshot);
 
   // Runs.

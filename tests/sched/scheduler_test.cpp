@@ -367,6 +367,22 @@ TEST_F(SchedulerTest, FailedAndPreemptedAttemptsAreRetriedUpToTheLimit) {
                                               "running", "preempted", "pending", "submitted", "running", "failed"}));
 }
 
+TEST_F(SchedulerTest, AFailedRunIsNotStartedAgainForTheSameData) {
+  // Before, a run that failed all its attempts left its data uncovered, so the new-data trigger
+  // created a fresh run on every tick, without end.
+  config.newDataRows = 5;
+  drop("a.h5", 5);
+  const std::string id = sched().tick().created.at(0);
+  for (int a = 1; a <= 3; ++a) {
+    executor.finish(id, a, 1);
+    sched().tick();
+  }
+  ASSERT_EQ(run(id).state, state::kFailed);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(sched().tick().created.empty()) << "tick " << i;
+  drop("b.h5", 5);
+  EXPECT_EQ(sched().tick().created.size(), 1u) << "new data start the next run";
+}
+
 TEST_F(SchedulerTest, ConfigurationErrorsAreNotRetried) {
   drop("a.h5", 5);
   request();
@@ -486,7 +502,7 @@ TEST_F(SchedulerTest, WarmStartFromTheChampionIsInTheResolvedConfig) {
 }
 
 TEST_F(SchedulerTest, BadTrainingConfigIsRefusedAtStart) {
-  std::ofstream(root + "/train.cfg") << "[model]\narch = transformer\n";
+  std::ofstream(root + "/train.cfg") << "[model]\narch = ../transformer\n";
   try {
     sched();
     FAIL() << "expected ConfigError";
