@@ -5,7 +5,8 @@
 namespace perennial::checkpoint {
 
 void writeTensorFile(const std::string& path, const std::vector<TensorView>& tensors,
-                     const std::map<std::string, std::string>& attributes) {
+                     const std::map<std::string, std::string>& attributes,
+                     std::vector<Group> extraGroups) {
   Document doc;
   doc.format = kWeightsFormat;
   doc.formatVersion = kWeightsFormatVersion;
@@ -16,6 +17,7 @@ void writeTensorFile(const std::string& path, const std::vector<TensorView>& ten
     g.tensors.push_back(std::move(t));
   }
   doc.groups.push_back(std::move(g));
+  for (auto& extra : extraGroups) doc.groups.push_back(std::move(extra));
   writeDocument(path, doc);
 }
 
@@ -30,7 +32,17 @@ TensorFile readTensorFile(const std::string& path) {
   TensorFile out;
   out.attributes = doc.strings;
   out.tensors = g->tensors;
+  for (Group& other : doc.groups) {
+    if (other.path == "normalization") out.otherGroups.push_back(std::move(other));
+  }
   return out;
+}
+
+const Group* TensorFile::group(const std::string& path) const {
+  for (const Group& g : otherGroups) {
+    if (g.path == path) return &g;
+  }
+  return nullptr;
 }
 
 }  // namespace perennial::checkpoint

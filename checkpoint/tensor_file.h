@@ -1,7 +1,8 @@
 #pragma once
 // The weights file (`RUN/model.h5`): a Document (document.h) of format "perennial-weights"
-// holding one group, `state_dict`, with the parameters under PyTorch's state_dict names, and
-// string attributes (arch, config, param_sha256, ...).
+// holding the group `state_dict`, with the parameters and buffers under PyTorch's state_dict
+// names, optional further groups (`normalization`: the feature standardisation), and string
+// attributes (arch, config, param_sha256, ...).
 #include <map>
 #include <string>
 #include <vector>
@@ -22,11 +23,16 @@ struct TensorView {
 
 // Writes PATH atomically (see writeDocument).
 void writeTensorFile(const std::string& path, const std::vector<TensorView>& tensors,
-                     const std::map<std::string, std::string>& attributes);
+                     const std::map<std::string, std::string>& attributes,
+                     std::vector<Group> extraGroups = {});
 
 struct TensorFile {
   std::map<std::string, std::string> attributes;
   std::vector<Tensor> tensors;  // in state_dict order
+  std::vector<Group> otherGroups;  // the groups that describe the model besides its state_dict
+                                   // (normalization), in file order
+
+  const Group* group(const std::string& path) const;
 };
 
 // Reads a weights file, or the state_dict of a training checkpoint (both carry the

@@ -24,7 +24,7 @@ const char* kUsage =
     "  train     train a model, data-parallel (launch with mpirun -np N or srun)\n"
     "  eval      evaluate a trained model.h5 on a shard directory (under mpirun too)\n"
     "  ckpt      inspect | verify | diff checkpoints and weights files\n"
-    "  data      import-fashion-mnist | info | add: datasets as HDF5 shard directories\n"
+    "  data      import-fashion-mnist | import-csv | info | add: datasets as HDF5 shard directories\n"
     "  sched     the continuous-retraining scheduler: run | tick | status | runs | shards | events |\n"
     "            trigger | cancel\n"
     "  validate  the validation gate: judge a candidate model against the champion on a holdout\n"

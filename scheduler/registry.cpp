@@ -24,6 +24,18 @@ namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 const char* const kFiles[] = {"model.h5", "spec.json", "lineage.json", "metrics.json", "verdict.json"};
+// Published when the run wrote it: a TorchScript model (model.arch = torchscript) with its
+// trained weights, which `perennial eval`/`validate` load beside model.h5.
+const char* const kOptionalFiles[] = {"model.pt"};
+
+// The files of a version: the required ones, then the optional ones files.json lists.
+std::vector<std::string> versionFiles(const json& files) {
+  std::vector<std::string> out(std::begin(kFiles), std::end(kFiles));
+  for (const char* f : kOptionalFiles) {
+    if (files.is_object() && files.contains(f)) out.emplace_back(f);
+  }
+  return out;
+}
 
 json readJson(const std::string& path) {
   try {
@@ -144,12 +156,20 @@ std::string Registry::publish(const PublishRequest& r) {
   stdfs::copy_file(r.weights, tmp + "/model.h5", stdfs::copy_options::overwrite_existing);
   fs::fsyncFile(tmp + "/model.h5");
   ::chmod((tmp + "/model.h5").c_str(), 0444);
+  const std::string script = (stdfs::path(r.weights).parent_path() / "model.pt").string();
+  const bool hasScript = stdfs::is_regular_file(script);
+  if (hasScript) {
+    stdfs::copy_file(script, tmp + "/model.pt", stdfs::copy_options::overwrite_existing);
+    fs::fsyncFile(tmp + "/model.pt");
+    ::chmod((tmp + "/model.pt").c_str(), 0444);
+  }
   writeReadOnly(tmp + "/spec.json", r.spec.dump(2) + "\n");
   writeReadOnly(tmp + "/lineage.json", lineage.dump(2) + "\n");
   writeReadOnly(tmp + "/metrics.json", r.metrics.dump(2) + "\n");
   writeReadOnly(tmp + "/verdict.json", r.verdict.dump(2) + "\n");
   json files = json::object();
   for (const char* f : kFiles) files[f] = toHex(sha256File(tmp + "/" + f));
+  if (hasScript) files["model.pt"] = toHex(sha256File(tmp + "/model.pt"));
   writeReadOnly(tmp + "/files.json", files.dump(2) + "\n");
   fs::fsyncDir(tmp);
   if (hook_) hook_("files-written");
@@ -261,7 +281,7 @@ std::vector<std::string> Registry::verify(const std::string& name, const std::st
   } catch (const Error& e) {
     return {e.what()};
   }
-  for (const char* f : kFiles) {
+  for (const std::string& f : versionFiles(files)) {
     const std::string p = d + "/" + f;
     if (!files.contains(f)) {
       problems.push_back(p + ": not listed in files.json");
@@ -287,7 +307,8 @@ void Registry::exportTo(const std::string& name, const std::string& version, con
   const std::string d = versionDir(name, resolve(name, version));
   if (stdfs::exists(out)) throw ConfigError("--out: " + out + " already exists");
   stdfs::create_directories(out);
-  for (const char* f : kFiles) stdfs::copy_file(d + "/" + f, out + "/" + f);
+  const json files = readJson(d + "/files.json");
+  for (const std::string& f : versionFiles(files)) stdfs::copy_file(d + "/" + f, out + "/" + f);
   stdfs::copy_file(d + "/files.json", out + "/files.json");
 }
 

@@ -20,6 +20,8 @@ packages=(
   libspdlog-dev zlib1g-dev
   # the scheduler's Prometheus metrics endpoint (sched run --metrics-port; HTTP on loopback)
   libcpp-httplib-dev
+  # perennial data import-csv (RFC 4180 parsing: quoted fields, embedded delimiters and newlines)
+  libcsv-dev
   # per-tensor checksums in checkpoints (XXH3-64: fast enough to verify at disk speed)
   libxxhash-dev
   # tests and benchmarks

@@ -4,7 +4,9 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <cstring>
+#include <tuple>
 #include <mutex>
 
 #include "checkpoint/checkpoint_store.h"
@@ -53,6 +55,40 @@ torch::Tensor fromTensor(const Tensor& t) {
 
 }  // namespace
 
+checkpoint::Group normalizationGroup(const std::vector<int64_t>& featureShape, const std::vector<float>& mean,
+                                     const std::vector<float>& stdev) {
+  PERENNIAL_CHECK(mean.size() == stdev.size() && static_cast<int64_t>(mean.size()) == shapeElements(featureShape),
+                  "normalization of " << mean.size() << " values for " << shapeElements(featureShape) << " features");
+  Group g{"normalization", {}};
+  for (const auto& [name, values] : {std::pair<const char*, const std::vector<float>*>{"mean", &mean}, {"std", &stdev}}) {
+    Tensor t{name, DType::kFloat32, featureShape, {}, nullptr};
+    t.bytes.resize(values->size() * sizeof(float));
+    std::memcpy(t.bytes.data(), values->data(), t.bytes.size());
+    g.tensors.push_back(std::move(t));
+  }
+  return g;
+}
+
+std::pair<std::vector<float>, std::vector<float>> readNormalizationGroup(const checkpoint::Group& g,
+                                                                         const std::string& source) {
+  const Tensor* mean = g.find("mean");
+  const Tensor* stdev = g.find("std");
+  if (!mean || !stdev || mean->type != DType::kFloat32 || stdev->type != DType::kFloat32 ||
+      mean->shape != stdev->shape) {
+    throw DataError(source + ": group 'normalization' must hold float32 tensors 'mean' and 'std' of one shape");
+  }
+  std::vector<float> m(static_cast<size_t>(mean->elements())), s(m.size());
+  std::memcpy(m.data(), mean->data(), mean->byteSize());
+  std::memcpy(s.data(), stdev->data(), stdev->byteSize());
+  for (float v : s) {
+    if (!(v > 0) || !std::isfinite(v)) throw DataError(source + ": normalization/std holds a value that is not positive and finite");
+  }
+  for (float v : m) {
+    if (!std::isfinite(v)) throw DataError(source + ": normalization/mean holds a value that is not finite");
+  }
+  return {m, s};
+}
+
 std::string paramSha256(torch::nn::Module& model) {
   Sha256 h;
   for (const auto& p : model.parameters()) {
@@ -69,7 +105,7 @@ std::vector<uint8_t> cpuGeneratorState() {
   return out;
 }
 
-Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                       const TrainProgress& progress, const CheckpointMeta& meta, bool copy) {
   Document doc;
   auto owners = std::make_shared<std::vector<torch::Tensor>>();
@@ -97,13 +133,10 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
               {"world.size", meta.worldSize},
               {"world.global_batch", meta.globalBatch},
               {"world.bucket_cap_bytes", static_cast<int64_t>(meta.bucketCapBytes)}};
-  if (meta.testAccuracy >= 0) {
-    doc.floats["metrics.test_accuracy"] = meta.testAccuracy;
-    doc.floats["metrics.test_loss"] = meta.testLoss;
-  }
+  for (const auto& [name, value] : meta.metrics) doc.floats["metrics." + name] = value;
 
   Group state{"state_dict", {}};
-  for (const auto& item : model->named_parameters()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  for (const auto& item : model.named_parameters()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
   if (meta.paramSha256.empty()) {
     // Hash the parameters (the tensors just captured) while the writer writes them.
     std::vector<std::pair<const void*, size_t>> spans;
@@ -115,7 +148,7 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
       return toHex(h.finish());
     };
   }
-  for (const auto& item : model->named_buffers()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  for (const auto& item : model.named_buffers()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
   doc.groups.push_back(std::move(state));
 
   // Optimizer state, one group per kind of buffer, tensors named by parameter.
@@ -126,7 +159,7 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
     g.tensors.push_back(toTensor(name, t, copy, keep));
   };
   auto& states = optimizer.state();
-  for (const auto& item : model->named_parameters()) {
+  for (const auto& item : model.named_parameters()) {
     auto it = states.find(stateKey(item.value()));
     if (it == states.end()) continue;
     if (meta.optimizer == "sgd") {
@@ -141,6 +174,8 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
     }
   }
   for (auto& [kind, g] : opt) doc.groups.push_back(std::move(g));
+
+  if (!meta.normMean.empty()) doc.groups.push_back(normalizationGroup(meta.featureShape, meta.normMean, meta.normStd));
 
   Group rng{"rng", {}};
   const int64_t per = meta.worldSize > 0 ? static_cast<int64_t>(meta.rngStates.size()) / meta.worldSize : 0;
@@ -164,7 +199,7 @@ Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& opt
   return doc;
 }
 
-RestoredState restoreState(const Document& doc, const std::string& source, torch::nn::Sequential& model,
+RestoredState restoreState(const Document& doc, const std::string& source, torch::nn::Module& model,
                            torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
                            int worldSize, const std::map<std::string, torch::Tensor>* preloaded) {
   const Group* state = doc.group("state_dict");
@@ -179,11 +214,11 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     if (t->data() != target.data_ptr()) std::memcpy(target.data_ptr(), t->data(), t->byteSize());
   };
   size_t expected = 0;
-  for (auto& item : model->named_parameters()) {
+  for (auto& item : model.named_parameters()) {
     load(item.key(), item.value());
     ++expected;
   }
-  for (auto& item : model->named_buffers()) {
+  for (auto& item : model.named_buffers()) {
     load(item.key(), item.value());
     ++expected;
   }
@@ -216,7 +251,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     }
     return t;
   };
-  for (const auto& item : model->named_parameters()) {
+  for (const auto& item : model.named_parameters()) {
     const std::string key = stateKey(item.value());
     states.erase(key);
     if (optimizerName == "sgd") {
@@ -250,6 +285,9 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
   out.configText = doc.str("config", source);
   out.configSha256 = doc.str("config_sha256", source);
   out.dataSnapshot = doc.str("data.snapshot", source);
+  if (const Group* norm = doc.group("normalization")) {
+    std::tie(out.normMean, out.normStd) = readNormalizationGroup(*norm, source);
+  }
   const Group* rng = doc.group("rng");
   const Tensor* gen = rng ? rng->find("torch_cpu") : nullptr;
   if (gen && out.worldSize == worldSize && gen->shape.size() == 2 && gen->shape[0] == worldSize) {
@@ -264,13 +302,13 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
   return out;
 }
 
-RestoredState loadCheckpoint(const std::string& path, torch::nn::Sequential& model,
+RestoredState loadCheckpoint(const std::string& path, torch::nn::Module& model,
                              torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
                              int worldSize) {
   // Parameters and buffers are read straight into the model; optimizer state into fresh tensors.
   std::map<std::string, torch::Tensor> targets;
-  for (auto& item : model->named_parameters()) targets["state_dict/" + item.key()] = item.value();
-  for (auto& item : model->named_buffers()) targets["state_dict/" + item.key()] = item.value();
+  for (auto& item : model.named_parameters()) targets["state_dict/" + item.key()] = item.value();
+  for (auto& item : model.named_buffers()) targets["state_dict/" + item.key()] = item.value();
   std::map<std::string, torch::Tensor> preloaded;
   auto sink = [&](const std::string& group, const Tensor& t) -> void* {
     const std::string key = group + "/" + t.name;

@@ -1,6 +1,6 @@
 #pragma once
 // Training state <-> checkpoint documents (format: docs/checkpoint-format.md).
-#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
 #include <cstdint>
@@ -37,14 +37,18 @@ struct CheckpointMeta {
   size_t bucketCapBytes = 0;
   std::vector<Bucket> buckets;
   std::vector<uint8_t> rngStates;  // world x per-rank CPU generator state, rank order
-  double testAccuracy = -1;        // last evaluation (-1: none yet)
-  double testLoss = -1;
+  // Last evaluation of these weights ("test_accuracy", "test_loss", ...; empty: none yet),
+  // stored as float attributes "metrics.<name>".
+  std::map<std::string, double> metrics;
+  // Feature standardisation (data.normalize), each of the feature shape; empty: none.
+  std::vector<int64_t> featureShape;
+  std::vector<float> normMean, normStd;
 };
 
 // Builds the checkpoint document. With COPY the tensors are copied into the document (for an
 // asynchronous save, so training may go on); without, the document points at the live tensors
 // and must be written before they change.
-checkpoint::Document captureState(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+checkpoint::Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                                   const TrainProgress& progress, const CheckpointMeta& meta, bool copy);
 
 struct RestoredState {
@@ -54,6 +58,7 @@ struct RestoredState {
   std::string configSha256;
   std::string dataSnapshot;
   bool rngRestored = false;
+  std::vector<float> normMean, normStd;  // empty when the checkpoint has no normalization group
 };
 
 // Loads model parameters and buffers, optimizer state and (when the world size matches) this
@@ -61,15 +66,22 @@ struct RestoredState {
 // checkpoint does not fit the model or optimizer.
 // PRELOADED: optimizer tensors already holding the document's data ("optimizer/<kind>/<name>").
 RestoredState restoreState(const checkpoint::Document& doc, const std::string& source,
-                           torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                           torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                            const std::string& optimizerName, int rank, int worldSize,
                            const std::map<std::string, torch::Tensor>* preloaded = nullptr);
 
 // Verifies the checkpoint at PATH and restores it, reading parameters straight into the model
 // (no intermediate copy). Throws like verifyCheckpoint and restoreState.
-RestoredState loadCheckpoint(const std::string& path, torch::nn::Sequential& model,
+RestoredState loadCheckpoint(const std::string& path, torch::nn::Module& model,
                              torch::optim::Optimizer& optimizer, const std::string& optimizerName, int rank,
                              int worldSize);
+
+// The "normalization" group of checkpoints and weights files: float32 tensors "mean" and "std",
+// each of the feature shape. Reading checks that std is positive and both are finite.
+checkpoint::Group normalizationGroup(const std::vector<int64_t>& featureShape, const std::vector<float>& mean,
+                                     const std::vector<float>& stdev);
+std::pair<std::vector<float>, std::vector<float>> readNormalizationGroup(const checkpoint::Group& g,
+                                                                         const std::string& source);
 
 // This process's CPU generator state (fixed size), and setting it back.
 std::vector<uint8_t> cpuGeneratorState();

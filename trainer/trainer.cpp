@@ -2,7 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -50,23 +54,193 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const TrainConfig& c,
       params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weightDecay));
 }
 
-torch::Tensor featureTensor(data::Batch& b, const data::DatasetSpec& spec) {
+// NOTE [Normalization]: data.normalize = standard (auto: for float32 features) standardises each
+// feature element by the mean and standard deviation of the training data, computed once per
+// run before the first step (in float64; constant features get std 1), stored in every
+// checkpoint and in model.h5 (group "normalization") and applied wherever the model sees data:
+// training, evaluation, `perennial eval`, the gate. A resumed run takes them from its checkpoint.
+struct Normalization {
+  std::vector<float> mean, stdev;
+  torch::Tensor meanT, stdT;
+
+  bool active() const { return !mean.empty(); }
+  void set(std::vector<float> m, std::vector<float> s, const std::vector<int64_t>& shape) {
+    mean = std::move(m);
+    stdev = std::move(s);
+    if (mean.empty()) return;
+    meanT = torch::from_blob(mean.data(), shape, torch::kFloat32).clone();
+    stdT = torch::from_blob(stdev.data(), shape, torch::kFloat32).clone();
+  }
+};
+
+bool wantsNormalization(const TrainConfig& c, const data::DatasetSpec& spec) {
+  if (c.normalize == "standard") return true;
+  if (c.normalize == "none") return false;
+  return spec.featureType == DType::kFloat32;
+}
+
+// Mean and standard deviation of every feature element over DS. Each rank sums a contiguous
+// block, shifted by the first row (so large offsets lose no precision); the sums are all-reduced.
+void computeNormalization(data::ShardedDataset& ds, Communicator& comm, Normalization& out) {
+  const int64_t n = ds.size(), w = comm.size(), r = comm.rank();
+  const int64_t d = ds.spec().featureElements();
+  const int64_t begin = n * r / w, end = n * (r + 1) / w;
+  auto firstRow = [&] {
+    data::BatchLoader one(ds, {{0}}, 1);
+    return one.next()->features;
+  }();
+  std::vector<double> sums(static_cast<size_t>(2 * d), 0.0);
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t b = begin; b < end; b += 4096) {
+    std::vector<int64_t> idx;
+    for (int64_t i = b; i < std::min(end, b + 4096); ++i) idx.push_back(i);
+    batches.push_back(std::move(idx));
+  }
+  if (!batches.empty()) {
+    data::BatchLoader loader(ds, std::move(batches), 2);
+    while (auto batch = loader.next()) {
+      for (int64_t row = 0; row < batch->rows; ++row) {
+        const float* x = batch->features.data() + row * d;
+        for (int64_t k = 0; k < d; ++k) {
+          const double v = static_cast<double>(x[k]) - firstRow[static_cast<size_t>(k)];
+          sums[static_cast<size_t>(k)] += v;
+          sums[static_cast<size_t>(d + k)] += v * v;
+        }
+      }
+    }
+  }
+  comm.allReduceSum(sums.data(), sums.size());
+  std::vector<float> mean(static_cast<size_t>(d)), stdev(static_cast<size_t>(d));
+  for (int64_t k = 0; k < d; ++k) {
+    const double m = sums[static_cast<size_t>(k)] / static_cast<double>(n);
+    const double var = std::max(0.0, sums[static_cast<size_t>(d + k)] / static_cast<double>(n) - m * m);
+    mean[static_cast<size_t>(k)] = static_cast<float>(m + firstRow[static_cast<size_t>(k)]);
+    const double sd = std::sqrt(var);
+    const float s = static_cast<float>(sd);
+    stdev[static_cast<size_t>(k)] = (s > 1e-12f && std::isfinite(s)) ? s : 1.0f;
+  }
+  out.set(std::move(mean), std::move(stdev), ds.spec().featureShape);
+}
+
+ModelInput modelInput(const data::DatasetSpec& spec) {
+  return ModelInput{spec.featureShape, spec.regression() ? 1 : spec.numClasses, spec.regression()};
+}
+
+// The model's input for a batch: float32 [rows, ...feature_shape], standardised when asked.
+torch::Tensor featureTensor(data::Batch& b, const data::DatasetSpec& spec, const Normalization& norm) {
   std::vector<int64_t> shape{b.rows};
   shape.insert(shape.end(), spec.featureShape.begin(), spec.featureShape.end());
-  return torch::from_blob(b.features.data(), shape, torch::kFloat32);
+  torch::Tensor x = torch::from_blob(b.features.data(), shape, torch::kFloat32);
+  return norm.active() ? (x - norm.meanT) / norm.stdT : x;
+}
+
+// The model's output for X: logits [rows, classes], or regression values [rows] (a [rows, 1]
+// output is squeezed). Throws ConfigError naming model.arch when the shape does not fit.
+torch::Tensor predict(const Model& model, const torch::Tensor& x, const data::DatasetSpec& spec,
+                      const std::string& arch) {
+  torch::Tensor y = model.forward(x);
+  const int64_t rows = x.size(0);
+  if (spec.regression()) {
+    if (y.dim() == 2 && y.size(1) == 1) y = y.squeeze(1);
+    if (y.dim() != 1 || y.size(0) != rows) {
+      throw ConfigError("model.arch: " + arch + " returned a tensor of shape " + c10::str(y.sizes()) +
+                        " for a batch of " + std::to_string(rows) + " rows; regression needs [rows] or [rows, 1]");
+    }
+  } else if (y.dim() != 2 || y.size(0) != rows || y.size(1) != spec.numClasses) {
+    throw ConfigError("model.arch: " + arch + " returned a tensor of shape " + c10::str(y.sizes()) + " for a batch of " +
+                      std::to_string(rows) + " rows; the dataset has " + std::to_string(spec.numClasses) +
+                      " classes, so [rows, " + std::to_string(spec.numClasses) + "] is needed");
+  }
+  return y;
+}
+
+// Mean loss of a batch: cross-entropy for class labels, mean squared error for values.
+torch::Tensor batchLoss(const torch::Tensor& out, data::Batch& b, const data::DatasetSpec& spec) {
+  if (spec.regression()) {
+    return torch::mse_loss(out, torch::from_blob(b.values.data(), {b.rows}, torch::kFloat32));
+  }
+  return torch::nn::functional::cross_entropy(out, torch::from_blob(b.labels.data(), {b.rows}, torch::kInt64));
 }
 
 struct EvalResult {
-  double loss = 0, accuracy = 0;
+  bool regression = false;
+  double loss = 0, accuracy = 0;  // loss: mean cross-entropy, or MSE for regression
+  double mse = 0, mae = 0, r2 = 0;  // regression
   int64_t samples = 0;
-  int64_t nonFiniteOutputs = 0;  // rows whose logits hold a NaN or an infinity
+  int64_t nonFiniteOutputs = 0;  // rows whose outputs hold a NaN or an infinity
   std::vector<int64_t> classCorrect, classTotal;
 };
 
+// The test metrics of an evaluation by name, as checkpoints and metrics.jsonl record them.
+std::map<std::string, double> metricsOf(const EvalResult& e) {
+  if (e.regression) return {{"test_loss", e.loss}, {"test_mse", e.mse}, {"test_mae", e.mae}, {"test_r2", e.r2}};
+  return {{"test_accuracy", e.accuracy}, {"test_loss", e.loss}};
+}
+
+std::string describe(const EvalResult& e) {
+  char line[200];
+  if (e.regression) {
+    std::snprintf(line, sizeof(line), "test R2 %.4f, MSE %.6g, MAE %.6g (%lld samples)", e.r2, e.mse, e.mae,
+                  (long long)e.samples);
+  } else {
+    std::snprintf(line, sizeof(line), "test accuracy %.4f, test loss %.4f (%lld samples)", e.accuracy, e.loss,
+                  (long long)e.samples);
+  }
+  return line;
+}
+
+nlohmann::json evalRecord(const EvalResult& e, const TrainProgress& p) {
+  nlohmann::json j = {{"kind", "eval"}, {"epoch", p.epoch}, {"step", p.step}};
+  for (const auto& [k, v] : metricsOf(e)) j[k] = v;
+  j["test_samples"] = e.samples;
+  return j;
+}
+
+void saveTorchScriptAtomically(const Model& model, const std::string& path) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  saveTorchScript(model, tmp);
+  fs::fsyncFile(tmp);
+  fs::publish(tmp, path);
+}
+
 // Each rank evaluates a contiguous block of the test set; sums are all-reduced, so every sample
 // is counted exactly once whatever the world size.
-EvalResult evaluate(torch::nn::Sequential& model, data::ShardedDataset& test, Communicator& comm,
-                    int64_t batchSize, size_t prefetch) {
+EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Communicator& comm,
+                              std::vector<std::vector<int64_t>> batches, size_t prefetch,
+                              const Normalization& norm, const std::string& arch) {
+  // squared error, absolute error, sum y, sum y^2, samples, non-finite outputs
+  std::vector<double> sums(6, 0.0);
+  data::BatchLoader loader(test, std::move(batches), prefetch);
+  while (auto batch = loader.next()) {
+    torch::Tensor out = predict(model, featureTensor(*batch, test.spec(), norm), test.spec(), arch).to(torch::kDouble);
+    torch::Tensor y = torch::from_blob(batch->values.data(), {batch->rows}, torch::kFloat32).to(torch::kDouble);
+    torch::Tensor err = out - y;
+    sums[0] += err.square().sum().item<double>();
+    sums[1] += err.abs().sum().item<double>();
+    sums[2] += y.sum().item<double>();
+    sums[3] += y.square().sum().item<double>();
+    sums[4] += static_cast<double>(batch->rows);
+    sums[5] += torch::logical_not(torch::isfinite(out)).sum().item<double>();
+  }
+  comm.allReduceSum(sums.data(), sums.size());
+  EvalResult e;
+  e.regression = true;
+  const double n = sums[4];
+  e.samples = static_cast<int64_t>(n);
+  e.nonFiniteOutputs = static_cast<int64_t>(sums[5]);
+  if (n > 0) {
+    e.mse = sums[0] / n;
+    e.mae = sums[1] / n;
+    const double sst = sums[3] - sums[2] * sums[2] / n;
+    e.r2 = sst > 0 ? 1.0 - sums[0] / sst : 0.0;
+  }
+  e.loss = e.mse;
+  e.accuracy = -1;
+  return e;
+}
+
+EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator& comm,
+                    int64_t batchSize, size_t prefetch, const Normalization& norm, const std::string& arch) {
   const int64_t n = test.size(), w = comm.size(), r = comm.rank();
   const int64_t begin = n * r / w, end = n * (r + 1) / w;
   std::vector<std::vector<int64_t>> batches;
@@ -77,14 +251,15 @@ EvalResult evaluate(torch::nn::Sequential& model, data::ShardedDataset& test, Co
   }
   model->eval();
   torch::NoGradGuard noGrad;
+  if (test.spec().regression()) return evaluateRegression(model, test, comm, std::move(batches), prefetch, norm, arch);
   // loss sum, correct, samples, rows with non-finite logits, then per class: correct, total.
   const int64_t classes = test.spec().numClasses;
   std::vector<double> sums(static_cast<size_t>(4 + 2 * classes), 0.0);
   data::BatchLoader loader(test, std::move(batches), prefetch);
   while (auto batch = loader.next()) {
-    torch::Tensor x = featureTensor(*batch, test.spec());
+    torch::Tensor x = featureTensor(*batch, test.spec(), norm);
     torch::Tensor y = torch::from_blob(batch->labels.data(), {batch->rows}, torch::kInt64);
-    torch::Tensor logits = model->forward(x);
+    torch::Tensor logits = predict(model, x, test.spec(), arch);
     sums[0] += torch::nn::functional::cross_entropy(
                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                    .item<double>();
@@ -146,24 +321,71 @@ class MetricsLog {
   std::ofstream out_;
 };
 
-// Copies a weights file's tensors into MODEL, checking that every parameter is there with the
-// right shape and type.
+// The model's state_dict: parameters, then buffers (PyTorch's order within each module differs,
+// but names are what files match on).
+std::vector<std::pair<std::string, torch::Tensor>> stateDict(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_buffers()) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+// NOTE [Buffers]: buffers (batch norm's running statistics) are updated by each rank's own
+// forward passes, so replicas would drift apart. As PyTorch DDP's broadcast_buffers does, rank
+// 0's buffers are broadcast to every rank, here after each optimizer step: all ranks then
+// evaluate and checkpoint the same model, and a resumed run continues exactly. Models without
+// buffers (the built-in ones) pay nothing.
+void broadcastBuffers(torch::nn::Module& model, Communicator& comm) {
+  if (comm.size() == 1) return;
+  torch::NoGradGuard noGrad;
+  for (auto& item : model.named_buffers()) {
+    torch::Tensor& b = item.value();
+    PERENNIAL_CHECK(b.is_contiguous() && b.is_cpu(), "buffer " << item.key() << " is not a contiguous CPU tensor");
+    comm.broadcast(b.data_ptr(), static_cast<size_t>(b.numel()) * b.element_size(), 0);
+  }
+}
+
+// Copies a weights file's tensors into MODEL, checking that every parameter and buffer is there
+// with the right shape and type. Files written before buffers were saved (no buffers) are
+// accepted for models without buffers, as before.
 void copyWeights(const checkpoint::TensorFile& file, const std::string& path, const std::string& arch,
                  torch::nn::Module& model) {
   torch::NoGradGuard noGrad;
-  auto named = model.named_parameters();
+  auto named = stateDict(model);
   if (named.size() != file.tensors.size()) {
     throw DataError(path + ": has " + std::to_string(file.tensors.size()) + " tensors, the " + arch +
-                    " model has " + std::to_string(named.size()) + " parameters");
+                    " model has " + std::to_string(named.size()) + " parameters and buffers");
   }
   for (const auto& t : file.tensors) {
-    torch::Tensor* p = named.find(t.name);
-    if (!p) throw DataError(path + ": tensor '" + t.name + "' is not a parameter of the " + arch + " model");
-    if (p->sizes().vec() != t.shape || t.type != DType::kFloat32) {
+    auto it = std::find_if(named.begin(), named.end(), [&](const auto& kv) { return kv.first == t.name; });
+    if (it == named.end()) throw DataError(path + ": tensor '" + t.name + "' is not a parameter of the " + arch + " model");
+    torch::Tensor& p = it->second;
+    if (p.sizes().vec() != t.shape || toDType(p.scalar_type()) != t.type) {
       throw DataError(path + ": tensor '" + t.name + "' has the wrong shape or type for the " + arch + " model");
     }
-    std::memcpy(p->data_ptr(), t.bytes.data(), t.bytes.size());
+    std::memcpy(p.data_ptr(), t.data(), t.byteSize());
   }
+}
+
+// The normalization recorded in a weights file or checkpoint (none when it has no such group).
+void readNormalization(const checkpoint::TensorFile& file, const std::string& path,
+                       const std::vector<int64_t>& featureShape, Normalization& out) {
+  const checkpoint::Group* g = file.group("normalization");
+  if (!g) return;
+  auto [mean, stdev] = readNormalizationGroup(*g, path);
+  if (static_cast<int64_t>(mean.size()) != shapeElements(featureShape)) {
+    throw DataError(path + ": normalization has " + std::to_string(mean.size()) + " values, the data " +
+                    std::to_string(shapeElements(featureShape)) + " features");
+  }
+  out.set(std::move(mean), std::move(stdev), featureShape);
+}
+
+// The TorchScript file of a trained model: model.pt beside its weights file when there is one
+// (the registry and run directories keep it there), else the configured model.path.
+void locateScript(TrainConfig& c, const std::string& weightsPath) {
+  if (c.arch != "torchscript") return;
+  const auto beside = std::filesystem::path(weightsPath).parent_path() / "model.pt";
+  if (std::filesystem::is_regular_file(beside)) c.modelPath = beside.string();
 }
 
 }  // namespace
@@ -176,9 +398,12 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": no 'config' attribute (not written by perennial train?)");
   }
   TrainConfig c = parseTrainConfigText(configIt->second, modelPath + "@config");
+  locateScript(c, modelPath);
   data::ShardedDataset ds(dataDir);
-  torch::nn::Sequential model = makeModel(c, {ds.spec().featureShape, ds.spec().numClasses});
+  Model model = makeModel(c, modelInput(ds.spec()));
   copyWeights(file, modelPath, c.arch, *model);
+  Normalization norm;
+  readNormalization(file, modelPath, ds.spec().featureShape, norm);
   EvalSummary out;
   out.paramSha256 = paramSha256(*model);
   out.arch = c.arch;
@@ -191,9 +416,13 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": weights do not match the recorded param_sha256 (" + recorded->second +
                     "); the file is corrupt or was modified");
   }
-  EvalResult e = evaluate(model, ds, comm, batchSize, 4);
+  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch);
+  out.regression = e.regression;
   out.accuracy = e.accuracy;
   out.loss = e.loss;
+  out.mse = e.mse;
+  out.mae = e.mae;
+  out.r2 = e.r2;
   out.samples = e.samples;
   out.nonFiniteOutputs = e.nonFiniteOutputs;
   out.classCorrect = e.classCorrect;
@@ -208,7 +437,9 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
                              1);
     auto batch = loader.next();
     torch::NoGradGuard noGrad;
-    torch::Tensor y = model->forward(featureTensor(*batch, ds.spec())).contiguous();
+    model->eval();
+    torch::Tensor y = predict(model, featureTensor(*batch, ds.spec(), norm), ds.spec(), c.arch).contiguous();
+    if (y.dim() == 1) y = y.unsqueeze(1);
     for (int64_t i = 0; i < n; ++i) {
       const float* row = y[i].data_ptr<float>();
       out.logits.emplace_back(row, row + y.size(1));
@@ -288,9 +519,18 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   data::ShardedDataset trainSet(c.trainDir);
   data::ShardedDataset testSet(c.testDir);
-  if (!(testSet.spec().featureShape == trainSet.spec().featureShape) ||
-      testSet.spec().numClasses != trainSet.spec().numClasses) {
-    throw ConfigError("data.test: " + c.testDir + " has a different feature shape or class count than data.train " + c.trainDir);
+  const data::DatasetSpec& spec = trainSet.spec();
+  if (!(testSet.spec().featureShape == spec.featureShape) || testSet.spec().numClasses != spec.numClasses ||
+      testSet.spec().featureType != spec.featureType || testSet.spec().targetType != spec.targetType) {
+    throw ConfigError("data.test: " + c.testDir + " has a different feature shape, dtype, task or class count than data.train " +
+                      c.trainDir);
+  }
+  // checkpoint.keep_best must name a metric this task measures.
+  std::string keepBest = c.ckptKeepBest;
+  if (keepBest == "auto") keepBest = spec.regression() ? "test_loss" : "test_accuracy";
+  if ((keepBest == "test_accuracy" && spec.regression()) || (keepBest == "test_r2" && !spec.regression())) {
+    throw ConfigError("checkpoint.keep_best: " + keepBest + " is not measured for " +
+                      (spec.regression() ? "regression (use test_loss or test_r2)" : "classification (use test_accuracy or test_loss)"));
   }
   const int64_t localBatch = c.batchSize;
   const int64_t perStep = localBatch * c.gradAccum;  // samples per rank per optimizer step
@@ -308,7 +548,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const double lossScale = static_cast<double>(c.gradAccum) * static_cast<double>(world);
 
   torch::manual_seed(c.seed);
-  torch::nn::Sequential model = makeModel(c, {trainSet.spec().featureShape, trainSet.spec().numClasses});
+  Model model = makeModel(c, modelInput(spec));
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
   GradientReducer reducer(params, comm, capBytes);
@@ -323,13 +563,14 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   checkpoint::Retention retention;
   retention.keepLast = c.ckptKeepLast;
-  retention.bestMetric = c.ckptKeepBest == "none" ? "" : c.ckptKeepBest;
-  retention.higherIsBetter = c.ckptKeepBest != "test_loss";
+  retention.bestMetric = keepBest == "none" ? "" : keepBest;
+  retention.higherIsBetter = keepBest != "test_loss";
   checkpoint::CheckpointStore store(runDir + "/checkpoints", retention);
 
   // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
   // as on any cluster).
   TrainProgress progress;
+  Normalization norm;
   int64_t lastSavedStep = -1;
   std::string resumedFrom;
   bool rngRestored = false;
@@ -351,8 +592,15 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     chosen = broadcastString(comm, chosen);
     if (!chosen.empty()) {
-      RestoredState restored = loadCheckpoint(chosen, model, *optimizer, c.optimizer, rank, world);
+      RestoredState restored = loadCheckpoint(chosen, *model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
+      if (!restored.normMean.empty()) {
+        if (static_cast<int64_t>(restored.normMean.size()) != spec.featureElements()) {
+          throw DataError(chosen + ": normalization has " + std::to_string(restored.normMean.size()) +
+                          " values, the data " + std::to_string(spec.featureElements()) + " features");
+        }
+        norm.set(std::move(restored.normMean), std::move(restored.normStd), spec.featureShape);
+      }
       lastSavedStep = progress.step;  // that checkpoint exists: never re-save (and uncommit) it
       rngRestored = restored.rngRestored;
       resumedFrom = chosen;
@@ -384,6 +632,12 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (lead) log->info("initialised the weights from {} (param_sha256 {})", c.initFrom, paramSha256(*model).substr(0, 16));
   }
   reducer.broadcastParameters(0);
+  broadcastBuffers(*model, comm);
+  if (!norm.active() && wantsNormalization(c, spec)) {
+    const auto t0 = Clock::now();
+    computeNormalization(trainSet, comm, norm);
+    if (lead) log->info("feature normalization from {} training samples ({:.2f} s)", trainSet.size(), secondsSince(t0));
+  }
   // Per-rank stream for dropout; initialisation above used the shared seed on every rank.
   if (!rngRestored) {
     torch::manual_seed(c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1 +
@@ -409,8 +663,6 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   StopSignals signals;
 
   EvalResult lastEval;
-  lastEval.loss = -1;
-  lastEval.accuracy = -1;
   int64_t lastEvalStep = -1;
   std::future<void> inflight;  // at most one asynchronous save
   auto checkInflight = [&](bool wait) {
@@ -429,15 +681,16 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     checkInflight(true);
     CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, /*paramSha256=*/"", dataSnapshot, dataShards,
                         c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
-                        lastEval.accuracy, lastEval.loss};
+                        {}, spec.featureShape, norm.mean, norm.stdev};
     // Metrics belong to a checkpoint only if they were measured on its weights.
-    const bool evaluated = lastEval.accuracy >= 0 && lastEvalStep == progress.step;
-    if (!evaluated) meta.testAccuracy = meta.testLoss = -1;
     nlohmann::json m = nlohmann::json::object();
-    if (evaluated) m = {{"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss}};
+    if (lastEvalStep == progress.step) {
+      meta.metrics = metricsOf(lastEval);
+      for (const auto& [k, v] : meta.metrics) m[k] = v;
+    }
     const bool async = allowAsync && c.ckptAsync;
     const auto t0 = Clock::now();
-    checkpoint::Document doc = captureState(model, *optimizer, progress, meta, /*copy=*/async);
+    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async);
     const int64_t step = progress.step, epoch = progress.epoch;
     if (async) {
       const double copySecs = secondsSince(t0);
@@ -477,9 +730,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         for (int64_t m = 0; m < c.gradAccum; ++m) {
           auto batch = loader.next();
           PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
-          torch::Tensor x = featureTensor(*batch, trainSet.spec());
-          torch::Tensor y = torch::from_blob(batch->labels.data(), {batch->rows}, torch::kInt64);
-          torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+          torch::Tensor out = predict(model, featureTensor(*batch, spec, norm), spec, c.arch);
+          torch::Tensor loss = batchLoss(out, *batch, spec);
           stepLoss += loss.item<double>() / static_cast<double>(c.gradAccum);
           // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
           // backward produce the averaged gradient's share directly, so the all-reduce's sum is
@@ -491,6 +743,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
+        broadcastBuffers(*model, comm);
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
@@ -538,16 +791,11 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const bool epochDone = (trainSet.size() - progress.cursor) / world / perStep == 0;
     if (!epochDone) break;  // stopped early by train.max_steps
     const auto pauseStart = Clock::now();
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch);
     lastEvalStep = progress.step;
     if (lead) {
-      char line[160];
-      std::snprintf(line, sizeof(line), "epoch %lld: test accuracy %.4f, test loss %.4f (%lld samples)",
-                    (long long)(progress.epoch + 1), lastEval.accuracy, lastEval.loss, (long long)lastEval.samples);
-      bar.message(line);
-      metrics.write({{"kind", "eval"}, {"epoch", progress.epoch}, {"step", progress.step},
-                     {"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss},
-                     {"test_samples", lastEval.samples}});
+      bar.message("epoch " + std::to_string(progress.epoch + 1) + ": " + describe(lastEval));
+      metrics.write(evalRecord(lastEval, progress));
     }
     ++progress.epoch;
     progress.cursor = 0;
@@ -573,19 +821,21 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // A run stopped mid-epoch (train.max_steps), or resumed with nothing left to do, has not
   // evaluated its final weights yet.
   if (lastEval.samples == 0 || progress.cursor != 0) {
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch));
+    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch);
     lastEvalStep = progress.step;
-    metrics.write({{"kind", "eval"}, {"epoch", progress.epoch}, {"step", progress.step},
-                   {"test_accuracy", lastEval.accuracy}, {"test_loss", lastEval.loss},
-                   {"test_samples", lastEval.samples}});
+    metrics.write(evalRecord(lastEval, progress));
   }
   if (lead) checkInflight(true);
   if (lastSavedStep != progress.step) save(false);
 
   result.paramSha256 = paramSha256(*model);
   checkSameWeights(result.paramSha256, comm);
+  result.regression = lastEval.regression;
   result.testAccuracy = lastEval.accuracy;
   result.testLoss = lastEval.loss;
+  result.testMse = lastEval.mse;
+  result.testMae = lastEval.mae;
+  result.testR2 = lastEval.r2;
   result.epochs = progress.epoch + (progress.cursor > 0 ? 1 : 0);
   result.steps = progress.step;
   result.samplesSeen = progress.samplesSeen;
@@ -595,18 +845,25 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   if (lead) {
     std::vector<checkpoint::TensorView> views;
     std::vector<torch::Tensor> keep;
-    for (const auto& item : model->named_parameters()) {
-      torch::Tensor t = item.value().detach().contiguous();
+    for (const auto& [name, value] : stateDict(*model)) {
+      torch::Tensor t = value.detach().contiguous();
       keep.push_back(t);
-      views.push_back({item.key(), DType::kFloat32, t.sizes().vec(), t.data_ptr()});
+      views.push_back({name, toDType(t.scalar_type()), t.sizes().vec(), t.data_ptr()});
     }
+    std::vector<checkpoint::Group> extra;
+    if (norm.active()) extra.push_back(normalizationGroup(spec.featureShape, norm.mean, norm.stdev));
+    // A TorchScript model is saved again with its trained weights (model.pt), so that the run
+    // directory and the registry version that copies it are self-contained.
+    if (isTorchScript(model)) saveTorchScriptAtomically(model, runDir + "/model.pt");
     checkpoint::writeTensorFile(runDir + "/model.h5", views,
                                 {{"arch", c.arch}, {"param_sha256", result.paramSha256},
-                                 {"config", configText}, {"perennial_version", PERENNIAL_VERSION}});
+                                 {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},
+                                std::move(extra));
     result.wallSeconds = secondsSince(wallStart);
-    json j = {{"test_accuracy", result.testAccuracy},
-              {"test_loss", result.testLoss},
-              {"epochs", result.epochs},
+    json j = json::object();
+    for (const auto& [k, v] : metricsOf(lastEval)) j[k] = v;
+    j["task"] = spec.regression() ? "regression" : "classification";
+    j.update({{"epochs", result.epochs},
               {"steps", result.steps},
               {"samples_seen", result.samplesSeen},
               {"world_size", result.worldSize},
@@ -622,10 +879,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               {"arch", c.arch},
               {"parameters", numParams},
               {"comm_backend", comm.backend()},
-              {"perennial_version", PERENNIAL_VERSION}};
+              {"perennial_version", PERENNIAL_VERSION}});
     fs::writeFileAtomic(runDir + "/result.json", j.dump(2) + "\n");
-    log->info("done: test accuracy {:.4f}, test loss {:.4f}, {} steps, {:.0f} samples/s, param_sha256 {}",
-              result.testAccuracy, result.testLoss, result.steps, result.samplesPerSecond, result.paramSha256);
+    log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,
+              result.samplesPerSecond, result.paramSha256);
   }
   result.wallSeconds = secondsSince(wallStart);
   return result;

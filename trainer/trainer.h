@@ -30,8 +30,10 @@ struct TrainOptions {
 
 struct TrainResult {
   bool preempted = false;      // stopped by a signal after checkpointing; nothing else is set
-  double testAccuracy = 0;
-  double testLoss = 0;
+  bool regression = false;     // the task (float32 targets); else classification
+  double testAccuracy = 0;     // classification (-1 for regression)
+  double testLoss = 0;         // mean cross-entropy, or MSE for regression
+  double testMse = 0, testMae = 0, testR2 = 0;  // regression
   int64_t epochs = 0;          // epochs started (the last may be partial with train.max_steps)
   int64_t steps = 0;           // optimizer steps
   int64_t samplesSeen = 0;     // training samples consumed by all ranks together
@@ -44,8 +46,10 @@ struct TrainResult {
 };
 
 struct EvalSummary {
-  double accuracy = 0;
-  double loss = 0;
+  bool regression = false;
+  double accuracy = 0;  // classification (-1 for regression)
+  double loss = 0;      // mean cross-entropy, or MSE for regression
+  double mse = 0, mae = 0, r2 = 0;  // regression
   int64_t samples = 0;
   std::string paramSha256;          // computed from the loaded weights
   std::string recordedParamSha256;  // as the file records it ("" when it records none)
@@ -55,7 +59,7 @@ struct EvalSummary {
   int64_t nonFiniteWeights = 0;   // NaN or infinite parameter values
   int64_t nonFiniteOutputs = 0;   // rows whose logits hold a NaN or an infinity
   std::vector<int64_t> classCorrect, classTotal;
-  std::vector<std::vector<float>> logits;  // of the dataset's first rows, when asked for
+  std::vector<std::vector<float>> logits;  // outputs for the dataset's first rows, when asked for
 };
 
 // `perennial eval`: loads a weights file written by train() (model.h5, which records its own

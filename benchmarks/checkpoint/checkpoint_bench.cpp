@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
     // Sync save: the stall is everything (capture without copy + write + hash + manifest).
     perennial::checkpoint::CheckpointInfo info;
     tSave.push_back(seconds([&] {
-      auto doc = perennial::captureState(model, opt, progress, meta, /*copy=*/false);
+      auto doc = perennial::captureState(*model, opt, progress, meta, /*copy=*/false);
       info = store.save(doc, 100 + r, 1, {});
     }));
     tStallSync.push_back(tSave.back());
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       torch::load(loaded, tp);
     }));
 
-    tLoad.push_back(seconds([&] { perennial::loadCheckpoint(info.path, model, opt, "sgd", 0, 1); }));
+    tLoad.push_back(seconds([&] { perennial::loadCheckpoint(info.path, *model, opt, "sgd", 0, 1); }));
 
     // Async: the stall is the capture with a copy; the write happens on another thread.
     tCopy.push_back(seconds([&] {
@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
       for (const auto& t : state) copies.push_back(t.clone());
     }));
     perennial::checkpoint::Document doc;
-    tStallAsync.push_back(seconds([&] { doc = perennial::captureState(model, opt, progress, meta, /*copy=*/true); }));
+    tStallAsync.push_back(seconds([&] { doc = perennial::captureState(*model, opt, progress, meta, /*copy=*/true); }));
     store.save(doc, 200 + r, 1, {});
     stdfs::remove(raw);
     stdfs::remove(tp);

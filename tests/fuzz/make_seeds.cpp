@@ -220,7 +220,7 @@ void fashionShard(const std::string& path, int64_t rows) {
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37) % 256);
   std::vector<int64_t> y(static_cast<size_t>(rows));
   for (int64_t i = 0; i < rows; ++i) y[static_cast<size_t>(i)] = i % 10;
-  data::writeShard(path, data::DatasetSpec{"fashion-mnist", "images", "labels", {28, 28}, DType::kUInt8, 10},
+  data::writeShard(path, data::DatasetSpec{"fashion-mnist", "images", "labels", {28, 28}, DType::kUInt8, DType::kInt64, 10},
                    x.data(), y.data(), rows);
 }
 

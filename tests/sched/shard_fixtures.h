@@ -13,7 +13,7 @@ inline constexpr int64_t kRows = 8;
 inline constexpr int64_t kElems = 28 * 28;
 
 inline data::DatasetSpec fashionSpec() {
-  return data::DatasetSpec{"fashion-mnist", "images", "labels", {28, 28}, DType::kUInt8, 10};
+  return data::DatasetSpec{"fashion-mnist", "images", "labels", {28, 28}, DType::kUInt8, DType::kInt64, 10};
 }
 
 }  // namespace perennial::sched::testing

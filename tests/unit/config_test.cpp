@@ -106,7 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RangeCase{"--optim.lr=0", "optim.lr", "positive"},
                       RangeCase{"--optim.momentum=1", "optim.momentum", "[0, 1)"},
                       RangeCase{"--model.dropout=1.5", "model.dropout", "[0, 1)"},
-                      RangeCase{"--model.arch=transformer", "model.arch", "mlp|cnn"},
+                      RangeCase{"--model.arch=../transformer", "model.arch", "must be a model name"},
                       RangeCase{"--model.hidden=256,x", "model.hidden", "positive integers"},
                       RangeCase{"--model.kernel_size=4", "model.kernel_size", "odd"},
                       RangeCase{"--optim.name=lbfgs", "optim.name", "sgd|adam"},

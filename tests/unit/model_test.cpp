@@ -23,7 +23,7 @@ TrainConfig config(const std::string& arch) {
   return c;
 }
 
-std::vector<std::string> names(torch::nn::Sequential& m) {
+std::vector<std::string> names(const Model& m) {
   std::vector<std::string> out;
   for (const auto& p : m->named_parameters()) out.push_back(p.key());
   return out;
@@ -33,7 +33,7 @@ TEST(Models, MlpShapesAndStateDictNames) {
   TrainConfig c = config("mlp");
   c.hidden = {256, 128, 100};
   auto m = makeModel(c, {{28, 28}, 10});
-  auto y = m->forward(torch::zeros({5, 28, 28}));
+  auto y = m.forward(torch::zeros({5, 28, 28}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{5, 10}));
   // As nn.Sequential(Flatten, Linear, ReLU, Linear, ReLU, Linear, ReLU, Linear) names them.
   EXPECT_EQ(names(m), (std::vector<std::string>{"1.weight", "1.bias", "3.weight", "3.bias", "5.weight",
@@ -50,7 +50,7 @@ TEST(Models, CnnShapes) {
   c.fcHidden = {32};
   c.dropout = 0.25;
   auto m = makeModel(c, {{28, 28}, 10});
-  auto y = m->forward(torch::zeros({3, 28, 28}));
+  auto y = m.forward(torch::zeros({3, 28, 28}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 10}));
   // conv 1->8 k5, conv 8->16 k5, fc 16*7*7 -> 32, fc 32 -> 10
   auto ps = m->parameters();
@@ -61,7 +61,7 @@ TEST(Models, CnnShapes) {
   EXPECT_EQ(ps[6].sizes(), (std::vector<int64_t>{10, 32}));
   // [C, H, W] inputs are accepted too.
   auto m3 = makeModel(c, {{3, 16, 16}, 4});
-  EXPECT_EQ(m3->forward(torch::zeros({2, 3, 16, 16})).sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(m3.forward(torch::zeros({2, 3, 16, 16})).sizes(), (std::vector<int64_t>{2, 4}));
 }
 
 TEST(Models, CnnWithTooManyPoolsIsAConfigError) {
@@ -106,10 +106,10 @@ TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
   reducer.zeroGrad();
   auto x = torch::randn({8, 4, 4});
   auto y = torch::randint(0, 3, {8}, torch::kInt64);
-  torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+  torch::nn::functional::cross_entropy(m.forward(x), y).backward();
   std::vector<torch::Tensor> once;
   for (const auto& p : m->parameters()) once.push_back(p.grad().clone());
-  torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+  torch::nn::functional::cross_entropy(m.forward(x), y).backward();
   auto ps = m->parameters();
   for (size_t i = 0; i < ps.size(); ++i) {
     EXPECT_TRUE(torch::allclose(ps[i].grad(), 2 * once[i])) << "gradients accumulate in the buckets";

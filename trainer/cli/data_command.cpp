@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config/train_config.h"
+#include "trainer/data/csv_import.h"
 #include "trainer/data/shard_dataset.h"
 
 namespace po = boost::program_options;
@@ -14,6 +15,7 @@ namespace {
 
 const char* kUsage =
     "usage: perennial data import-fashion-mnist --out DIR [--source DIR] [--shard-size N]\n"
+    "       perennial data import-csv --schema SCHEMA.json --out DIR [--shard-size N] [--delimiter C] CSV...\n"
     "       perennial data info DIR [--json]\n";
 
 int importCommand(const std::vector<std::string>& args) {
@@ -38,6 +40,44 @@ int importCommand(const std::vector<std::string>& args) {
   return 0;
 }
 
+int importCsvCommand(const std::vector<std::string>& args) {
+  po::options_description desc("perennial data import-csv options");
+  data::CsvImportOptions o;
+  std::string delimiter = ",";
+  desc.add_options()("help,h", "print this help")
+      ("schema", po::value<std::string>(&o.schemaPath), "the table's schema (JSON: name, task, features, target, classes | num_classes, ignore; see docs/data.md)")
+      ("out", po::value<std::string>(&o.outDir), "shard directory to create (must not exist)")
+      ("shard-size", po::value<int64_t>(&o.shardSize)->default_value(o.shardSize), "rows per shard (> 0)")
+      ("delimiter", po::value<std::string>(&delimiter)->default_value(","), "field delimiter: one character, or 'tab'")
+      ("max-rows", po::value<int64_t>(&o.maxRows)->default_value(0), "refuse inputs with more rows than this in all (0: no limit)")
+      ("csv", po::value<std::vector<std::string>>(&o.inputs), "CSV files with a header row (also as positional arguments)");
+  po::positional_options_description pos;
+  pos.add("csv", -1);
+  po::variables_map vm;
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(pos).style(style).run(), vm);
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
+  }
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << kUsage << "\n" << desc;
+    return 0;
+  }
+  if (o.schemaPath.empty()) throw ConfigError("--schema: required (a JSON file describing the table)");
+  if (delimiter == "tab") delimiter = "\t";
+  if (delimiter.size() != 1 || delimiter[0] == '"' || delimiter[0] == '\n' || delimiter[0] == '\r') {
+    throw ConfigError("--delimiter: must be one character other than a quote or a line break, or 'tab' (got '" + delimiter + "')");
+  }
+  o.delimiter = delimiter[0];
+  data::CsvImportSummary s = data::importCsv(o);
+  std::cout << "imported " << s.rows << " rows (" << s.spec.featureShape[0] << " features, "
+            << (s.spec.regression() ? std::string("regression") : std::to_string(s.spec.numClasses) + " classes")
+            << ") into " << s.shards << " shard(s) under " << o.outDir << "\n";
+  return 0;
+}
+
 int infoCommand(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << kUsage;
@@ -51,13 +91,17 @@ int infoCommand(const std::vector<std::string>& args) {
                       {"shards", ds.shardPaths()},
                       {"feature_shape", ds.spec().featureShape},
                       {"feature_dtype", dtypeName(ds.spec().featureType)},
+                      {"task", ds.spec().regression() ? "regression" : "classification"},
+                      {"target_dtype", dtypeName(ds.spec().targetType)},
                       {"num_classes", ds.spec().numClasses}};
   if (asJson) {
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << ds.spec().name << ": " << ds.size() << " rows in " << ds.numShards() << " shard(s), features "
               << j["feature_shape"].dump() << " " << dtypeName(ds.spec().featureType) << ", "
-              << ds.spec().numClasses << " classes\n";
+              << (ds.spec().regression() ? std::string("regression (float32 targets)")
+                                         : std::to_string(ds.spec().numClasses) + " classes")
+              << "\n";
   }
   return 0;
 }
@@ -71,6 +115,7 @@ int dataCommand(const std::vector<std::string>& args) {
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "import-fashion-mnist") return importCommand(rest);
+  if (args[0] == "import-csv") return importCsvCommand(rest);
   if (args[0] == "info") return infoCommand(rest);
   throw ConfigError("data: unknown subcommand '" + args[0] + "'\n" + kUsage);
 }

@@ -63,7 +63,9 @@ int evalCommand(const std::vector<std::string>& args) {
   EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows);
   if (comm->rank() == 0) {
     nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
-                        {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()}};
+                        {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()},
+                        {"task", s.regression ? "regression" : "classification"}};
+    if (s.regression) j.update({{"mse", s.mse}, {"mae", s.mae}, {"r2", s.r2}});
     std::vector<double> perClass;
     for (size_t k = 0; k < s.classTotal.size(); ++k) {
       perClass.push_back(s.classTotal[k] > 0 ? static_cast<double>(s.classCorrect[k]) / static_cast<double>(s.classTotal[k]) : 0.0);

@@ -2,6 +2,9 @@
 
 #include <boost/program_options.hpp>
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iomanip>
@@ -70,7 +73,61 @@ struct SubstitutionsOf : po::error_with_option_name {
   }
 };
 
+// "key=value, key=value" (keys are model names' characters; values have no ',' or '=').
+std::map<std::string, std::string> parseModelOptions(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  auto trim = [](std::string v) {
+    size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+    return b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
+  };
+  while (std::getline(ss, item, ',')) {
+    if (trim(item).empty() && text.find_first_not_of(" \t") == std::string::npos) break;
+    const size_t eq = item.find('=');
+    const std::string key = trim(item.substr(0, eq == std::string::npos ? item.size() : eq));
+    if (eq == std::string::npos || !isValidModelName(key) || item.find('=', eq + 1) != std::string::npos) {
+      bad("model.options", "must be 'key=value' pairs separated by commas, keys of " + std::string(kModelNameRule),
+          "'" + text + "'");
+    }
+    if (!out.emplace(key, trim(item.substr(eq + 1))).second) bad("model.options", "key '" + key + "' is given twice", "'" + text + "'");
+  }
+  return out;
+}
+
 }  // namespace
+
+bool isValidModelName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') return false;
+  }
+  return true;
+}
+
+std::string TrainConfig::option(const std::string& key, const std::string& fallback) const {
+  auto it = modelOptions.find(key);
+  return it == modelOptions.end() ? fallback : it->second;
+}
+
+int64_t TrainConfig::optionInt(const std::string& key, int64_t fallback) const {
+  auto it = modelOptions.find(key);
+  if (it == modelOptions.end()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  if (it->second.empty() || *end != '\0' || errno == ERANGE) bad("model.options", key + " must be an integer", "'" + it->second + "'");
+  return v;
+}
+
+double TrainConfig::optionReal(const std::string& key, double fallback) const {
+  auto it = modelOptions.find(key);
+  if (it == modelOptions.end()) return fallback;
+  char* end = nullptr;
+  const double v = std::strtod(it->second.c_str(), &end);
+  if (it->second.empty() || *end != '\0' || !std::isfinite(v)) bad("model.options", key + " must be a finite number", "'" + it->second + "'");
+  return v;
+}
 
 std::string programOptionsMessage(const po::error& e) {
   if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
@@ -117,8 +174,11 @@ void addTrainOptions(po::options_description& desc) {
       ("data.train", po::value<std::string>(), "directory of training shards (required)")
       ("data.test", po::value<std::string>(), "directory of test shards (required)")
       ("data.prefetch", i(d.prefetch), "batches read ahead per rank (>= 1)")
-      ("model.arch", s(d.arch), "mlp | cnn")
-      ("model.hidden", s(joinInts(d.hidden)), "mlp: hidden layer sizes, comma-separated")
+      ("data.normalize", s(d.normalize), "auto | none | standard: standardise each feature by the training data's mean and standard deviation, stored with the weights and applied at evaluation (auto: standard for float32 features, none for uint8 images, which are scaled to [0, 1])")
+      ("model.arch", s(d.arch), "mlp | cnn | torchscript | a name registered by your program (perennial::registerModel)")
+      ("model.path", s(d.modelPath), "torchscript: the file saved by torch.jit.script(module).save(path)")
+      ("model.options", s(""), "models of your own: settings as 'key=value, key=value', read with TrainConfig::option()")
+      ("model.hidden", s(joinInts(d.hidden)), "mlp: hidden layer sizes, comma-separated (empty: a linear model)")
       ("model.conv_channels", s(joinInts(d.convChannels)), "cnn: output channels of each conv+pool block")
       ("model.kernel_size", i(d.kernelSize), "cnn: odd kernel size in [1, 11] ('same' padding)")
       ("model.fc_hidden", s(joinInts(d.fcHidden)), "cnn: fully connected sizes after the conv blocks (may be empty)")
@@ -150,7 +210,7 @@ void addTrainOptions(po::options_description& desc) {
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
       ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
       ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")
-      ("checkpoint.keep_best", s(d.ckptKeepBest), "also keep the best checkpoint by: none | test_accuracy | test_loss")
+      ("checkpoint.keep_best", s(d.ckptKeepBest), "also keep the best checkpoint by: auto | none | test_accuracy | test_loss | test_r2 (auto: test_accuracy for classification, test_loss for regression)")
       ("checkpoint.async", po::value<bool>()->default_value(d.ckptAsync, "false"), "write checkpoints on a background thread from a copy in memory")
       ("eval.batch_size", i(d.evalBatchSize), "evaluation batch size per rank (>= 1)")
       ("log.level", s(d.logLevel), "trace | debug | info | warn | error | off")
@@ -193,9 +253,16 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.trainDir = str("data.train");
   c.testDir = str("data.test");
   c.prefetch = intAtLeast("data.prefetch", 1);
+  c.normalize = choice("data.normalize", {"auto", "none", "standard"});
 
-  c.arch = choice("model.arch", {"mlp", "cnn"});
-  c.hidden = parseIntList("model.hidden", str("model.hidden"));
+  c.arch = str("model.arch");
+  if (!isValidModelName(c.arch)) bad("model.arch", std::string("must be a model name: ") + kModelNameRule, "'" + c.arch + "'");
+  c.modelPath = str("model.path");
+  if (c.arch == "torchscript" && c.modelPath.empty()) {
+    bad("model.path", "required with model.arch = torchscript (a file saved by torch.jit.script(module).save(path))", "''");
+  }
+  c.modelOptions = parseModelOptions(str("model.options"));
+  c.hidden = intList("model.hidden");
   c.convChannels = parseIntList("model.conv_channels", str("model.conv_channels"));
   c.fcHidden = intList("model.fc_hidden");
   if (c.arch == "cnn" && c.convChannels.empty()) bad("model.conv_channels", "cnn needs at least one conv block", "''");
@@ -238,7 +305,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.ckptEverySteps = intAtLeast("checkpoint.every_steps", 0);
   c.ckptEveryEpochs = intAtLeast("checkpoint.every_epochs", 0);
   c.ckptKeepLast = intAtLeast("checkpoint.keep_last", 1);
-  c.ckptKeepBest = choice("checkpoint.keep_best", {"none", "test_accuracy", "test_loss"});
+  c.ckptKeepBest = choice("checkpoint.keep_best", {"auto", "none", "test_accuracy", "test_loss", "test_r2"});
   c.ckptAsync = vm["checkpoint.async"].as<bool>();
 
   c.evalBatchSize = intAtLeast("eval.batch_size", 1);
@@ -249,8 +316,12 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
 
 std::string TrainConfig::toIni() const {
   std::ostringstream os;
+  std::string options;
+  for (const auto& [k, v] : modelOptions) options += (options.empty() ? "" : ", ") + k + "=" + v;
   os << "[data]\ntrain = " << trainDir << "\ntest = " << testDir << "\nprefetch = " << prefetch
-     << "\n\n[model]\narch = " << arch << "\nhidden = " << joinInts(hidden)
+     << "\nnormalize = " << normalize
+     << "\n\n[model]\narch = " << arch << "\npath = " << modelPath << "\noptions = " << options
+     << "\nhidden = " << joinInts(hidden)
      << "\nconv_channels = " << joinInts(convChannels) << "\nkernel_size = " << kernelSize
      << "\nfc_hidden = " << joinInts(fcHidden) << "\ndropout = " << fmt(dropout)
      << "\ninit = " << initFrom

@@ -20,8 +20,11 @@ struct TrainConfig {
   // [data]
   std::string trainDir, testDir;
   int64_t prefetch = 4;
+  std::string normalize = "auto";  // auto | none | standard
   // [model]
-  std::string arch = "mlp";
+  std::string arch = "mlp";  // a built-in (mlp, cnn, torchscript) or registered name
+  std::string modelPath;     // torchscript: the scripted module's file
+  std::map<std::string, std::string> modelOptions;  // model.options: "key=value, ..."
   std::vector<int64_t> hidden{256, 128, 100};
   std::vector<int64_t> convChannels{32, 64};
   int64_t kernelSize = 5;
@@ -53,7 +56,7 @@ struct TrainConfig {
   int64_t ckptEverySteps = 0;   // 0: off
   int64_t ckptEveryEpochs = 1;  // 0: off
   int64_t ckptKeepLast = 3;
-  std::string ckptKeepBest = "test_accuracy";  // none | test_accuracy | test_loss
+  std::string ckptKeepBest = "auto";  // auto | none | test_accuracy | test_loss | test_r2
   bool ckptAsync = false;
   // [eval]
   int64_t evalBatchSize = 1000;
@@ -61,10 +64,20 @@ struct TrainConfig {
   std::string logLevel = "info";
   std::string progress = "auto";
 
+  // model.options values for models of your own (registerModel): OPTION returns FALLBACK when
+  // KEY is not set; the typed ones throw ConfigError naming model.options and KEY on a bad value.
+  std::string option(const std::string& key, const std::string& fallback) const;
+  int64_t optionInt(const std::string& key, int64_t fallback) const;
+  double optionReal(const std::string& key, double fallback) const;
+
   // The resolved configuration as INI text (every key, in a fixed order): written to the run
   // directory and hashed, so a run can be reproduced from its own record.
   std::string toIni() const;
 };
+
+// Model names (model.arch, registerModel): 1 to 64 of [A-Za-z0-9_-].
+inline constexpr const char* kModelNameRule = "1 to 64 letters, digits, '_' or '-'";
+bool isValidModelName(const std::string& name);
 
 // Declares every [section] key with its default (used for --help and parsing).
 void addTrainOptions(boost::program_options::options_description& desc);

@@ -21,7 +21,8 @@ BatchLoader::~BatchLoader() {
 }
 
 void BatchLoader::run() {
-  const int64_t fe = dataset_.spec().featureElements();
+  const DatasetSpec& spec = dataset_.spec();
+  const int64_t fe = spec.featureElements();
   std::vector<uint8_t> raw;
   for (const auto& indices : batches_) {
     {
@@ -32,12 +33,25 @@ void BatchLoader::run() {
     Batch b;
     try {
       b.rows = static_cast<int64_t>(indices.size());
-      raw.resize(indices.size() * static_cast<size_t>(fe));
-      b.labels.resize(indices.size());
-      dataset_.readRows(indices, raw.data(), b.labels.data());
-      b.features.resize(raw.size());
-      constexpr float kScale = 1.0f / 255.0f;
-      for (size_t i = 0; i < raw.size(); ++i) b.features[i] = static_cast<float>(raw[i]) * kScale;
+      const size_t n = indices.size() * static_cast<size_t>(fe);
+      void* targets = nullptr;
+      if (spec.regression()) {
+        b.values.resize(indices.size());
+        targets = b.values.data();
+      } else {
+        b.labels.resize(indices.size());
+        targets = b.labels.data();
+      }
+      if (spec.featureType == DType::kFloat32) {
+        b.features.resize(n);
+        dataset_.readRows(indices, b.features.data(), targets);
+      } else {
+        raw.resize(n);
+        dataset_.readRows(indices, raw.data(), targets);
+        b.features.resize(n);
+        constexpr float kScale = 1.0f / 255.0f;
+        for (size_t i = 0; i < n; ++i) b.features[i] = static_cast<float>(raw[i]) * kScale;
+      }
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
       error_ = std::current_exception();

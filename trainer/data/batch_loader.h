@@ -3,7 +3,7 @@
 //
 // The loader reads the batches it is given, in order, at most `depth` ahead of the consumer, so
 // memory stays bounded (depth x batch size) and only the rows this rank needs are read. Features
-// are converted to float32 in [0, 1] on the loader thread. A read error is re-thrown to the
+// become float32 on the loader thread (uint8 images scaled to [0, 1]; float32 as stored). A read error is re-thrown to the
 // consumer at the batch that failed.
 #include <condition_variable>
 #include <cstdint>
@@ -20,8 +20,9 @@ namespace perennial::data {
 
 struct Batch {
   int64_t rows = 0;
-  std::vector<float> features;  // rows x featureElements, scaled to [0, 1]
-  std::vector<int64_t> labels;
+  std::vector<float> features;  // rows x featureElements (uint8 images scaled to [0, 1])
+  std::vector<int64_t> labels;  // classification: one class per row
+  std::vector<float> values;    // regression: one target value per row
 };
 
 class BatchLoader {

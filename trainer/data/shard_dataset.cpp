@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <tuple>
@@ -21,16 +22,22 @@ int64_t DatasetSpec::featureElements() const { return shapeElements(featureShape
 bool DatasetSpec::operator==(const DatasetSpec& o) const {
   return name == o.name && features == o.features && labels == o.labels &&
          featureShape == o.featureShape && featureType == o.featureType &&
-         numClasses == o.numClasses;
+         targetType == o.targetType && numClasses == o.numClasses;
 }
 
-void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t* features,
-                const int64_t* labels, int64_t rows) {
-  PERENNIAL_CHECK(spec.featureType == DType::kUInt8, "only uint8 image shards are written here");
-  for (int64_t i = 0; i < rows; ++i) {
-    if (labels[i] < 0 || labels[i] >= spec.numClasses) {
-      throw DataError(path + ": label " + std::to_string(labels[i]) + " at row " + std::to_string(i) +
-                      " outside [0, " + std::to_string(spec.numClasses) + ")");
+void writeShard(const std::string& path, const DatasetSpec& spec, const void* features,
+                const void* targets, int64_t rows) {
+  PERENNIAL_CHECK(spec.featureType == DType::kUInt8 || spec.featureType == DType::kFloat32,
+                  "feature dtype " << dtypeName(spec.featureType));
+  PERENNIAL_CHECK(spec.targetType == DType::kInt64 || spec.targetType == DType::kFloat32,
+                  "target dtype " << dtypeName(spec.targetType));
+  if (!spec.regression()) {
+    const auto* labels = static_cast<const int64_t*>(targets);
+    for (int64_t i = 0; i < rows; ++i) {
+      if (labels[i] < 0 || labels[i] >= spec.numClasses) {
+        throw DataError(path + ": label " + std::to_string(labels[i]) + " at row " + std::to_string(i) +
+                        " outside [0, " + std::to_string(spec.numClasses) + ")");
+      }
     }
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -44,10 +51,14 @@ void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t*
       h5::writeAttr(file, "spec.feature_shape", spec.featureShape, tmp);
       h5::writeAttr(file, "spec.feature_dtype", std::string(dtypeName(spec.featureType)), tmp);
       h5::writeAttr(file, "spec.num_classes", spec.numClasses, tmp);
+      // Written only when not the default, so Fashion-MNIST shards keep their bytes.
+      if (spec.targetType != DType::kInt64) {
+        h5::writeAttr(file, "spec.target_dtype", std::string(dtypeName(spec.targetType)), tmp);
+      }
       std::vector<int64_t> shape{rows};
       shape.insert(shape.end(), spec.featureShape.begin(), spec.featureShape.end());
-      h5::writeDataset(file, spec.features, DType::kUInt8, shape, features, tmp);
-      h5::writeDataset(file, spec.labels, DType::kInt64, {rows}, labels, tmp);
+      h5::writeDataset(file, spec.features, spec.featureType, shape, features, tmp);
+      h5::writeDataset(file, spec.labels, spec.targetType, {rows}, targets, tmp);
     }
     fs::fsyncFile(tmp);
     fs::publish(tmp, path);
@@ -73,9 +84,28 @@ DatasetSpec readSpec(hid_t file, const std::string& path) {
   s.labels = h5::readStringAttr(file, "spec.labels", path);
   s.featureShape = h5::readIntsAttr(file, "spec.feature_shape", path);
   const std::string dtype = h5::readStringAttr(file, "spec.feature_dtype", path);
-  if (dtype != "uint8") throw DataError(path + "@spec.feature_dtype: '" + dtype + "' not supported (uint8 only)");
+  if (dtype == "uint8") {
+    s.featureType = DType::kUInt8;
+  } else if (dtype == "float32") {
+    s.featureType = DType::kFloat32;
+  } else {
+    throw DataError(path + "@spec.feature_dtype: '" + dtype + "' not supported (uint8 or float32)");
+  }
+  if (h5::hasAttr(file, "spec.target_dtype")) {
+    const std::string t = h5::readStringAttr(file, "spec.target_dtype", path);
+    if (t == "int64") {
+      s.targetType = DType::kInt64;
+    } else if (t == "float32") {
+      s.targetType = DType::kFloat32;
+    } else {
+      throw DataError(path + "@spec.target_dtype: '" + t + "' not supported (int64 labels or float32 values)");
+    }
+  }
   s.numClasses = h5::readIntAttr(file, "spec.num_classes", path);
-  if (s.numClasses < 2) throw DataError(path + "@spec.num_classes: must be at least 2");
+  if (s.regression() && s.numClasses != 0) {
+    throw DataError(path + "@spec.num_classes: must be 0 for float32 (regression) targets");
+  }
+  if (!s.regression() && s.numClasses < 2) throw DataError(path + "@spec.num_classes: must be at least 2");
   if (s.featureShape.empty()) throw DataError(path + "@spec.feature_shape: must not be empty");
   for (int64_t d : s.featureShape) {
     if (d <= 0) throw DataError(path + "@spec.feature_shape: dimensions must be positive");
@@ -99,8 +129,14 @@ ShardedDataset::ShardedDataset(const std::string& dir) : dir_(dir) {
     }
     h5::DatasetInfo fi = h5::datasetInfo(s.file, spec.features, path);
     h5::DatasetInfo li = h5::datasetInfo(s.file, spec.labels, path);
-    if (fi.type != DType::kUInt8) throw DataError(path + ":" + spec.features + ": dtype must be uint8");
-    if (li.type != DType::kInt64) throw DataError(path + ":" + spec.labels + ": dtype must be int64");
+    if (fi.type != spec.featureType) {
+      throw DataError(path + ":" + spec.features + ": dtype " + dtypeName(fi.type) + " differs from spec.feature_dtype " +
+                      dtypeName(spec.featureType));
+    }
+    if (li.type != spec.targetType) {
+      throw DataError(path + ":" + spec.labels + ": dtype " + dtypeName(li.type) + " differs from the spec's " +
+                      dtypeName(spec.targetType));
+    }
     std::vector<int64_t> expect{fi.shape.empty() ? 0 : fi.shape[0]};
     expect.insert(expect.end(), spec.featureShape.begin(), spec.featureShape.end());
     if (fi.shape != expect) throw DataError(path + ":" + spec.features + ": shape does not match spec.feature_shape");
@@ -109,6 +145,9 @@ ShardedDataset::ShardedDataset(const std::string& dir) : dir_(dir) {
     }
     s.features = h5::Handle(h5::check(H5Dopen2(s.file, spec.features.c_str(), H5P_DEFAULT), "H5Dopen2", path));
     s.labels = h5::Handle(h5::check(H5Dopen2(s.file, spec.labels.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    // A damaged shard may declare more rows than it stores: refused here, not read past.
+    h5::checkStoredSize(s.features, path + ":" + spec.features);
+    h5::checkStoredSize(s.labels, path + ":" + spec.labels);
     s.begin = total_;
     s.rows = fi.shape[0];
     total_ += s.rows;
@@ -116,8 +155,8 @@ ShardedDataset::ShardedDataset(const std::string& dir) : dir_(dir) {
   }
 }
 
-void ShardedDataset::readShardRows(Shard& s, const std::vector<int64_t>& rows, uint8_t* features,
-                                   int64_t* labels, const std::string& path) {
+void ShardedDataset::readShardRows(Shard& s, const std::vector<int64_t>& rows, void* features,
+                                   void* targets, const std::string& path) {
   // rows is sorted; coalesce runs of consecutive rows into hyperslab blocks.
   const int nd = static_cast<int>(spec_.featureShape.size()) + 1;
   std::vector<hsize_t> fstart(nd, 0), fcount(nd);
@@ -143,21 +182,24 @@ void ShardedDataset::readShardRows(Shard& s, const std::vector<int64_t>& rows, u
   hsize_t fmem[2] = {n, static_cast<hsize_t>(spec_.featureElements())};
   h5::Handle fmemSpace(h5::check(H5Screate_simple(2, fmem, nullptr), "H5Screate_simple", path));
   h5::Handle lmemSpace(h5::check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple", path));
-  h5::check(H5Dread(s.features, H5T_NATIVE_UINT8, fmemSpace, fspace, H5P_DEFAULT, features), "H5Dread", path + ":" + spec_.features);
-  h5::check(H5Dread(s.labels, H5T_NATIVE_INT64, lmemSpace, lspace, H5P_DEFAULT, labels), "H5Dread", path + ":" + spec_.labels);
+  h5::check(H5Dread(s.features, h5::nativeType(spec_.featureType), fmemSpace, fspace, H5P_DEFAULT, features),
+            "H5Dread", path + ":" + spec_.features);
+  h5::check(H5Dread(s.labels, h5::nativeType(spec_.targetType), lmemSpace, lspace, H5P_DEFAULT, targets),
+            "H5Dread", path + ":" + spec_.labels);
 }
 
-void ShardedDataset::readRows(const std::vector<int64_t>& indices, uint8_t* features,
-                              int64_t* labels) {
-  const int64_t fe = spec_.featureElements();
+void ShardedDataset::readRows(const std::vector<int64_t>& indices, void* features, void* targets) {
+  const size_t fbytes = static_cast<size_t>(spec_.featureElements()) * dtypeSize(spec_.featureType);
+  const size_t tbytes = dtypeSize(spec_.targetType);
+  auto* fout = static_cast<uint8_t*>(features);
+  auto* tout = static_cast<uint8_t*>(targets);
   // Order positions by global index, then read each shard's rows in one selection. HDF5 returns
   // a selection's rows in file order, so sorting keeps the buffer aligned with the rows; the
   // gathered rows are then scattered back to the caller's order.
   std::vector<size_t> order(indices.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return indices[a] < indices[b]; });
-  std::vector<uint8_t> fbuf;
-  std::vector<int64_t> lbuf;
+  std::vector<uint8_t> fbuf, tbuf;
   size_t k = 0;
   while (k < order.size()) {
     const int64_t g = indices[order[k]];
@@ -175,20 +217,20 @@ void ShardedDataset::readRows(const std::vector<int64_t>& indices, uint8_t* feat
       dest.emplace_back(order[k], rows.size() - 1);
       ++k;
     }
-    fbuf.resize(rows.size() * static_cast<size_t>(fe));
-    lbuf.resize(rows.size());
-    readShardRows(s, rows, fbuf.data(), lbuf.data(), paths_[static_cast<size_t>(&s - shards_.data())]);
+    fbuf.resize(rows.size() * fbytes);
+    tbuf.resize(rows.size() * tbytes);
+    readShardRows(s, rows, fbuf.data(), tbuf.data(), paths_[static_cast<size_t>(&s - shards_.data())]);
     for (const auto& [pos, slot] : dest) {
-      std::copy_n(fbuf.data() + slot * fe, fe, features + pos * fe);
-      labels[pos] = lbuf[slot];
+      std::memcpy(fout + pos * fbytes, fbuf.data() + slot * fbytes, fbytes);
+      std::memcpy(tout + pos * tbytes, tbuf.data() + slot * tbytes, tbytes);
     }
   }
 }
 
-void ShardedDataset::readRange(int64_t begin, int64_t end, uint8_t* features, int64_t* labels) {
+void ShardedDataset::readRange(int64_t begin, int64_t end, void* features, void* targets) {
   std::vector<int64_t> idx(static_cast<size_t>(std::max<int64_t>(0, end - begin)));
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = begin + static_cast<int64_t>(i);
-  readRows(idx, features, labels);
+  readRows(idx, features, targets);
 }
 
 namespace {

@@ -1,12 +1,16 @@
 #pragma once
 // Datasets stored as a directory of HDF5 shards.
 //
-// Shard layout (version 1): datasets `images` (uint8 [N, ...feature_shape]) and `labels`
-// (int64 [N]); the dataset spec as attributes on the root group:
-//   spec.name (string), spec.features (string, "images"), spec.labels (string, "labels"),
-//   spec.feature_shape (int64[]), spec.feature_dtype (string), spec.num_classes (int64),
-//   spec.version (int64 = 1).
-// Every shard of a dataset carries the same spec; shards are read in file-name order.
+// Shard layout (version 1): a features dataset ([N, ...feature_shape], uint8 images or float32
+// values) and a targets dataset ([N]: int64 class labels in [0, num_classes), or float32 values
+// for regression); the dataset spec as attributes on the root group:
+//   spec.name (string), spec.features (string: the features dataset's name, "images" for
+//   Fashion-MNIST, "features" for tables), spec.labels (string: the targets dataset's name,
+//   "labels" or "targets"), spec.feature_shape (int64[]), spec.feature_dtype (string: uint8 |
+//   float32), spec.num_classes (int64; 0 for regression), spec.target_dtype (string: int64 |
+//   float32; absent means int64), spec.version (int64 = 1).
+// The task follows from the targets: int64 labels are classification, float32 values
+// regression. Every shard of a dataset carries the same spec; shards are read in file-name order.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,9 +26,11 @@ struct DatasetSpec {
   std::string features = "images";
   std::string labels = "labels";
   std::vector<int64_t> featureShape;
-  DType featureType = DType::kUInt8;
-  int64_t numClasses = 0;
+  DType featureType = DType::kUInt8;   // uint8 (images, scaled to [0, 1]) | float32
+  DType targetType = DType::kInt64;    // int64 (classification) | float32 (regression)
+  int64_t numClasses = 0;              // >= 2 for classification, 0 for regression
 
+  bool regression() const { return targetType == DType::kFloat32; }
   int64_t featureElements() const;
   bool operator==(const DatasetSpec& o) const;
 };
@@ -32,9 +38,9 @@ struct DatasetSpec {
 inline constexpr int64_t kShardVersion = 1;
 
 // Writes one shard deterministically (same content, same bytes). Atomic: temporary file, fsync,
-// rename. LABELS must be in [0, numClasses).
-void writeShard(const std::string& path, const DatasetSpec& spec, const uint8_t* features,
-                const int64_t* labels, int64_t rows);
+// rename. FEATURES and TARGETS hold the spec's dtypes; class labels must be in [0, numClasses).
+void writeShard(const std::string& path, const DatasetSpec& spec, const void* features,
+                const void* targets, int64_t rows);
 
 DatasetSpec readSpec(hid_t file, const std::string& path);
 
@@ -53,12 +59,13 @@ class ShardedDataset {
   const std::vector<std::string>& shardPaths() const { return paths_; }
 
   // Reads the rows with the given global indices (any order, repeats allowed) into FEATURES
-  // (rows x featureElements bytes) and LABELS, in the order given. One HDF5 read per shard
-  // touched: rows of a shard are gathered with a single hyperslab selection.
-  void readRows(const std::vector<int64_t>& indices, uint8_t* features, int64_t* labels);
+  // (rows x featureElements of the feature dtype) and TARGETS (rows of the target dtype), in
+  // the order given. One HDF5 read per shard touched: rows of a shard are gathered with a
+  // single hyperslab selection.
+  void readRows(const std::vector<int64_t>& indices, void* features, void* targets);
 
   // Reads the contiguous global range [begin, end).
-  void readRange(int64_t begin, int64_t end, uint8_t* features, int64_t* labels);
+  void readRange(int64_t begin, int64_t end, void* features, void* targets);
 
  private:
   struct Shard {
@@ -68,8 +75,8 @@ class ShardedDataset {
     int64_t begin;  // first global index
     int64_t rows;
   };
-  void readShardRows(Shard& s, const std::vector<int64_t>& localRows, uint8_t* features,
-                     int64_t* labels, const std::string& path);
+  void readShardRows(Shard& s, const std::vector<int64_t>& localRows, void* features,
+                     void* targets, const std::string& path);
 
   std::string dir_;
   DatasetSpec spec_;

@@ -2,10 +2,17 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <map>
+#include <mutex>
+
 #include "common/dtype.h"
 #include "common/error.h"
 
 namespace perennial {
+
+Model makeTorchScriptModel(const TrainConfig& config, const ModelInput& input);  // torchscript.cpp
+
 namespace {
 
 torch::nn::Sequential makeMlp(const TrainConfig& c, const ModelInput& in) {
@@ -18,7 +25,7 @@ torch::nn::Sequential makeMlp(const TrainConfig& c, const ModelInput& in) {
     if (c.dropout > 0) net->push_back(torch::nn::Dropout(c.dropout));
     prev = h;
   }
-  net->push_back(torch::nn::Linear(prev, in.numClasses));
+  net->push_back(torch::nn::Linear(prev, in.outputs));
   return net;
 }
 
@@ -60,17 +67,68 @@ torch::nn::Sequential makeCnn(const TrainConfig& c, const ModelInput& in) {
     prev = f;
   }
   if (c.dropout > 0) net->push_back(torch::nn::Dropout(c.dropout));
-  net->push_back(torch::nn::Linear(prev, in.numClasses));
+  net->push_back(torch::nn::Linear(prev, in.outputs));
   return net;
+}
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, ModelBuilder> builders;
+};
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;
+    reg->builders["mlp"] = [](const TrainConfig& c, const ModelInput& in) { return wrapModule(makeMlp(c, in)); };
+    reg->builders["cnn"] = [](const TrainConfig& c, const ModelInput& in) { return wrapModule(makeCnn(c, in)); };
+    reg->builders["torchscript"] = makeTorchScriptModel;
+    return reg;
+  }();
+  return *r;
 }
 
 }  // namespace
 
-torch::nn::Sequential makeModel(const TrainConfig& config, const ModelInput& input) {
-  PERENNIAL_CHECK(input.numClasses >= 2, "numClasses " << input.numClasses);
-  if (config.arch == "mlp") return makeMlp(config, input);
-  if (config.arch == "cnn") return makeCnn(config, input);
-  throw ConfigError("model.arch: unknown architecture '" + config.arch + "' (expected mlp or cnn)");
+void registerModel(const std::string& name, ModelBuilder builder) {
+  if (!isValidModelName(name)) {
+    throw ConfigError("registerModel: '" + name + "' is not a valid model name (" + kModelNameRule + ")");
+  }
+  if (!builder) throw ConfigError("registerModel: '" + name + "': the builder is empty");
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (!r.builders.emplace(name, std::move(builder)).second) {
+    throw ConfigError("registerModel: a model named '" + name + "' is already registered");
+  }
+}
+
+std::vector<std::string> registeredModels() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<std::string> out;
+  for (const auto& [name, builder] : r.builders) out.push_back(name);
+  return out;
+}
+
+Model makeModel(const TrainConfig& config, const ModelInput& input) {
+  PERENNIAL_CHECK(input.outputs >= 1, "outputs " << input.outputs);
+  ModelBuilder builder;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.builders.find(config.arch);
+    if (it != r.builders.end()) builder = it->second;
+  }
+  if (!builder) {
+    std::string known;
+    for (const auto& n : registeredModels()) known += (known.empty() ? "" : ", ") + n;
+    throw ConfigError("model.arch: unknown architecture '" + config.arch + "' (registered: " + known +
+                      "; a program of your own can add more with perennial::registerModel)");
+  }
+  Model m = builder(config, input);
+  if (!m.module || !m.forward) {
+    throw ConfigError("model.arch: the builder of '" + config.arch + "' returned an empty model");
+  }
+  return m;
 }
 
 }  // namespace perennial
