@@ -79,6 +79,16 @@ def build_model(cfg, feature_shape, num_classes):
     return nn.Sequential(*layers)
 
 
+def read_normalization(path):
+    """(mean, std) tensors of the feature shape when the run normalised its features, else None.
+    The model's input is then (x - mean) / std."""
+    with h5py.File(path, "r") as f:
+        if "normalization" not in f:
+            return None
+        return (torch.from_numpy(np.array(f["normalization/mean"])),
+                torch.from_numpy(np.array(f["normalization/std"])))
+
+
 def load_model(path, feature_shape=(28, 28), num_classes=10):
     """Builds the model recorded in PATH and loads its weights; returns it in eval mode."""
     model = build_model(read_config(path), feature_shape, num_classes)

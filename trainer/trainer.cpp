@@ -505,6 +505,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const bool lead = rank == 0;
   auto log = log::get("train");
 
+  checkModelRegistered(c.arch);
   torch::set_num_threads(static_cast<int>(c.threads));
   setBlasThreads(static_cast<int>(c.threads));
   if (lead) {

@@ -18,7 +18,7 @@ root=$PWD
 seconds=${1:-30}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_reader shard_validator train_config sched_config)
+[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_reader shard_validator train_config sched_config csv_import)
 build=${PERENNIAL_FUZZ_BUILD:-build-fuzz}
 jobs=${PERENNIAL_FUZZ_JOBS:-$(nproc)}
 start=$(date +%s)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +32,11 @@
 #include "scheduler/sched_config.h"
 #include "scheduler/shard_validator.h"
 #include "trainer/config/train_config.h"
+#ifdef PERENNIAL_FUZZ_CSV
+#include <sstream>
+
+#include "trainer/data/csv_import.h"
+#endif
 
 namespace perennial::fuzz {
 
@@ -206,5 +212,44 @@ inline void schedConfig(const uint8_t* data, size_t size) {
   } catch (const ConfigError&) {
   }
 }
+
+#ifdef PERENNIAL_FUZZ_CSV
+// --- CSV import -------------------------------------------------------------------------------
+// The first byte picks the schema (regression; classes by name; class ids) and the delimiter;
+// the rest is the CSV text. Expected: DataError. An accepted document must give a consistent
+// table: rows x features values, one target per row, finite values, labels in range.
+inline void csvImport(const uint8_t* data, size_t size) {
+  static const data::CsvSchema schemas[] = {
+      data::parseCsvSchema(R"({"name":"f","task":"regression","features":["a","b"],"target":"y","ignore":["id"]})", "r"),
+      data::parseCsvSchema(R"({"name":"f","task":"classification","features":["a"],"target":"k","classes":["x","y z"]})", "c"),
+      data::parseCsvSchema(R"({"name":"f","task":"classification","features":["a","b"],"target":"k","num_classes":3})", "n"),
+  };
+  if (size == 0) return;
+  const data::CsvSchema& schema = schemas[data[0] % 3];
+  const char delimiter = (data[0] / 3) % 2 ? '\t' : ',';
+  std::istringstream in(std::string(reinterpret_cast<const char*>(data) + 1, size - 1));
+  data::CsvTable t;
+  try {
+    data::readCsv(in, "fuzz.csv", schema, delimiter, t, 100000);
+  } catch (const DataError&) {
+    if (t.rows != 0 || !t.features.empty() || !t.values.empty() || !t.labels.empty()) {
+      throw FuzzFailure("a refused document left rows in the table");
+    }
+    return;
+  }
+  const size_t rows = static_cast<size_t>(t.rows);
+  if (t.features.size() != rows * schema.features.size()) throw FuzzFailure("features do not fill rows x columns");
+  if ((schema.regression ? t.values.size() : t.labels.size()) != rows) throw FuzzFailure("not one target per row");
+  for (float v : t.features) {
+    if (!std::isfinite(v)) throw FuzzFailure("a non-finite feature was accepted");
+  }
+  for (float v : t.values) {
+    if (!std::isfinite(v)) throw FuzzFailure("a non-finite target was accepted");
+  }
+  for (int64_t y : t.labels) {
+    if (y < 0 || y >= schema.numClasses) throw FuzzFailure("a label outside [0, classes) was accepted");
+  }
+}
+#endif
 
 }  // namespace perennial::fuzz

@@ -109,21 +109,28 @@ std::vector<std::string> registeredModels() {
   return out;
 }
 
-Model makeModel(const TrainConfig& config, const ModelInput& input) {
-  PERENNIAL_CHECK(input.outputs >= 1, "outputs " << input.outputs);
-  ModelBuilder builder;
+namespace {
+
+ModelBuilder builderOf(const std::string& arch) {
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
-    auto it = r.builders.find(config.arch);
-    if (it != r.builders.end()) builder = it->second;
+    auto it = r.builders.find(arch);
+    if (it != r.builders.end()) return it->second;
   }
-  if (!builder) {
-    std::string known;
-    for (const auto& n : registeredModels()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("model.arch: unknown architecture '" + config.arch + "' (registered: " + known +
-                      "; a program of your own can add more with perennial::registerModel)");
-  }
+  std::string known;
+  for (const auto& n : registeredModels()) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("model.arch: unknown architecture '" + arch + "' (registered: " + known +
+                    "; a program of your own can add more with perennial::registerModel)");
+}
+
+}  // namespace
+
+void checkModelRegistered(const std::string& arch) { builderOf(arch); }
+
+Model makeModel(const TrainConfig& config, const ModelInput& input) {
+  PERENNIAL_CHECK(input.outputs >= 1, "outputs " << input.outputs);
+  ModelBuilder builder = builderOf(config.arch);
   Model m = builder(config, input);
   if (!m.module || !m.forward) {
     throw ConfigError("model.arch: the builder of '" + config.arch + "' returned an empty model");
