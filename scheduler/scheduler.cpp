@@ -102,7 +102,16 @@ std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::s
                                 "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout};
   if (!warmFrom.empty()) args.push_back("--model.init=" + root_ + "/runs/" + warmFrom + "/train/model.h5");
   try {
-    return parseTrainArgs(args).config.toIni();
+    TrainConfig c = parseTrainArgs(args).config;
+    // A TorchScript file named relative to the training configuration, as the scheduler's own
+    // paths are relative to its configuration: runs start in other directories.
+    if (!c.modelPath.empty() && std::filesystem::path(c.modelPath).is_relative()) {
+      c.modelPath = (std::filesystem::absolute(config_.trainConfig).parent_path() / c.modelPath).lexically_normal().string();
+    }
+    if (!c.modelPath.empty() && !std::filesystem::is_regular_file(c.modelPath)) {
+      throw ConfigError("model.path: " + c.modelPath + ": no such file");
+    }
+    return c.toIni();
   } catch (const ConfigError& e) {
     throw ConfigError(config_.source + ": train.config: " + e.what());
   }

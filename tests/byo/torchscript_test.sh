@@ -44,7 +44,7 @@ PY
 cat >"$t/train.cfg" <<CFG
 [model]
 arch = torchscript
-path = $t/net.pt
+path = net.pt
 [train]
 epochs = 2
 batch_size = 50

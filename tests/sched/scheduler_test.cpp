@@ -501,6 +501,23 @@ TEST_F(SchedulerTest, WarmStartFromTheChampionIsInTheResolvedConfig) {
                                       root + "/runs/" + second + "/train", "--resume", "auto"}));
 }
 
+TEST_F(SchedulerTest, TorchScriptPathIsRelativeToTheTrainingConfig) {
+  std::ofstream(root + "/train.cfg") << "[model]\narch = torchscript\npath = missing.pt\n";
+  try {
+    sched();
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.path: " + root + "/missing.pt: no such file"), std::string::npos) << e.what();
+  }
+  scheduler.reset();
+  std::ofstream(root + "/missing.pt") << "x";
+  std::ofstream(root + "/train.cfg") << "[model]\narch = torchscript\npath = missing.pt\n";
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  EXPECT_NE(run(id).config.find("path = " + root + "/missing.pt\n"), std::string::npos) << run(id).config;
+}
+
 TEST_F(SchedulerTest, BadTrainingConfigIsRefusedAtStart) {
   std::ofstream(root + "/train.cfg") << "[model]\narch = ../transformer\n";
   try {
