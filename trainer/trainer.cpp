@@ -398,6 +398,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": no 'config' attribute (not written by perennial train?)");
   }
   TrainConfig c = parseTrainConfigText(configIt->second, modelPath + "@config");
+  requireRegisteredModel(c.arch);
   locateScript(c, modelPath);
   data::ShardedDataset ds(dataDir);
   Model model = makeModel(c, modelInput(ds.spec()));

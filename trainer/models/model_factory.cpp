@@ -109,6 +109,15 @@ std::vector<std::string> registeredModels() {
   return out;
 }
 
+void requireRegisteredModel(const std::string& name) {
+  const std::vector<std::string> names = registeredModels();
+  if (std::find(names.begin(), names.end(), name) != names.end()) return;
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("model.arch: unknown architecture '" + name + "' (registered: " + known +
+                    "; a program of your own can add more with perennial::registerModel)");
+}
+
 Model makeModel(const TrainConfig& config, const ModelInput& input) {
   PERENNIAL_CHECK(input.outputs >= 1, "outputs " << input.outputs);
   ModelBuilder builder;
@@ -118,15 +127,19 @@ Model makeModel(const TrainConfig& config, const ModelInput& input) {
     auto it = r.builders.find(config.arch);
     if (it != r.builders.end()) builder = it->second;
   }
-  if (!builder) {
-    std::string known;
-    for (const auto& n : registeredModels()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("model.arch: unknown architecture '" + config.arch + "' (registered: " + known +
-                      "; a program of your own can add more with perennial::registerModel)");
-  }
-  Model m = builder(config, input);
+  if (!builder) requireRegisteredModel(config.arch);
+  TrainConfig tracked = config;  // records the model.options keys the builder reads
+  tracked.optionsRead.clear();
+  Model m = builder(tracked, input);
   if (!m.module || !m.forward) {
     throw ConfigError("model.arch: the builder of '" + config.arch + "' returned an empty model");
+  }
+  for (const auto& [key, value] : config.modelOptions) {
+    if (tracked.optionsRead.count(key)) continue;
+    std::string read;
+    for (const auto& k : tracked.optionsRead) read += (read.empty() ? "" : ", ") + k;
+    throw ConfigError("model.options: unknown key '" + key + "': model '" + config.arch + "' does not read it (" +
+                      (read.empty() ? std::string("it reads no options") : "it reads: " + read) + ")");
   }
   return m;
 }
