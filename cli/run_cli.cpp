@@ -1,8 +1,6 @@
-// perennial: the one CLI. Each subcommand lives in the component that owns it.
-//
-// Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
-// 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
-// 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
+// perennial::runCli (cli/run_cli.h): dispatches to the subcommand's component.
+#include "cli/run_cli.h"
+
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -82,7 +80,9 @@ void printError(const std::string& command, const std::string& what) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace perennial {
+
+int runCli(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     applyGlobalOptions(args);
@@ -126,3 +126,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace perennial
