@@ -10,7 +10,8 @@
 # Inputs: PERENNIAL_HAVE_NCCL (1: the NCCL communicator is built, so CUDA and NCCL are needed).
 # From PerennialConfig.cmake only: PERENNIAL_FROM_PACKAGE_CONFIG (TRUE), PERENNIAL_TORCH_VERSION
 # (the LibTorch Perennial was compiled against, required exactly: LibTorch keeps no ABI between
-# versions).
+# versions) and PERENNIAL_TORCH_HINT (where it was: searched after the user's Torch_DIR and
+# CMAKE_PREFIX_PATH, for a LibTorch outside the default prefixes such as a CUDA PyTorch's).
 
 # find_package(... REQUIRED) in Perennial's build; find_dependency() from PerennialConfig.cmake,
 # which makes find_package(Perennial) fail with the missing dependency's name instead.
@@ -32,7 +33,7 @@ macro(perennial_dependency_missing message)
 endmacro()
 
 if(PERENNIAL_TORCH_VERSION)
-  perennial_find_dependency(Torch ${PERENNIAL_TORCH_VERSION} EXACT)
+  perennial_find_dependency(Torch ${PERENNIAL_TORCH_VERSION} EXACT HINTS "${PERENNIAL_TORCH_HINT}")
 else()
   perennial_find_dependency(Torch)
 endif()

@@ -40,14 +40,12 @@ if grep -rlF -e "$build" -e "$src" "$t/prefix/lib/cmake"; then
   fail "the installed CMake package names the build or source directory (above)"
 fi
 
-# 2. The example, configured and built against the installed package only. The LibTorch and
-# compilers this build used are passed on (a CUDA LibTorch is not the default one); ccache, when
-# present, with the temporary directory as its base, so that a rebuild hits.
+# 2. The example, configured and built against the installed package only (which finds the
+# LibTorch this build used by itself), with this build's compilers; ccache, when present, with the
+# temporary directory as its base, so that a rebuild hits.
 cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
 args=(-DCMAKE_PREFIX_PATH="$t/prefix" -DCMAKE_BUILD_TYPE=Release
       -DCMAKE_C_COMPILER="$(cache CMAKE_C_COMPILER)" -DCMAKE_CXX_COMPILER="$(cache CMAKE_CXX_COMPILER)")
-torch_dir=$(cache Torch_DIR)
-[ -z "$torch_dir" ] || args+=(-DTorch_DIR="$torch_dir")
 if command -v ccache >/dev/null; then
   args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   export CCACHE_BASEDIR=$t
