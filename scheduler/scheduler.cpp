@@ -25,7 +25,7 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
-// Exit statuses of `perennial train` (cli/main.cpp).
+// Exit statuses of `perennial train` (cli/run_cli.h).
 constexpr int kExitConfig = 2;
 constexpr int kExitRequeue = 75;
 

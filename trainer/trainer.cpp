@@ -398,6 +398,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": no 'config' attribute (not written by perennial train?)");
   }
   TrainConfig c = parseTrainConfigText(configIt->second, modelPath + "@config");
+  requireRegisteredModel(c.arch);
   locateScript(c, modelPath);
   data::ShardedDataset ds(dataDir);
   Model model = makeModel(c, modelInput(ds.spec()));
@@ -505,7 +506,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const bool lead = rank == 0;
   auto log = log::get("train");
 
-  checkModelRegistered(c.arch);
+  requireRegisteredModel(c.arch);  // before any data are read
   torch::set_num_threads(static_cast<int>(c.threads));
   setBlasThreads(static_cast<int>(c.threads));
   if (lead) {

@@ -66,17 +66,7 @@ mpirun_args = --oversubscribe
 min_accuracy = 0.6
 CFG
 cp "$t/fm/train/shard-00000.h5" "$t/fm/train/shard-00001.h5" "$t/root/incoming/"
-state=none
-for _ in $(seq 900); do
-  "$bin" sched tick --root "$t/root" --config "$t/sched.cfg" >>"$t/sched.log" 2>&1 || { cat "$t/sched.log"; fail "tick"; }
-  state=$("$bin" sched runs --root "$t/root" --json | $py -c "import json,sys; r=json.load(sys.stdin); print(r[0]['state'] if r else 'none')")
-  case $state in promoted|rejected|failed|cancelled) break ;; esac
-  sleep 0.2
-done
-if [ "$state" != promoted ]; then
-  cat "$t/sched.log"; cat "$t"/root/runs/*/attempt-*/log 2>/dev/null | tail -40
-  fail "the TorchScript run ended '$state', not promoted"
-fi
+sched_until_promoted "$bin" "$t/root" "$t/sched.cfg" "$t/sched.log" "the TorchScript run"
 v="$t/root/registry/fashion-mnist/versions/v1"
 [ -f "$v/model.pt" ] || fail "the registry version has no model.pt"
 "$bin" registry verify --root "$t/root" fashion-mnist:v1 >/dev/null || fail "registry verify"

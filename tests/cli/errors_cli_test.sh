@@ -19,7 +19,7 @@ base=(train --run-dir "$work/run" --data.train "$work/none" --data.test "$work/n
 expect 2 "train.epochs: must be at least 1" -- "${base[@]}" --train.epochs 0
 expect 2 "train.epochs" -- "${base[@]}" --train.epochs=ten
 expect 2 "unrecognised option '--train.epoch=3'" -- "${base[@]}" --train.epoch=3
-expect 2 "model.arch: unknown architecture 'rnn' (registered: cnn, mlp, torchscript" -- "${base[@]}" --model.arch=rnn
+expect 2 "model.arch: unknown architecture 'rnn' (registered: cnn, mlp, torchscript;" -- "${base[@]}" --model.arch=rnn
 printf '[train]\nepochs = 2\nbogus = 1\n' >"$work/bad.cfg"
 expect 2 "$work/bad.cfg" -- "${base[@]}" --config "$work/bad.cfg"
 expect 2 "train.bogus" -- "${base[@]}" --config "$work/bad.cfg"

@@ -2,3 +2,18 @@
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # json FILE KEY: prints a top-level value of a JSON file.
 json() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+# sched_until_promoted BIN ROOT SCHED_CFG LOG WHAT: ticks the scheduler (its output appended to LOG)
+# until its first run has ended; fails, showing the logs, unless that run (WHAT) was promoted.
+sched_until_promoted() {
+  local bin=$1 root=$2 cfg=$3 log=$4 what=$5 state=none
+  for _ in $(seq 900); do
+    "$bin" sched tick --root "$root" --config "$cfg" >>"$log" 2>&1 || { cat "$log"; fail "sched tick"; }
+    state=$("$bin" sched runs --root "$root" --json | /usr/bin/python3 -c "import json,sys; r=json.load(sys.stdin); print(r[0]['state'] if r else 'none')")
+    case $state in promoted|rejected|failed|cancelled) break ;; esac
+    sleep 0.2
+  done
+  if [ "$state" != promoted ]; then
+    cat "$log"; cat "$root"/runs/*/attempt-*/log 2>/dev/null | tail -40
+    fail "$what ended '$state', not promoted"
+  fi
+}

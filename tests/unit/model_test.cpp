@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/error.h"
@@ -78,6 +79,48 @@ TEST(Models, SameSeedSameInitialWeights) {
   auto b = makeModel(c, {{28, 28}, 10});
   auto pa = a->parameters(), pb = b->parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i]));
+}
+
+// The C++ API (examples/custom_model): a model of one's own, built by name with its options.
+TEST(Models, RegisteredModelWithOptions) {
+  registerModel("test-linear", [](const TrainConfig& c, const ModelInput& in) {
+    const int64_t features = in.featureShape.at(0) * in.featureShape.at(1);
+    auto net = torch::nn::Sequential(torch::nn::Flatten(),
+                                     torch::nn::Linear(torch::nn::LinearOptions(features, in.outputs)
+                                                           .bias(c.option("bias", "yes") == "yes")));
+    return wrapModule(net);
+  });
+  EXPECT_THROW(registerModel("test-linear", [](const TrainConfig&, const ModelInput&) { return Model{}; }),
+               ConfigError);
+  EXPECT_THROW(registerModel("mlp", [](const TrainConfig&, const ModelInput&) { return Model{}; }), ConfigError);
+  EXPECT_THROW(registerModel("bad name", [](const TrainConfig&, const ModelInput&) { return Model{}; }), ConfigError);
+  auto known = registeredModels();
+  EXPECT_NE(std::find(known.begin(), known.end(), "test-linear"), known.end());
+  EXPECT_NO_THROW(requireRegisteredModel("test-linear"));
+  EXPECT_THROW(requireRegisteredModel("test-linaer"), ConfigError);
+
+  TrainConfig c = config("test-linear");
+  EXPECT_EQ(makeModel(c, {{4, 4}, 3})->parameters().size(), 2u);
+  c.modelOptions = {{"bias", "no"}};
+  EXPECT_EQ(makeModel(c, {{4, 4}, 3})->parameters().size(), 1u);
+  // A key the builder never reads is refused, naming the key, the model and what it reads.
+  c.modelOptions = {{"bias", "no"}, {"widht", "3"}};
+  try {
+    makeModel(c, {{4, 4}, 3});
+    FAIL() << "an unread model.options key was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown key 'widht': model 'test-linear' does not read it (it reads: bias)"),
+              std::string::npos)
+        << e.what();
+  }
+  // Built-in models read none.
+  TrainConfig mlp = config("mlp");
+  mlp.modelOptions = {{"width", "3"}};
+  EXPECT_THROW(makeModel(mlp, {{4, 4}, 3}), ConfigError);
+  // Typed options refuse a malformed value.
+  c.modelOptions = {{"width", "wide"}};
+  EXPECT_THROW(c.optionInt("width", 1), ConfigError);
+  EXPECT_THROW(c.optionReal("width", 1.0), ConfigError);
 }
 
 // A one-rank communicator that records the collectives it is asked for.

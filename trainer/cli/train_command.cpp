@@ -23,6 +23,7 @@ int trainCommand(const std::vector<std::string>& args) {
     return 0;
   }
   const TrainConfig& c = parsed.config;
+  requireRegisteredModel(c.arch);
   CommOptions options;
   options.backend = c.backend;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000));

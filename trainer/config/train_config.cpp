@@ -106,11 +106,13 @@ bool isValidModelName(const std::string& name) {
 }
 
 std::string TrainConfig::option(const std::string& key, const std::string& fallback) const {
+  optionsRead.insert(key);
   auto it = modelOptions.find(key);
   return it == modelOptions.end() ? fallback : it->second;
 }
 
 int64_t TrainConfig::optionInt(const std::string& key, int64_t fallback) const {
+  optionsRead.insert(key);
   auto it = modelOptions.find(key);
   if (it == modelOptions.end()) return fallback;
   char* end = nullptr;
@@ -121,6 +123,7 @@ int64_t TrainConfig::optionInt(const std::string& key, int64_t fallback) const {
 }
 
 double TrainConfig::optionReal(const std::string& key, double fallback) const {
+  optionsRead.insert(key);
   auto it = modelOptions.find(key);
   if (it == modelOptions.end()) return fallback;
   char* end = nullptr;

@@ -5,6 +5,7 @@
 // rule; the CLI turns them into exit status 2.
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -66,9 +67,12 @@ struct TrainConfig {
 
   // model.options values for models of your own (registerModel): OPTION returns FALLBACK when
   // KEY is not set; the typed ones throw ConfigError naming model.options and KEY on a bad value.
+  // Each records KEY in optionsRead: makeModel() refuses a model.options key that the model's
+  // builder never read, so a misspelt key is an error instead of a silently ignored setting.
   std::string option(const std::string& key, const std::string& fallback) const;
   int64_t optionInt(const std::string& key, int64_t fallback) const;
   double optionReal(const std::string& key, double fallback) const;
+  mutable std::set<std::string> optionsRead;  // not configuration: see option()
 
   // The resolved configuration as INI text (every key, in a fixed order): written to the run
   // directory and hashed, so a run can be reproduced from its own record.
@@ -78,6 +82,10 @@ struct TrainConfig {
 // Model names (model.arch, registerModel): 1 to 64 of [A-Za-z0-9_-].
 inline constexpr const char* kModelNameRule = "1 to 64 letters, digits, '_' or '-'";
 bool isValidModelName(const std::string& name);
+// Throws makeModel()'s ConfigError when no model is registered under NAME (listing the known
+// ones). The commands call it before they start MPI or open data, so that a misspelt model.arch
+// is the error reported. Defined with the registry (trainer/models/model_factory.cpp).
+void requireRegisteredModel(const std::string& name);
 
 // Declares every [section] key with its default (used for --help and parsing).
 void addTrainOptions(boost::program_options::options_description& desc);

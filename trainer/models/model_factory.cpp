@@ -109,31 +109,37 @@ std::vector<std::string> registeredModels() {
   return out;
 }
 
-namespace {
-
-ModelBuilder builderOf(const std::string& arch) {
-  {
-    Registry& r = registry();
-    std::lock_guard<std::mutex> lock(r.mu);
-    auto it = r.builders.find(arch);
-    if (it != r.builders.end()) return it->second;
-  }
+void requireRegisteredModel(const std::string& name) {
+  const std::vector<std::string> names = registeredModels();
+  if (std::find(names.begin(), names.end(), name) != names.end()) return;
   std::string known;
-  for (const auto& n : registeredModels()) known += (known.empty() ? "" : ", ") + n;
-  throw ConfigError("model.arch: unknown architecture '" + arch + "' (registered: " + known +
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("model.arch: unknown architecture '" + name + "' (registered: " + known +
                     "; a program of your own can add more with perennial::registerModel)");
 }
 
-}  // namespace
-
-void checkModelRegistered(const std::string& arch) { builderOf(arch); }
-
 Model makeModel(const TrainConfig& config, const ModelInput& input) {
   PERENNIAL_CHECK(input.outputs >= 1, "outputs " << input.outputs);
-  ModelBuilder builder = builderOf(config.arch);
-  Model m = builder(config, input);
+  ModelBuilder builder;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.builders.find(config.arch);
+    if (it != r.builders.end()) builder = it->second;
+  }
+  if (!builder) requireRegisteredModel(config.arch);
+  TrainConfig tracked = config;  // records the model.options keys the builder reads
+  tracked.optionsRead.clear();
+  Model m = builder(tracked, input);
   if (!m.module || !m.forward) {
     throw ConfigError("model.arch: the builder of '" + config.arch + "' returned an empty model");
+  }
+  for (const auto& [key, value] : config.modelOptions) {
+    if (tracked.optionsRead.count(key)) continue;
+    std::string read;
+    for (const auto& k : tracked.optionsRead) read += (read.empty() ? "" : ", ") + k;
+    throw ConfigError("model.options: unknown key '" + key + "': model '" + config.arch + "' does not read it (" +
+                      (read.empty() ? std::string("it reads no options") : "it reads: " + read) + ")");
   }
   return m;
 }

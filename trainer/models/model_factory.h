@@ -61,10 +61,6 @@ using ModelBuilder = std::function<Model(const TrainConfig& config, const ModelI
 // ConfigError when the name is malformed or already registered. Thread-safe.
 void registerModel(const std::string& name, ModelBuilder builder);
 
-// Throws ConfigError naming model.arch and the registered names when ARCH is not registered
-// (checked before any data is read).
-void checkModelRegistered(const std::string& arch);
-
 // Names of every model that makeModel() can build, sorted.
 std::vector<std::string> registeredModels();
 
