@@ -3,6 +3,7 @@
 // Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
 // 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
 // 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
+#include <csignal>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -83,6 +84,11 @@ void printError(const std::string& command, const std::string& what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write past RLIMIT_FSIZE (`ulimit -f`, a batch system's file-size limit) would otherwise
+  // kill the process with SIGXFSZ, the scheduler daemon included; ignored, the write fails with
+  // EFBIG and is reported like a full disk: a tick that fails and is retried, a training attempt
+  // that fails with the file named, never a half-written file committed.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     applyGlobalOptions(args);

@@ -141,7 +141,9 @@ std::string Registry::publish(const PublishRequest& r) {
   lineage["run_id"] = r.runId;
   lineage["model"] = r.name;
   lineage["version"] = version;
-  stdfs::copy_file(r.weights, tmp + "/model.h5", stdfs::copy_options::overwrite_existing);
+  std::error_code copyError;
+  stdfs::copy_file(r.weights, tmp + "/model.h5", stdfs::copy_options::overwrite_existing, copyError);
+  if (copyError) throw IoError(r.weights + ": cannot copy into the registry (" + tmp + "): " + copyError.message());
   fs::fsyncFile(tmp + "/model.h5");
   ::chmod((tmp + "/model.h5").c_str(), 0444);
   writeReadOnly(tmp + "/spec.json", r.spec.dump(2) + "\n");
