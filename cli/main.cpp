@@ -2,6 +2,7 @@
 //
 // Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
 // 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
+// validate: 0 pass, 1 reject, 2 no verdict (bad input or any error);
 // 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
 #include <csignal>
 #include <cstdlib>
@@ -128,7 +129,10 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     printError(command, e.what());
     std::cerr.flush();
-    perennial::cli::abortJobOnError(1);
-    return 1;
+    // The gate's exit status is its verdict, and 1 means "rejected"; an error (an unreadable
+    // champion, a full disk for the verdict) is no verdict: 2, as for bad input.
+    const int code = command == "validate" ? 2 : 1;
+    perennial::cli::abortJobOnError(code);
+    return code;
   }
 }

@@ -319,7 +319,13 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   }
   GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
   fault("validated-run");
-  if (g.exitCode == 1) {
+  // A rejection is a verdict that says so; exit 1 without one is an error, not a judgement.
+  const bool rejected = g.exitCode == 1 && g.verdict.is_object() && g.verdict.value("decision", "") == "reject";
+  if (g.exitCode == 1 && !rejected) {
+    g.exitCode = 2;
+    if (g.error.empty()) g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json)";
+  }
+  if (rejected) {
     std::string failed;
     if (g.verdict.is_object()) {
       for (const auto& f : g.verdict.value("failed", json::array())) failed += (failed.empty() ? "" : ", ") + f.get<std::string>();

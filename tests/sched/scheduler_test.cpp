@@ -100,10 +100,15 @@ class FakeGatekeeper : public Gatekeeper {
                  {"failed", exitCode == 1 ? json::array({"change.accuracy", "slices"}) : json::array()},
                  {"candidate", {{"accuracy", 0.8}, {"loss", 0.5}, {"samples", 100}}}};
     if (exitCode > 1) g.error = "could not evaluate";
+    if (noVerdict) {
+      g.verdict = json();
+      return g;
+    }
     fs::writeFileAtomic(verdictPath, g.verdict.dump());
     return g;
   }
   int exitCode = 0;
+  bool noVerdict = false;  // exits without writing one (it failed before judging)
   int calls = 0;
   std::string lastCandidate, lastChampion;
   std::vector<std::string> lastHoldout;
@@ -591,6 +596,19 @@ TEST_F(GatedSchedulerTest, AGateThatCannotJudgeFailsTheRun) {
   EXPECT_EQ(run(id).state, state::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
+}
+
+// `perennial validate` used to exit 1 on an error too (a full disk while writing the verdict),
+// and the scheduler rejected a model nobody had judged.
+TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
+  gatekeeper.exitCode = 1;
+  gatekeeper.noVerdict = true;
+  const std::string id = trainOne("a.h5");
+  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
+  EXPECT_FALSE(catalog->meta("champion"));
+  // A failed run does not cover its data: the next trigger trains on them again.
+  EXPECT_EQ(catalog->coveredSeq(""), 0);
 }
 
 TEST_F(GatedSchedulerTest, NewestShardsJoinTheHoldout) {
