@@ -188,11 +188,9 @@ std::string Registry::resolve(const std::string& name, const std::string& v) con
 
 void Registry::writeAliases(const std::string& name, const json& aliases, const json& entry) {
   const std::string mdir = modelDir(name);
-  {
-    std::ofstream log(mdir + "/history.jsonl", std::ios::app);
-    log << entry.dump() << "\n";
-  }
-  fs::fsyncFile(mdir + "/history.jsonl");
+  // The history first: an alias never moves without its entry, and a failed append (a full
+  // disk) leaves neither a torn line nor a moved alias.
+  fs::appendLine(mdir + "/history.jsonl", entry.dump());
   fs::writeFileAtomic(mdir + "/aliases.json", aliases.dump(2) + "\n");
 }
 
