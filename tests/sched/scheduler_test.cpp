@@ -6,11 +6,14 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include "common/error.h"
 #include "common/fs_util.h"
+#include "common/log.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
 #include "trainer/data/shard_dataset.h"
@@ -370,6 +373,34 @@ TEST_F(SchedulerTest, FailedAndPreemptedAttemptsAreRetriedUpToTheLimit) {
   for (const auto& e : catalog->events(100, "run")) states.insert(states.begin(), json::parse(e.detail).value("state", ""));
   EXPECT_EQ(states, (std::vector<std::string>{"pending", "submitted", "running", "failed", "pending", "submitted",
                                               "running", "preempted", "pending", "submitted", "running", "failed"}));
+}
+
+// A pass whose transaction fails (a full disk: here a trigger that makes the catalog refuse the
+// retry's "pending") changes nothing, and logs no state change it did not make.
+TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.finish(id, 1, 1);
+  catalog->db().exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
+                     "BEGIN SELECT RAISE(ABORT, 'injected: database or disk is full'); END");
+  std::ostringstream out;
+  auto logger = log::get("sched");
+  const auto sinks = logger->sinks();
+  logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
+  EXPECT_THROW(sched().tick(), Error);
+  logger->sinks() = sinks;
+  EXPECT_EQ(out.str().find("->"), std::string::npos) << out.str();
+  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).attempt, 1);
+  // The cause gone, the same pass goes through, and is logged.
+  catalog->db().exec("DROP TRIGGER full_disk");
+  logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
+  sched().tick();
+  logger->sinks() = sinks;
+  EXPECT_NE(out.str().find("run " + id + " -> failed"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("run " + id + " -> pending"), std::string::npos) << out.str();
+  EXPECT_EQ(run(id).attempt, 2);
 }
 
 TEST_F(SchedulerTest, ConfigurationErrorsAreNotRetried) {
