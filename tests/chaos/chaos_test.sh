@@ -75,6 +75,8 @@ daemon_alive() {
   [ -n "$daemon" ] && [ -e "/proc/$daemon" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$daemon/stat" 2>/dev/null
 }
 start_daemon() {
+  # Where this daemon's log starts, to tell a refused start from a death.
+  daemon_log=$(stat -c %s "$dir/daemon.log" 2>/dev/null || echo 0)
   # Logs through a pipe: a file-size limit on the daemon must not cut its log.
   "$bin" sched run --root "$root" --config "$dir/sched.cfg" > >(cat >>"$dir/daemon.log") 2>&1 &
   daemon=$!
@@ -85,14 +87,21 @@ kill_daemon() {
   wait "$daemon" 2>/dev/null || true
   daemon=
 }
-# The scheduler's supervisor (systemd, a Slurm job) restarts it; a death we did not cause is
-# counted: the test fails on it.
+# The scheduler's supervisor (systemd, a Slurm job) restarts it. A death we did not cause, once
+# it was running, fails the test; a start it refused with an error (it could not open its
+# catalog: the disk was full, or a file-size limit hit while it recovered the catalog) is counted.
 watchdog() {
   if [ -n "$daemon" ] && ! daemon_alive; then
-    local rc=0
+    local rc=0 log
     wait "$daemon" 2>/dev/null || rc=$?
-    note "UNEXPECTED the scheduler died on its own (exit $rc); restarted"
-    unexpected=$((unexpected + 1))
+    sleep 0.1  # the log's pipe
+    log=$(tail -c +$((daemon_log + 1)) "$dir/daemon.log")
+    if grep -q "scheduler running on" <<<"$log"; then
+      note "UNEXPECTED the scheduler died on its own (exit $rc); restarted"
+      unexpected=$((unexpected + 1))
+    else
+      note "start-refused: the scheduler did not start (exit $rc: $(grep -m1 'error' <<<"$log" | cut -c1-200)); restarted"
+    fi
     daemon=
   fi
   [ -n "$daemon" ] || start_daemon
@@ -317,7 +326,8 @@ for line in open(faults):
         counts.setdefault(kind, {}).setdefault(outcome, 0)
         counts[kind][outcome] += 1
 summary.update(trial=k, seed=s, seconds=took, faults=counts,
-               ckpt_mid_write=sum(1 for l in open(faults) if "ckpt-kill applied" in l and "(mid-write)" in l))
+               ckpt_mid_write=sum(1 for l in open(faults) if "ckpt-kill applied" in l and "(mid-write)" in l),
+               starts_refused=sum(1 for l in open(faults) if " start-refused:" in l))
 print(json.dumps(summary, sort_keys=True))
 PY
   $py - "$dir/summary.json" <<'PY'
@@ -353,7 +363,8 @@ for t in trials:
     for state, n in t["runs"].items():
         runs[state] = runs.get(state, 0) + n
 print("faults by kind (applied/skipped): " + ", ".join("%s %d/%d" % (k, v["applied"], v["skipped"]) for k, v in sorted(kinds.items())))
-print("checkpoint kills that caught a write in progress: %d" % sum(t["ckpt_mid_write"] for t in trials))
+print("checkpoint kills that caught a write in progress: %d; scheduler starts refused with an error: %d"
+      % (sum(t["ckpt_mid_write"] for t in trials), sum(t["starts_refused"] for t in trials)))
 print("runs: %s; %d attempts; %d retried run(s) reproduced bit for bit; %d checkpoints verified"
       % (runs, sum(t["attempts"] for t in trials), sum(t["resumed_runs_reproduced"] for t in trials),
          sum(t["checkpoints_verified"] for t in trials)))
