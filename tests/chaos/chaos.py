@@ -316,13 +316,16 @@ class Checker:
         self.summary["failed_attempts"] = sum(1 for e in events if e["detail"].get("state") in ("failed", "preempted"))
         self.summary["failure_reasons"] = sorted({self.reason(e["detail"].get("message", ""))
                                                   for e in events if e["detail"].get("state") == "failed"})
+        self.summary["failed_runs"] = [self.reason(r.get("message", "")) for r in runs if r["state"] == "failed"]
         return runs
 
     @staticmethod
     def reason(message):
         """A failure message without its log tail and numbers: its kind."""
-        m = message.split("; log:")[0]
-        return "".join("N" if c.isdigit() else c for c in m)[:120]
+        m = message.split("; log:")[0][:120]
+        if message.endswith("(no attempts left)") and not m.endswith("(no attempts left)"):
+            m += " (no attempts left)"
+        return "".join("N" if c.isdigit() else c for c in m)
 
     def checkpoints(self, runs):
         """Every committed checkpoint (one with a manifest) verifies, and so does every model.h5."""
