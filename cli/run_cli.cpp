@@ -1,6 +1,7 @@
 // perennial::runCli (cli/run_cli.h): dispatches to the subcommand's component.
 #include "cli/run_cli.h"
 
+#include <csignal>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -83,6 +84,11 @@ void printError(const std::string& command, const std::string& what) {
 namespace perennial {
 
 int runCli(int argc, char** argv) {
+  // A write past RLIMIT_FSIZE (`ulimit -f`, a batch system's file-size limit) would otherwise
+  // kill the process with SIGXFSZ, the scheduler daemon included; ignored, the write fails with
+  // EFBIG and is reported like a full disk: a tick that fails and is retried, a training attempt
+  // that fails with the file named, never a half-written file committed.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     applyGlobalOptions(args);
@@ -122,8 +128,11 @@ int runCli(int argc, char** argv) {
   } catch (const std::exception& e) {
     printError(command, e.what());
     std::cerr.flush();
-    perennial::cli::abortJobOnError(1);
-    return 1;
+    // The gate's exit status is its verdict, and 1 means "rejected"; an error (an unreadable
+    // champion, a full disk for the verdict) is no verdict: 2, as for bad input.
+    const int code = command == "validate" ? 2 : 1;
+    perennial::cli::abortJobOnError(code);
+    return code;
   }
 }
 

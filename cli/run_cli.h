@@ -7,6 +7,7 @@
 //
 // Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
 // 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
+// validate: 0 pass, 1 reject, 2 no verdict (bad input or any error);
 // 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
 namespace perennial {
 

@@ -2,6 +2,7 @@
 #include "common/read_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,6 +85,36 @@ void writeFileAtomic(const std::string& path, const std::string& content) {
     fail("rename to " + path, tmp);
   }
   fsyncDir(stdfs::path(path).parent_path().string());
+}
+
+void appendLine(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("open for appending", path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    fail("stat", path);
+  }
+  auto undo = [&](const char* what, int e) {
+    if (::ftruncate(fd, st.st_size) != 0) {
+      // Nothing more to do: the error below names the file.
+    }
+    ::close(fd);
+    errno = e;
+    fail(what, path);
+  };
+  const std::string text = line + "\n";
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) undo("append", n < 0 ? errno : ENOSPC);
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) undo("fsync", errno);
+  ::close(fd);
 }
 
 std::vector<std::string> listFiles(const std::string& dir, const std::string& suffix) {

@@ -19,6 +19,11 @@ void fsyncFile(const std::string& path);
 // fsyncFile(TMP) first (kept separate so callers can overlap other work with it).
 void publish(const std::string& tmp, const std::string& path);
 
+// Appends LINE and a newline to PATH (created if missing) and fsyncs it. A write that fails or
+// comes up short (a full disk, RLIMIT_FSIZE) is undone by truncating the file back, so it never
+// ends in a torn line. Throws IoError naming the file and the failing call.
+void appendLine(const std::string& path, const std::string& line);
+
 // Regular files in DIR whose names end with SUFFIX, sorted by name. Throws DataError if DIR
 // is not a readable directory.
 std::vector<std::string> listFiles(const std::string& dir, const std::string& suffix);

@@ -153,7 +153,9 @@ std::string Registry::publish(const PublishRequest& r) {
   lineage["run_id"] = r.runId;
   lineage["model"] = r.name;
   lineage["version"] = version;
-  stdfs::copy_file(r.weights, tmp + "/model.h5", stdfs::copy_options::overwrite_existing);
+  std::error_code copyError;
+  stdfs::copy_file(r.weights, tmp + "/model.h5", stdfs::copy_options::overwrite_existing, copyError);
+  if (copyError) throw IoError(r.weights + ": cannot copy into the registry (" + tmp + "): " + copyError.message());
   fs::fsyncFile(tmp + "/model.h5");
   ::chmod((tmp + "/model.h5").c_str(), 0444);
   const std::string script = (stdfs::path(r.weights).parent_path() / "model.pt").string();
@@ -206,11 +208,9 @@ std::string Registry::resolve(const std::string& name, const std::string& v) con
 
 void Registry::writeAliases(const std::string& name, const json& aliases, const json& entry) {
   const std::string mdir = modelDir(name);
-  {
-    std::ofstream log(mdir + "/history.jsonl", std::ios::app);
-    log << entry.dump() << "\n";
-  }
-  fs::fsyncFile(mdir + "/history.jsonl");
+  // The history first: an alias never moves without its entry, and a failed append (a full
+  // disk) leaves neither a torn line nor a moved alias.
+  fs::appendLine(mdir + "/history.jsonl", entry.dump());
   fs::writeFileAtomic(mdir + "/aliases.json", aliases.dump(2) + "\n");
 }
 

@@ -79,7 +79,7 @@ Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Exe
   ensureRootLayout(root_);
   resolveTrainConfig("r000000", "");  // fails now, not at the first run, on a bad training config
   if (!cat_.meta("created_at")) {
-    cat_.transaction([&] { cat_.setMeta("created_at", std::to_string(clock_.now())); });
+    transaction([&] { cat_.setMeta("created_at", std::to_string(clock_.now())); });
   }
   for (const auto& t : cat_.triggerStates()) {
     lastFired_[t.name] = t.fired;
@@ -156,13 +156,35 @@ void Scheduler::setState(RunRecord& run, const std::string& state, const std::st
   if (!message.empty()) detail["message"] = message;
   cat_.addEvent(now, "run", run.id, detail);
   report.transitions.emplace_back(run.id, state);
-  log::get("sched")->info("run {} -> {}{}{}", run.id, state, message.empty() ? "" : ": ", message);
+  logCommitted("run " + run.id + " -> " + state + (message.empty() ? "" : ": " + message));
+}
+
+void Scheduler::transaction(const std::function<void()>& body) {
+  ++transactionDepth_;
+  try {
+    cat_.transaction(body);
+  } catch (...) {
+    if (--transactionDepth_ == 0) uncommittedLog_.clear();
+    throw;
+  }
+  if (--transactionDepth_ > 0) return;
+  std::vector<std::string> lines;
+  lines.swap(uncommittedLog_);
+  for (const auto& line : lines) log::get("sched")->info("{}", line);
+}
+
+void Scheduler::logCommitted(std::string line) {
+  if (transactionDepth_ > 0) {
+    uncommittedLog_.push_back(std::move(line));
+  } else {
+    log::get("sched")->info("{}", line);
+  }
 }
 
 void Scheduler::handleCancelRequests(TickReport& report) {
   for (const auto& req : cat_.openRequests("cancel")) {
     std::optional<RunRecord> run = cat_.run(req.arg);
-    cat_.transaction([&] {
+    transaction([&] {
       if (run && !isTerminalState(run->state) && !run->cancelRequested) {
         run->cancelRequested = true;
         if (run->state == state::kPending || run->state == state::kPreempted) {
@@ -198,7 +220,7 @@ void Scheduler::followActiveRuns(TickReport& report) {
         break;
       case AttemptState::kRunning:
         if (run.state == state::kSubmitted || run.execId != st.execId) {
-          cat_.transaction([&] {
+          transaction([&] {
             run.execId = st.execId;
             setState(run, state::kRunning, "", report, {{"exec_id", st.execId}});
           });
@@ -244,7 +266,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
     retry = true;
   }
   fault("attempt-ended");
-  cat_.transaction([&] {
+  transaction([&] {
     if (exited) run.exitCode = st.exitCode;
     if (outcome == state::kSucceeded) {
       run.result = fs::readFileIfPresent(runDir + "/train/result.json");
@@ -328,12 +350,18 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   }
   GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
   fault("validated-run");
-  if (g.exitCode == 1) {
+  // A rejection is a verdict that says so; exit 1 without one is an error, not a judgement.
+  const bool rejected = g.exitCode == 1 && g.verdict.is_object() && g.verdict.value("decision", "") == "reject";
+  if (g.exitCode == 1 && !rejected) {
+    g.exitCode = 2;
+    if (g.error.empty()) g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json)";
+  }
+  if (rejected) {
     std::string failed;
     if (g.verdict.is_object()) {
       for (const auto& f : g.verdict.value("failed", json::array())) failed += (failed.empty() ? "" : ", ") + f.get<std::string>();
     }
-    cat_.transaction([&] {
+    transaction([&] {
       setState(run, state::kRejected, "failed checks: " + failed, report,
                {{"failed", g.verdict.value("failed", json::array())},
                 {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
@@ -341,7 +369,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
     return;
   }
   if (g.exitCode != 0) {
-    cat_.transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
+    transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
     return;
   }
   PublishRequest req;
@@ -368,7 +396,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   fault("published");
   const auto old = registry_.promote(name, version, "run " + run.id + " passed the validation gate");
   fault("promoted");
-  cat_.transaction([&] {
+  transaction([&] {
     cat_.setMeta("champion", run.id);
     cat_.setMeta("champion_version", version);
     setState(run, state::kPromoted, name + ":" + version, report,
@@ -387,7 +415,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
     }
     json detail{{"command", config_.onPromote}, {"exit_code", rc}, {"version", version}, {"log", log}};
     if (!error.empty()) detail["error"] = error;
-    cat_.transaction([&] { cat_.addEvent(clock_.now(), "on_promote", run.id, detail); });
+    transaction([&] { cat_.addEvent(clock_.now(), "on_promote", run.id, detail); });
     if (rc != 0) {
       log::get("sched")->warn("on_promote {} for {}:{} failed (exit {}{}); the promotion stands", config_.onPromote[0],
                               name, version, rc, error.empty() ? "" : ": " + error);
@@ -402,7 +430,7 @@ void Scheduler::submitPending(TickReport& report) {
     if (capacity-- <= 0) break;
     materialize(run);
     fault("materialized");
-    cat_.transaction([&] {
+    transaction([&] {
       ++run.attempt;
       run.execId.clear();
       run.exitCode.reset();
@@ -418,7 +446,7 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
   try {
     execId = exec_.submit(attemptSpec(run));
   } catch (const Error& e) {
-    cat_.transaction([&] {
+    transaction([&] {
       const bool again = run.attempt < run.maxAttempts;
       setState(run, state::kFailed, std::string("could not start: ") + e.what(), report);
       if (again) {
@@ -429,7 +457,7 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
     return;
   }
   fault("spawned");
-  cat_.transaction([&] {
+  transaction([&] {
     run.execId = execId;
     setState(run, state::kRunning, "", report, {{"exec_id", execId}, {"executor", exec_.name()}});
   });
@@ -448,7 +476,7 @@ void Scheduler::syncChampion() {
     return;
   }
   if (runId.empty() || !cat_.run(runId)) return;  // not a model of this scheduler's runs
-  cat_.transaction([&] {
+  transaction([&] {
     cat_.setMeta("champion", runId);
     cat_.setMeta("champion_version", *version);
     cat_.addEvent(clock_.now(), "champion", runId,
@@ -496,7 +524,7 @@ void Scheduler::evaluateTriggers(TickReport& report) {
       held = "cooldown: " + std::to_string(static_cast<int64_t>(config_.cooldownS - (ctx.now - *last))) + " s left";
     }
   }
-  cat_.transaction([&] {
+  transaction([&] {
     std::string runId;
     if (!firing.empty() && held.empty()) {
       std::string reason;
@@ -574,8 +602,8 @@ std::string Scheduler::createRun(const std::string& trigger, const std::string& 
                 {{"state", r.state}, {"trigger", trigger}, {"reason", reason}, {"snapshot", snap.id},
                  {"shards", snap.shards}, {"rows", snap.rows}, {"warm_start", r.warmStart},
                  {"config_sha256", r.configSha256}});
-  log::get("sched")->info("run {} created by {} ({}): snapshot of {} shards, {} rows", r.id, trigger, reason,
-                          snap.shards, snap.rows);
+  logCommitted("run " + r.id + " created by " + trigger + " (" + reason + "): snapshot of " +
+               std::to_string(snap.shards) + " shards, " + std::to_string(snap.rows) + " rows");
   return r.id;
 }
 

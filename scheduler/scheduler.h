@@ -97,6 +97,10 @@ class Scheduler {
   void fault(const std::string& step) {
     if (hook_) hook_(step);
   }
+  // One catalog transaction; the lines logged inside it (state changes, new runs) are written
+  // once it has committed, so a pass that fails (a full disk) never logs a change it did not make.
+  void transaction(const std::function<void()>& body);
+  void logCommitted(std::string line);
 
   SchedConfig config_;
   std::string root_;
@@ -112,6 +116,8 @@ class Scheduler {
   std::map<std::string, std::string> lastKey_;  // the data each trigger last measured
   std::set<std::string> cancelSent_;
   std::function<void(const std::string&)> hook_;
+  int transactionDepth_ = 0;
+  std::vector<std::string> uncommittedLog_;
 };
 
 }  // namespace perennial::sched

@@ -314,8 +314,9 @@ int runCommand(const Common& c, int64_t metricsPort) {
       ticks.recordTick(report.seconds, d->clock.now());
     } catch (const ConfigError&) {
       throw;
-    } catch (const Error& e) {
-      // One bad pass (a full disk, an unreadable file) must not end the daemon.
+    } catch (const std::exception& e) {
+      // One bad pass (a full disk, an unreadable file) must not end the daemon; that includes
+      // the std::filesystem errors of the library calls a pass makes.
       ticks.failures.fetch_add(1);
       log->error("tick failed: {}", e.what());
     }

@@ -17,3 +17,32 @@ sched_until_promoted() {
     fail "$what ended '$state', not promoted"
   fi
 }
+# sched_fixture PERENNIAL DIR: what the scheduler tests train on: Fashion-MNIST in shards of 1000
+# rows (DIR/fm/train, DIR/fm/test), a holdout of one test shard (DIR/holdout), DIR/train.cfg (an
+# MLP of 32 hidden units, one epoch, batches of 50) and DIR/sched.cfg (2 ranks, a run per 2000 new
+# rows); append sections to DIR/sched.cfg for more.
+sched_fixture() {
+  "$1" data import-fashion-mnist --out "$2/fm" --shard-size 1000 >/dev/null
+  mkdir -p "$2/holdout"
+  cp "$2/fm/test/shard-00000.h5" "$2/holdout/"
+  cat >"$2/train.cfg" <<CFG
+[model]
+arch = mlp
+hidden = 32
+[train]
+epochs = 1
+batch_size = 50
+[log]
+progress = none
+CFG
+  cat >"$2/sched.cfg" <<CFG
+[train]
+config = train.cfg
+holdout = holdout
+ranks = 2
+[triggers]
+new_data_rows = 2000
+[executor]
+mpirun_args = --oversubscribe
+CFG
+}

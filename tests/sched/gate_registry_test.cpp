@@ -3,9 +3,11 @@
 // on_promote hook.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -894,6 +896,41 @@ TEST_F(RegistryTest, PromoteMovesChampionAndPrevious) {
   EXPECT_EQ(e2["from"], "v1");
   EXPECT_EQ(e2["to"], "v2");
   EXPECT_EQ(e2["reason"], "better");
+}
+
+// A promotion whose history entry cannot be written (a full disk; here RLIMIT_FSIZE a few bytes
+// past the end of the file, so the line is written in part) moves no alias and leaves no torn
+// line: the file is as before, and the next promotion's entry follows the last complete one.
+TEST_F(RegistryTest, AFailedHistoryAppendMovesNoAliasAndLeavesNoTornLine) {
+  Registry reg(root_);
+  publish(reg, "r1");
+  publish(reg, "r2");
+  reg.promote("m", "v1", "first");
+  const std::string history = root_ + "/m/history.jsonl";
+  const auto before = stdfs::file_size(history);
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(before + 10);
+  auto handler = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &low), 0);
+  bool threw = false;
+  try {
+    reg.promote("m", "v2", "second");
+  } catch (const IoError&) {
+    threw = true;
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, handler);
+  EXPECT_TRUE(threw) << "a failed history append must fail the promotion";
+  EXPECT_EQ(stdfs::file_size(history), before);
+  EXPECT_EQ(reg.alias("m", "champion"), std::optional<std::string>("v1"));
+
+  EXPECT_EQ(reg.promote("m", "v2", "second"), std::optional<std::string>("v1"));
+  std::ifstream in(history);
+  size_t lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) EXPECT_TRUE(json::accept(line)) << line;
+  EXPECT_EQ(lines, 2u);
 }
 
 TEST_F(RegistryTest, PromoteRefusesUnknownVersionsAndBadNames) {

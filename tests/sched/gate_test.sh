@@ -113,6 +113,25 @@ rc=$?
 rc2=$?
 set -e
 [ "$rc" = 2 ] && [ "$rc2" = 2 ] || { cat "$t/bad.log"; fail "bad input must exit 2 (got $rc, $rc2)"; }
+# An error is no verdict: exit 2, never 1 (the scheduler would reject the candidate). A champion
+# that does not verify, and a verdict that cannot be written (a full disk; here a missing folder).
+cp "$t/runs/champion/model.h5" "$t/corrupt-champion.h5"
+$py - "$t/corrupt-champion.h5" <<'PY'
+import os, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(os.path.getsize(sys.argv[1]) // 2)
+    f.write(b"\xff" * 64)
+PY
+set +e
+"$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/holdout" --champion "$t/corrupt-champion.h5" \
+  >"$t/error.log" 2>&1
+rc=$?
+"$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/holdout" --out "$t/no-such-dir/verdict.json" \
+  >>"$t/error.log" 2>&1
+rc2=$?
+set -e
+[ "$rc" = 2 ] && [ "$rc2" = 2 ] || { cat "$t/error.log"; fail "an error must exit 2, not reject (got $rc, $rc2)"; }
+grep -q "champion" "$t/error.log" && grep -q "no-such-dir/verdict.json" "$t/error.log" || { cat "$t/error.log"; fail "the errors name the file"; }
 
 # Unsafe registry names are refused before any path is built.
 mkdir -p "$t/reg"

@@ -13,30 +13,8 @@ py=/usr/bin/python3
 t=$(mktemp -d)
 trap 'pkill -9 -f "$t/" 2>/dev/null || true; rm -rf "$t"' EXIT
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
-mkdir -p "$t/holdout"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
+sched_fixture "$bin" "$t"
 $py "$src/tests/sched/make_shards.py" "$t/fm/train/shard-00000.h5" "$t/bad" >/dev/null
-cat >"$t/train.cfg" <<CFG
-[model]
-arch = mlp
-hidden = 32
-[train]
-epochs = 1
-batch_size = 50
-[log]
-progress = none
-CFG
-cat >"$t/sched.cfg" <<CFG
-[train]
-config = train.cfg
-holdout = holdout
-ranks = 2
-[triggers]
-new_data_rows = 2000
-[executor]
-mpirun_args = --oversubscribe
-CFG
 
 # trial NAME [KILL_AT [killrun]]: one scheduler root through to a finished run; prints its
 # param_sha256. With killrun, the run's processes are SIGKILLed too while the scheduler is down:

@@ -6,11 +6,14 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include "common/error.h"
 #include "common/fs_util.h"
+#include "common/log.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
 #include "trainer/data/shard_dataset.h"
@@ -100,10 +103,15 @@ class FakeGatekeeper : public Gatekeeper {
                  {"failed", exitCode == 1 ? json::array({"change.accuracy", "slices"}) : json::array()},
                  {"candidate", {{"accuracy", 0.8}, {"loss", 0.5}, {"samples", 100}}}};
     if (exitCode > 1) g.error = "could not evaluate";
+    if (noVerdict) {
+      g.verdict = json();
+      return g;
+    }
     fs::writeFileAtomic(verdictPath, g.verdict.dump());
     return g;
   }
   int exitCode = 0;
+  bool noVerdict = false;  // exits without writing one (it failed before judging)
   int calls = 0;
   std::string lastCandidate, lastChampion;
   std::vector<std::string> lastHoldout;
@@ -383,6 +391,34 @@ TEST_F(SchedulerTest, AFailedRunIsNotStartedAgainForTheSameData) {
   EXPECT_EQ(sched().tick().created.size(), 1u) << "new data start the next run";
 }
 
+// A pass whose transaction fails (a full disk: here a trigger that makes the catalog refuse the
+// retry's "pending") changes nothing, and logs no state change it did not make.
+TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
+  drop("a.h5", 5);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  executor.finish(id, 1, 1);
+  catalog->db().exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
+                     "BEGIN SELECT RAISE(ABORT, 'injected: database or disk is full'); END");
+  std::ostringstream out;
+  auto logger = log::get("sched");
+  const auto sinks = logger->sinks();
+  logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
+  EXPECT_THROW(sched().tick(), Error);
+  logger->sinks() = sinks;
+  EXPECT_EQ(out.str().find("->"), std::string::npos) << out.str();
+  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).attempt, 1);
+  // The cause gone, the same pass goes through, and is logged.
+  catalog->db().exec("DROP TRIGGER full_disk");
+  logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
+  sched().tick();
+  logger->sinks() = sinks;
+  EXPECT_NE(out.str().find("run " + id + " -> failed"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("run " + id + " -> pending"), std::string::npos) << out.str();
+  EXPECT_EQ(run(id).attempt, 2);
+}
+
 TEST_F(SchedulerTest, ConfigurationErrorsAreNotRetried) {
   drop("a.h5", 5);
   request();
@@ -624,6 +660,19 @@ TEST_F(GatedSchedulerTest, AGateThatCannotJudgeFailsTheRun) {
   EXPECT_EQ(run(id).state, state::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
+}
+
+// `perennial validate` used to exit 1 on an error too (a full disk while writing the verdict),
+// and the scheduler rejected a model nobody had judged.
+TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
+  gatekeeper.exitCode = 1;
+  gatekeeper.noVerdict = true;
+  const std::string id = trainOne("a.h5");
+  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
+  EXPECT_FALSE(catalog->meta("champion"));
+  // A failed run does not cover its data: the next trigger trains on them again.
+  EXPECT_EQ(catalog->coveredSeq(""), 0);
 }
 
 TEST_F(GatedSchedulerTest, NewestShardsJoinTheHoldout) {
