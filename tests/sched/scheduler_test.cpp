@@ -671,8 +671,10 @@ TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
   EXPECT_EQ(run(id).state, state::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
-  // A failed run does not cover its data: the next trigger trains on them again.
-  EXPECT_EQ(catalog->coveredSeq(""), 0);
+  // Failed, not rejected: no rejection is recorded. Like every failed run it covers its data
+  // (a gate that keeps failing must not start a run per tick); `sched trigger` retries it.
+  EXPECT_NE(run(id).state, state::kRejected);
+  EXPECT_EQ(catalog->coveredSeq(""), 1);
 }
 
 TEST_F(GatedSchedulerTest, NewestShardsJoinTheHoldout) {
