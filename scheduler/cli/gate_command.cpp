@@ -1,6 +1,11 @@
 // `perennial validate` (the validation gate) and `perennial registry` (the model registry).
 #include <boost/program_options.hpp>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -102,6 +107,20 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
   return m;
 }
 
+// Holds an exclusive lock on the folder of the verdict OUT until the process ends, waiting for
+// the validation that holds it. A scheduler restarted while its gate ran judges the run again
+// while the first validation (its child, orphaned) may still be at work, and both write the same
+// verdict and the same holdout scratch folder beside it: the second one waits for the first.
+void lockVerdictFolder(const std::string& out) {
+  std::string dir = stdfs::path(out).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::flock(fd, LOCK_EX) != 0) {
+    throw IoError("--out " + out + ": cannot lock its folder: " + std::strerror(errno));
+  }
+  // Never closed: the lock goes with the process.
+}
+
 std::string registryDir(const std::string& registry, const std::string& root) {
   if (!registry.empty()) return registry;
   if (!root.empty()) return root + "/registry";
@@ -164,6 +183,7 @@ int validateCommand(const std::vector<std::string>& args) {
     champion = reg.show(name, version).dir + "/model.h5";
   }
   if (out.empty()) out = (stdfs::path(candidate).parent_path() / "verdict.json").string();
+  lockVerdictFolder(out);
   auto comm = makeCommunicator(CommOptions{});
   const std::string data = holdoutDir(holdout, (stdfs::path(out).parent_path() / ".holdout").string());
   ModelEval cand = evaluateModel(candidate, data, *comm, true);

@@ -133,6 +133,31 @@ set -e
 [ "$rc" = 2 ] && [ "$rc2" = 2 ] || { cat "$t/error.log"; fail "an error must exit 2, not reject (got $rc, $rc2)"; }
 grep -q "champion" "$t/error.log" && grep -q "no-such-dir/verdict.json" "$t/error.log" || { cat "$t/error.log"; fail "the errors name the file"; }
 
+# One validation per verdict folder at a time (found by the chaos test: a scheduler restarted
+# while its gate ran starts the same validation again beside the orphaned first one, and the two
+# shared the verdict and the holdout scratch folder). While another process holds the folder's
+# lock, a validation waits; then it judges as usual.
+mkdir -p "$t/locked"
+$py - "$t/locked" "$t/locked.release" <<'PY' &
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[1] + "/held", "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+PY
+holder=$!
+while [ ! -e "$t/locked/held" ]; do sleep 0.05; done
+"$bin" validate --candidate "$t/runs/better/model.h5" --champion "$t/runs/champion/model.h5" --holdout "$t/holdout" \
+  --holdout "$t/fm/test/shard-00001.h5" --config "$t/gate.cfg" --out "$t/locked/verdict.json" >"$t/locked.log" 2>&1 &
+validator=$!
+sleep 3
+kill -0 "$validator" 2>/dev/null && [ ! -e "$t/locked/verdict.json" ] || { cat "$t/locked.log"; fail "a validation did not wait for the one holding its folder"; }
+touch "$t/locked.release"
+wait "$holder"
+wait "$validator" || { cat "$t/locked.log"; fail "the validation that waited exited $?"; }
+[ "$(json "$t/locked/verdict.json" decision)" = pass ] || fail "the validation that waited did not pass"
+
 # Unsafe registry names are refused before any path is built.
 mkdir -p "$t/reg"
 for name in "../x" "a/b" $'a\nb' ".." ".hidden"; do
