@@ -637,6 +637,7 @@ TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
   const std::string id = trainOne("a.h5");
   EXPECT_EQ(run(id).state, state::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
+  EXPECT_NE(run(id).message.find("verdict.json: there is none"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
   // A failed run does not cover its data: the next trigger trains on them again.
   EXPECT_EQ(catalog->coveredSeq(""), 0);
