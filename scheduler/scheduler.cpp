@@ -354,7 +354,13 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   const bool rejected = g.exitCode == 1 && g.verdict.is_object() && g.verdict.value("decision", "") == "reject";
   if (g.exitCode == 1 && !rejected) {
     g.exitCode = 2;
-    if (g.error.empty()) g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json)";
+    if (g.error.empty()) {
+      const std::string seen = g.verdict.is_object() ? "its decision is " + g.verdict.value("decision", json()).dump()
+                               : stdfs::exists(dir + "/verdict.json") ? "it does not parse"
+                                                                       : "there is none";
+      g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json: " + seen +
+                "); log: " + tail(dir + "/validate.log", 3);
+    }
   }
   if (rejected) {
     std::string failed;

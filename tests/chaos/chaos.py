@@ -296,6 +296,12 @@ class Checker:
                 if v.get("decision") != "reject" or not v.get("failed"):
                     self.bad("run %s was rejected (%s) without a verdict that rejects it: %s"
                              % (r["id"], r.get("message"), {k: v.get(k) for k in ("decision", "failed")}))
+                # The faults never damage a model: a rejection is about its quality, never its file
+                # (integrity) or a holdout it could not read (sanity).
+                broken = [c for c in v.get("failed", []) if c in ("integrity", "sanity")]
+                if broken:
+                    self.bad("run %s was rejected for %s: %s" % (r["id"], broken, [c.get("detail") for c in v.get("checks", [])
+                                                                                  if c.get("name") in broken]))
             subs = sum(1 for e in events if e["subject"] == r["id"] and e["detail"].get("state") == "submitted")
             if subs != r["attempt"]:
                 self.bad("run %s: %d submissions recorded for %d attempts" % (r["id"], subs, r["attempt"]))

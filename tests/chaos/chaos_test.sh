@@ -307,6 +307,7 @@ CFG
     ok=0
   fi
   if [ $ok = 0 ]; then
+    [ "${PERENNIAL_CHAOS_KEEP:-}" != 1 ] || cp -a "$root" "$dir/root"
     echo "--- plan" >&2; cat "$dir/plan" >&2
     echo "--- faults" >&2; cat "$faults" >&2
     echo "--- scheduler log (tail)" >&2; tail -60 "$dir/daemon.log" >&2
@@ -344,6 +345,7 @@ print("trial %d (seed %d): %d faults applied, %d skipped; %d shards, %d quaranti
 PY
   sed 's/^/    /' "$faults"
   pkill -9 -f "$root/" 2>/dev/null || true
+  [ "${PERENNIAL_CHAOS_KEEP:-}" != 1 ] || cp -a "$root" "$dir/root"  # the tmpfs goes with the namespace
   [ $mounts = 0 ] || umount -l "$fs"
   rm -rf "$dir/fs" "$dir/work"
 }

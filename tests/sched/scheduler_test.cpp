@@ -670,6 +670,7 @@ TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
   const std::string id = trainOne("a.h5");
   EXPECT_EQ(run(id).state, state::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
+  EXPECT_NE(run(id).message.find("verdict.json: there is none"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
   // Failed, not rejected: no rejection is recorded. Like every failed run it covers its data
   // (a gate that keeps failing must not start a run per tick); `sched trigger` retries it.
