@@ -71,9 +71,10 @@ fi
 elapsed() { local us=${EPOCHREALTIME/./}; echo $(((us - trial_start) / 1000)); }
 note() { printf '%6.1f %s\n' "$(elapsed)e-3" "$*" >>"$faults"; }
 
-daemon_alive() {
-  [ -n "$daemon" ] && [ -e "/proc/$daemon" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$daemon/stat" 2>/dev/null
-}
+alive() { [ -n "$1" ] && [ -e "/proc/$1" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
+daemon_alive() { alive "$daemon"; }
+# idle: every file has arrived and the scheduler has nothing left to do, so no run will come.
+idle() { ! alive "$feeder" && [ "$(chaos settled "$bin" "$root" "$dir/delivered.txt")" = yes ]; }
 start_daemon() {
   # Where this daemon's log starts, to tell a refused start from a death.
   daemon_log=$(stat -c %s "$dir/daemon.log" 2>/dev/null || echo 0)
@@ -114,15 +115,22 @@ pause() {
     sleep 0.1
   done
 }
-# target ROLE [RANK]: waits (up to 20 s) for a process of ROLE to exist; sets p to its pid.
-# (Not in a subshell: the watchdog may start the scheduler, and must know it.)
+# target ROLE [RANK]: waits (up to 20 s, less once the scheduler is idle) for a process of ROLE
+# to exist; sets p to its pid, or why to why there is none. (Not in a subshell: the watchdog may
+# start the scheduler, and must know it.)
 target() {
-  for _ in $(seq 100); do
+  local i
+  for i in $(seq 100); do
     watchdog
     p=$(chaos pids "$root" "$@" | head -1)
     [ -n "$p" ] && return 0
+    if [ $((i % 10)) = 0 ] && idle; then
+      why="(the scheduler is idle and every file has arrived)"
+      return 1
+    fi
     sleep 0.2
   done
+  why="in 20 s"
   return 1
 }
 runof() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -o 'runs/r[0-9]*' | head -1 | cut -d/ -f2; }
@@ -130,11 +138,11 @@ runof() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -o 'runs/r[0-9]*' |
 # of ROLE, DELAY_MS more, then runs COMMAND with its pid as the last argument; notes "KIND applied:
 # ACTION WHO of RUN", or why it was skipped.
 on_process() {
-  local kind=$1 delay=$2 action=$3 who=$4 run p role=()
+  local kind=$1 delay=$2 action=$3 who=$4 run p why role=()
   shift 4
   while [ "$1" != -- ]; do role+=("$1"); shift; done
   shift
-  if ! target "${role[@]}"; then note "$kind skipped: no $who in 20 s"; return; fi
+  if ! target "${role[@]}"; then note "$kind skipped: no $who $why"; return; fi
   run=$(runof "$p")
   pause "$delay"
   if "$@" "$p" 2>/dev/null; then note "$kind applied: $action $who of $run"
@@ -142,7 +150,7 @@ on_process() {
 }
 
 fault() {
-  local kind=$1 a=$2 b=$3 p run avail
+  local kind=$1 a=$2 b=$3 p run avail why
   case $kind in
     daemon-kill)
       watchdog
@@ -168,7 +176,8 @@ fault() {
     ckpt-kill)
       watchdog
       local out
-      if out=$(chaos snipe "$root" "$a" 20); then note "ckpt-kill applied: $out (after $a write(s))"
+      if idle; then note "ckpt-kill skipped: no write to come (the scheduler is idle and every file has arrived)"
+      elif out=$(chaos snipe "$root" "$a" 20); then note "ckpt-kill applied: $out (after $a write(s))"
       else note "ckpt-kill skipped: $out"; fi ;;
     fsize-trainer) on_process fsize-trainer "$b" "RLIMIT_FSIZE $a bytes on" "rank 0" rank 0 -- prlimit --fsize="$a": --pid ;;
     fsize-daemon)
