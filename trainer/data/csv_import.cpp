@@ -104,9 +104,13 @@ CsvSchema parseCsvSchema(const std::string& text, const std::string& source) {
 }
 
 CsvSchema readCsvSchema(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot open the schema file");
-  return parseCsvSchema(fs::readFile(path), path);
+  std::string text;
+  try {
+    text = fs::readFile(path);
+  } catch (const IoError&) {
+    throw ConfigError(path + ": cannot open the schema file");
+  }
+  return parseCsvSchema(text, path);
 }
 
 namespace {
