@@ -23,11 +23,12 @@ using checkpoint::Group;
 using checkpoint::Tensor;
 
 // A document tensor over T. With COPY, over a fresh copy of T (one memcpy, no zero-fill), so
-// training may change T while the copy is written; otherwise over T's own memory.
+// training may change T while the copy is written; otherwise over T's own memory. A GPU tensor
+// is always copied to host memory (once: that copy is fresh already).
 Tensor toTensor(const std::string& name, const torch::Tensor& t, bool copy,
                 std::vector<torch::Tensor>& keepAlive) {
   torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
-  if (copy) c = c.clone();
+  if (copy && t.is_cpu()) c = c.clone();
   Tensor out{name, toDType(c.scalar_type()), c.sizes().vec(), {}, c.data_ptr()};
   keepAlive.push_back(c);
   return out;
@@ -181,6 +182,10 @@ Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimiz
   const int64_t per = meta.worldSize > 0 ? static_cast<int64_t>(meta.rngStates.size()) / meta.worldSize : 0;
   Tensor gen{"torch_cpu", DType::kUInt8, {meta.worldSize, per}, meta.rngStates, nullptr};
   rng.tensors.push_back(std::move(gen));
+  if (!meta.deviceRngStates.empty() && meta.worldSize > 0) {
+    const int64_t perDevice = static_cast<int64_t>(meta.deviceRngStates.size()) / meta.worldSize;
+    rng.tensors.push_back(Tensor{"torch_cuda", DType::kUInt8, {meta.worldSize, perDevice}, meta.deviceRngStates, nullptr});
+  }
   doc.groups.push_back(std::move(rng));
 
   Group world{"world", {}};
@@ -211,7 +216,11 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     if (t->shape != target.sizes().vec() || scalarType(t->type) != target.scalar_type()) {
       throw DataError(source + ": tensor '" + name + "' has shape or type that does not fit the model");
     }
-    if (t->data() != target.data_ptr()) std::memcpy(target.data_ptr(), t->data(), t->byteSize());
+    if (!target.is_cpu()) {
+      target.copy_(torch::from_blob(const_cast<void*>(t->data()), t->shape, target.scalar_type()));
+    } else if (t->data() != target.data_ptr()) {
+      std::memcpy(target.data_ptr(), t->data(), t->byteSize());
+    }
   };
   size_t expected = 0;
   for (auto& item : model.named_parameters()) {
@@ -249,7 +258,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     if (t.sizes() != param.sizes() || t.scalar_type() != param.scalar_type()) {
       throw DataError(source + ": optimizer/" + kind + "/" + name + " does not match its parameter's shape or type");
     }
-    return t;
+    return t.to(param.device());
   };
   for (const auto& item : model.named_parameters()) {
     const std::string key = stateKey(item.value());
@@ -298,6 +307,11 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(s);
     out.rngRestored = true;
+  }
+  const Tensor* cudaGen = rng ? rng->find("torch_cuda") : nullptr;
+  if (cudaGen && out.worldSize == worldSize && cudaGen->shape.size() == 2 && cudaGen->shape[0] == worldSize) {
+    const auto* bytes = static_cast<const uint8_t*>(cudaGen->data()) + rank * cudaGen->shape[1];
+    out.deviceRngState.assign(bytes, bytes + cudaGen->shape[1]);
   }
   return out;
 }

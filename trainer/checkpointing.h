@@ -43,6 +43,8 @@ struct CheckpointMeta {
   // Feature standardisation (data.normalize), each of the feature shape; empty: none.
   std::vector<int64_t> featureShape;
   std::vector<float> normMean, normStd;
+  // world x per-rank state of the GPU's generator (training on a GPU), rank order; empty on the CPU.
+  std::vector<uint8_t> deviceRngStates;
 };
 
 // Builds the checkpoint document. With COPY the tensors are copied into the document (for an
@@ -59,10 +61,13 @@ struct RestoredState {
   std::string dataSnapshot;
   bool rngRestored = false;
   std::vector<float> normMean, normStd;  // empty when the checkpoint has no normalization group
+  // This rank's GPU generator state when the checkpoint was written on GPUs at this world size
+  // (the caller sets it when it trains on a GPU); else empty.
+  std::vector<uint8_t> deviceRngState;
 };
 
-// Loads model parameters and buffers, optimizer state and (when the world size matches) this
-// rank's generator state from DOC. Throws DataError naming SOURCE and the tensor when the
+// Loads model parameters and buffers (into the model's device, CPU or GPU), optimizer state (onto
+// each parameter's device) and (when the world size matches) this rank's generator state from DOC. Throws DataError naming SOURCE and the tensor when the
 // checkpoint does not fit the model or optimizer.
 // PRELOADED: optimizer tensors already holding the document's data ("optimizer/<kind>/<name>").
 RestoredState restoreState(const checkpoint::Document& doc, const std::string& source,

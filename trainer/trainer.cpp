@@ -29,6 +29,7 @@
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
 #include "trainer/data/shard_dataset.h"
+#include "trainer/device.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
@@ -70,6 +71,12 @@ struct Normalization {
     if (mean.empty()) return;
     meanT = torch::from_blob(mean.data(), shape, torch::kFloat32).clone();
     stdT = torch::from_blob(stdev.data(), shape, torch::kFloat32).clone();
+  }
+  // Puts the tensors where the features are (the training device).
+  void moveTo(const torch::Device& device) {
+    if (!active()) return;
+    meanT = meanT.to(device);
+    stdT = stdT.to(device);
   }
 };
 
@@ -126,12 +133,20 @@ ModelInput modelInput(const data::DatasetSpec& spec) {
   return ModelInput{spec.featureShape, spec.regression() ? 1 : spec.numClasses, spec.regression()};
 }
 
-// The model's input for a batch: float32 [rows, ...feature_shape], standardised when asked.
-torch::Tensor featureTensor(data::Batch& b, const data::DatasetSpec& spec, const Normalization& norm) {
+// The model's input for a batch: float32 [rows, ...feature_shape] on DEVICE, standardised when
+// asked (the normalization's tensors are on DEVICE too). On the CPU it is the batch's memory.
+torch::Tensor featureTensor(data::Batch& b, const data::DatasetSpec& spec, const Normalization& norm,
+                            const torch::Device& device) {
   std::vector<int64_t> shape{b.rows};
   shape.insert(shape.end(), spec.featureShape.begin(), spec.featureShape.end());
-  torch::Tensor x = torch::from_blob(b.features.data(), shape, torch::kFloat32);
+  torch::Tensor x = torch::from_blob(b.features.data(), shape, torch::kFloat32).to(device);
   return norm.active() ? (x - norm.meanT) / norm.stdT : x;
+}
+
+// A batch's targets on DEVICE: int64 labels [rows] or float32 values [rows].
+torch::Tensor targetTensor(data::Batch& b, const data::DatasetSpec& spec, const torch::Device& device) {
+  if (spec.regression()) return torch::from_blob(b.values.data(), {b.rows}, torch::kFloat32).to(device);
+  return torch::from_blob(b.labels.data(), {b.rows}, torch::kInt64).to(device);
 }
 
 // The model's output for X: logits [rows, classes], or regression values [rows] (a [rows, 1]
@@ -156,10 +171,8 @@ torch::Tensor predict(const Model& model, const torch::Tensor& x, const data::Da
 
 // Mean loss of a batch: cross-entropy for class labels, mean squared error for values.
 torch::Tensor batchLoss(const torch::Tensor& out, data::Batch& b, const data::DatasetSpec& spec) {
-  if (spec.regression()) {
-    return torch::mse_loss(out, torch::from_blob(b.values.data(), {b.rows}, torch::kFloat32));
-  }
-  return torch::nn::functional::cross_entropy(out, torch::from_blob(b.labels.data(), {b.rows}, torch::kInt64));
+  torch::Tensor y = targetTensor(b, spec, out.device());
+  return spec.regression() ? torch::mse_loss(out, y) : torch::nn::functional::cross_entropy(out, y);
 }
 
 struct EvalResult {
@@ -207,13 +220,14 @@ void saveTorchScriptAtomically(const Model& model, const std::string& path) {
 // is counted exactly once whatever the world size.
 EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Communicator& comm,
                               std::vector<std::vector<int64_t>> batches, size_t prefetch,
-                              const Normalization& norm, const std::string& arch) {
+                              const Normalization& norm, const std::string& arch, const torch::Device& device) {
   // squared error, absolute error, sum y, sum y^2, samples, non-finite outputs
   std::vector<double> sums(6, 0.0);
   data::BatchLoader loader(test, std::move(batches), prefetch);
   while (auto batch = loader.next()) {
-    torch::Tensor out = predict(model, featureTensor(*batch, test.spec(), norm), test.spec(), arch).to(torch::kDouble);
-    torch::Tensor y = torch::from_blob(batch->values.data(), {batch->rows}, torch::kFloat32).to(torch::kDouble);
+    torch::Tensor out =
+        predict(model, featureTensor(*batch, test.spec(), norm, device), test.spec(), arch).to(torch::kDouble);
+    torch::Tensor y = targetTensor(*batch, test.spec(), device).to(torch::kDouble);
     torch::Tensor err = out - y;
     sums[0] += err.square().sum().item<double>();
     sums[1] += err.abs().sum().item<double>();
@@ -239,8 +253,10 @@ EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Co
   return e;
 }
 
-EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator& comm,
-                    int64_t batchSize, size_t prefetch, const Normalization& norm, const std::string& arch) {
+// The model and NORM's tensors are on DEVICE; COMM is the host communicator (the sums are doubles
+// in host memory).
+EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator& comm, int64_t batchSize,
+                    size_t prefetch, const Normalization& norm, const std::string& arch, const torch::Device& device) {
   const int64_t n = test.size(), w = comm.size(), r = comm.rank();
   const int64_t begin = n * r / w, end = n * (r + 1) / w;
   std::vector<std::vector<int64_t>> batches;
@@ -251,24 +267,28 @@ EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator
   }
   model->eval();
   torch::NoGradGuard noGrad;
-  if (test.spec().regression()) return evaluateRegression(model, test, comm, std::move(batches), prefetch, norm, arch);
+  if (test.spec().regression()) {
+    return evaluateRegression(model, test, comm, std::move(batches), prefetch, norm, arch, device);
+  }
   // loss sum, correct, samples, rows with non-finite logits, then per class: correct, total.
   const int64_t classes = test.spec().numClasses;
   std::vector<double> sums(static_cast<size_t>(4 + 2 * classes), 0.0);
   data::BatchLoader loader(test, std::move(batches), prefetch);
   while (auto batch = loader.next()) {
-    torch::Tensor x = featureTensor(*batch, test.spec(), norm);
-    torch::Tensor y = torch::from_blob(batch->labels.data(), {batch->rows}, torch::kInt64);
+    torch::Tensor x = featureTensor(*batch, test.spec(), norm, device);
+    torch::Tensor y = targetTensor(*batch, test.spec(), device);
     torch::Tensor logits = predict(model, x, test.spec(), arch);
     sums[0] += torch::nn::functional::cross_entropy(
                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                    .item<double>();
-    torch::Tensor hit = logits.argmax(1).eq(y);
+    // Per-class counts on the CPU: bincount has no deterministic CUDA kernel.
+    torch::Tensor hit = logits.argmax(1).eq(y).cpu();
+    torch::Tensor yCpu = y.cpu();
     sums[1] += hit.sum().item<double>();
     sums[2] += static_cast<double>(batch->rows);
     sums[3] += torch::logical_not(torch::isfinite(logits)).any(1).sum().item<double>();
-    torch::Tensor correct = torch::bincount(y.masked_select(hit), {}, classes).to(torch::kDouble).contiguous();
-    torch::Tensor total = torch::bincount(y, {}, classes).to(torch::kDouble).contiguous();
+    torch::Tensor correct = torch::bincount(yCpu.masked_select(hit), {}, classes).to(torch::kDouble).contiguous();
+    torch::Tensor total = torch::bincount(yCpu, {}, classes).to(torch::kDouble).contiguous();
     for (int64_t k = 0; k < classes; ++k) {
       sums[static_cast<size_t>(4 + k)] += correct.data_ptr<double>()[k];
       sums[static_cast<size_t>(4 + classes + k)] += total.data_ptr<double>()[k];
@@ -340,8 +360,8 @@ void broadcastBuffers(torch::nn::Module& model, Communicator& comm) {
   torch::NoGradGuard noGrad;
   for (auto& item : model.named_buffers()) {
     torch::Tensor& b = item.value();
-    PERENNIAL_CHECK(b.is_contiguous() && b.is_cpu(), "buffer " << item.key() << " is not a contiguous CPU tensor");
-    comm.broadcast(b.data_ptr(), static_cast<size_t>(b.numel()) * b.element_size(), 0);
+    PERENNIAL_CHECK(b.is_contiguous(), "buffer " << item.key() << " is not contiguous");
+    broadcastTensor(b, comm, 0);
   }
 }
 
@@ -363,7 +383,8 @@ void copyWeights(const checkpoint::TensorFile& file, const std::string& path, co
     if (p.sizes().vec() != t.shape || toDType(p.scalar_type()) != t.type) {
       throw DataError(path + ": tensor '" + t.name + "' has the wrong shape or type for the " + arch + " model");
     }
-    std::memcpy(p.data_ptr(), t.data(), t.byteSize());
+    // copy_ from the file's host memory: the model may be on a GPU.
+    p.copy_(torch::from_blob(const_cast<void*>(t.data()), t.shape, p.scalar_type()));
   }
 }
 
@@ -417,7 +438,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": weights do not match the recorded param_sha256 (" + recorded->second +
                     "); the file is corrupt or was modified");
   }
-  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch);
+  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch, torch::kCPU);
   out.regression = e.regression;
   out.accuracy = e.accuracy;
   out.loss = e.loss;
@@ -439,7 +460,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     auto batch = loader.next();
     torch::NoGradGuard noGrad;
     model->eval();
-    torch::Tensor y = predict(model, featureTensor(*batch, ds.spec(), norm), ds.spec(), c.arch).contiguous();
+    torch::Tensor y = predict(model, featureTensor(*batch, ds.spec(), norm, torch::kCPU), ds.spec(), c.arch).contiguous();
     if (y.dim() == 1) y = y.unsqueeze(1);
     for (int64_t i = 0; i < n; ++i) {
       const float* row = y[i].data_ptr<float>();
@@ -507,6 +528,25 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   auto log = log::get("train");
 
   requireRegisteredModel(c.arch);  // before any data are read
+  // The device first: determinism settings must precede the first CUDA call.
+  const TrainDevice dev = resolveDevice(c.device);
+  const std::string determinism = configureDeterminism(dev, c.deterministic);
+  {
+    // Every rank must train on the same kind of device (the generator states gathered at each
+    // save, and the tensor communicator, assume it).
+    int32_t cudaRanks = dev.cuda() ? 1 : 0;
+    comm.allReduce(&cudaRanks, 1, DType::kInt32, ReduceOp::kSum);
+    if (cudaRanks != 0 && cudaRanks != world) {
+      throw ConfigError("train.device: " + c.device + " resolved to a GPU on " + std::to_string(cudaRanks) + " of " +
+                        std::to_string(world) + " ranks (the others see no GPU); set train.device = cpu or cuda");
+    }
+  }
+  // NOTE [Two communicators] (communicator.h): COMM carries host values; TCOMM the model's tensors.
+  std::string tensorCommWhy;
+  std::unique_ptr<Communicator> tensorComm =
+      makeTensorCommunicator(comm, c.backend, dev.cudaIndex(), computeStream(dev),
+                             std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000)), &tensorCommWhy);
+  Communicator& tcomm = tensorComm ? *tensorComm : comm;
   torch::set_num_threads(static_cast<int>(c.threads));
   setBlasThreads(static_cast<int>(c.threads));
   if (lead) {
@@ -549,11 +589,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const int64_t scheduleSteps = c.epochs * stepsPerEpoch;
   const double lossScale = static_cast<double>(c.gradAccum) * static_cast<double>(world);
 
+  // Initialised on the CPU from the shared seed (the same weights whatever the device), then moved.
   torch::manual_seed(c.seed);
   Model model = makeModel(c, modelInput(spec));
+  model->to(dev.device);
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
-  GradientReducer reducer(params, comm, capBytes);
+  GradientReducer reducer(params, tcomm, capBytes);
   auto optimizer = makeOptimizer(c, params);
   int64_t numParams = 0;
   for (const auto& p : params) numParams += p.numel();
@@ -575,7 +617,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   Normalization norm;
   int64_t lastSavedStep = -1;
   std::string resumedFrom;
-  bool rngRestored = false;
+  bool rngRestored = false, deviceRngRestored = false;
   if (options.resume != "none") {
     std::string chosen;
     if (lead) {
@@ -596,6 +638,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (!chosen.empty()) {
       RestoredState restored = loadCheckpoint(chosen, *model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
+      if (dev.cuda() && !restored.deviceRngState.empty()) {
+        setDeviceGeneratorState(dev, restored.deviceRngState);
+        deviceRngRestored = true;
+      }
       if (!restored.normMean.empty()) {
         if (static_cast<int64_t>(restored.normMean.size()) != spec.featureElements()) {
           throw DataError(chosen + ": normalization has " + std::to_string(restored.normMean.size()) +
@@ -634,16 +680,22 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (lead) log->info("initialised the weights from {} (param_sha256 {})", c.initFrom, paramSha256(*model).substr(0, 16));
   }
   reducer.broadcastParameters(0);
-  broadcastBuffers(*model, comm);
+  broadcastBuffers(*model, tcomm);
   if (!norm.active() && wantsNormalization(c, spec)) {
     const auto t0 = Clock::now();
     computeNormalization(trainSet, comm, norm);
     if (lead) log->info("feature normalization from {} training samples ({:.2f} s)", trainSet.size(), secondsSince(t0));
   }
+  norm.moveTo(dev.device);
   // Per-rank stream for dropout; initialisation above used the shared seed on every rank.
+  // torch::manual_seed seeds the CPU generator and every GPU's; a checkpoint restores the CPU
+  // generator, and the GPU's when it was written on one.
+  const uint64_t rankSeed =
+      c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1 + static_cast<uint64_t>(progress.step) * 7919ULL;
   if (!rngRestored) {
-    torch::manual_seed(c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1 +
-                       static_cast<uint64_t>(progress.step) * 7919ULL);
+    torch::manual_seed(rankSeed);
+  } else if (dev.cuda() && !deviceRngRestored) {
+    seedDeviceGenerator(dev, rankSeed);
   }
 
   LrSchedule schedule{c.schedule, c.lr, c.warmupSteps, c.stepSize, c.gamma, c.minLr, scheduleSteps};
@@ -659,6 +711,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
               c.arch, numParams, trainSet.size(), testSet.size(), world, globalBatch, localBatch,
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
+    log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
+              tcomm.backendVersion(), tensorCommWhy);
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty());
   Progress bar(c.progress, stopAt, c.epochs, lead);
@@ -674,16 +728,20 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
   };
   // Every rank calls save() at the same points (the generator states are gathered); rank 0 writes.
-  auto save = [&](bool allowAsync) {
-    std::vector<uint8_t> mine = cpuGeneratorState();
+  auto gatherStates = [&](const std::vector<uint8_t>& mine) {
     std::vector<uint8_t> all(mine.size() * static_cast<size_t>(world));
-    comm.allGather(mine.data(), all.data(), mine.size());
+    if (!mine.empty()) comm.allGather(mine.data(), all.data(), mine.size());
+    return all;
+  };
+  auto save = [&](bool allowAsync) {
+    std::vector<uint8_t> all = gatherStates(cpuGeneratorState());
+    std::vector<uint8_t> allDevice = gatherStates(deviceGeneratorState(dev));
     lastSavedStep = progress.step;
     if (!lead) return;
     checkInflight(true);
     CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, /*paramSha256=*/"", dataSnapshot, dataShards,
                         c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
-                        {}, spec.featureShape, norm.mean, norm.stdev};
+                        {}, spec.featureShape, norm.mean, norm.stdev, std::move(allDevice)};
     // Metrics belong to a checkpoint only if they were measured on its weights.
     nlohmann::json m = nlohmann::json::object();
     if (lastEvalStep == progress.step) {
@@ -708,7 +766,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   };
 
   double trainSeconds = 0;
-  double windowLoss = 0;
+  // The loss is summed where it is computed and read once per log window: reading it every step
+  // would make the host wait for the GPU before it could queue the backward pass.
+  const auto lossOptions = torch::TensorOptions().dtype(torch::kDouble).device(dev.device);
+  torch::Tensor windowLoss = torch::zeros({}, lossOptions);
   int64_t windowSteps = 0;
   auto windowStart = Clock::now();
   double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
@@ -728,13 +789,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
       data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
       for (int64_t s = 0; s < stepsThisEpoch; ++s) {
         reducer.zeroGrad();
-        double stepLoss = 0;
+        torch::Tensor stepLoss = torch::zeros({}, lossOptions);
         for (int64_t m = 0; m < c.gradAccum; ++m) {
           auto batch = loader.next();
           PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
-          torch::Tensor out = predict(model, featureTensor(*batch, spec, norm), spec, c.arch);
+          torch::Tensor out = predict(model, featureTensor(*batch, spec, norm, dev.device), spec, c.arch);
           torch::Tensor loss = batchLoss(out, *batch, spec);
-          stepLoss += loss.item<double>() / static_cast<double>(c.gradAccum);
+          stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
           // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
           // backward produce the averaged gradient's share directly, so the all-reduce's sum is
           // the average and no division pass over the buckets is needed.
@@ -745,7 +806,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
-        broadcastBuffers(*model, comm);
+        broadcastBuffers(*model, tcomm);
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
@@ -753,7 +814,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         ++windowSteps;
         if (progress.step % c.logEvery == 0 || progress.step == stopAt) {
           // The mean loss over the window, across all ranks: one small all-reduce per window.
-          double agg[2] = {windowLoss, static_cast<double>(windowSteps)};
+          double agg[2] = {windowLoss.item<double>(), static_cast<double>(windowSteps)};
           comm.allReduceSum(agg, 2);
           const double windowSecs = secondsSince(windowStart) - windowPaused;
           const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
@@ -761,7 +822,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
           metrics.write({{"kind", "train"}, {"epoch", progress.epoch}, {"step", progress.step}, {"loss", meanLoss},
                          {"lr", lr}, {"samples_per_second", sps}});
-          windowLoss = 0;
+          windowLoss.zero_();
           windowSteps = 0;
           windowStart = Clock::now();
           windowPaused = 0;
@@ -793,7 +854,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const bool epochDone = (trainSet.size() - progress.cursor) / world / perStep == 0;
     if (!epochDone) break;  // stopped early by train.max_steps
     const auto pauseStart = Clock::now();
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch);
+    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch, dev.device);
     lastEvalStep = progress.step;
     if (lead) {
       bar.message("epoch " + std::to_string(progress.epoch + 1) + ": " + describe(lastEval));
@@ -823,7 +884,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   // A run stopped mid-epoch (train.max_steps), or resumed with nothing left to do, has not
   // evaluated its final weights yet.
   if (lastEval.samples == 0 || progress.cursor != 0) {
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch);
+    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch, dev.device);
     lastEvalStep = progress.step;
     metrics.write(evalRecord(lastEval, progress));
   }
@@ -848,7 +909,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     std::vector<checkpoint::TensorView> views;
     std::vector<torch::Tensor> keep;
     for (const auto& [name, value] : stateDict(*model)) {
-      torch::Tensor t = value.detach().contiguous();
+      torch::Tensor t = value.detach().to(torch::kCPU).contiguous();
       keep.push_back(t);
       views.push_back({name, toDType(t.scalar_type()), t.sizes().vec(), t.data_ptr()});
     }
@@ -880,7 +941,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               {"model", "model.h5"},
               {"arch", c.arch},
               {"parameters", numParams},
-              {"comm_backend", comm.backend()},
+              {"comm_backend", tcomm.backend()},
+              {"device", dev.name()},
+              {"deterministic", c.deterministic || !dev.cuda()},
               {"perennial_version", PERENNIAL_VERSION}});
     fs::writeFileAtomic(runDir + "/result.json", j.dump(2) + "\n");
     log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,

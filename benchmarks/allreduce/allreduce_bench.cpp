@@ -1,13 +1,15 @@
 // perennial_bench_allreduce: all-reduce bandwidth, in the manner of nccl-tests' all_reduce_perf.
 //
 //   mpirun -np N build/bin/perennial_bench_allreduce [-b 8] [-e 64M] [-f 4] [-w 5] [-n 20]
-//                                                    [--bucket-cap-mb 25] [--json FILE]
+//                                                    [--bucket-cap-mb 25] [--device cpu|cuda] [--json FILE]
 //
 // For each message size two paths are timed side by side:
 //  - "bucketed": perennial::GradientReducer::reduce() over a model-like list of float32
-//    tensors totalling that size, through MpiCommunicator (what one training step pays);
-//  - "raw": one blocking MPI_Allreduce(MPI_IN_PLACE, float, SUM) of the same bytes on
-//    MPI_COMM_WORLD (what the MPI library can do at best for one buffer).
+//    tensors totalling that size, through the trainer's tensor communicator (what one training
+//    step pays): MpiCommunicator on the CPU, NcclCommunicator for GPU tensors (--device cuda);
+//  - "raw": one collective on one buffer of the same bytes: a blocking MPI_Allreduce(MPI_IN_PLACE,
+//    float, SUM) on MPI_COMM_WORLD on the CPU; on a GPU one ncclAllReduce through the NCCL
+//    communicator (what the library can do at best for one buffer).
 // The difference between them is the cost of Perennial's layer: bucketing, the private
 // communicator, non-blocking collectives completed by polling, and the division by N.
 //
@@ -36,6 +38,7 @@
 #include "common/error.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/device.h"
 
 namespace po = boost::program_options;
 using json = nlohmann::json;
@@ -53,6 +56,7 @@ struct Options {
   int iters = 20;
   double bucketCapMb = 25.0;
   int threads = 1;
+  std::string device = "cpu";
   bool check = true;
   std::string jsonPath;
 };
@@ -114,6 +118,7 @@ bool parseOptions(int argc, char** argv, Options& o, std::string& helpText) {
       ("check,c", po::value<int>()->default_value(1), "check results (1) or not (0)")
       ("bucket-cap-mb", po::value<double>(&o.bucketCapMb)->default_value(o.bucketCapMb, "25"), "GradientReducer bucket cap in MiB (PyTorch DDP uses 25)")
       ("threads", po::value<int>(&o.threads)->default_value(o.threads), "LibTorch intra-op threads per rank (the trainer's default is 1)")
+      ("device", po::value<std::string>(&o.device)->default_value(o.device), "cpu | cuda: where the tensors live (cuda: through NCCL when built with it)")
       ("json", po::value<std::string>(&o.jsonPath), "also write the results as JSON to this file (rank 0)");
   po::variables_map vm;
   try {
@@ -142,6 +147,7 @@ bool parseOptions(int argc, char** argv, Options& o, std::string& helpText) {
   if (o.iters < 1) throw ConfigError("-n: must be >= 1");
   if (!(o.bucketCapMb > 0)) throw ConfigError("--bucket-cap-mb: must be positive");
   if (o.threads < 1) throw ConfigError("--threads: must be >= 1");
+  if (o.device != "cpu" && o.device != "cuda") throw ConfigError("--device: must be cpu or cuda (got '" + o.device + "')");
   return true;
 }
 
@@ -222,7 +228,14 @@ PathResult combine(const std::vector<double>& timesUs, int64_t wrong, size_t byt
   return r;
 }
 
-Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm) {
+// Waits for the kernels queued on DEVICE (the fills), so that a timing covers the collective only.
+void settle(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+// COMM is the host (MPI) communicator; TCOMM the tensor communicator for DEVICE (the same one on
+// the CPU).
+Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm, Communicator& tcomm, const torch::Device& device) {
   const int world = comm.size();
   const int rank = comm.rank();
   const size_t count = bytes / sizeof(float);
@@ -235,10 +248,13 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm) {
   torch::NoGradGuard noGrad;
   std::vector<torch::Tensor> params;
   for (size_t n : modelLikeSplit(count)) {
-    params.push_back(torch::zeros({static_cast<int64_t>(n)}, torch::kFloat32).set_requires_grad(true));
+    params.push_back(torch::zeros({static_cast<int64_t>(n)}, torch::TensorOptions().dtype(torch::kFloat32).device(device))
+                         .set_requires_grad(true));
   }
-  GradientReducer reducer(params, comm, static_cast<size_t>(o.bucketCapMb * 1024 * 1024));
-  std::vector<float> raw(count);
+  GradientReducer reducer(params, tcomm, static_cast<size_t>(o.bucketCapMb * 1024 * 1024));
+  std::vector<float> raw(device.is_cpu() ? count : 0);
+  torch::Tensor rawDevice = device.is_cpu() ? torch::Tensor()
+                                            : torch::empty({static_cast<int64_t>(count)}, torch::TensorOptions().device(device));
 
   Row row;
   row.bytes = bytes;
@@ -253,6 +269,7 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm) {
     const bool timed = it >= o.warmupIters;
 
     for (auto& p : params) p.mutable_grad().fill_(fill);
+    settle(device);
     MPI_Barrier(MPI_COMM_WORLD);  // start together: time the collective, not rank skew
     auto t0 = Clock::now();
     reducer.reduce();
@@ -261,13 +278,21 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm) {
       for (auto& p : params) bucketedWrong += p.grad().ne(expectMean).sum().item<int64_t>();
     }
 
-    std::fill(raw.begin(), raw.end(), fill);
-    MPI_Barrier(MPI_COMM_WORLD);
-    t0 = Clock::now();
-    MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    if (timed) rawUs.push_back(microsSince(t0));
-    if (o.check) {
-      rawWrong += std::count_if(raw.begin(), raw.end(), [&](float v) { return v != expectSum; });
+    if (device.is_cpu()) {
+      std::fill(raw.begin(), raw.end(), fill);
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = Clock::now();
+      MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      if (timed) rawUs.push_back(microsSince(t0));
+      if (o.check) rawWrong += std::count_if(raw.begin(), raw.end(), [&](float v) { return v != expectSum; });
+    } else {
+      rawDevice.fill_(fill);
+      settle(device);
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = Clock::now();
+      allReduceTensor(rawDevice, tcomm, ReduceOp::kSum);  // returns when the stream has finished it
+      if (timed) rawUs.push_back(microsSince(t0));
+      if (o.check) rawWrong += rawDevice.ne(expectSum).sum().item<int64_t>();
     }
   }
   row.bucketed = combine(bucketedUs, bucketedWrong, bytes, world);
@@ -275,18 +300,19 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm) {
   return row;
 }
 
-void printHeader(const Options& o, MpiCommunicator& comm) {
+void printHeader(const Options& o, Communicator& comm) {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
-  std::printf("# perennial_bench_allreduce: %d rank(s), %s (%s) on %s\n", comm.size(),
-              comm.backend().c_str(), comm.backendVersion().c_str(), host);
+  std::printf("# perennial_bench_allreduce: %d rank(s), %s (%s) on %s, %s tensors\n", comm.size(),
+              comm.backend().c_str(), comm.backendVersion().c_str(), host, o.device.c_str());
   std::printf("# minBytes %zu maxBytes %zu step x%zu warmup %d iters %d check %d bucket cap %g MiB, "
               "%d torch thread(s) per rank\n",
               o.minBytes, o.maxBytes, o.factor, o.warmupIters, o.iters, o.check ? 1 : 0,
               o.bucketCapMb, o.threads);
-  std::printf("# bucketed: GradientReducer::reduce() over a model-like tensor list via MpiCommunicator "
-              "(sum, then / n)\n");
-  std::printf("# raw:      one blocking MPI_Allreduce(MPI_IN_PLACE, MPI_FLOAT, MPI_SUM) on MPI_COMM_WORLD\n");
+  std::printf("# bucketed: GradientReducer::reduce() over a model-like tensor list via the %s communicator "
+              "(sum, then / n)\n", comm.backend().c_str());
+  std::printf("# raw:      %s\n", o.device == "cpu" ? "one blocking MPI_Allreduce(MPI_IN_PLACE, MPI_FLOAT, MPI_SUM) on MPI_COMM_WORLD"
+                                                      : "one all-reduce of one device buffer through the same communicator");
   std::printf("# time: median over iterations of the slowest rank; busbw = algbw * 2(n-1)/n; "
               "#wrong: over all ranks and iterations\n#\n");
   // Group labels centred over each path's four columns (data columns 55-87 and 88-120).
@@ -318,7 +344,7 @@ json toJson(const PathResult& p) {
   return {{"time_us", p.medianUs}, {"algbw_gbs", p.algBwGBs}, {"busbw_gbs", p.busBwGBs}, {"wrong", p.wrong}};
 }
 
-void writeJson(const std::string& path, const Options& o, MpiCommunicator& comm, const std::vector<Row>& rows) {
+void writeJson(const std::string& path, const Options& o, Communicator& comm, const std::vector<Row>& rows) {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   json j = {{"benchmark", "allreduce"},
@@ -333,6 +359,7 @@ void writeJson(const std::string& path, const Options& o, MpiCommunicator& comm,
             {"iters", o.iters},
             {"bucket_cap_mb", o.bucketCapMb},
             {"threads", o.threads},
+            {"device", o.device},
             {"time", "median over iterations of the slowest rank, microseconds"},
             {"rows", json::array()}};
   for (const Row& r : rows) {
@@ -359,11 +386,16 @@ int run(int argc, char** argv) {
   MpiCommunicator comm(std::chrono::minutes(10));
   const bool lead = comm.rank() == 0;
   torch::set_num_threads(o.threads);
-  if (lead) printHeader(o, comm);
+  // The tensor communicator the trainer would use for this device (trainer/device.h).
+  const TrainDevice dev = resolveDevice(o.device);
+  std::unique_ptr<Communicator> owned =
+      makeTensorCommunicator(comm, "auto", dev.cudaIndex(), computeStream(dev), std::chrono::minutes(10), nullptr);
+  Communicator& tcomm = owned ? *owned : comm;
+  if (lead) printHeader(o, tcomm);
 
   std::vector<Row> rows;
   for (size_t bytes : sweepSizes(o)) {
-    rows.push_back(measureSize(bytes, o, comm));
+    rows.push_back(measureSize(bytes, o, comm, tcomm, dev.device));
     if (lead) printRow(rows.back());
   }
   int64_t wrong = 0;
@@ -377,7 +409,7 @@ int run(int argc, char** argv) {
     std::printf("# Out of bounds values : %lld %s\n", static_cast<long long>(wrong), wrong ? "FAILED" : "OK");
     std::printf("# Avg bus bandwidth    : bucketed %.4f GB/s, raw %.4f GB/s\n#\n",
                 bucketedBus / static_cast<double>(rows.size()), rawBus / static_cast<double>(rows.size()));
-    if (!o.jsonPath.empty()) writeJson(o.jsonPath, o, comm, rows);
+    if (!o.jsonPath.empty()) writeJson(o.jsonPath, o, tcomm, rows);
   }
   return wrong == 0 ? 0 : 1;
 }

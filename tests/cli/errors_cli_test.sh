@@ -24,7 +24,11 @@ printf '[train]\nepochs = 2\nbogus = 1\n' >"$work/bad.cfg"
 expect 2 "$work/bad.cfg" -- "${base[@]}" --config "$work/bad.cfg"
 expect 2 "train.bogus" -- "${base[@]}" --config "$work/bad.cfg"
 expect 2 "$work/missing.cfg: cannot open" -- "${base[@]}" --config "$work/missing.cfg"
-expect 2 "comm.backend: 'nccl' is not available" -- "${base[@]}" --comm.backend nccl
+# NCCL reduces GPU tensors: refused before any data are read, whether the build lacks NCCL or
+# the run trains on the CPU (Debian's LibTorch has no CUDA, so train.device auto is the CPU).
+expect 2 "comm.backend: 'nccl'" -- "${base[@]}" --comm.backend nccl
+expect 2 "train.device: 'cuda' is not available: this build's LibTorch has no CUDA" -- "${base[@]}" --train.device cuda
+expect 2 "train.device: must be one of" -- "${base[@]}" --train.device gpu
 expect 1 "$work/none: not a directory" -- "${base[@]}"
 expect 0 "(=25)" -- train --help
 expect 0 "model.hidden" -- train --help

@@ -14,6 +14,7 @@
 #include "trainer/data/shard_dataset.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/trainer.h"
+#include "tiny_dataset.h"
 
 namespace perennial {
 namespace {
@@ -166,25 +167,6 @@ TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
   EXPECT_EQ(total, numel);
   reducer.zeroGrad();
   for (const auto& p : ps) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
-}
-
-// A tiny dataset: 4x4 "images" whose label is their first pixel's bucket.
-std::string tinyDataset(const std::string& name, int64_t rows) {
-  auto d = std::filesystem::temp_directory_path() / ("perennial-trainer-test-" + name + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  data::DatasetSpec spec;
-  spec.name = "tiny";
-  spec.featureShape = {4, 4};
-  spec.numClasses = 3;
-  std::vector<uint8_t> f(static_cast<size_t>(rows * 16));
-  std::vector<int64_t> l(static_cast<size_t>(rows));
-  for (int64_t i = 0; i < rows; ++i) {
-    l[i] = i % 3;
-    for (int k = 0; k < 16; ++k) f[i * 16 + k] = static_cast<uint8_t>(l[i] * 80 + (i * 7 + k) % 40);
-  }
-  data::writeShard((d / "shard-0.h5").string(), spec, f.data(), l.data(), rows);
-  return d.string();
 }
 
 TEST(Trainer, FailedAsyncSaveSurfacesAndFailsTheRun) {

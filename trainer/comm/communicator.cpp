@@ -1,40 +1,96 @@
 #include "trainer/comm/communicator.h"
 
+#include <cstdlib>
+
 #include "common/error.h"
 #include "common/log.h"
 #include "perennial/build_config.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#if PERENNIAL_HAVE_NCCL
+#include "trainer/comm/nccl/nccl_communicator.h"
+#endif
 
 namespace perennial {
+namespace {
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
 
 std::vector<std::string> availableBackends() {
   if (PERENNIAL_HAVE_NCCL) return {"mpi", "nccl"};
   return {"mpi"};
 }
 
+int launcherLocalRank() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"}) {
+    if (const char* v = std::getenv(var)) {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && n >= 0) return static_cast<int>(n);
+    }
+  }
+  return 0;
+}
+
 std::unique_ptr<Communicator> makeCommunicator(const CommOptions& options) {
   const auto& b = options.backend;
-  std::string have;
-  for (const auto& name : availableBackends()) have += (have.empty() ? "" : ", ") + name;
-  if (b == "nccl") {
-    // The trainer's tensors live where LibTorch puts them; Debian's LibTorch is CPU-only.
-    throw ConfigError(std::string("comm.backend: 'nccl' is not available: ") +
-                      (PERENNIAL_HAVE_NCCL ? "the NCCL communicator is built, but NCCL reduces GPU tensors and this "
-                                             "LibTorch has no CUDA (train on GPU with a CUDA LibTorch, Torch_DIR)"
-                                           : "this build has no CUDA toolkit and NCCL") +
-                      " (available: auto, " + have + ")");
+  if (b == "nccl" && !PERENNIAL_HAVE_NCCL) {
+    throw ConfigError("comm.backend: 'nccl' is not available: this build has no NCCL communicator (the CUDA "
+                      "toolkit and NCCL were not found when it was configured; see docs/gpu.md) "
+                      "(available: auto, " + joined(availableBackends()) + ")");
   }
-  if (b != "auto" && b != "mpi") {
-    throw ConfigError("comm.backend: '" + b + "' is not available in this build (available: auto, " + have + ")");
+  if (b != "auto" && b != "mpi" && b != "nccl") {
+    throw ConfigError("comm.backend: '" + b + "' is not available in this build (available: auto, " +
+                      joined(availableBackends()) + ")");
   }
   auto comm = std::make_unique<MpiCommunicator>(options.timeout);
   // Rank-prefixed logging needs the rank, which only the communicator knows: set it up here.
   log::init(comm->rank(), comm->size(), options.logLevel);
   if (comm->rank() == 0) {
-    log::get("comm")->info("backend mpi ({}), world size {}{}", comm->backendVersion(), comm->size(),
-                           b == "auto" ? " (auto: CPU tensors use MPI)" : "");
+    log::get("comm")->debug("host communicator: mpi ({}), world size {}", comm->backendVersion(), comm->size());
   }
   return comm;
+}
+
+std::unique_ptr<Communicator> makeTensorCommunicator(Communicator& host, const std::string& backend, int cudaDevice,
+                                                     void* stream, std::chrono::milliseconds timeout,
+                                                     std::string* why) {
+  const bool cuda = cudaDevice >= 0;
+  auto say = [&](const std::string& text) {
+    if (why) *why = text;
+  };
+  if (!cuda) {
+    if (backend == "nccl") {
+      throw ConfigError("comm.backend: 'nccl' reduces GPU tensors, and this run trains on the CPU (train.device; "
+                        "use comm.backend = auto or mpi, or train.device = cuda)");
+    }
+    say(backend == "auto" ? "auto: CPU tensors use MPI" : "comm.backend = mpi");
+    return nullptr;
+  }
+#if PERENNIAL_HAVE_NCCL
+  if (backend == "mpi") {
+    say("comm.backend = mpi: CUDA tensors are staged through host memory for each collective");
+    return nullptr;
+  }
+  say(backend == "auto" ? "auto: CUDA tensors use NCCL" : "comm.backend = nccl");
+  return std::make_unique<NcclCommunicator>(host, cudaDevice, static_cast<cudaStream_t>(stream), timeout);
+#else
+  (void)host;
+  (void)stream;
+  (void)timeout;
+  if (backend == "nccl") {
+    throw ConfigError("comm.backend: 'nccl' is not available: this build has no NCCL communicator (available: auto, " +
+                      joined(availableBackends()) + ")");
+  }
+  say(backend == "auto" ? "auto: this build has no NCCL, so CUDA tensors are staged through host memory over MPI"
+                        : "comm.backend = mpi: CUDA tensors are staged through host memory for each collective");
+  return nullptr;
+#endif
 }
 
 }  // namespace perennial

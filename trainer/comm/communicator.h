@@ -32,6 +32,8 @@ class Communicator {
   // "mpi", "nccl", ... and a version string, for logs and result.json.
   virtual std::string backend() const = 0;
   virtual std::string backendVersion() const = 0;
+  // True when data pointers must be GPU memory (NCCL); false for host memory (MPI).
+  virtual bool deviceMemory() const { return false; }
 
   // In-place reduction of COUNT elements of TYPE at DATA across all ranks.
   virtual void allReduce(void* data, size_t count, DType type, ReduceOp op) = 0;
@@ -48,16 +50,38 @@ class Communicator {
 };
 
 struct CommOptions {
-  std::string backend = "auto";                  // auto | mpi
+  std::string backend = "auto";                  // auto | mpi | nccl (comm.backend)
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
   std::string logLevel = "info";  // logging is initialised with the rank once it is known
 };
 
-// Builds the backend named in OPTIONS and logs which one it chose and why. Asking for a backend
-// that this build does not have throws ConfigError listing the ones it has.
+// NOTE [Two communicators]: every process has a host communicator (MPI), which launches,
+// bootstraps and carries the small control-plane collectives (the stop flag, metric sums,
+// generator states, strings), and a tensor communicator for the model's tensors (gradient
+// buckets, parameter and buffer broadcasts): the same MPI one for CPU tensors, NCCL for CUDA
+// tensors (as PyTorch pairs gloo with NCCL). makeCommunicator builds the host one;
+// makeTensorCommunicator the other, once the training device is known.
+
+// Builds the host communicator (MPI) and checks OPTIONS.backend against this build: asking for
+// a backend that the build does not have throws ConfigError listing the ones it has, before
+// any process starts training.
 std::unique_ptr<Communicator> makeCommunicator(const CommOptions& options);
 
-// Backends compiled into this build, e.g. {"mpi"}.
+// Backends compiled into this build, e.g. {"mpi"} or {"mpi", "nccl"}.
 std::vector<std::string> availableBackends();
+
+// The tensor communicator for tensors on the training device (NOTE [Two communicators]).
+// BACKEND is comm.backend; CUDA_DEVICE the rank's GPU (-1: the tensors are on the CPU);
+// STREAM the cudaStream_t LibTorch computes on (nullptr: the default stream). Returns nullptr
+// when HOST serves (MPI: CPU tensors, or CUDA tensors staged through host memory when NCCL is
+// not built or comm.backend = mpi); WHY receives the reason for the choice, for the log.
+// Throws ConfigError when comm.backend = nccl cannot be honoured, saying why.
+std::unique_ptr<Communicator> makeTensorCommunicator(Communicator& host, const std::string& backend, int cudaDevice,
+                                                     void* stream, std::chrono::milliseconds timeout,
+                                                     std::string* why);
+
+// The launcher's local rank of this process (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID,
+// MPI_LOCALRANKID, PMIX_LOCAL_RANK), or 0: which GPU of the node this rank takes.
+int launcherLocalRank();
 
 }  // namespace perennial

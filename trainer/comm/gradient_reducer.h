@@ -3,7 +3,8 @@
 //
 // Each parameter's .grad() is a view into its bucket's flat buffer ("gradient as bucket view"),
 // so backward accumulates straight into the buffers and reduce() all-reduces them in place:
-// no copies in or out. Gradient accumulation over k micro-batches is k backward passes
+// no copies in or out. The buffers live on the parameters' device (CPU or one GPU); COMM is the
+// tensor communicator for that device (see allReduceTensor). Gradient accumulation over k micro-batches is k backward passes
 // followed by one reduce().
 #include <torch/types.h>
 
@@ -40,5 +41,13 @@ class GradientReducer {
 };
 
 DType toDType(c10::ScalarType t);
+
+// Collectives on a whole contiguous tensor through COMM. The tensor's memory goes to COMM as it
+// is when COMM takes memory where the tensor lives (MPI: CPU tensors; NCCL: CUDA tensors);
+// a CUDA tensor given to a host communicator is staged through a CPU copy (comm.backend = mpi
+// on a GPU, or a build without NCCL). A CPU tensor given to a device communicator is a usage
+// error (InternalError).
+void allReduceTensor(torch::Tensor& t, Communicator& comm, ReduceOp op);
+void broadcastTensor(torch::Tensor& t, Communicator& comm, int root);
 
 }  // namespace perennial

@@ -194,6 +194,8 @@ void addTrainOptions(po::options_description& desc) {
       ("train.seed", i(static_cast<int64_t>(d.seed)), "seed of initialisation, sampling and dropout (>= 0)")
       ("train.threads", i(d.threads), "intra-op (BLAS/OpenMP) threads per rank (>= 1)")
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
+      ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
+      ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
       ("optim.name", s(d.optimizer), "sgd | adam")
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
@@ -207,7 +209,7 @@ void addTrainOptions(po::options_description& desc) {
       ("lr.step_size", i(d.stepSize), "step: multiply by lr.gamma every this many steps (>= 1)")
       ("lr.gamma", f(d.gamma), "step: decay factor, (0, 1]")
       ("lr.min_lr", f(d.minLr), "cosine: final learning rate (>= 0)")
-      ("comm.backend", s(d.backend), "auto | mpi (auto: NCCL for CUDA tensors when built with it, else MPI)")
+      ("comm.backend", s(d.backend), "auto | mpi | nccl: the communicator for the model's tensors (auto: NCCL for CUDA tensors when this build has it, MPI otherwise; mpi on a GPU stages each collective through host memory)")
       ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
       ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0)")
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
@@ -283,6 +285,8 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.seed = static_cast<uint64_t>(intAtLeast("train.seed", 0));
   c.threads = intAtLeast("train.threads", 1);
   c.logEvery = intAtLeast("train.log_every", 1);
+  c.device = choice("train.device", {"auto", "cpu", "cuda"});
+  c.deterministic = vm["train.deterministic"].as<bool>();
 
   c.optimizer = choice("optim.name", {"sgd", "adam"});
   c.lr = realPositive("optim.lr");
@@ -330,7 +334,8 @@ std::string TrainConfig::toIni() const {
      << "\ninit = " << initFrom
      << "\n\n[train]\nepochs = " << epochs << "\nbatch_size = " << batchSize
      << "\ngrad_accum = " << gradAccum << "\nmax_steps = " << maxSteps << "\nseed = " << seed
-     << "\nthreads = " << threads << "\nlog_every = " << logEvery
+     << "\nthreads = " << threads << "\nlog_every = " << logEvery << "\ndevice = " << device
+     << "\ndeterministic = " << (deterministic ? "true" : "false")
      << "\n\n[optim]\nname = " << optimizer << "\nlr = " << fmt(lr) << "\nmomentum = " << fmt(momentum)
      << "\nnesterov = " << (nesterov ? "true" : "false") << "\nweight_decay = " << fmt(weightDecay)
      << "\nbeta1 = " << fmt(beta1) << "\nbeta2 = " << fmt(beta2) << "\neps = " << fmt(eps)

@@ -40,6 +40,8 @@ struct TrainConfig {
   uint64_t seed = 42;
   int64_t threads = 1;
   int64_t logEvery = 100;
+  std::string device = "auto";  // auto | cpu | cuda (trainer/device.h)
+  bool deterministic = true;    // NOTE [GPU determinism] in trainer/device.h
   // [optim]
   std::string optimizer = "sgd";
   double lr = 0.05, momentum = 0.9, weightDecay = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -50,7 +52,7 @@ struct TrainConfig {
   int64_t stepSize = 1000;
   double gamma = 0.1, minLr = 0.0;
   // [comm]
-  std::string backend = "auto";
+  std::string backend = "auto";  // auto | mpi | nccl
   double bucketCapMb = 25.0;
   double timeoutS = 600.0;
   // [checkpoint]

@@ -26,6 +26,14 @@ class ScriptedModule : public torch::nn::Module {
     script_.train(on);
   }
 
+  // The scripted module's own tensor attributes move too (its parameters and buffers are the
+  // mirror's, so moving them once moves both).
+  using torch::nn::Module::to;
+  void to(torch::Device device, bool nonBlocking = false) override {
+    script_.to(device, nonBlocking);
+    torch::nn::Module::to(device, nonBlocking);
+  }
+
   torch::Tensor forward(const torch::Tensor& x) {
     return script_.forward({x}).toTensor();
   }

@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
 #include <sstream>
 #include <thread>
 
@@ -34,13 +33,7 @@ ncclRedOp_t ncclOp(ReduceOp op) {
 }  // namespace
 
 int localDevice() {
-  int local = 0;
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
-    if (const char* v = std::getenv(var)) {
-      local = std::atoi(v);
-      break;
-    }
-  }
+  const int local = launcherLocalRank();
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return 0;
   return local % count;

@@ -15,8 +15,8 @@
 
 namespace perennial {
 
-// The GPU of this process: the launcher's local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID,
-// MPI_LOCALRANKID) modulo the visible GPUs, or 0.
+// The GPU of this process: the launcher's local rank (launcherLocalRank()) modulo the visible
+// GPUs, or 0.
 int localDevice();
 
 class NcclCommunicator final : public Communicator {
@@ -29,6 +29,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
   std::string backendVersion() const override;
+  bool deviceMemory() const override { return true; }
 
   void allReduce(void* data, size_t count, DType type, ReduceOp op) override;
   void broadcast(void* data, size_t bytes, int root) override;
