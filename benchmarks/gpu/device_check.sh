@@ -15,7 +15,8 @@
 #              as the uninterrupted run; ckpt verify; the GPU-trained model evaluated on the CPU
 # Every step is timed and recorded; a failed step does not stop the later ones that can still
 # run. Stops starting steps when the time budget runs out. Writes into OUT (default
-# out/device_check): log.txt, results.json, summary.md, and the run's small artefacts.
+# out/device_check): log.txt, results.json, summary.md, facts.txt, configure.txt, build.txt and
+# details.tgz (the rest: found.txt, the training logs and results, the eager and NCCL results).
 # Exit status 0 only when every step passed.
 #
 # Environment (all optional):
@@ -544,5 +545,8 @@ step eager 30 facts
 step nccl 15 build
 step resume 40 train
 summarize "$FAILED"
-log "device_check: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL), output in $OUT"
+# The device tool brings back at most 8 files: the main ones stay, the rest go into details.tgz.
+(cd "$OUT" && ls | grep -vxE 'summary.md|results.json|log.txt|facts.txt|configure.txt|build.txt|details.tgz' \
+   | tar czf details.tgz --remove-files -T - 2>/dev/null)
+log "device_check: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL), output in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
 exit "$FAILED"
