@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <mutex>
 
 #include "checkpoint/checkpoint_store.h"
@@ -34,8 +35,19 @@ Tensor toTensor(const std::string& name, const torch::Tensor& t, bool copy,
   return out;
 }
 
-// The optimizer keys its per-parameter state by the parameter's TensorImpl address.
-std::string stateKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// The optimizer keys its per-parameter state by the parameter's TensorImpl address: as a string
+// in LibTorch 1.x, as the pointer itself from 2.0.
+using OptimizerStates = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+using StateKey = std::remove_const_t<typename OptimizerStates::value_type::first_type>;
+template <typename Key>
+Key stateKeyOf(void* impl) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::str(impl);
+  } else {
+    return impl;
+  }
+}
+StateKey stateKey(const torch::Tensor& p) { return stateKeyOf<StateKey>(p.unsafeGetTensorImpl()); }
 
 c10::ScalarType scalarType(DType t) {
   switch (t) {
@@ -261,7 +273,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     return t.to(param.device());
   };
   for (const auto& item : model.named_parameters()) {
-    const std::string key = stateKey(item.value());
+    const StateKey key = stateKey(item.value());
     states.erase(key);
     if (optimizerName == "sgd") {
       if (!groupTensor("momentum_buffer", item.key()).defined()) continue;  // none before the first step
