@@ -766,6 +766,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   };
 
   double trainSeconds = 0;
+  const int64_t samplesBefore = progress.samplesSeen;  // trained before a resume: not this run's time
   // The loss is summed where it is computed and read once per log window: reading it every step
   // would make the host wait for the GPU before it could queue the backward pass.
   const auto lossOptions = torch::TensorOptions().dtype(torch::kDouble).device(dev.device);
@@ -903,7 +904,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   result.steps = progress.step;
   result.samplesSeen = progress.samplesSeen;
   result.trainSeconds = trainSeconds;
-  result.samplesPerSecond = trainSeconds > 0 ? static_cast<double>(result.samplesSeen) / trainSeconds : 0;
+  result.samplesPerSecond =
+      trainSeconds > 0 ? static_cast<double>(result.samplesSeen - samplesBefore) / trainSeconds : 0;
 
   if (lead) {
     std::vector<checkpoint::TensorView> views;
