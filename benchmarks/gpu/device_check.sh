@@ -5,12 +5,13 @@
 #   facts      the machine: OS, glibc, compilers, GPU, PyTorch/CUDA/NCCL, which libraries exist
 #   deps       unpack .gpu-carry/deps.tar.xz into a prefix; wrappers for mpicc/mpirun
 #   configure  the CUDA variant against the CUDA PyTorch's LibTorch (torch.utils.cmake_prefix_path)
-#   build      perennial, the unit tests (with the NCCL test), the NCCL and checkpoint benchmarks
-#   tests      the NCCL test and the unit tests under mpirun -np 1
+#   build      perennial, the unit and model tests, the all-reduce and checkpoint benchmarks
+#   tests      the NCCL test, the Device tests (on the GPU) and the unit tests under mpirun -np 1
 #   import     Fashion-MNIST from the carried IDX files into shards
 #   train      configs/fashion-cnn.cfg for one epoch on the device (samples/s from result.json)
 #   eager      the same CNN in PyTorch eager on the same device (benchmarks/gpu/eager_peer.py)
-#   nccl       NcclCommunicator all-reduce at one rank (perennial_bench_nccl)
+#   nccl       all-reduce of GPU tensors through NCCL at one rank (perennial_bench_allreduce
+#              --device cuda: the gradient reducer and one raw collective, per size)
 #   resume     interrupted with train.max_steps, resumed with --resume auto: same param_sha256
 #              as the uninterrupted run; ckpt verify; the GPU-trained model evaluated on the CPU
 # Every step is timed and recorded; a failed step does not stop the later ones that can still
@@ -288,10 +289,9 @@ step_configure() {
   return 0
 }
 
-BUILD_TARGETS=(perennial perennial_unit_tests perennial_bench_checkpoint)
+BUILD_TARGETS=(perennial perennial_unit_tests perennial_model_tests perennial_bench_allreduce perennial_bench_checkpoint)
 step_build() {
   local targets=("${BUILD_TARGETS[@]}")
-  grep -q '^build perennial_bench_nccl\|perennial_bench_nccl:' "$BUILD/build.ninja" 2>/dev/null && targets+=(perennial_bench_nccl)
   log "  ninja -j$JOBS ${targets[*]}"
   t cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >"$OUT/build.txt" 2>&1
   local rc=$?
@@ -316,6 +316,12 @@ step_tests() {
   else
     sval nccl_test failed; note "NCCL test failed (rc $r1)"; rc=1
   fi
+  # the device tests (tests/unit/device_test.cpp) run on the GPU when there is one: collectives on
+  # GPU tensors, checkpoints between GPU and CPU, exact resume, CPU evaluation
+  out=$(ours t "$MPIRUN" -np 1 "$BUILD/tests/perennial_model_tests" 2>&1); local r3=$?
+  echo "$out" | grep -E 'device (cpu|cuda)|\[  (PASSED|FAILED|SKIPPED) \]|Failure|error' | sort -u | head -20
+  sval model_tests "$([ $r3 -eq 0 ] && echo passed || echo failed)"
+  [ $r3 -eq 0 ] || { note "model/device tests failed (rc $r3)"; rc=1; }
   # the rest of the unit tests: HDF5, checkpoints, the sampler, ... against the carried libraries
   out=$(ours t "$MPIRUN" -np 1 "$ut" --gtest_filter='-Nccl*' --gtest_brief=1 2>&1); local r2=$?
   echo "$out" | tail -8
@@ -419,12 +425,12 @@ EOF
 }
 
 step_nccl() {
-  local b="$BUILD/bin/perennial_bench_nccl"
-  [ -x "$b" ] || { note "perennial_bench_nccl was not built (NCCL off?)"; return 1; }
-  ours t "$MPIRUN" -np 1 "$b" --json "$OUT/nccl_allreduce.json" 2>&1 | tail -16
+  local b="$BUILD/bin/perennial_bench_allreduce"
+  [ -x "$b" ] || { note "perennial_bench_allreduce was not built"; return 1; }
+  if [ "$DEVICE" != cuda ]; then note "DEVICE=$DEVICE: no GPU tensors to reduce over NCCL"; sval nccl_allreduce skipped; return 0; fi
+  ours t "$MPIRUN" -np 1 "$b" --device cuda -b 8 -e 256M -f 4 -w 5 -n 20 --json "$OUT/nccl_allreduce.json" 2>&1 | tail -20
   local rc=${PIPESTATUS[0]}
-  if [ $rc -eq 77 ]; then note "no GPU: NCCL benchmark skipped"; sval nccl_allreduce skipped; [ "$DEVICE" = cuda ] && return 1; return 0; fi
-  [ $rc -eq 0 ] || { note "NCCL benchmark failed (rc $rc)"; return 1; }
+  [ $rc -eq 0 ] || { note "all-reduce benchmark on the GPU failed (rc $rc)"; return 1; }
   return 0
 }
 
@@ -518,9 +524,13 @@ for mode in ("host", "resident"):
         L.append(f"| PyTorch eager, {mode} batches | {v(f'eager_{mode}_samples_per_second')} | "
                  f"{v(f'eager_{mode}_median_window_samples_per_second')} | {v(f'eager_{mode}_test_accuracy')} |")
 if nccl:
-    L += ["", f"NCCL {nccl['nccl']} all-reduce at {nccl['ranks']} rank(s), in place, float32:", "",
-          "| bytes | time (us) | algbw (GB/s) |", "| --- | --- | --- |"]
-    L += [f"| {r['bytes']} | {r['time_us']:.1f} | {r['algbw_gbs']:.2f} |" for r in nccl["rows"]]
+    L += ["", f"{nccl['backend_version']} all-reduce of GPU tensors at {nccl['ranks']} rank(s), float32 sum "
+          "(bucketed: the gradient reducer over a model-like tensor list; raw: one collective on one buffer):", "",
+          "| bytes | bucketed (us) | bucketed algbw (GB/s) | raw (us) | raw algbw (GB/s) | wrong |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    L += [f"| {r['bytes']} | {r['bucketed']['time_us']:.1f} | {r['bucketed']['algbw_gbs']:.2f} | "
+          f"{r['raw']['time_us']:.1f} | {r['raw']['algbw_gbs']:.2f} | {r['bucketed']['wrong'] + r['raw']['wrong']} |"
+          for r in nccl["rows"]]
 L += ["", f"Resume: param_sha256 equal after interrupt+resume: {v('resume_equal')}; second run equal: "
       f"{v('rerun_equal', '-')}; ckpt verify: {v('ckpt_verify')}; CPU eval of the device model matches: "
       f"{v('cpu_eval_matches')} ({v('cpu_eval_test_accuracy')})", ""]
