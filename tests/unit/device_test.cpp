@@ -179,12 +179,21 @@ TEST(Device, CheckpointsMoveBetweenDevices) {
     for (size_t i = 0; i < pa.size(); ++i) {
       EXPECT_EQ(pb[i].device(), to);
       EXPECT_TRUE(torch::equal(pa[i].cpu(), pb[i].cpu())) << "parameter " << i << " from " << from << " to " << to;
-      const auto& sa = static_cast<torch::optim::SGDParamState&>(*a.optimizer->state().at(
-          c10::guts::to_string(pa[i].unsafeGetTensorImpl())));
-      const auto& sb = static_cast<torch::optim::SGDParamState&>(*b.optimizer->state().at(
-          c10::guts::to_string(pb[i].unsafeGetTensorImpl())));
-      EXPECT_EQ(sb.momentum_buffer().device(), to) << "momentum lives with its parameter";
-      EXPECT_TRUE(torch::equal(sa.momentum_buffer().cpu(), sb.momentum_buffer().cpu()));
+    }
+    ASSERT_EQ(b.optimizer->state().size(), pa.size()) << "a momentum buffer per parameter";
+    for (const auto& kv : b.optimizer->state()) {
+      EXPECT_EQ(static_cast<torch::optim::SGDParamState&>(*kv.second).momentum_buffer().device(), to)
+          << "momentum lives with its parameter";
+    }
+    // The momentum came across: one more step with the same gradients moves both alike.
+    for (size_t i = 0; i < pa.size(); ++i) {
+      pa[i].mutable_grad() = torch::ones_like(pa[i]);
+      pb[i].mutable_grad() = torch::ones_like(pb[i]);
+    }
+    a.optimizer->step();
+    b.optimizer->step();
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(pa[i].cpu(), pb[i].cpu(), 1e-6, 1e-7)) << "parameter " << i << " after a step";
     }
     EXPECT_EQ(r.deviceRngState, (std::vector<uint8_t>{5, 6, 7, 8})) << "rank 1's GPU generator state";
     // At another world size the generator states are not restored.
