@@ -71,7 +71,9 @@ using FaultHook = std::function<void(int point)>;
 // Writes DOC to PATH atomically: a temporary file in the same directory, fsync, rename, fsync of
 // the directory. A crash leaves either the old PATH or the new one, plus at most a stray
 // temporary file (named PATH.tmp.<pid>), never a partial PATH. With SHA256_HEX, also returns
-// the file's SHA-256 (computed while fsync runs).
+// the file's SHA-256, computed from the bytes as they are written (NOTE [File image] in
+// checkpoint/file_image.h), never by reading the file back. The tensors' memory must stay
+// unchanged until it returns.
 void writeDocument(const std::string& path, const Document& doc, const FaultHook& hook = nullptr,
                    std::string* sha256Hex = nullptr);
 

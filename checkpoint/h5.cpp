@@ -80,10 +80,11 @@ void quietErrors() {
   }
 }
 
-Handle createFile(const std::string& path) {
+Handle createFile(const std::string& path, hid_t driver, const void* driverInfo) {
   quietErrors();
   Handle fcpl = objectCreationPlist(H5P_FILE_CREATE, path);
   Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", path));
+  if (driver >= 0) check(H5Pset_driver(fapl, driver, driverInfo), "H5Pset_driver", path);
   check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Pset_libver_bounds",
         path);
   return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl), "H5Fcreate", path));

@@ -51,8 +51,9 @@ hid_t check(hid_t status, const char* call, const std::string& object);
 // setting is per thread); errors surface as exceptions.
 void quietErrors();
 
-// Creates (truncating) a file with deterministic creation properties.
-Handle createFile(const std::string& path);
+// Creates (truncating) a file with deterministic creation properties. With DRIVER (a registered
+// HDF5 file driver), the file goes through that driver, which gets DRIVER_INFO.
+Handle createFile(const std::string& path, hid_t driver = H5I_INVALID_HID, const void* driverInfo = nullptr);
 // Read-only. SIEVE_BYTES sets HDF5's data-sieve buffer; -1 keeps the default (64 KiB). Random
 // row reads want it small: the default re-reads 64 KiB around every scattered row.
 Handle openFile(const std::string& path, long sieveBytes = -1);

@@ -16,6 +16,12 @@ class Sha256 {
   ~Sha256();
   Sha256(const Sha256&) = delete;
   Sha256& operator=(const Sha256&) = delete;
+  Sha256(Sha256&&) noexcept;
+  Sha256& operator=(Sha256&&) noexcept;
+
+  // An independent copy of the state so far: both can go on with different data (a hasher that
+  // may have to resume from an earlier point keeps copies).
+  Sha256 clone() const;
 
   void update(const void* data, size_t bytes);
   Digest finish();  // the object may not be updated after finish()

@@ -1,12 +1,15 @@
 #include "checkpoint/checkpoint_store.h"
+#include "checkpoint/file_image.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "common/error.h"
 #include "common/sha256.h"
@@ -143,6 +146,154 @@ TEST(CheckpointStore, CorruptFilesAreRefusedAndSkipped) {
     EXPECT_EQ(valid->step, 6);
     EXPECT_EQ(skipped.size(), 1u);
   }
+}
+
+// ---- Documents built in memory and streamed (NOTE [File image] in checkpoint/file_image.h) ----
+
+std::vector<uint8_t> fileBytes(const stdfs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<uint8_t> imageBytes(const FileImage& image) {
+  std::vector<uint8_t> out(image.size());
+  image.read(0, out.size(), out.data());
+  return out;
+}
+
+std::vector<float> ramp(size_t n, float scale) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(i);
+  return v;
+}
+
+TEST(FileImage, WritesReplaceOverlapsAndGapsReadAsZeros) {
+  FileImage image;
+  const std::vector<uint8_t> a(100, 1), b(10, 2);
+  image.write(50, a.size(), a.data(), false);
+  image.write(90, b.size(), b.data(), false);  // inside the first write
+  image.write(145, b.size(), b.data(), false);  // over its end
+  EXPECT_EQ(image.size(), 155u);
+  const auto bytes = imageBytes(image);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const uint8_t want = i < 50 ? 0 : (i >= 90 && i < 100) || i >= 145 ? 2 : 1;
+    ASSERT_EQ(bytes[i], want) << "byte " << i;
+  }
+  image.truncate(120);
+  EXPECT_EQ(image.size(), 120u);
+  EXPECT_EQ(image.extents().back().end(), 120u);
+  image.truncate(200);
+  EXPECT_EQ(imageBytes(image)[150], 0);
+}
+
+TEST(FileImage, DataFromStableMemoryAreNotCopied) {
+  const std::vector<uint8_t> data(1 << 20, 7);
+  FileImage image({{data.data(), data.size()}});
+  image.write(4096, 1000, data.data() + 10, /*raw=*/true);
+  image.write(8192, 1000, data.data() + 10, /*raw=*/false);  // metadata is always copied
+  const std::vector<uint8_t> elsewhere(100, 7);
+  image.write(0, elsewhere.size(), elsewhere.data(), /*raw=*/true);
+  EXPECT_EQ(image.borrowedBytes(), 1000u);
+  EXPECT_EQ(image.copiedBytes(), 1100u);
+}
+
+// The in-memory driver lays a file out as HDF5's default driver does: same content, same bytes.
+TEST(FileImage, SameBytesAsHdf5DefaultDriver) {
+  auto dir = freshDir("driver");
+  const auto big = ramp(300000, 0.25f), small = ramp(30, 1.0f);
+  FileImage image({{big.data(), big.size() * 4}, {small.data(), small.size() * 4}});
+  auto fill = [&](hid_t file, const std::string& name) {
+    h5::writeAttr(file, "note", std::string("same bytes"), name);
+    h5::Handle g = h5::createGroup(file, "g", name);
+    h5::writeDataset(g, "small", DType::kFloat32, {30}, small.data(), name);
+    h5::writeDataset(g, "big", DType::kFloat32, {300000}, big.data(), name);
+    h5::writeDataset(g, "empty", DType::kFloat32, {0}, nullptr, name);
+    h5::check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush", name);
+  };
+  {
+    h5::Handle f = h5::createFile((dir / "sec2.h5").string());
+    fill(f, "sec2");
+    ASSERT_GE(H5Fclose(f.release()), 0);
+  }
+  {
+    h5::Handle f = createImageFile("image", &image);
+    fill(f, "image");
+    ASSERT_GE(H5Fclose(f.release()), 0);
+  }
+  EXPECT_EQ(imageBytes(image), fileBytes(dir / "sec2.h5"));
+  EXPECT_GE(image.borrowedBytes(), big.size() * 4) << "the large dataset's data must be kept as a pointer";
+}
+
+TEST(SpeculativeHasher, GoesBackOnlyToTheFirstDifference) {
+  const std::vector<uint8_t> data(3 << 20, 5);
+  auto build = [&](uint8_t head, uint8_t tail) {
+    auto image = std::make_shared<FileImage>(std::vector<std::pair<const void*, size_t>>{{data.data(), data.size()}});
+    const uint8_t h[64] = {head}, t[64] = {tail};
+    image->write(0, sizeof(h), h, false);
+    image->write(4096, data.size(), data.data(), true);
+    image->write(4096 + data.size() + 100, sizeof(t), t, false);
+    return image;
+  };
+  for (auto [head, tail] : {std::pair<uint8_t, uint8_t>{1, 2}, {9, 1}}) {
+    SCOPED_TRACE(std::to_string(head) + " " + std::to_string(tail));
+    auto provisional = build(1, 1), final = build(head, tail);
+    SpeculativeHasher hasher;
+    hasher.advance(provisional, nullptr);
+    const std::string got = hasher.finish(final);
+    const auto bytes = imageBytes(*final);
+    EXPECT_EQ(got, toHex(sha256(bytes.data(), bytes.size())));
+    if (head == 1) {
+      EXPECT_LE(hasher.rehashedBytes(), 200u) << "a change after the data must not rehash the data";
+    } else {
+      EXPECT_EQ(hasher.rehashedBytes(), final->size());
+    }
+  }
+}
+
+TEST(SpeculativeHasher, StopsWhenAskedAndFinishesTheFinalImage) {
+  const std::vector<uint8_t> data(20 << 20, 3);
+  auto image = std::make_shared<FileImage>();
+  image->write(0, data.size(), data.data(), false);
+  SpeculativeHasher hasher;
+  hasher.advance(image, [] { return true; });
+  EXPECT_EQ(hasher.finish(image), toHex(sha256(data.data(), data.size())));
+}
+
+// The SHA-256 writeDocument returns (recorded in the manifest) is the file's, whether the
+// computed values keep their placeholders' length or not, and the file reads back.
+TEST(FileImage, WriteDocumentHashIsTheFileHash) {
+  auto dir = freshDir("document");
+  const auto big = ramp(1 << 20, 0.5f);
+  for (size_t deferredChars : {64, 10, 500}) {
+    SCOPED_TRACE(deferredChars);
+    Document doc;
+    doc.format = "perennial-test";
+    doc.strings = {{"a", "x"}, {"config", std::string(3000, 'c')}};
+    for (int i = 0; i < 12; ++i) doc.ints["i" + std::to_string(i)] = i;
+    Group g{"state_dict", {}};
+    g.tensors.push_back(Tensor{"big", DType::kFloat32, {1 << 20}, {}, big.data()});
+    Tensor small{"small", DType::kInt64, {3}, {}, nullptr};
+    small.bytes.assign(24, 4);
+    g.tensors.push_back(std::move(small));
+    doc.groups.push_back(std::move(g));
+    doc.deferredStrings["param_sha256"] = [deferredChars] { return std::string(deferredChars, 'f'); };
+    const std::string path = (dir / ("doc-" + std::to_string(deferredChars) + ".h5")).string();
+    std::string hex;
+    writeDocument(path, doc, nullptr, &hex);
+    EXPECT_EQ(hex, toHex(sha256File(path)));
+    Document back = readDocument(path, "perennial-test");
+    EXPECT_EQ(back.str("param_sha256", path), std::string(deferredChars, 'f'));
+    ASSERT_NE(back.group("state_dict"), nullptr);
+    EXPECT_EQ(std::memcmp(back.group("state_dict")->find("big")->data(), big.data(), big.size() * 4), 0);
+    for (const auto& e : stdfs::directory_iterator(dir)) {
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+    }
+  }
+  // And the manifest records the file's SHA-256.
+  CheckpointStore store((dir / "store").string(), {});
+  auto info = store.save(makeDoc(3), 3, 0, {});
+  EXPECT_EQ(info.sha256, toHex(sha256File(info.path)));
+  EXPECT_NO_THROW(verifyCheckpoint(info.path));
 }
 
 // NOTE [Kill points]: a child process saves a checkpoint and SIGKILLs itself at point P of the
