@@ -6,7 +6,10 @@
 #  3. a real time limit: the pre-timeout SIGUSR1 does the same;
 #  4. the scheduler, itself run by slurm/scheduler.sbatch (a self-resubmitting tick job), with
 #     the Slurm executor: shards arrive, a training job is submitted with sbatch, trains, passes
-#     the gate and is promoted in the registry.
+#     the gate and is promoted in the registry;
+#  0. first, train.sbatch's exit handling with stand-ins for srun and scontrol: a step killed by
+#     SIGUSR1 before the trainer could install its handler is requeued; one killed by SIGTERM is
+#     not.
 # usage: slurm_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
 bin=$(realpath "$1")
@@ -25,6 +28,29 @@ cleanup() {
   rm -rf "$t"
 }
 trap cleanup EXIT
+
+# 0. The step's exit status as train.sbatch sees it (srun exits 128 + N for a task killed by N).
+mkdir -p "$t/stub"
+cat >"$t/stub/scontrol" <<'SH'
+#!/bin/sh
+echo "$*" >>"$STUB_LOG"
+SH
+for sig in USR1 TERM; do
+  printf '#!/bin/bash\nkill -s %s $$\n' "$sig" >"$t/stub/srun"
+  chmod +x "$t/stub/srun" "$t/stub/scontrol"
+  : >"$t/stub/log"
+  rc=0
+  STUB_LOG=$t/stub/log SLURM_JOB_ID=99 PATH="$t/stub:$PATH" bash "$src/slurm/train.sbatch" --config none \
+    >"$t/stub/out" 2>&1 || rc=$?
+  if [ "$sig" = USR1 ]; then
+    [ "$rc" = 0 ] && grep -q "^requeue 99$" "$t/stub/log" ||
+      { cat "$t/stub/out"; fail "a step killed by SIGUSR1 during start-up was not requeued (exit $rc)"; }
+  else
+    [ "$rc" = 143 ] && [ ! -s "$t/stub/log" ] ||
+      { cat "$t/stub/out"; fail "a step killed by SIGTERM was requeued or misreported (exit $rc)"; }
+  fi
+done
+echo "train.sbatch: a step killed by SIGUSR1 before its handler is requeued; SIGTERM is not"
 "$src/tests/slurm/local-cluster.sh" start "$cluster" >/dev/null
 export SLURM_CONF=$cluster/etc/slurm.conf
 export PERENNIAL=$bin
