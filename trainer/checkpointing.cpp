@@ -228,10 +228,9 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     if (t->shape != target.sizes().vec() || scalarType(t->type) != target.scalar_type()) {
       throw DataError(source + ": tensor '" + name + "' has shape or type that does not fit the model");
     }
-    if (!target.is_cpu()) {
+    // Unless it was read straight into the target; copy_ also reaches a GPU target.
+    if (t->data() != target.data_ptr()) {
       target.copy_(torch::from_blob(const_cast<void*>(t->data()), t->shape, target.scalar_type()));
-    } else if (t->data() != target.data_ptr()) {
-      std::memcpy(target.data_ptr(), t->data(), t->byteSize());
     }
   };
   size_t expected = 0;

@@ -18,7 +18,7 @@ int gpus() {
 TEST(Nccl, AllReduceBroadcastAllGatherOnOneGpu) {
   if (gpus() == 0) GTEST_SKIP() << "no CUDA GPU on this machine: the NCCL backend is only compiled and linked here";
   MpiCommunicator mpi(std::chrono::seconds(60));
-  NcclCommunicator nccl(mpi, localDevice(), nullptr, std::chrono::seconds(60));
+  NcclCommunicator nccl(mpi, launcherLocalRank() % gpus(), nullptr, std::chrono::seconds(60));
   EXPECT_EQ(nccl.backend(), "nccl");
   const int n = nccl.size(), r = nccl.rank();
   std::vector<float> host(1000, static_cast<float>(r + 1));

@@ -19,6 +19,13 @@ std::string joined(const std::vector<std::string>& names) {
   return out;
 }
 
+// comm.backend = nccl in a build without the NCCL communicator.
+ConfigError ncclNotBuilt() {
+  return ConfigError("comm.backend: 'nccl' is not available: this build has no NCCL communicator (the CUDA "
+                     "toolkit and NCCL were not found when it was configured; see docs/gpu.md) "
+                     "(available: auto, " + joined(availableBackends()) + ")");
+}
+
 }  // namespace
 
 std::vector<std::string> availableBackends() {
@@ -39,11 +46,7 @@ int launcherLocalRank() {
 
 std::unique_ptr<Communicator> makeCommunicator(const CommOptions& options) {
   const auto& b = options.backend;
-  if (b == "nccl" && !PERENNIAL_HAVE_NCCL) {
-    throw ConfigError("comm.backend: 'nccl' is not available: this build has no NCCL communicator (the CUDA "
-                      "toolkit and NCCL were not found when it was configured; see docs/gpu.md) "
-                      "(available: auto, " + joined(availableBackends()) + ")");
-  }
+  if (b == "nccl" && !PERENNIAL_HAVE_NCCL) throw ncclNotBuilt();
   if (b != "auto" && b != "mpi" && b != "nccl") {
     throw ConfigError("comm.backend: '" + b + "' is not available in this build (available: auto, " +
                       joined(availableBackends()) + ")");
@@ -72,23 +75,19 @@ std::unique_ptr<Communicator> makeTensorCommunicator(Communicator& host, const s
     say(backend == "auto" ? "auto: CPU tensors use MPI" : "comm.backend = mpi");
     return nullptr;
   }
-#if PERENNIAL_HAVE_NCCL
   if (backend == "mpi") {
     say("comm.backend = mpi: CUDA tensors are staged through host memory for each collective");
     return nullptr;
   }
+#if PERENNIAL_HAVE_NCCL
   say(backend == "auto" ? "auto: CUDA tensors use NCCL" : "comm.backend = nccl");
   return std::make_unique<NcclCommunicator>(host, cudaDevice, static_cast<cudaStream_t>(stream), timeout);
 #else
   (void)host;
   (void)stream;
   (void)timeout;
-  if (backend == "nccl") {
-    throw ConfigError("comm.backend: 'nccl' is not available: this build has no NCCL communicator (available: auto, " +
-                      joined(availableBackends()) + ")");
-  }
-  say(backend == "auto" ? "auto: this build has no NCCL, so CUDA tensors are staged through host memory over MPI"
-                        : "comm.backend = mpi: CUDA tensors are staged through host memory for each collective");
+  if (backend == "nccl") throw ncclNotBuilt();
+  say("auto: this build has no NCCL, so CUDA tensors are staged through host memory over MPI");
   return nullptr;
 #endif
 }

@@ -32,13 +32,6 @@ ncclRedOp_t ncclOp(ReduceOp op) {
 
 }  // namespace
 
-int localDevice() {
-  const int local = launcherLocalRank();
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return 0;
-  return local % count;
-}
-
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, cudaStream_t stream,
                                    std::chrono::milliseconds timeout)
     : bootstrap_(bootstrap), rank_(bootstrap.rank()), size_(bootstrap.size()), device_(device),

@@ -15,10 +15,6 @@
 
 namespace perennial {
 
-// The GPU of this process: the launcher's local rank (launcherLocalRank()) modulo the visible
-// GPUs, or 0.
-int localDevice();
-
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(Communicator& bootstrap, int device, cudaStream_t stream,
