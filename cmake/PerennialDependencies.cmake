@@ -70,6 +70,17 @@ endif()
 if(NOT TARGET perennial_dep::torch)
   add_library(perennial_dep::torch INTERFACE IMPORTED)
   set_target_properties(perennial_dep::torch PROPERTIES INTERFACE_LINK_LIBRARIES "${TORCH_LIBRARIES}")
+  # LibTorch 2.14 and later refuse C++17 (ATen/ATen.h: "#error C++20 or later compatible compiler
+  # is required"): whatever includes those headers is then compiled as C++20, the rest as C++17.
+  foreach(_perennial_dir IN LISTS TORCH_INCLUDE_DIRS)
+    if(EXISTS "${_perennial_dir}/ATen/ATen.h")
+      file(STRINGS "${_perennial_dir}/ATen/ATen.h" _perennial_cxx20 REGEX "__cplusplus < 202002L")
+      if(_perennial_cxx20)
+        set_property(TARGET perennial_dep::torch PROPERTY INTERFACE_COMPILE_FEATURES cxx_std_20)
+      endif()
+      break()
+    endif()
+  endforeach()
 endif()
 # HDF5's find module has an imported target only from CMake 3.19; its variables work everywhere.
 if(NOT TARGET perennial_dep::hdf5)
