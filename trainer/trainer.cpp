@@ -20,6 +20,7 @@
 #include "checkpoint/tensor_file.h"
 #include "common/error.h"
 #include "common/fs_util.h"
+#include "common/read_file.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "perennial/build_config.h"
@@ -323,21 +324,56 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
   }
 }
 
+// NOTE [Resumed metrics]: a run resumed from the checkpoint at step S trains steps S+1.. again,
+// so the records an interrupted run wrote after S (and a line cut short by a kill) are dropped
+// before appending: the resumed run's metrics.jsonl then lists each step once, as an
+// uninterrupted run's does (TensorBoard's purge_step does the same for event files). A write that
+// fails (a full disk) stops the run like a failed checkpoint: a silently short log would pass for
+// a complete one.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool active, bool append) {
-    if (active) {
-      out_.open(path, append ? std::ios::app : std::ios::trunc);
-      if (!out_) throw IoError(path + ": cannot open for writing");
-    }
+  MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep) : path_(path) {
+    if (!active) return;
+    if (append) dropAfter(resumeStep);
+    out_.open(path, append ? std::ios::app : std::ios::trunc);
+    if (!out_) throw IoError(path + ": cannot open for writing: " + std::strerror(errno));
   }
   void write(const json& j) {
     if (!out_.is_open()) return;
+    errno = 0;
     out_ << j.dump() << '\n';
     out_.flush();
+    if (!out_) {
+      throw IoError(path_ + ": cannot append a record" + (errno ? std::string(": ") + std::strerror(errno) : ""));
+    }
   }
 
  private:
+  void dropAfter(int64_t step) {
+    const std::string text = fs::readFileIfPresent(path_);
+    std::string kept;
+    size_t dropped = 0;
+    for (size_t pos = 0; pos < text.size();) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string::npos) {  // cut short by a kill: never a whole record
+        ++dropped;
+        break;
+      }
+      const std::string line = text.substr(pos, end - pos);
+      pos = end + 1;
+      const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) {
+        kept += line + '\n';
+      } else {
+        ++dropped;
+      }
+    }
+    if (dropped == 0) return;
+    fs::writeFileAtomic(path_, kept);
+    log::get("train")->info("{}: dropped {} record(s) after step {}, which this run trains again", path_, dropped, step);
+  }
+
+  std::string path_;
   std::ofstream out_;
 };
 
@@ -714,7 +750,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
   }
-  MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty());
+  MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 

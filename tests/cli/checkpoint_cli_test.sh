@@ -9,6 +9,22 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 source "$src/tests/cli/lib.sh"
 sha() { json "$1/result.json" param_sha256; }
+# same_metrics RUN REF [STOPPED_AT]: every line of RUN's metrics.jsonl is whole, and it lists the
+# same records (kind and step, in order) as REF's with the same evaluations: a resumed run drops
+# what it trains again. A run stopped by train.max_steps at STOPPED_AT also logged and evaluated there.
+same_metrics() {
+  /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "${3:--1}" <<'PY' || fail "$1/metrics.jsonl differs from $2's"
+import json, sys
+def load(p):
+    return [json.loads(line) for line in open(p).read().splitlines()]
+got, want, stopped = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3])
+got = [r for r in got if r["step"] != stopped]
+key = lambda rs: [(r["kind"], r["step"]) for r in rs]
+assert key(got) == key(want), (key(got), key(want))
+ev = lambda rs: [(r["test_accuracy"], r["test_loss"]) for r in rs if r["kind"] == "eval"]
+assert ev(got) == ev(want), (ev(got), ev(want))
+PY
+}
 
 "$bin" data import-fashion-mnist --out "$work/fm" >/dev/null
 common=(--config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" --data.test "$work/fm/test"
@@ -33,7 +49,16 @@ run 1 ref1 --train.batch_size 128
 for np in 1 2; do
   extra=(); [ "$np" = 1 ] && extra=(--train.batch_size 128)
   run "$np" steps$np --train.max_steps 250 "${extra[@]}"
+  if [ "$np" = 2 ]; then  # step 250's checkpoint uncommitted: resumed at 200, steps 201-250 run again
+    rm "$(ls "$work/steps2/checkpoints/"*.json | tail -1)"
+    stopped=-1
+  else                    # a record cut short by a kill
+    printf '{"kind":"train","epoch":0,"st' >>"$work/steps1/metrics.jsonl"
+    stopped=250
+  fi
   run "$np" steps$np --resume auto "${extra[@]}"
+  grep -q "record(s) after step" "$work/steps$np.log" || fail "max_steps + resume at $np ranks: no records dropped"
+  same_metrics "$work/steps$np" "$work/ref$np" $stopped
   [ "$(sha "$work/steps$np")" = "$(sha "$work/ref$np")" ] || fail "max_steps + resume at $np ranks changed the weights"
   grep -q "resuming from" "$work/steps$np.log" || fail "resume not reported"
 done
@@ -61,9 +86,25 @@ for case in USR1:2 TERM:2 USR1:1; do
   grep -q "exiting for requeue" "$work/$name.log" || fail "SIG$sig: preemption not logged"
   run "$np" "$name" --resume auto "${extra[@]}"
   [ "$(sha "$work/$name")" = "$(sha "$work/ref$np")" ] || fail "SIG$sig at $np ranks + resume changed the weights"
+  same_metrics "$work/$name" "$work/ref$np"
   last=$(ls "$work/ref$np/checkpoints/"*.h5 | tail -1)
   cmp -s "$last" "$work/$name/checkpoints/$(basename "$last")" || fail "SIG$sig + resume wrote different checkpoint bytes"
 done
+
+# SIGKILL between checkpoints (all ranks at once): the resumed run trains the steps after the newest
+# checkpoint again and drops their earlier records, so metrics.jsonl lists each step once.
+"$mpiexec" -np 2 "$bin" train "${common[@]}" --run-dir "$work/kill" >"$work/kill.log" 2>&1 &
+pid=$!
+for _ in $(seq 400); do
+  grep -q '"step":1[4-9]0' "$work/kill/metrics.jsonl" 2>/dev/null && break
+  sleep 0.05
+done
+pkill -KILL -f -- "--run-dir $work/kill" || true
+set +e; wait "$pid"; set -e
+grep -q '"step":1[4-9]0' "$work/kill/metrics.jsonl" || fail "SIGKILL: no records after the checkpoint at step 100"
+run 2 kill --resume auto
+[ "$(sha "$work/kill")" = "$(sha "$work/ref2")" ] || fail "SIGKILL + resume changed the weights"
+same_metrics "$work/kill" "$work/ref2"
 
 # The newest checkpoint is corrupt: --resume auto warns, falls back to the previous one, and
 # still ends with the reference weights.
