@@ -32,6 +32,7 @@ struct ModelEval {
   std::vector<int64_t> featureShape; // the holdout's, which the model accepted
   int64_t numClasses = 0;            // the holdout's
   std::string evalError;             // why the model could not be evaluated on the holdout
+  std::string device;                // where it was evaluated ("cpu", "cuda:0"; "" when it was not)
 
   double classAccuracy(size_t k) const {
     return classTotal.at(k) > 0 ? static_cast<double>(classCorrect.at(k)) / static_cast<double>(classTotal.at(k)) : 0;

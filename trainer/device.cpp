@@ -32,10 +32,13 @@ bool torchHasCuda() { return PERENNIAL_TORCH_CUDA != 0; }
 
 int64_t cudaDeviceCount() { return torchHasCuda() ? static_cast<int64_t>(torch::cuda::device_count()) : 0; }
 
-TrainDevice resolveDevice(const std::string& setting) {
+TrainDevice resolveDevice(const std::string& setting, const std::string& key) {
   TrainDevice d;
+  if (setting != "auto" && setting != "cpu" && setting != "cuda") {
+    throw ConfigError(key + ": must be auto, cpu or cuda (got '" + setting + "')");
+  }
   if (setting == "cpu") {
-    d.reason = "train.device = cpu";
+    d.reason = key + " = cpu";
     return d;
   }
   const int64_t gpus = cudaDeviceCount();
@@ -49,14 +52,14 @@ TrainDevice resolveDevice(const std::string& setting) {
               (visible ? visible : "unset") + ")";
   }
   if (!missing.empty()) {
-    if (setting == "cuda") throw ConfigError("train.device: 'cuda' is not available: " + missing + " (available: cpu)");
+    if (setting == "cuda") throw ConfigError(key + ": 'cuda' is not available: " + missing + " (available: cpu)");
     d.reason = "auto: " + missing + ", so the CPU";
     return d;
   }
   const int index = static_cast<int>(launcherLocalRank() % gpus);
   d.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-  d.reason = (setting == "auto" ? "auto: " : "train.device = cuda: ") + std::to_string(gpus) +
-             " GPU(s) visible, local rank " + std::to_string(launcherLocalRank()) + " takes cuda:" + std::to_string(index);
+  d.reason = (setting == "auto" ? "auto: " : key + " = cuda: ") + std::to_string(gpus) + " GPU(s) visible, local rank " +
+             std::to_string(launcherLocalRank()) + " takes cuda:" + std::to_string(index);
   return d;
 }
 

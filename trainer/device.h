@@ -28,11 +28,11 @@ struct TrainDevice {
   std::string name() const { return device.str(); }               // "cpu", "cuda:0"
 };
 
-// Resolves train.device (auto | cpu | cuda). cuda takes the GPU of the rank's local index
-// (launcherLocalRank() modulo the visible GPUs). Throws ConfigError naming train.device and
-// what is missing when cuda is asked for and unavailable (a LibTorch without CUDA, or no GPU
-// visible); auto falls back to the CPU and says why in `reason`.
-TrainDevice resolveDevice(const std::string& setting);
+// Resolves a device setting (auto | cpu | cuda), train.device or KEY. cuda takes the GPU of the
+// rank's local index (launcherLocalRank() modulo the visible GPUs). Throws ConfigError naming
+// KEY, and what is missing when cuda is asked for and unavailable (a LibTorch without CUDA, or
+// no GPU visible), or the values allowed; auto falls back to the CPU and says why in `reason`.
+TrainDevice resolveDevice(const std::string& setting, const std::string& key = "train.device");
 
 // Applies NOTE [GPU determinism] for DEVICE (nothing on the CPU, whose kernels are deterministic
 // already). Returns a description of what was set, for the log.

@@ -447,8 +447,10 @@ void locateScript(TrainConfig& c, const std::string& weightsPath) {
 
 }  // namespace
 
-EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
-                            Communicator& comm, int64_t batchSize, int64_t logits, bool requireRecordedHash) {
+EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir, Communicator& comm,
+                            int64_t batchSize, int64_t logits, bool requireRecordedHash, const std::string& device,
+                            const std::string& deviceKey) {
+  const TrainDevice dev = resolveDevice(device, deviceKey);  // before any data are read
   checkpoint::TensorFile file = checkpoint::readTensorFile(modelPath);
   auto configIt = file.attributes.find("config");
   if (configIt == file.attributes.end()) {
@@ -474,7 +476,12 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     throw DataError(modelPath + ": weights do not match the recorded param_sha256 (" + recorded->second +
                     "); the file is corrupt or was modified");
   }
-  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch, torch::kCPU);
+  out.device = dev.name();
+  out.deviceReason = dev.reason;
+  configureDeterminism(dev, /*deterministic=*/true);
+  model->to(dev.device);
+  norm.moveTo(dev.device);
+  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch, dev.device);
   out.regression = e.regression;
   out.accuracy = e.accuracy;
   out.loss = e.loss;
@@ -496,7 +503,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
     auto batch = loader.next();
     torch::NoGradGuard noGrad;
     model->eval();
-    torch::Tensor y = predict(model, featureTensor(*batch, ds.spec(), norm, torch::kCPU), ds.spec(), c.arch).contiguous();
+    torch::Tensor y = predict(model, featureTensor(*batch, ds.spec(), norm, dev.device), ds.spec(), c.arch).cpu().contiguous();
     if (y.dim() == 1) y = y.unsqueeze(1);
     for (int64_t i = 0; i < n; ++i) {
       const float* row = y[i].data_ptr<float>();

@@ -60,6 +60,8 @@ struct EvalSummary {
   int64_t nonFiniteOutputs = 0;   // rows whose logits hold a NaN or an infinity
   std::vector<int64_t> classCorrect, classTotal;
   std::vector<std::vector<float>> logits;  // outputs for the dataset's first rows, when asked for
+  std::string device;        // where it was evaluated: "cpu", "cuda:0"
+  std::string deviceReason;  // why there
 };
 
 // `perennial eval`: loads a weights file written by train() (model.h5, which records its own
@@ -69,9 +71,13 @@ struct EvalSummary {
 // With LOGITS > 0, also returns the logits of the dataset's first LOGITS rows. With
 // REQUIRE_RECORDED_HASH false, weights that differ from their recorded param_sha256 are
 // evaluated anyway (the validation gate reports the mismatch as a failed check).
+// DEVICE (auto | cpu | cuda, resolved as train.device is; KEY names the setting in errors) is
+// where the model runs; on a GPU under NOTE [GPU determinism]. The weights' checks
+// (param_sha256, non-finite values) are made on the CPU copy read from the file.
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir,
                             Communicator& comm, int64_t batchSize, int64_t logits = 0,
-                            bool requireRecordedHash = true);
+                            bool requireRecordedHash = true, const std::string& device = "cpu",
+                            const std::string& deviceKey = "--device");
 
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.

@@ -354,6 +354,26 @@ json_get() {  # FILE KEY
   "$PYTHON" -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2" 2>/dev/null
 }
 
+# eval_matches KIND [ARGS...]: perennial eval of the trained model with ARGS (KIND cpu or gpu, the
+# results' key prefix); its accuracy must match the trainer's own evaluation
+eval_matches() {
+  local kind=$1 where=${1^^}; shift
+  if ! ours t "$MPIRUN" -np 1 "$PERENNIAL" eval --model "$WORK/run/model.h5" --data "$DATA/test" \
+      --json "$WORK/eval_$kind.json" "$@" >"$WORK/eval_$kind.log" 2>&1; then
+    tail -5 "$WORK/eval_$kind.log"; note "perennial eval on the $where failed"; return 1
+  fi
+  local a b
+  a=$(json_get "$WORK/run/result.json" test_accuracy)
+  b=$(json_get "$WORK/eval_$kind.json" accuracy)
+  log "  test accuracy: trainer ($DEVICE) $a, perennial eval on the $where $b ($(json_get "$WORK/eval_$kind.json" device))"
+  val "${kind}_eval_test_accuracy" "${b:-null}"
+  if [ -n "$a" ] && [ -n "$b" ] && "$PYTHON" -c "import sys; sys.exit(0 if abs($a-$b) <= 0.002 else 1)"; then
+    sval "${kind}_eval_matches" true
+  else
+    sval "${kind}_eval_matches" false; note "$where evaluation of the device-trained model disagrees ($a vs $b)"; return 1
+  fi
+}
+
 step_train() {
   train_args=()
   local help
@@ -468,24 +488,12 @@ step_resume() {
   local ck
   ck=$(ls "$WORK"/resumed/checkpoints/ckpt-*.h5 2>/dev/null)
   if ours t "$PERENNIAL" ckpt verify $ck 2>&1 | tail -4; then sval ckpt_verify passed; else sval ckpt_verify failed; note "ckpt verify failed"; rc=1; fi
-  # the model trained on the device, evaluated on the CPU (perennial eval computes on the CPU
-  # unless told otherwise): the accuracy must match the trainer's own evaluation
+  # the model trained on the device, evaluated on the CPU (perennial eval --device cpu) and, on a
+  # GPU machine, on the GPU: the accuracy must match the trainer's own evaluation
   local evalargs=()
-  ours "$PERENNIAL" eval --help 2>&1 | grep -q -- '--device\|eval.device' && evalargs+=(--device cpu)
-  if ours t "$MPIRUN" -np 1 "$PERENNIAL" eval --model "$WORK/run/model.h5" --data "$DATA/test" --json "$WORK/eval_cpu.json" "${evalargs[@]}" >"$WORK/eval.log" 2>&1; then
-    local a b
-    a=$(json_get "$WORK/run/result.json" test_accuracy)
-    b=$("$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("test_accuracy", d.get("accuracy","")))' "$WORK/eval_cpu.json" 2>/dev/null)
-    log "  test accuracy: trainer ($DEVICE) $a, perennial eval on the CPU $b"
-    val cpu_eval_test_accuracy "${b:-null}"
-    if [ -n "$a" ] && [ -n "$b" ] && "$PYTHON" -c "import sys; sys.exit(0 if abs($a-$b) <= 0.002 else 1)"; then
-      sval cpu_eval_matches true
-    else
-      sval cpu_eval_matches false; note "CPU evaluation of the device-trained model disagrees ($a vs $b)"; rc=1
-    fi
-  else
-    tail -5 "$WORK/eval.log"; note "perennial eval on the CPU failed"; rc=1
-  fi
+  ours "$PERENNIAL" eval --help 2>&1 | grep -q -- '--device' && evalargs+=(--device cpu)
+  eval_matches cpu "${evalargs[@]}" || rc=1
+  if [ "$DEVICE" = cuda ] && [ ${#evalargs[@]} -gt 0 ]; then eval_matches gpu --device cuda || rc=1; fi
   return $rc
 }
 
@@ -535,7 +543,8 @@ if nccl:
           for r in nccl["rows"]]
 L += ["", f"Resume: param_sha256 equal after interrupt+resume: {v('resume_equal')}; second run equal: "
       f"{v('rerun_equal', '-')}; ckpt verify: {v('ckpt_verify')}; CPU eval of the device model matches: "
-      f"{v('cpu_eval_matches')} ({v('cpu_eval_test_accuracy')})", ""]
+      f"{v('cpu_eval_matches')} ({v('cpu_eval_test_accuracy')}); on the GPU: "
+      f"{v('gpu_eval_matches', '-')} ({v('gpu_eval_test_accuracy', '-')})", ""]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(L))
 print("\n".join(L))
 EOF

@@ -60,7 +60,8 @@ std::string holdoutDir(const std::vector<std::string>& parts, const std::string&
   return scratch;
 }
 
-ModelEval evaluateModel(const std::string& path, const std::string& holdout, Communicator& comm, bool candidate) {
+ModelEval evaluateModel(const std::string& path, const std::string& holdout, Communicator& comm, bool candidate,
+                        const std::string& device) {
   ModelEval m;
   m.path = path;
   if (!stdfs::is_regular_file(path)) throw ConfigError((candidate ? "--candidate: " : "--champion: ") + path + ": no such file");
@@ -86,7 +87,8 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
     }
   }
   try {
-    EvalSummary s = evaluateWeights(path, holdout, comm, 1000, 0, /*requireRecordedHash=*/false);
+    EvalSummary s = evaluateWeights(path, holdout, comm, 1000, 0, /*requireRecordedHash=*/false, device);
+    m.device = s.device;
     m.accuracy = s.accuracy;
     m.loss = s.loss;
     m.samples = s.samples;
@@ -138,7 +140,7 @@ std::pair<std::string, std::string> splitRef(const std::string& ref, const std::
 
 int validateCommand(const std::vector<std::string>& args) {
   po::options_description desc("perennial validate options");
-  std::string candidate, champion, config, out, registry, root, model;
+  std::string candidate, champion, config, out, registry, root, model, device = "auto";
   std::vector<std::string> holdout;
   bool asJson = false;
   desc.add_options()("help,h", "print this help")
@@ -148,6 +150,8 @@ int validateCommand(const std::vector<std::string>& args) {
       ("holdout", po::value<std::vector<std::string>>(&holdout), "shard directory or shard file to evaluate both on (repeatable)")
       ("config", po::value<std::string>(&config), "file with a [gate] section (the scheduler's configuration will do)")
       ("registry", po::value<std::string>(&registry), "registry directory (for --champion NAME:VERSION)")
+      ("device", po::value<std::string>(&device)->default_value(device),
+       "auto | cpu | cuda: where both models run (auto: a GPU when this build's LibTorch has CUDA and one is visible)")
       ("root", po::value<std::string>(&root), "scheduler root (its registry/)")
       ("out", po::value<std::string>(&out), "where to write the verdict (default: verdict.json beside the candidate)")
       ("json", po::bool_switch(&asJson), "print the verdict as JSON");
@@ -162,6 +166,9 @@ int validateCommand(const std::vector<std::string>& args) {
   }
   if (candidate.empty()) throw ConfigError("--candidate: required (the model to judge)");
   if (holdout.empty()) throw ConfigError("--holdout: required (shards to evaluate on)");
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    throw ConfigError("--device: must be auto, cpu or cuda (got '" + device + "')");
+  }
   const GateConfig gate = loadGateConfig(config);
   if (!champion.empty() && !stdfs::exists(champion)) {
     Registry reg(registryDir(registry, root));
@@ -186,9 +193,9 @@ int validateCommand(const std::vector<std::string>& args) {
   lockVerdictFolder(out);
   auto comm = makeCommunicator(CommOptions{});
   const std::string data = holdoutDir(holdout, (stdfs::path(out).parent_path() / ".holdout").string());
-  ModelEval cand = evaluateModel(candidate, data, *comm, true);
+  ModelEval cand = evaluateModel(candidate, data, *comm, true, device);
   std::optional<ModelEval> champ;
-  if (!champion.empty()) champ = evaluateModel(champion, data, *comm, false);
+  if (!champion.empty()) champ = evaluateModel(champion, data, *comm, false, device);
   if (data != holdout[0]) {
     std::error_code ec;
     stdfs::remove_all(data, ec);
@@ -198,6 +205,7 @@ int validateCommand(const std::vector<std::string>& args) {
   json j = v.toJson(cand, champ ? &*champ : nullptr);
   j["holdout"] = holdout;
   j["config"] = config;
+  j["device"] = !cand.device.empty() ? cand.device : champ ? champ->device : "";
   if (comm->rank() == 0) {
     fs::writeFileAtomic(out, j.dump(2) + "\n");
     if (asJson) {

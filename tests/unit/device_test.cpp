@@ -67,6 +67,12 @@ TEST(Device, ResolvesTheSettingOrSaysWhatIsMissing) {
   EXPECT_FALSE(cpu.cuda());
   EXPECT_EQ(cpu.name(), "cpu");
   EXPECT_EQ(cpu.cudaIndex(), -1);
+  try {
+    resolveDevice("gpu", "--device");
+    FAIL() << "a device setting other than auto, cpu or cuda was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "--device: must be auto, cpu or cuda (got 'gpu')");
+  }
   if (cudaDeviceCount() > 0) {
     EXPECT_TRUE(resolveDevice("auto").cuda());
     EXPECT_TRUE(resolveDevice("cuda").cuda());
@@ -240,6 +246,20 @@ TEST(Device, ExactResumeAndCpuEvaluation) {
   EvalSummary e = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 0);
   EXPECT_EQ(e.paramSha256, whole.paramSha256) << "the CPU reads the weights the device wrote";
   EXPECT_NEAR(e.loss, whole.testLoss, 1e-4) << "CPU evaluation of weights trained on " << dev.name();
+  EXPECT_EQ(e.device, "cpu");
+  // perennial eval --device auto: the same numbers on the best device.
+  EvalSummary onDevice = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 2, true, "auto");
+  EXPECT_EQ(onDevice.device, dev.name());
+  EXPECT_EQ(onDevice.paramSha256, e.paramSha256);
+  EXPECT_EQ(onDevice.samples, e.samples);
+  EXPECT_NEAR(onDevice.loss, e.loss, 1e-4) << "evaluation on " << dev.name() << " against the CPU's";
+  EXPECT_NEAR(onDevice.accuracy, e.accuracy, 1.0 / static_cast<double>(e.samples) + 1e-12);
+  ASSERT_EQ(onDevice.logits.size(), 2u);
+  EvalSummary cpuLogits = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 2, true, "cpu");
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_EQ(onDevice.logits[i].size(), cpuLogits.logits[i].size());
+    for (size_t k = 0; k < cpuLogits.logits[i].size(); ++k) EXPECT_NEAR(onDevice.logits[i][k], cpuLogits.logits[i][k], 1e-4);
+  }
   if (dev.cuda()) {
     // A run stopped on the GPU continues on the CPU from its checkpoint.
     EXPECT_EQ(train(stopped, base + "/gpu-then-cpu", comm).steps, 7);

@@ -40,13 +40,15 @@ void abortJobOnError(int code) { MpiCommunicator::abortJobIfParallel(code); }
 int evalCommand(const std::vector<std::string>& args) {
   namespace po = boost::program_options;
   po::options_description desc("perennial eval options");
-  std::string model, data, out;
+  std::string model, data, out, device = "auto";
   int64_t batch = 1000;
   int64_t logitsRows = 0;
   desc.add_options()("help,h", "print this help")
       ("model", po::value<std::string>(&model), "weights file (RUN/model.h5) or training checkpoint (RUN/checkpoints/ckpt-*.h5)")
       ("data", po::value<std::string>(&data), "directory of shards to evaluate on")
       ("batch-size", po::value<int64_t>(&batch)->default_value(batch), "evaluation batch size per rank (>= 1)")
+      ("device", po::value<std::string>(&device)->default_value(device),
+       "auto | cpu | cuda: where the model runs (auto: the rank's GPU when this build's LibTorch has CUDA and one is visible, else the CPU)")
       ("json", po::value<std::string>(&out), "also write the result as JSON to this file")
       ("logits", po::value<int64_t>(&logitsRows)->default_value(0), "include the logits of the data's first N rows");
   po::variables_map vm;
@@ -61,10 +63,11 @@ int evalCommand(const std::vector<std::string>& args) {
   if (batch < 1) throw ConfigError("--batch-size: must be at least 1 (got " + std::to_string(batch) + ")");
   auto comm = makeCommunicator(CommOptions{});
   if (logitsRows < 0) throw ConfigError("--logits: must be >= 0");
-  EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows);
+  EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows, /*requireRecordedHash=*/true, device);
   if (comm->rank() == 0) {
     nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
                         {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()},
+                        {"device", s.device},
                         {"task", s.regression ? "regression" : "classification"}};
     if (s.regression) j.update({{"mse", s.mse}, {"mae", s.mae}, {"r2", s.r2}});
     std::vector<double> perClass;
