@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <set>
 #include <sstream>
 #include <tuple>
 #include <nlohmann/json.hpp>
@@ -327,9 +328,10 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
 // NOTE [Resumed metrics]: a run resumed from the checkpoint at step S trains steps S+1.. again,
 // so the records an interrupted run wrote after S (and a line cut short by a kill) are dropped
 // before appending: the resumed run's metrics.jsonl then lists each step once, as an
-// uninterrupted run's does (TensorBoard's purge_step does the same for event files). A write that
-// fails (a full disk) stops the run like a failed checkpoint: a silently short log would pass for
-// a complete one.
+// uninterrupted run's does (TensorBoard's purge_step does the same for event files). Lines it
+// cannot place (no integer "step") are kept. A resumed run with nothing left to train does not
+// log again the evaluation already recorded at S. A write that fails (a full disk) stops the run
+// like a failed checkpoint: a silently short log would pass for a complete one.
 class MetricsLog {
  public:
   MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep) : path_(path) {
@@ -347,6 +349,8 @@ class MetricsLog {
       throw IoError(path_ + ": cannot append a record" + (errno ? std::string(": ") + std::strerror(errno) : ""));
     }
   }
+  // Whether the file kept an evaluation record at STEP from before the resume.
+  bool hasEvalAt(int64_t step) const { return evalSteps_.count(step) > 0; }
 
  private:
   void dropAfter(int64_t step) {
@@ -355,26 +359,31 @@ class MetricsLog {
     size_t dropped = 0;
     for (size_t pos = 0; pos < text.size();) {
       size_t end = text.find('\n', pos);
-      if (end == std::string::npos) {  // cut short by a kill: never a whole record
-        ++dropped;
-        break;
-      }
+      const bool whole = end != std::string::npos;
+      if (!whole) end = text.size();
       const std::string line = text.substr(pos, end - pos);
       pos = end + 1;
       const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) {
+      const bool hasStep = j.is_object() && j.contains("step") && j["step"].is_number_integer();
+      // A last line without its newline was cut short by a kill unless it is a whole record.
+      const bool keep = hasStep ? j["step"].get<int64_t>() <= step : (whole || !j.is_discarded()) && !line.empty();
+      if (keep) {
         kept += line + '\n';
+        if (hasStep && j.value("kind", "") == "eval") evalSteps_.insert(j["step"].get<int64_t>());
       } else {
         ++dropped;
       }
     }
-    if (dropped == 0) return;
+    if (dropped == 0 && (text.empty() || text.back() == '\n')) return;
     fs::writeFileAtomic(path_, kept);
-    log::get("train")->info("{}: dropped {} record(s) after step {}, which this run trains again", path_, dropped, step);
+    if (dropped > 0) {
+      log::get("train")->info("{}: dropped {} record(s) after step {}, which this run trains again", path_, dropped, step);
+    }
   }
 
   std::string path_;
   std::ofstream out_;
+  std::set<int64_t> evalSteps_;
 };
 
 // The model's state_dict: parameters, then buffers (PyTorch's order within each module differs,
@@ -446,6 +455,10 @@ void locateScript(TrainConfig& c, const std::string& weightsPath) {
 }
 
 }  // namespace
+
+std::string resolveDeviceName(const std::string& setting, const std::string& key) {
+  return resolveDevice(setting, key).name();
+}
 
 EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dataDir, Communicator& comm,
                             int64_t batchSize, int64_t logits, bool requireRecordedHash, const std::string& device,
@@ -930,7 +943,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   if (lastEval.samples == 0 || progress.cursor != 0) {
     lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch, dev.device);
     lastEvalStep = progress.step;
-    metrics.write(evalRecord(lastEval, progress));
+    if (!metrics.hasEvalAt(progress.step)) metrics.write(evalRecord(lastEval, progress));
   }
   if (lead) checkInflight(true);
   if (lastSavedStep != progress.step) save(false);

@@ -49,16 +49,26 @@ run 1 ref1 --train.batch_size 128
 for np in 1 2; do
   extra=(); [ "$np" = 1 ] && extra=(--train.batch_size 128)
   run "$np" steps$np --train.max_steps 250 "${extra[@]}"
-  if [ "$np" = 2 ]; then  # step 250's checkpoint uncommitted: resumed at 200, steps 201-250 run again
+  if [ "$np" = 2 ]; then
+    # step 250's checkpoint uncommitted: resumed at 200, steps 201-250 run again; and a record cut
+    # short by a kill
     rm "$(ls "$work/steps2/checkpoints/"*.json | tail -1)"
+    printf '{"kind":"train","epoch":0,"st' >>"$work/steps2/metrics.jsonl"
     stopped=-1
-  else                    # a record cut short by a kill
-    printf '{"kind":"train","epoch":0,"st' >>"$work/steps1/metrics.jsonl"
+  else
+    # the last record (the evaluation at 250) whole but for its newline: kept
+    /usr/bin/python3 -c 'import sys; p = sys.argv[1]; b = open(p, "rb").read(); open(p, "wb").write(b.rstrip(b"\n"))' \
+      "$work/steps1/metrics.jsonl"
     stopped=250
   fi
   run "$np" steps$np --resume auto "${extra[@]}"
-  grep -q "record(s) after step" "$work/steps$np.log" || fail "max_steps + resume at $np ranks: no records dropped"
   same_metrics "$work/steps$np" "$work/ref$np" $stopped
+  if [ "$np" = 2 ]; then
+    grep -q "dropped 5 record(s) after step 200" "$work/steps2.log" || fail "max_steps + resume at 2 ranks: records not dropped"
+  else
+    [ "$(grep -c '"kind":"eval","step":250\|"step":250.*"kind":"eval"' "$work/steps1/metrics.jsonl")" = 1 ] ||
+      fail "max_steps + resume at 1 rank: the evaluation at step 250 is not there once"
+  fi
   [ "$(sha "$work/steps$np")" = "$(sha "$work/ref$np")" ] || fail "max_steps + resume at $np ranks changed the weights"
   grep -q "resuming from" "$work/steps$np.log" || fail "resume not reported"
 done
@@ -91,12 +101,19 @@ for case in USR1:2 TERM:2 USR1:1; do
   cmp -s "$last" "$work/$name/checkpoints/$(basename "$last")" || fail "SIG$sig + resume wrote different checkpoint bytes"
 done
 
+# A finished run resumed: nothing left to train; it evaluates again but does not log that twice.
+cp -a "$work/ref2" "$work/done2"
+run 2 done2 --resume auto
+same_metrics "$work/done2" "$work/ref2"
+[ "$(sha "$work/done2")" = "$(sha "$work/ref2")" ] || fail "resuming a finished run changed the weights"
+
 # SIGKILL between checkpoints (all ranks at once): the resumed run trains the steps after the newest
 # checkpoint again and drops their earlier records, so metrics.jsonl lists each step once.
-"$mpiexec" -np 2 "$bin" train "${common[@]}" --run-dir "$work/kill" >"$work/kill.log" 2>&1 &
+"$mpiexec" -np 2 --oversubscribe "$bin" train "${common[@]}" --run-dir "$work/kill" >"$work/kill.log" 2>&1 &
 pid=$!
-for _ in $(seq 400); do
+for _ in $(seq 2400); do
   grep -q '"step":1[4-9]0' "$work/kill/metrics.jsonl" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/kill.log" >&2; fail "SIGKILL: the run ended before step 140"; }
   sleep 0.05
 done
 pkill -KILL -f -- "--run-dir $work/kill" || true
