@@ -116,7 +116,9 @@ int runCli(int argc, char** argv) {
     if (command == "docs") return perennial::cli::docsCommand(rest);
     if (command == "report") return perennial::cli::reportCommand(rest);
     if (command == "version" || command == "--version") {
-      std::cout << "perennial " << PERENNIAL_VERSION << "\n";
+      std::cout << "perennial " << PERENNIAL_VERSION << "\n"
+                << "LibTorch " << PERENNIAL_TORCH_VERSION << " (CUDA: " << (PERENNIAL_TORCH_CUDA ? "yes" : "no")
+                << "), NCCL communicator: " << (PERENNIAL_HAVE_NCCL ? "yes" : "no") << "\n";
       return 0;
     }
     std::cerr << "perennial: unknown command '" << command << "'\n" << kUsage;

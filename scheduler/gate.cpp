@@ -26,7 +26,9 @@ po::options_description gateOptions() {
       ("gate.max_class_drop", po::value<double>()->default_value(0.05), "no class's accuracy may drop more than this below the champion's (-1: off)")
       ("gate.min_class_samples", po::value<int64_t>()->default_value(20), "classes with fewer holdout samples are not judged by max_class_drop")
       ("gate.min_improvement", po::value<double>()->default_value(0), "accuracy must beat the champion's by at least this to replace it (0: off)")
-      ("gate.newest_shards", po::value<int64_t>()->default_value(0), "the scheduler adds this many of the newest labelled shards to the holdout");
+      ("gate.newest_shards", po::value<int64_t>()->default_value(0), "the scheduler adds this many of the newest labelled shards to the holdout")
+      ("gate.device", po::value<std::string>()->default_value("cpu"),
+       "auto | cpu | cuda: where the gate (and the scheduler's decay trigger) evaluate; cpu by default, so they never compete with training for a GPU (perennial validate --device overrides it)");
   return d;
 }
 
@@ -92,6 +94,10 @@ GateConfig loadGateConfig(const std::string& file) {
   g.minImprovement = in01("gate.min_improvement", d("gate.min_improvement"), false);
   g.newestShards = vm["gate.newest_shards"].as<int64_t>();
   if (g.newestShards < 0) throw ConfigError(file + ": gate.newest_shards: must be >= 0");
+  g.device = vm["gate.device"].as<std::string>();
+  if (g.device != "auto" && g.device != "cpu" && g.device != "cuda") {
+    throw ConfigError(file + ": gate.device: must be auto, cpu or cuda (got '" + g.device + "')");
+  }
   return g;
 }
 

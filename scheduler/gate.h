@@ -50,6 +50,7 @@ struct GateConfig {
   double maxClassDrop = 0.05;     // per-class accuracy drop against the champion (<0: off)
   int64_t minClassSamples = 20;   // classes with fewer holdout samples are not judged
   double minImprovement = 0;      // accuracy gain over the champion needed to replace it (0: off)
+  std::string device = "cpu";     // where the models are evaluated: auto | cpu | cuda
   int64_t newestShards = 0;       // the scheduler adds this many newest shards to the holdout (0: none)
 };
 

@@ -79,6 +79,10 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
                             bool requireRecordedHash = true, const std::string& device = "cpu",
                             const std::string& deviceKey = "--device");
 
+// Resolves a device setting (auto | cpu | cuda) as train.device is and returns the device's name
+// ("cpu", "cuda:0"); throws ConfigError naming KEY when the value is unknown or unavailable.
+std::string resolveDeviceName(const std::string& setting, const std::string& key);
+
 // Throws ConfigError for a config that does not fit the data, DataError for unreadable data,
 // CommError when a collective fails, InternalError when ranks end with different weights.
 TrainResult train(const TrainConfig& config, const std::string& runDir, Communicator& comm,

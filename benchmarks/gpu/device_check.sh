@@ -14,6 +14,7 @@
 #              --device cuda: the gradient reducer and one raw collective, per size)
 #   resume     interrupted with train.max_steps, resumed with --resume auto: same param_sha256
 #              as the uninterrupted run; ckpt verify; the GPU-trained model evaluated on the CPU
+#              and on the GPU (perennial eval --device cpu|cuda)
 # Every step is timed and recorded; a failed step does not stop the later ones that can still
 # run. Stops starting steps when the time budget runs out. Writes into OUT (default
 # out/device_check): log.txt, results.json, summary.md, facts.txt, configure.txt, build.txt and
@@ -278,7 +279,7 @@ step_configure() {
   grep -vE '^-- (Looking for|Performing|Check|Detecting)' "$OUT/configure.txt" | tail -60
   [ $rc -eq 0 ] || { note "cmake configure failed (rc $rc): see configure.txt"; return 1; }
   # C++20 where the LibTorch headers demand it (PyTorch 2.14 and later), else C++17
-  sval cxx_standard "$(sed -n 's/.*code including it built as C++\([0-9]*\).*/\1/p' "$OUT/configure.txt" | head -1)"
+  sval cxx_standard "$(sed -n 's/.*the build is C++\([0-9]*\).*/\1/p' "$OUT/configure.txt" | head -1)"
   # where each dependency was found: everything but LibTorch/CUDA should come from $DEPS
   local c="$BUILD/CMakeCache.txt"
   grep -E '^(MPI_C_(HEADER_DIR|LIB_NAMES|COMPILER)|MPI_mpi_LIBRARY|MPIEXEC_EXECUTABLE|HDF5_C_INCLUDE_DIR|HDF5_C_LIBRARY_hdf5|HDF5_hdf5_LIBRARY_RELEASE|Boost_DIR|boost_program_options_DIR|spdlog_DIR|fmt_DIR|nlohmann_json_DIR|GTest_DIR|OPENSSL_(CRYPTO_LIBRARY|INCLUDE_DIR)|SQLite3_(INCLUDE_DIR|LIBRARY)|ZLIB_(INCLUDE_DIR|LIBRARY_RELEASE)|PERENNIAL_CSV_LIBRARY|XXHASH_INCLUDE_DIR|NCCL_(INCLUDE_DIR|LIBRARY)|CUDAToolkit_(BIN_DIR|LIBRARY_DIR)|Torch_DIR|PKG_CONFIG_EXECUTABLE)[:=]' "$c" \

@@ -140,7 +140,7 @@ std::pair<std::string, std::string> splitRef(const std::string& ref, const std::
 
 int validateCommand(const std::vector<std::string>& args) {
   po::options_description desc("perennial validate options");
-  std::string candidate, champion, config, out, registry, root, model, device = "auto";
+  std::string candidate, champion, config, out, registry, root, model, device;
   std::vector<std::string> holdout;
   bool asJson = false;
   desc.add_options()("help,h", "print this help")
@@ -150,8 +150,8 @@ int validateCommand(const std::vector<std::string>& args) {
       ("holdout", po::value<std::vector<std::string>>(&holdout), "shard directory or shard file to evaluate both on (repeatable)")
       ("config", po::value<std::string>(&config), "file with a [gate] section (the scheduler's configuration will do)")
       ("registry", po::value<std::string>(&registry), "registry directory (for --champion NAME:VERSION)")
-      ("device", po::value<std::string>(&device)->default_value(device),
-       "auto | cpu | cuda: where both models run (auto: a GPU when this build's LibTorch has CUDA and one is visible)")
+      ("device", po::value<std::string>(&device),
+       "auto | cpu | cuda: where both models run (default: the configuration's gate.device, cpu; auto: a GPU when this build's LibTorch has CUDA and one is visible)")
       ("root", po::value<std::string>(&root), "scheduler root (its registry/)")
       ("out", po::value<std::string>(&out), "where to write the verdict (default: verdict.json beside the candidate)")
       ("json", po::bool_switch(&asJson), "print the verdict as JSON");
@@ -166,10 +166,12 @@ int validateCommand(const std::vector<std::string>& args) {
   }
   if (candidate.empty()) throw ConfigError("--candidate: required (the model to judge)");
   if (holdout.empty()) throw ConfigError("--holdout: required (shards to evaluate on)");
-  if (device != "auto" && device != "cpu" && device != "cuda") {
-    throw ConfigError("--device: must be auto, cpu or cuda (got '" + device + "')");
-  }
   const GateConfig gate = loadGateConfig(config);
+  // Where both models run, settled before anything is written: a device that is not there is
+  // bad input (exit 2), whether or not the candidate would have been evaluated.
+  const std::string deviceKey = device.empty() ? (config.empty() ? "gate.device" : config + ": gate.device") : "--device";
+  if (device.empty()) device = gate.device;
+  resolveDeviceName(device, deviceKey);
   if (!champion.empty() && !stdfs::exists(champion)) {
     Registry reg(registryDir(registry, root));
     std::string name, version;

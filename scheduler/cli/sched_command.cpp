@@ -123,7 +123,7 @@ std::unique_ptr<Catalog> openExisting(const std::string& root) {
 // Evaluates with `perennial eval` in a child process, so the scheduler itself never loads a model.
 class SubprocessEvaluator : public Evaluator {
  public:
-  explicit SubprocessEvaluator(std::string root) : root_(std::move(root)) {}
+  SubprocessEvaluator(std::string root, std::string device) : root_(std::move(root)), device_(std::move(device)) {}
   double accuracy(const std::string& model, const std::vector<std::string>& shards) override {
     const std::string dir = root_ + "/tmp/eval-" + std::to_string(::getpid());
     std::error_code ec;
@@ -136,7 +136,7 @@ class SubprocessEvaluator : public Evaluator {
       stdfs::create_symlink(s, dir + "/data/" + name);
     }
     const int rc = runProcess({selfExecutable(), "eval", "--model", model, "--data", dir + "/data", "--json",
-                               dir + "/eval.json"},
+                               dir + "/eval.json", "--device", device_},
                               dir + "/log", 3600);
     if (rc != 0) {
       std::ifstream in(dir + "/log");
@@ -153,6 +153,7 @@ class SubprocessEvaluator : public Evaluator {
 
  private:
   std::string root_;
+  std::string device_;  // gate.device
 };
 
 // Runs the validation gate as `perennial validate` in a child process.
@@ -223,7 +224,7 @@ std::unique_ptr<Daemon> openScheduler(const Common& c) {
     lo.cancelGraceS = d->config.cancelGraceS;
     d->executor = std::make_unique<LocalExecutor>(lo);
   }
-  d->evaluator = std::make_unique<SubprocessEvaluator>(stdfs::absolute(c.root).string());
+  d->evaluator = std::make_unique<SubprocessEvaluator>(stdfs::absolute(c.root).string(), loadGateConfig(c.config).device);
   d->gatekeeper = std::make_unique<SubprocessGatekeeper>(stdfs::absolute(c.config).string());
   d->scheduler = std::make_unique<Scheduler>(d->config, stdfs::absolute(c.root).string(), *d->catalog, *d->executor,
                                              d->clock, d->evaluator.get(), d->gatekeeper.get());

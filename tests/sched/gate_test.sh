@@ -94,7 +94,7 @@ if check:
     print("%-10s rejected by %s: %s" % (sys.argv[1].split("/")[-2], check, c["detail"]))
 else:
     assert v["failed"] == [], v["failed"]
-    assert v["device"] == "cpu", v["device"]  # --device auto: this build's LibTorch has no CUDA
+    assert v["device"] == "cpu", v["device"]  # gate.device's default
     for c in v["checks"]:
         assert c["passed"] and "value" in c and "threshold" in c, c
 PY
@@ -114,16 +114,25 @@ rc=$?
 rc2=$?
 set -e
 [ "$rc" = 2 ] && [ "$rc2" = 2 ] || { cat "$t/bad.log"; fail "bad input must exit 2 (got $rc, $rc2)"; }
-for dev in gpu cuda; do
+# --device (default: the configuration's gate.device, cpu): an unknown value, and cuda in a build
+# without CUDA, are bad input: exit 2 before anything is written.
+printf '[gate]\ndevice = gpu\n' >"$t/gate-gpu.cfg"
+devcases=("--device gpu:--device: must be auto, cpu or cuda (got 'gpu')"
+          "--config $t/gate-gpu.cfg:$t/gate-gpu.cfg: gate.device: must be auto, cpu or cuda (got 'gpu')")
+if "$bin" version | grep -q "CUDA: no"; then
+  devcases+=("--device cuda:--device: 'cuda' is not available: this build's LibTorch has no CUDA")
+fi
+for case in "${devcases[@]}"; do
+  read -r -a extra <<<"${case%%:*}"
   set +e
-  "$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/holdout" --device $dev \
-    --out "$t/device-$dev.verdict.json" >"$t/device.log" 2>&1
+  "$bin" validate --candidate "$t/runs/better/model.h5" --holdout "$t/holdout" "${extra[@]}" \
+    --out "$t/device.verdict.json" >"$t/device.log" 2>&1
   rc=$?
   set -e
-  [ "$rc" = 2 ] || { cat "$t/device.log"; fail "validate --device $dev: exit $rc, expected 2 (no verdict)"; }
-  [ ! -e "$t/device-$dev.verdict.json" ] || fail "validate --device $dev wrote a verdict"
+  [ "$rc" = 2 ] || { cat "$t/device.log"; fail "validate ${case%%:*}: exit $rc, expected 2 (no verdict)"; }
+  [ ! -e "$t/device.verdict.json" ] || fail "validate ${case%%:*} wrote a verdict"
+  grep -qF -- "${case#*:}" "$t/device.log" || { cat "$t/device.log"; fail "validate ${case%%:*}: message"; }
 done
-grep -q "\-\-device: 'cuda' is not available: this build's LibTorch has no CUDA" "$t/device.log" || { cat "$t/device.log"; fail "validate --device cuda: no reason given"; }
 # An error is no verdict: exit 2, never 1 (the scheduler would reject the candidate). A champion
 # that does not verify, and a verdict that cannot be written (a full disk; here a missing folder).
 cp "$t/runs/champion/model.h5" "$t/corrupt-champion.h5"
