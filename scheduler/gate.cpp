@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
-#include "trainer/config/train_config.h"  // programOptionsMessage
+#include "trainer/config/train_config.h"  // programOptionsMessage, checkDeviceSetting
 
 namespace perennial::sched {
 namespace {
@@ -95,9 +95,7 @@ GateConfig loadGateConfig(const std::string& file) {
   g.newestShards = vm["gate.newest_shards"].as<int64_t>();
   if (g.newestShards < 0) throw ConfigError(file + ": gate.newest_shards: must be >= 0");
   g.device = vm["gate.device"].as<std::string>();
-  if (g.device != "auto" && g.device != "cpu" && g.device != "cuda") {
-    throw ConfigError(file + ": gate.device: must be auto, cpu or cuda (got '" + g.device + "')");
-  }
+  checkDeviceSetting(g.device, file + ": gate.device");
   return g;
 }
 

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "perennial/build_config.h"
 #include "trainer/comm/communicator.h"
+#include "trainer/config/train_config.h"
 #if PERENNIAL_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -34,9 +35,7 @@ int64_t cudaDeviceCount() { return torchHasCuda() ? static_cast<int64_t>(torch::
 
 TrainDevice resolveDevice(const std::string& setting, const std::string& key) {
   TrainDevice d;
-  if (setting != "auto" && setting != "cpu" && setting != "cuda") {
-    throw ConfigError(key + ": must be auto, cpu or cuda (got '" + setting + "')");
-  }
+  checkDeviceSetting(setting, key);
   if (setting == "cpu") {
     d.reason = key + " = cpu";
     return d;

@@ -12,7 +12,6 @@
 #include <fstream>
 #include <future>
 #include <map>
-#include <set>
 #include <sstream>
 #include <tuple>
 #include <nlohmann/json.hpp>
@@ -334,7 +333,8 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
 // like a failed checkpoint: a silently short log would pass for a complete one.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep) : path_(path) {
+  MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep)
+      : path_(path), resumeStep_(append ? resumeStep : -1) {
     if (!active) return;
     if (append) dropAfter(resumeStep);
     out_.open(path, append ? std::ios::app : std::ios::trunc);
@@ -350,7 +350,7 @@ class MetricsLog {
     }
   }
   // Whether the file kept an evaluation record at STEP from before the resume.
-  bool hasEvalAt(int64_t step) const { return evalSteps_.count(step) > 0; }
+  bool hasEvalAt(int64_t step) const { return evalAtResume_ && step == resumeStep_; }
 
  private:
   void dropAfter(int64_t step) {
@@ -365,11 +365,15 @@ class MetricsLog {
       pos = end + 1;
       const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
       const bool hasStep = j.is_object() && j.contains("step") && j["step"].is_number_integer();
-      // A last line without its newline was cut short by a kill unless it is a whole record.
-      const bool keep = hasStep ? j["step"].get<int64_t>() <= step : (whole || !j.is_discarded()) && !line.empty();
+      bool keep;
+      if (hasStep) {
+        keep = j["step"].get<int64_t>() <= step;
+        if (keep && j["step"].get<int64_t>() == step && j.value("kind", "") == "eval") evalAtResume_ = true;
+      } else {  // a last line without its newline was cut short by a kill unless it is a whole record
+        keep = !line.empty() && (whole || !j.is_discarded());
+      }
       if (keep) {
         kept += line + '\n';
-        if (hasStep && j.value("kind", "") == "eval") evalSteps_.insert(j["step"].get<int64_t>());
       } else {
         ++dropped;
       }
@@ -382,8 +386,9 @@ class MetricsLog {
   }
 
   std::string path_;
+  int64_t resumeStep_;          // -1: not resumed
+  bool evalAtResume_ = false;   // an evaluation record at resumeStep_ was kept
   std::ofstream out_;
-  std::set<int64_t> evalSteps_;
 };
 
 // The model's state_dict: parameters, then buffers (PyTorch's order within each module differs,

@@ -97,6 +97,12 @@ std::map<std::string, std::string> parseModelOptions(const std::string& text) {
 
 }  // namespace
 
+void checkDeviceSetting(const std::string& value, const std::string& key) {
+  if (value != "auto" && value != "cpu" && value != "cuda") {
+    throw ConfigError(key + ": must be auto, cpu or cuda (got '" + value + "')");
+  }
+}
+
 bool isValidModelName(const std::string& name) {
   if (name.empty() || name.size() > 64) return false;
   for (char ch : name) {

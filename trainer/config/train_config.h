@@ -81,6 +81,10 @@ struct TrainConfig {
   std::string toIni() const;
 };
 
+// The device settings (train.device, gate.device, --device): throws ConfigError
+// "KEY: must be auto, cpu or cuda (got 'VALUE')" for any other value.
+void checkDeviceSetting(const std::string& value, const std::string& key);
+
 // Model names (model.arch, registerModel): 1 to 64 of [A-Za-z0-9_-].
 inline constexpr const char* kModelNameRule = "1 to 64 letters, digits, '_' or '-'";
 bool isValidModelName(const std::string& name);
