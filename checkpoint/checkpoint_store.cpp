@@ -1,4 +1,5 @@
 #include "checkpoint/checkpoint_store.h"
+#include "common/text.h"
 
 #include <chrono>
 #include <cstdio>
@@ -83,7 +84,7 @@ CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t 
                  {"format_version", kCheckpointFormatVersion},
                  {"created_at", nowIso()}};
   if (hook) hook(base + 1);
-  fs::writeFileAtomic(info.manifest, info.record.dump(2) + "\n");
+  fs::writeFileAtomic(info.manifest, dumpJson(info.record, 2) + "\n");
   if (hook) hook(base + 2);
   applyRetention(protect.empty() ? info.path : protect);
   return info;

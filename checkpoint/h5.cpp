@@ -197,10 +197,40 @@ void checkStoredSize(hid_t ds, const std::string& where) {
     throw DataError(where + ": the data are in external files (not read)");
   }
   const H5D_layout_t layout = H5Pget_layout(dcpl);
-  if (layout != H5D_CONTIGUOUS && layout != H5D_COMPACT) return;
   Handle type(check(H5Dget_type(ds), "H5Dget_type", where));
   Handle space(check(H5Dget_space(ds), "H5Dget_space", where));
   const hssize_t n = check(H5Sget_simple_extent_npoints(space), "H5Sget_simple_extent_npoints", where);
+  if (layout == H5D_CHUNKED) {
+    // Every chunk must be stored: HDF5 reads a chunk never written as the fill value, so a few
+    // bytes of metadata could stand for a million rows of zeros. (Filtered chunks may be smaller
+    // than the shape needs; their count is what must be complete.)
+    const int rank = H5Sget_simple_extent_ndims(space);
+    std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0))), chunk(dims.size());
+    check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "H5Sget_simple_extent_dims", where);
+    if (check(H5Pget_chunk(dcpl, rank, chunk.data()), "H5Pget_chunk", where) != rank) {
+      throw DataError(where + ": unreadable chunk layout");
+    }
+    uint64_t expected = 1;
+    bool absurd = false;
+    for (size_t i = 0; i < dims.size(); ++i) {
+      if (chunk[i] == 0) throw DataError(where + ": a chunk dimension of 0");
+      absurd |= __builtin_mul_overflow(expected, (dims[i] + chunk[i] - 1) / chunk[i], &expected);
+    }
+    if (n == 0) return;
+    hsize_t stored = 0;
+    check(H5Dget_num_chunks(ds, space, &stored), "H5Dget_num_chunks", where);
+    hsize_t fileBytes = 0;
+    Handle file(check(H5Iget_file_id(ds), "H5Iget_file_id", where));
+    check(H5Fget_filesize(file, &fileBytes), "H5Fget_filesize", where);
+    if (absurd || stored < expected || H5Dget_storage_size(ds) > fileBytes) {
+      throw DataError(where + ": data missing or truncated (" + std::to_string(stored) + " of " +
+                      (absurd ? std::string("over 2^64") : std::to_string(expected)) +
+                      " chunks stored, " + std::to_string(H5Dget_storage_size(ds)) + " bytes in a file of " +
+                      std::to_string(fileBytes) + ")");
+    }
+    return;
+  }
+  if (layout != H5D_CONTIGUOUS && layout != H5D_COMPACT) return;
   const size_t size = H5Tget_size(type);
   Handle file(check(H5Iget_file_id(ds), "H5Iget_file_id", where));
   hsize_t fileBytes = 0;

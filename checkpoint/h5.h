@@ -81,8 +81,9 @@ DatasetInfo datasetInfo(hid_t loc, const std::string& name, const std::string& c
 bool exists(hid_t loc, const std::string& name);
 // Throws DataError when the data of dataset DS are not all in its own file: external raw-data
 // files, or a contiguous or compact layout that records fewer bytes than the dataspace and type
-// need, or more than the file holds. HDF5 1.10 trusts those sizes when reading (it copied from
-// a null sieve buffer on such a file); chunked datasets are checked chunk by chunk by HDF5.
+// need, or more than the file holds (HDF5 1.10 trusts those sizes when reading: it copied from
+// a null sieve buffer on such a file), or a chunked layout with a chunk never written (HDF5
+// reads it as the fill value: a few bytes could pass for a million rows of zeros).
 void checkStoredSize(hid_t ds, const std::string& where);
 // Checks the stored size (checkStoredSize), then reads the whole dataset into OUT.
 void readDataset(hid_t loc, const std::string& name, DType type, void* out,

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace perennial::sched {
 namespace {
@@ -79,6 +80,11 @@ CREATE TABLE requests(
   handled_at REAL);
 CREATE INDEX requests_open ON requests(kind, handled_at);
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+)sql",
+    // 2: the identity of the file a shard was copied from (ingest.h: finishing an interrupted
+    // ingest of that very file, rather than calling it a duplicate of itself).
+    R"sql(
+ALTER TABLE shards ADD COLUMN source_id TEXT NOT NULL DEFAULT '';
 )sql",
 };
 constexpr int kNumMigrations = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -169,16 +175,19 @@ void Catalog::migrate() {
 
 std::optional<ShardRecord> Catalog::shardByHash(const std::string& hash) {
   Statement s = db_.prepare(
-      "SELECT seq, hash, file, source, rows, bytes, ingested_at, profile FROM shards WHERE hash = ?");
+      "SELECT seq, hash, file, source, rows, bytes, ingested_at, profile, source_id FROM shards WHERE hash = ?");
   s.bind(1, hash);
   if (!s.step()) return std::nullopt;
-  return readShard(s, true);
+  ShardRecord r = readShard(s, true);
+  r.sourceId = s.text(8);
+  return r;
 }
 
 void Catalog::insertShard(ShardRecord& r) {
-  db_.prepare("INSERT INTO shards(hash, file, source, rows, bytes, profile, ingested_at) VALUES (?,?,?,?,?,?,?)")
+  db_.prepare(
+         "INSERT INTO shards(hash, file, source, rows, bytes, profile, ingested_at, source_id) VALUES (?,?,?,?,?,?,?,?)")
       .bind(1, r.hash).bind(2, r.file).bind(3, r.source).bind(4, r.rows).bind(5, r.bytes).bind(6, r.profile)
-      .bind(7, r.ingestedAt).run();
+      .bind(7, r.ingestedAt).bind(8, r.sourceId).run();
   r.seq = db_.lastInsertId();
 }
 
@@ -352,7 +361,7 @@ std::optional<double> Catalog::lastRunCreatedAt() {
 
 void Catalog::addEvent(double at, const std::string& kind, const std::string& subject, const nlohmann::json& detail) {
   db_.prepare("INSERT INTO events(at, kind, subject, detail) VALUES (?,?,?,?)")
-      .bind(1, at).bind(2, kind).bind(3, subject).bind(4, detail.dump()).run();
+      .bind(1, at).bind(2, kind).bind(3, subject).bind(4, dumpJson(detail)).run();
 }
 
 std::vector<EventRecord> Catalog::events(int64_t limit, const std::string& kind) {

@@ -14,13 +14,14 @@
 
 namespace perennial::sched {
 
-inline constexpr int kCatalogSchemaVersion = 1;
+inline constexpr int kCatalogSchemaVersion = 2;
 
 struct ShardRecord {
   int64_t seq = 0;       // ingest order, 1-based, never reused
   std::string hash;      // SHA-256 of the file's bytes
   std::string file;      // path relative to the root (data/<hash>.h5)
-  std::string source;    // the name it arrived under
+  std::string source;    // the name it arrived under (any bytes: see common/text.h)
+  std::string sourceId;  // that file's identity when it was copied (ingest.cpp), "" before schema 2
   int64_t rows = 0;
   int64_t bytes = 0;
   std::string profile;   // JSON (profile.h)

@@ -1,4 +1,5 @@
 #include "scheduler/executor.h"
+#include "common/text.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -176,7 +177,7 @@ int execSupervisorMain(const std::vector<std::string>& args) {
   so.newProcessGroup = true;
   so.keepFd = 3;
   const pid_t child = spawnProcess(command, so);
-  fs::writeFileAtomic(dir + "/pid", json{{"pid", ::getpid()}, {"child_pid", child}, {"child_pgid", child}}.dump() + "\n");
+  fs::writeFileAtomic(dir + "/pid", dumpJson(json{{"pid", ::getpid()}, {"child_pid", child}, {"child_pgid", child}}) + "\n");
 
   int status = 0;
   bool forwarded = false;
@@ -202,7 +203,7 @@ int execSupervisorMain(const std::vector<std::string>& args) {
   const int code = exitStatusOf(status);
   std::string detail = WIFSIGNALED(status) ? std::string("killed by signal ") + strsignal(WTERMSIG(status)) : "";
   if (forwarded) detail += std::string(detail.empty() ? "" : "; ") + "stopped by signal " + std::to_string(gStopSignal);
-  fs::writeFileAtomic(dir + "/exit.json", json{{"exit_code", code}, {"detail", detail}}.dump() + "\n");
+  fs::writeFileAtomic(dir + "/exit.json", dumpJson(json{{"exit_code", code}, {"detail", detail}}) + "\n");
   return code;
 }
 

@@ -7,10 +7,25 @@
 // with ".tmp" or ".part" and renames it when complete; such names are never picked up. With
 // ingest.settle_s > 0 files modified more recently than that are also left for a later pass.
 //
-// Crash safety (the scheduler may be killed at any point): the file is hard-linked into data/
-// before the catalog insert, and unlinked from incoming/ only after it; a restart finds the
-// same file in incoming/, sees that data/<hash>.h5 is the same inode (or that the catalog
-// already has it) and finishes the job instead of ingesting twice or calling it a duplicate.
+// Whoever writes incoming/ is not trusted (SECURITY.md). Each candidate is opened once, with
+// O_NOFOLLOW|O_NONBLOCK, and judged by that descriptor alone: anything but a regular file is
+// quarantined unread (rule `type`), a file over dataset.max_shard_bytes unread (rule `size`).
+// Otherwise its bytes are copied from the descriptor into a private file in ROOT/tmp/, hashed on
+// the way; the copy is validated, made read-only and renamed into data/. What is stored is
+// exactly what was validated, and it is the scheduler's own file: the producer's file is never
+// linked, chmodded or read again, so swapping it, or writing to it later, changes nothing. Its
+// name in incoming/ is removed only while it still names the file that was read.
+//
+// One file's failure is that file's alone: an error while ingesting it (a full disk, say) leaves
+// it in incoming/ for the next pass, logged, and the pass goes on with the next file.
+//
+// Crash safety (the scheduler may be killed at any point): data/<hash>.h5 is renamed into place
+// before the catalog insert, and the name in incoming/ removed only after it. The catalog row
+// records the identity of the file it was copied from (device, inode, size, mtime); a restart
+// that finds that same file still in incoming/ finishes the job instead of calling it a
+// duplicate of itself. A data file without a catalog row holds validated bytes (its name is
+// their hash): the next file with those bytes is recorded against it. Quarantine records the
+// catalog row first, then the reason file, then the file: each step is idempotent.
 #include <string>
 #include <vector>
 
@@ -21,8 +36,9 @@
 namespace perennial::sched {
 
 struct IngestOutcome {
-  std::string source;  // the file's name in incoming/
+  std::string source;  // the file's name in incoming/ (any bytes: show it with printable())
   bool accepted = false;
+  bool skipped = false;  // left in incoming/ for a later pass (it vanished, or `reason` failed)
   std::string hash;
   int64_t rows = 0;
   std::string rule;    // when rejected
@@ -43,13 +59,17 @@ class Ingester {
   // Ingests ROOT/incoming/NAME.
   IngestOutcome ingest(const std::string& name);
 
-  // Test hook: called with a step name ("linked", "recorded", "quarantine-recorded",
-  // "quarantine-moved") between the steps above.
+  // Test hook: called with a step name ("validated", "linked", "recorded",
+  // "quarantine-recorded", "quarantine-moved") between the steps above.
   void setFaultHook(std::function<void(const std::string&)> hook) { hook_ = std::move(hook); }
 
  private:
-  IngestOutcome quarantine(const std::string& name, const std::string& hash, const std::string& rule,
-                           const std::string& reason);
+  struct Candidate;
+  IngestOutcome ingestOpen(Candidate& c);
+  // Quarantines C: its private copy when there is one, else the entry in incoming/ itself.
+  IngestOutcome quarantine(Candidate& c, const std::string& hash, const std::string& rule, const std::string& reason);
+  // Removes C's name from incoming/ if it still names the file that was read.
+  void removeEntry(const Candidate& c);
   void fault(const std::string& step) {
     if (hook_) hook_(step);
   }
@@ -62,8 +82,10 @@ class Ingester {
   std::function<void(const std::string&)> hook_;
 };
 
-// Copies FILES into ROOT/incoming/ under the arrival convention (copy to a hidden name, fsync,
-// rename). Throws DataError naming a file that cannot be read.
+// Copies FILES into ROOT/incoming/ under the arrival convention: each is written to a hidden name
+// of its own (created with O_EXCL|O_NOFOLLOW under a random name, so nothing planted in
+// incoming/ is followed or overwritten), fsynced, and renamed to its name without replacing
+// anything there. Throws DataError naming a file that cannot be read or a name already waiting.
 std::vector<std::string> stageFiles(const std::string& root, const std::vector<std::string>& files);
 
 }  // namespace perennial::sched

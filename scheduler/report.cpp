@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
+#include "common/text.h"
 #include "perennial/build_config.h"
 #include "scheduler/catalog.h"
 #include "scheduler/registry.h"
@@ -105,7 +106,6 @@ json parseJson(const std::string& text) {
   return j.is_discarded() ? json() : j;
 }
 
-std::string dumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::optional<double> number(const json& j, const char* key) {
   if (!j.is_object()) return std::nullopt;

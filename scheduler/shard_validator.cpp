@@ -67,23 +67,25 @@ void checkSpecAttrs(hid_t file, const std::string& path, const DatasetRules& r) 
 
 }  // namespace
 
-ShardSummary validateShard(const std::string& path, const DatasetRules& r) {
+ShardSummary validateShard(const std::string& fsPath, const DatasetRules& r, const std::string& shownAs) {
   h5::quietErrors();
+  // Messages name the file as the user knows it (ingest validates a private copy).
+  const std::string& path = shownAs.empty() ? fsPath : shownAs;
   ShardSummary out;
   std::error_code ec;
-  const auto size = stdfs::file_size(path, ec);
+  const auto size = stdfs::file_size(fsPath, ec);
   if (ec) throw ShardRejected("hdf5", path + ": cannot stat: " + ec.message());
   out.bytes = static_cast<int64_t>(size);
   if (out.bytes > r.maxShardBytes) {
     throw ShardRejected("size", path + ": " + std::to_string(out.bytes) + " bytes exceeds dataset.max_shard_bytes = " +
                                     std::to_string(r.maxShardBytes));
   }
-  if (out.bytes == 0 || H5Fis_hdf5(path.c_str()) <= 0) {
+  if (out.bytes == 0 || H5Fis_hdf5(fsPath.c_str()) <= 0) {
     throw ShardRejected("hdf5", path + ": not an HDF5 file (" + std::to_string(out.bytes) + " bytes)");
   }
   h5::Handle file;
   try {
-    file = h5::openFile(path, 0);
+    file = h5::openFile(fsPath, 0);
   } catch (const Error& e) {
     throw ShardRejected("hdf5", path + ": cannot be opened as HDF5 (truncated or damaged?): " + e.what());
   }

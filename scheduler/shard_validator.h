@@ -1,7 +1,8 @@
 #pragma once
 // Validation of an arriving shard against the scheduler's dataset spec. Each rule has a short
 // name that quarantine records and reason files carry:
-//   size      the file is larger than dataset.max_shard_bytes
+//   type      not a regular file (a symbolic link, a FIFO, a device): never opened or followed
+//   size      the file is larger than dataset.max_shard_bytes (checked before it is read)
 //   hdf5      not a readable HDF5 file (not HDF5, truncated, unreadable dataset)
 //   spec      the shard's spec.* attributes are missing or differ from the dataset spec
 //   dataset   a required dataset (features, labels) is missing
@@ -52,7 +53,8 @@ struct ShardSummary {
 };
 
 // Reads the whole shard (in blocks, so memory stays bounded by the block, not the shard) and
-// checks every rule above except `duplicate`. Throws ShardRejected.
-ShardSummary validateShard(const std::string& path, const DatasetRules& rules);
+// checks every rule above except `duplicate`. Throws ShardRejected; its message names the file
+// as SHOWN_AS when given (the name a user knows for a private copy), else as PATH.
+ShardSummary validateShard(const std::string& path, const DatasetRules& rules, const std::string& shownAs = "");
 
 }  // namespace perennial::sched

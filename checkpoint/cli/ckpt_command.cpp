@@ -1,4 +1,5 @@
 #include "checkpoint/cli/ckpt_command.h"
+#include "common/text.h"
 
 #include <cmath>
 #include <cstring>
@@ -71,13 +72,13 @@ int inspect(const std::vector<std::string>& args) {
   Document doc = load(args[0]);
   json j = describe(args[0], doc);
   if (asJson) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << dumpJson(j, 2) << "\n";
     return 0;
   }
   std::cout << args[0] << ": " << doc.format << " v" << doc.formatVersion << ", sha256 " << j["sha256"].get<std::string>()
             << "\n";
   for (const auto& [k, v] : j["attributes"].items()) {
-    std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+    std::string text = v.is_string() ? v.get<std::string>() : dumpJson(v);
     if (text.find('\n') != std::string::npos) {
       std::cout << "  @" << k << ":\n";
       std::istringstream lines(text);
@@ -135,7 +136,7 @@ int diff(const std::vector<std::string>& args) {
     std::map<std::string, std::string> m;
     for (const auto& [k, v] : d.strings) m[k] = v;
     for (const auto& [k, v] : d.ints) m[k] = std::to_string(v);
-    for (const auto& [k, v] : d.floats) m[k] = json(v).dump();
+    for (const auto& [k, v] : d.floats) m[k] = dumpJson(json(v));
     return m;
   };
   auto am = describeAttrs(a), bm = describeAttrs(b);
@@ -200,8 +201,8 @@ int diff(const std::vector<std::string>& args) {
     for (const auto& d : tensors) {
       std::cout << "tensor " << d["tensor"].get<std::string>() << ": ";
       if (d.contains("only_in")) std::cout << "only in " << d["only_in"].get<std::string>() << "\n";
-      else if (d.contains("a_shape")) std::cout << "shape/dtype " << d["a_shape"].dump() << " " << d["a_dtype"].get<std::string>()
-                                                << " vs " << d["b_shape"].dump() << " " << d["b_dtype"].get<std::string>() << "\n";
+      else if (d.contains("a_shape")) std::cout << "shape/dtype " << dumpJson(d["a_shape"]) << " " << d["a_dtype"].get<std::string>()
+                                                << " vs " << dumpJson(d["b_shape"]) << " " << d["b_dtype"].get<std::string>() << "\n";
       else std::cout << d["differing"].get<int64_t>() << " of " << d["elements"].get<int64_t>() << " elements differ, max |a-b| "
                      << d["max_abs_diff"].get<double>() << "\n";
     }

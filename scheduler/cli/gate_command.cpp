@@ -26,6 +26,7 @@
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
 #include "trainer/trainer.h"
+#include "common/text.h"
 
 namespace perennial::cli {
 namespace {
@@ -209,9 +210,9 @@ int validateCommand(const std::vector<std::string>& args) {
   j["config"] = config;
   j["device"] = !cand.device.empty() ? cand.device : champ ? champ->device : "";
   if (comm->rank() == 0) {
-    fs::writeFileAtomic(out, j.dump(2) + "\n");
+    fs::writeFileAtomic(out, dumpJson(j, 2) + "\n");
     if (asJson) {
-      std::cout << j.dump(2) << "\n";
+      std::cout << dumpJson(j, 2) << "\n";
     } else {
       for (const auto& c : v.checks) std::cout << (c.passed ? "pass  " : "FAIL  ") << c.name << ": " << c.detail << "\n";
       std::cout << (v.passed ? "verdict: pass" : "verdict: reject") << " (" << out << ")\n";
@@ -270,7 +271,7 @@ int registryCommand(const std::vector<std::string>& args) {
       j.push_back({{"model", m}, {"aliases", reg.aliases(m)}, {"versions", versions}});
     }
     if (asJson) {
-      std::cout << j.dump(2) << "\n";
+      std::cout << dumpJson(j, 2) << "\n";
     } else {
       for (const auto& m : j) {
         for (const auto& v : m["versions"]) {
@@ -290,7 +291,7 @@ int registryCommand(const std::vector<std::string>& args) {
     VersionInfo v = reg.show(name, version);
     json j{{"model", v.name}, {"version", v.version}, {"dir", v.dir}, {"aliases", v.aliases}, {"spec", v.spec},
            {"lineage", v.lineage}, {"metrics", v.metrics}, {"verdict", v.verdict}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << dumpJson(j, 2) << "\n";
     return 0;
   }
   if (sub == "promote") {

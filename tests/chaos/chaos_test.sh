@@ -19,15 +19,34 @@
 # must also never die of a fault that was not aimed at it.
 #
 # usage: chaos_test.sh PERENNIAL SOURCE_DIR [TRIALS] [SEED]
+#        chaos_test.sh PERENNIAL SOURCE_DIR --seeds FILE     one trial per seed listed in FILE
 #   Trial k (1-based) uses the seed SEED+k-1: `chaos_test.sh PERENNIAL SOURCE_DIR 1 SEED+k-1`
 #   plays that trial's plan (the same shards, faults and moments; the processes' timing varies).
+#   A seed that ever fails goes into tests/chaos/regression-seeds.txt, which CI always runs
+#   (`sched.chaos.regressions`) beside two trials of new random seeds (`sched.chaos`).
+#   Each trial is bounded: it fails, never hangs, once it has run PERENNIAL_CHAOS_TRIAL_S
+#   seconds (default 300: the faults, settling until 200 s at most, the checks in the rest), so
+#   the CTest timeouts (tests/CMakeLists.txt) hold whatever the seed.
 #   env: PERENNIAL_CHAOS_SUMMARY=FILE  append each trial's summary (JSON lines) to FILE
 #        PERENNIAL_CHAOS_KEEP=1        keep the work directory
 set -euo pipefail
 bin=$(realpath "$1")
 src=$(realpath "$2")
-trials=${3:-2}
-seed=${4:-$(( ($(date +%s) ^ $$) % 1000000 ))}
+seeds=()
+if [ "${3:-}" = --seeds ]; then
+  seeds_file=$(realpath "$4")
+  while read -r s _; do seeds+=("$s"); done < <(grep -v '^[[:space:]]*\(#\|$\)' "$seeds_file")
+  [ ${#seeds[@]} -gt 0 ] || { echo "chaos: $seeds_file lists no seed" >&2; exit 2; }
+  trials=${#seeds[@]}
+  seed=${seeds[0]}
+  set -- "$1" "$2" --seeds "$seeds_file"
+else
+  trials=${3:-2}
+  seed=${4:-$(( ($(date +%s) ^ $$) % 1000000 ))}
+  set -- "$1" "$2" "$trials" "$seed"
+fi
+trial_limit=${PERENNIAL_CHAOS_TRIAL_S:-300}
+check_limit=$((trial_limit / 3))
 . "$src/tests/cli/lib.sh"
 py=/usr/bin/python3
 chaos() { $py "$src/tests/chaos/chaos.py" "$@"; }
@@ -35,7 +54,7 @@ if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 
 # A private mount namespace, where the trials may mount small file systems that vanish with it.
 if [ -z "${PERENNIAL_CHAOS_NS:-}" ] && unshare --mount --propagation private true 2>/dev/null; then
-  exec env PERENNIAL_CHAOS_NS=1 unshare --mount --propagation private bash "$0" "$bin" "$src" "$trials" "$seed"
+  exec env PERENNIAL_CHAOS_NS=1 unshare --mount --propagation private bash "$0" "$@"
 fi
 
 t=$(mktemp -d)
@@ -48,7 +67,11 @@ cleanup() {
   if [ "${PERENNIAL_CHAOS_KEEP:-}" = 1 ]; then echo "chaos: kept $t" >&2; else rm -rf "$t"; fi
 }
 trap cleanup EXIT
-echo "chaos: seed $seed, $trials trial(s) (trial k replays with: $0 PERENNIAL SOURCE_DIR 1 \$(($seed + k - 1)))"
+if [ ${#seeds[@]} -gt 0 ]; then
+  echo "chaos: the regression seeds ${seeds[*]} (each replays with: $0 PERENNIAL SOURCE_DIR 1 SEED)"
+else
+  echo "chaos: seed $seed, $trials trial(s) (trial k replays with: $0 PERENNIAL SOURCE_DIR 1 \$(($seed + k - 1)))"
+fi
 start_all=$SECONDS
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
@@ -286,9 +309,11 @@ CFG
   wait "$feeder"
   feeder=
   note "faults over; settling"
-  # Settled: nothing left to do, three times in a row (tick 0.5 s).
+  # Settled: nothing left to do, three times in a row (tick 0.5 s); not past the trial's bound
+  # less the time its checks may take.
   local calm=0 why=""
   for _ in $(seq 300); do
+    [ "$(elapsed)" -lt $(((trial_limit - check_limit) * 1000)) ] || break
     watchdog
     why=$(chaos settled "$bin" "$root" "$dir/delivered.txt")
     if [ "$why" = yes ]; then calm=$((calm + 1)); else calm=0; fi
@@ -299,7 +324,7 @@ CFG
   took=$(($(elapsed) / 1000))
   kill_daemon TERM
   local ok=1 summary left=""
-  [ $calm -ge 3 ] || { echo "FAIL trial $k (seed $s): did not settle in 300 s: $why" >&2; ok=0; }
+  [ $calm -ge 3 ] || { echo "FAIL trial $k (seed $s): did not settle within $((trial_limit - check_limit)) s of its start: $why" >&2; ok=0; }
   # Nothing of the root lives on once it has settled and the scheduler has stopped.
   for _ in $(seq 50); do
     left=$(chaos pids "$root" any)
@@ -310,7 +335,9 @@ CFG
   [ $unexpected = 0 ] || { echo "FAIL trial $k (seed $s): the scheduler died on its own $unexpected time(s)" >&2; ok=0; }
   mkdir -p "$dir/work"
   local checked=$SECONDS
-  if ! summary=$(chaos check "$bin" "$root" "$dir/delivered.txt" "$dir/work" "--oversubscribe" 2>"$dir/violations"); then
+  if ! summary=$(timeout -k 5 "$check_limit" $py "$src/tests/chaos/chaos.py" check "$bin" "$root" "$dir/delivered.txt" \
+                   "$dir/work" "--oversubscribe" 2>"$dir/violations"); then
+    [ -s "$dir/violations" ] || echo "the checks did not finish in $check_limit s" >"$dir/violations"
     echo "FAIL trial $k (seed $s): invariants violated:" >&2
     cat "$dir/violations" >&2
     ok=0
@@ -360,7 +387,7 @@ PY
 }
 
 for k in $(seq "$trials"); do
-  trial "$k" $((seed + k - 1))
+  if [ ${#seeds[@]} -gt 0 ]; then trial "$k" "${seeds[$((k - 1))]}"; else trial "$k" $((seed + k - 1)); fi
 done
 $py - "$t"/trial-*/summary.json <<'PY'
 import json, sys
@@ -380,4 +407,8 @@ print("runs: %s; %d attempts; %d retried run(s) reproduced bit for bit; %d check
       % (runs, sum(t["attempts"] for t in trials), sum(t["resumed_runs_reproduced"] for t in trials),
          sum(t["checkpoints_verified"] for t in trials)))
 PY
-echo "PASS: $trials chaos trial(s) from seed $seed kept every invariant ($((SECONDS - start_all)) s)"
+if [ ${#seeds[@]} -gt 0 ]; then
+  echo "PASS: the regression seeds ${seeds[*]} kept every invariant ($((SECONDS - start_all)) s)"
+else
+  echo "PASS: $trials chaos trial(s) from seed $seed kept every invariant ($((SECONDS - start_all)) s)"
+fi

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -15,11 +17,13 @@
 #include <thread>
 #include <vector>
 
+#include <hdf5.h>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/h5.h"
 #include "common/error.h"
 #include "common/sha256.h"
+#include "common/text.h"
 #include "scheduler/catalog.h"
 #include "scheduler/clock.h"
 #include "scheduler/ingest.h"
@@ -579,6 +583,10 @@ class IngestTest : public TempDirTest {
   std::string incoming(const std::string& name) const { return root_ + "/incoming/" + name; }
   std::vector<std::string> files(const std::string& sub) const { return listDir(root_ + "/" + sub); }
   static std::string hashOf(const std::string& file) { return toHex(sha256File(file)); }
+  // A quarantined file's name: its content's hash and its arrival name's, never the name itself.
+  static std::string quarantineName(const std::string& hash, const std::string& name) {
+    return hash.substr(0, 32) + "-" + toHex(sha256(name.data(), name.size())).substr(0, 16);
+  }
 
   // Files in quarantine/: the moved files and the reason files, apart.
   void quarantineFiles(std::vector<std::string>& moved, std::vector<std::string>& reasons) const {
@@ -691,7 +699,7 @@ TEST_F(IngestTest, BadFileIsQuarantinedWithItsReason) {
   quarantineFiles(moved, reasons);
   ASSERT_EQ(moved.size(), 1u);
   ASSERT_EQ(reasons.size(), 1u);
-  EXPECT_EQ(moved[0], "junk.h5." + hash.substr(0, 16));
+  EXPECT_EQ(moved[0], quarantineName(hash, "junk.h5"));
   EXPECT_EQ(reasons[0], moved[0] + ".reason.json");
   EXPECT_EQ(readText(root_ + "/quarantine/" + moved[0]), "definitely not HDF5\n");
 
@@ -753,7 +761,7 @@ TEST_F(IngestTest, SameBytesUnderAnotherNameAreADuplicate) {
   EXPECT_TRUE(files("incoming").empty());
   std::vector<std::string> moved, reasons;
   quarantineFiles(moved, reasons);
-  EXPECT_EQ(moved, std::vector<std::string>{"second.h5." + hash.substr(0, 16)});
+  EXPECT_EQ(moved, std::vector<std::string>{quarantineName(hash, "second.h5")});
   ASSERT_EQ(reasons.size(), 1u);
   EXPECT_EQ(json::parse(readText(root_ + "/quarantine/" + reasons[0])).at("rule"), "duplicate");
   ASSERT_EQ(catalog_->quarantineCount(), 1);
@@ -927,8 +935,8 @@ TEST_P(IngestCrashTest, RestartFinishesTheIngestOnce) {
   EXPECT_EQ(q.source, "bad.h5");
   std::vector<std::string> moved, reasons;
   quarantineFiles(moved, reasons);
-  EXPECT_EQ(moved, std::vector<std::string>{"bad.h5." + badHash.substr(0, 16)});
-  EXPECT_EQ(reasons, std::vector<std::string>{"bad.h5." + badHash.substr(0, 16) + ".reason.json"});
+  EXPECT_EQ(moved, std::vector<std::string>{quarantineName(badHash, "bad.h5")});
+  EXPECT_EQ(reasons, std::vector<std::string>{quarantineName(badHash, "bad.h5") + ".reason.json"});
   EXPECT_EQ(q.file, "quarantine/" + moved.at(0));
   EXPECT_EQ(readText(root_ + "/quarantine/" + moved.at(0)), "not a shard at all");
   EXPECT_EQ(json::parse(readText(root_ + "/quarantine/" + reasons.at(0))).at("rule"), "hdf5");
@@ -990,6 +998,203 @@ TEST_F(IngestTest, CrashAfterLinkingThenADuplicateArrives) {
   EXPECT_EQ(ingester_->ingestPending().at(0).rule, "duplicate");
   EXPECT_EQ(catalog_->shardCount(), 1);
   EXPECT_EQ(files("data").size(), 1u);
+}
+
+// Chaos seed 500929: a copy of a shard was stored (data/<hash>.h5) and the scheduler died before
+// its catalog row; the original then arrived. The original's ingest used that data file, and
+// the copy, retried, was taken for "our own interrupted ingest" (the same inode) and deleted:
+// neither ingested nor quarantined. Each must be accounted for once.
+TEST_F(IngestTest, CopyStoredThenCrashThenOriginalArrives) {
+  writeValidShard(incoming("b-copy.h5"));
+  const std::string hash = hashOf(incoming("b-copy.h5"));
+  ingester_->setFaultHook([](const std::string& step) {
+    if (step == "linked") throw Crash(step);
+  });
+  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  open();
+  writeValidShard(incoming("a-orig.h5"));
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].accepted) << out[0].reason;
+  EXPECT_EQ(out[1].rule, "duplicate");
+  EXPECT_EQ(catalog_->shardByHash(hash)->source, "a-orig.h5");
+  EXPECT_EQ(catalog_->quarantined(10).at(0).source, "b-copy.h5");
+  EXPECT_TRUE(files("incoming").empty());
+}
+
+// What is stored is the scheduler's own read-only copy: not the producer's inode, so writing to
+// the producer's file afterwards changes nothing that is trained on.
+TEST_F(IngestTest, StoredShardIsAPrivateReadOnlyCopy) {
+  writeValidShard(incoming("s.h5"));
+  ASSERT_EQ(::chmod(incoming("s.h5").c_str(), 0666), 0);
+  const std::string hash = hashOf(incoming("s.h5"));
+  ASSERT_EQ(::link(incoming("s.h5").c_str(), path("kept-by-producer").c_str()), 0);
+  ASSERT_TRUE(ingester_->ingestPending().at(0).accepted);
+  struct stat src {}, dst {};
+  ASSERT_EQ(::stat(path("kept-by-producer").c_str(), &src), 0);
+  ASSERT_EQ(::lstat((root_ + "/data/" + hash + ".h5").c_str(), &dst), 0);
+  EXPECT_TRUE(S_ISREG(dst.st_mode));
+  EXPECT_NE(src.st_ino, dst.st_ino);
+  EXPECT_EQ(dst.st_mode & 0777, 0444u);
+  EXPECT_EQ(dst.st_nlink, 1u);
+  EXPECT_EQ(src.st_mode & 0777, 0666u);  // the producer's file is never chmodded
+  writeText(path("kept-by-producer"), "overwritten by the producer");
+  EXPECT_EQ(hashOf(root_ + "/data/" + hash + ".h5"), hash);
+  EXPECT_TRUE(files("tmp").empty());
+}
+
+// Anything but a regular file is quarantined without being opened or followed: a symbolic link
+// (to another file, or to /dev/zero) and a FIFO, which would block a read forever.
+TEST_F(IngestTest, SymlinksAndFifosAreQuarantinedUnread) {
+  writeValidShard(path("secret.h5"));
+  ASSERT_EQ(::chmod(path("secret.h5").c_str(), 0600), 0);
+  ASSERT_EQ(::symlink(path("secret.h5").c_str(), incoming("link.h5").c_str()), 0);
+  ASSERT_EQ(::symlink("/dev/zero", incoming("zero.h5").c_str()), 0);
+  ASSERT_EQ(::mkfifo(incoming("fifo.h5").c_str(), 0660), 0);
+  writeValidShard(incoming("valid.h5"), 4);
+  const auto start = std::chrono::steady_clock::now();
+  const auto out = ingester_->ingestPending();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  ASSERT_EQ(out.size(), 4u);
+  for (const auto& o : out) {
+    if (o.source == "valid.h5") {
+      EXPECT_TRUE(o.accepted) << o.reason;
+    } else {
+      EXPECT_EQ(o.rule, "type") << o.source << ": " << o.reason;
+    }
+  }
+  EXPECT_EQ(catalog_->shardCount(), 1);
+  EXPECT_EQ(catalog_->quarantineCount(), 3);
+  EXPECT_TRUE(files("incoming").empty());
+  for (const auto& f : files("data")) {
+    struct stat st {};
+    ASSERT_EQ(::lstat((root_ + "/data/" + f).c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode)) << f;
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat(path("secret.h5").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+// The size limit is checked on the descriptor before a byte is read or hashed.
+TEST_F(IngestTest, OversizedFileIsRefusedBeforeItIsRead) {
+  {
+    std::ofstream f(incoming("huge.h5"));
+  }
+  ASSERT_EQ(::truncate(incoming("huge.h5").c_str(), int64_t{64} << 30), 0);  // sparse: no disk used
+  const auto start = std::chrono::steady_clock::now();
+  const auto out = ingester_->ingestPending();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].rule, "size");
+  EXPECT_EQ(out[0].hash, "");
+  EXPECT_CONTAINS(out[0].reason, std::string("not read"));
+  EXPECT_TRUE(files("incoming").empty());
+}
+
+// Chunked datasets whose chunks were never written read as zeros: a few kilobytes must not pass
+// for 100,000 rows.
+TEST_F(IngestTest, ChunkedShardWithUnwrittenChunksIsRefused) {
+  writeValidShard(incoming("sparse.h5"));
+  {
+    h5::Handle file(H5Fopen(incoming("sparse.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    ASSERT_GE(file.get(), 0);
+    for (const char* name : {"images", "labels"}) ASSERT_GE(H5Ldelete(file, name, H5P_DEFAULT), 0);
+    hsize_t idims[3] = {100000, 28, 28}, ichunk[3] = {1000, 28, 28}, ldims[1] = {100000}, lchunk[1] = {1000};
+    h5::Handle ispace(H5Screate_simple(3, idims, nullptr)), lspace(H5Screate_simple(1, ldims, nullptr));
+    h5::Handle ipl(H5Pcreate(H5P_DATASET_CREATE)), lpl(H5Pcreate(H5P_DATASET_CREATE));
+    H5Pset_chunk(ipl, 3, ichunk);
+    H5Pset_chunk(lpl, 1, lchunk);
+    h5::Handle a(H5Dcreate2(file, "images", H5T_STD_U8LE, ispace, H5P_DEFAULT, ipl, H5P_DEFAULT));
+    h5::Handle b(H5Dcreate2(file, "labels", H5T_STD_I64LE, lspace, H5P_DEFAULT, lpl, H5P_DEFAULT));
+    ASSERT_GE(a.get(), 0);
+    ASSERT_GE(b.get(), 0);
+  }
+  ASSERT_LT(stdfs::file_size(incoming("sparse.h5")), 100000u);
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].accepted);
+  EXPECT_EQ(out[0].rule, "hdf5");
+  EXPECT_CONTAINS(out[0].reason, std::string("chunks stored"));
+}
+
+// Names are other people's bytes: invalid UTF-8, 250 bytes, escape sequences. None may stop the
+// pass, break the catalog's JSON or reach a terminal raw; a valid file after them is ingested.
+TEST_F(IngestTest, HostileNamesAffectOnlyTheirOwnFile) {
+  const std::string bad = "bad\xff\xfe.h5";
+  const std::string longName = std::string(247, 'n') + ".h5";
+  const std::string escape = "evil\x1b[31mred\nINFO fake.h5";
+  writeText(incoming(bad), "not hdf5");
+  writeText(incoming(longName), "not hdf5 either");
+  writeValidShard(incoming(escape), 1);
+  writeValidShard(incoming("zz-valid.h5"), 2);
+  const auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(catalog_->shardCount(), 2);
+  EXPECT_EQ(catalog_->quarantineCount(), 2);
+  EXPECT_TRUE(files("incoming").empty());
+  int escaped = 0;
+  for (const auto& f : files("quarantine")) {
+    const std::string stem = f.substr(0, f.find('.'));
+    EXPECT_EQ(stem.size(), 49u) << f;  // named by hash, never by the name
+    for (char ch : stem) EXPECT_TRUE(std::isxdigit(static_cast<unsigned char>(ch)) || ch == '-') << f;
+    if (endsWith(f, ".reason.json")) {
+      const json why = json::parse(readText(root_ + "/quarantine/" + f));  // valid UTF-8 JSON
+      if (why["source_printable"] == "bad\\xff\\xfe.h5") ++escaped;
+    }
+  }
+  EXPECT_EQ(escaped, 1);
+  for (const auto& e : catalog_->events(100)) EXPECT_FALSE(json::parse(e.detail, nullptr, false).is_discarded());
+}
+
+// An error on one file (here a full disk, injected) leaves that file for the next pass; the
+// files after it are ingested in the same pass.
+TEST_F(IngestTest, AnErrorOnOneFileLeavesItForTheNextPass) {
+  writeValidShard(incoming("a.h5"), 1);
+  writeValidShard(incoming("b.h5"), 2);
+  int calls = 0;
+  ingester_->setFaultHook([&](const std::string& step) {
+    if (step == "validated" && calls++ == 0) throw IoError("injected: no space left on device");
+  });
+  auto out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].skipped);
+  EXPECT_CONTAINS(out[0].reason, std::string("no space left"));
+  EXPECT_TRUE(out[1].accepted);
+  EXPECT_EQ(files("incoming"), std::vector<std::string>{"a.h5"});
+  out = ingester_->ingestPending();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].accepted);
+  EXPECT_EQ(catalog_->shardCount(), 2);
+  EXPECT_TRUE(files("tmp").empty());
+}
+
+// `data add` writes only files it created itself: a symbolic link planted at the old temporary
+// name is not followed, and a name already waiting is not replaced.
+TEST_F(IngestTest, StageFilesFollowsNothingPlantedAndReplacesNothing) {
+  writeValidShard(path("shard.h5"));
+  writeText(path("victim"), "the caller's other file");
+  ASSERT_EQ(::symlink(path("victim").c_str(), incoming(".shard.h5.tmp").c_str()), 0);
+  EXPECT_EQ(stageFiles(root_, {path("shard.h5")}), std::vector<std::string>{"shard.h5"});
+  EXPECT_EQ(readText(path("victim")), "the caller's other file");
+  EXPECT_EQ(hashOf(incoming("shard.h5")), hashOf(path("shard.h5")));
+  EXPECT_THROW(stageFiles(root_, {path("shard.h5")}), DataError);
+  EXPECT_EQ(hashOf(incoming("shard.h5")), hashOf(path("shard.h5")));
+}
+
+// printable(): nothing that moves a terminal's cursor or starts a log line gets through, valid
+// UTF-8 passes, and distinct names stay distinct.
+TEST(Printable, EscapesControlsAndInvalidUtf8Only) {
+  EXPECT_EQ(printable("plain-name_1.h5"), "plain-name_1.h5");
+  EXPECT_EQ(printable("caf\xc3\xa9.h5"), "caf\xc3\xa9.h5");
+  EXPECT_EQ(printable("a\x1b[31mb\nc\td\x7f"), "a\\x1b[31mb\\x0ac\\x09d\\x7f");
+  EXPECT_EQ(printable("bad\xff\xfe"), "bad\\xff\\xfe");
+  EXPECT_EQ(printable("\xc2\x9b" "2J"), "\\xc2\\x9b2J");   // C1 CSI
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a UTF-16 surrogate
+  EXPECT_EQ(printable("\xe2\x82"), "\\xe2\\x82");           // cut short
+  EXPECT_NE(printable("a\\x41"), printable("aA"));
+  EXPECT_EQ(printable("a\\x41"), "a\\\\x41");
+  EXPECT_EQ(dumpJson(json("x\xff")), "\"x\xef\xbf\xbd\"");
 }
 
 // The catalog and the root's folders are not writable by others (SECURITY.md).

@@ -7,6 +7,7 @@
 #include "trainer/config/train_config.h"
 #include "trainer/data/csv_import.h"
 #include "trainer/data/shard_dataset.h"
+#include "common/text.h"
 
 namespace po = boost::program_options;
 
@@ -95,10 +96,10 @@ int infoCommand(const std::vector<std::string>& args) {
                       {"target_dtype", dtypeName(ds.spec().targetType)},
                       {"num_classes", ds.spec().numClasses}};
   if (asJson) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << dumpJson(j, 2) << "\n";
   } else {
     std::cout << ds.spec().name << ": " << ds.size() << " rows in " << ds.numShards() << " shard(s), features "
-              << j["feature_shape"].dump() << " " << dtypeName(ds.spec().featureType) << ", "
+              << dumpJson(j["feature_shape"]) << " " << dtypeName(ds.spec().featureType) << ", "
               << (ds.spec().regression() ? std::string("regression (float32 targets)")
                                          : std::to_string(ds.spec().numClasses) + " classes")
               << "\n";

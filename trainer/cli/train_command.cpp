@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/fs_util.h"
+#include "common/text.h"
 
 #include "common/log.h"
 #include "trainer/cli/commands.h"
@@ -77,8 +78,8 @@ int evalCommand(const std::vector<std::string>& args) {
     j["class_accuracy"] = perClass;
     j["class_samples"] = s.classTotal;
     if (logitsRows > 0) j["logits"] = s.logits;
-    std::cout << j.dump(2) << "\n";
-    if (!out.empty()) fs::writeFileAtomic(out, j.dump(2) + "\n");
+    std::cout << dumpJson(j, 2) << "\n";
+    if (!out.empty()) fs::writeFileAtomic(out, dumpJson(j, 2) + "\n");
   }
   return 0;
 }
