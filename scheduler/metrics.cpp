@@ -246,6 +246,10 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   w.family("perennial_champion_accuracy", "gauge",
            "The champion's test accuracy (its run's result, else its registry metrics).");
   if (accuracy) w.sample("perennial_champion_accuracy", {}, formatValue(*accuracy));
+  // A champion that cannot be read holds publishing (docs/scheduler.md, "A damaged champion").
+  w.family("perennial_champion_damaged", "gauge",
+           "1 while the registry's champion cannot be read (nothing is published until it is repaired or rolled back).");
+  w.sample("perennial_champion_damaged", {}, catalog.meta("champion_damaged").value_or("").empty() ? "0" : "1");
 
   // The daemon's own ticks (in memory: they restart from 0 with the daemon).
   w.family("perennial_scheduler_ticks_total", "counter",

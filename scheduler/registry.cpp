@@ -1,4 +1,5 @@
 #include "scheduler/registry.h"
+#include "common/text.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -134,8 +135,17 @@ std::string Registry::publish(const PublishRequest& r) {
   const std::string vroot = mdir + "/versions";
   stdfs::create_directories(vroot);
   // Idempotent per run: a scheduler that died after publishing finds the version again.
+  // A version whose lineage cannot be read (damaged) is not taken for this run's, and does not
+  // stop publishing.
   for (const auto& v : versions(r.name)) {
-    if (!r.runId.empty() && readJson(vroot + "/" + v + "/lineage.json").value("run_id", "") == r.runId) return v;
+    if (r.runId.empty()) break;
+    json lineage;
+    try {
+      lineage = readJson(vroot + "/" + v + "/lineage.json");
+    } catch (const Error&) {
+      continue;
+    }
+    if (lineage.is_object() && lineage.value("run_id", json()) == json(r.runId)) return v;
   }
   // Leftovers of a publish that died: never visible as versions; removed now.
   std::error_code ec;
@@ -165,14 +175,14 @@ std::string Registry::publish(const PublishRequest& r) {
     fs::fsyncFile(tmp + "/model.pt");
     ::chmod((tmp + "/model.pt").c_str(), 0444);
   }
-  writeReadOnly(tmp + "/spec.json", r.spec.dump(2) + "\n");
-  writeReadOnly(tmp + "/lineage.json", lineage.dump(2) + "\n");
-  writeReadOnly(tmp + "/metrics.json", r.metrics.dump(2) + "\n");
-  writeReadOnly(tmp + "/verdict.json", r.verdict.dump(2) + "\n");
+  writeReadOnly(tmp + "/spec.json", dumpJson(r.spec, 2) + "\n");
+  writeReadOnly(tmp + "/lineage.json", dumpJson(lineage, 2) + "\n");
+  writeReadOnly(tmp + "/metrics.json", dumpJson(r.metrics, 2) + "\n");
+  writeReadOnly(tmp + "/verdict.json", dumpJson(r.verdict, 2) + "\n");
   json files = json::object();
   for (const char* f : kFiles) files[f] = toHex(sha256File(tmp + "/" + f));
   if (hasScript) files["model.pt"] = toHex(sha256File(tmp + "/model.pt"));
-  writeReadOnly(tmp + "/files.json", files.dump(2) + "\n");
+  writeReadOnly(tmp + "/files.json", dumpJson(files, 2) + "\n");
   fs::fsyncDir(tmp);
   if (hook_) hook_("files-written");
   if (::rename(tmp.c_str(), (vroot + "/" + version).c_str()) != 0) {
@@ -210,8 +220,8 @@ void Registry::writeAliases(const std::string& name, const json& aliases, const 
   const std::string mdir = modelDir(name);
   // The history first: an alias never moves without its entry, and a failed append (a full
   // disk) leaves neither a torn line nor a moved alias.
-  fs::appendLine(mdir + "/history.jsonl", entry.dump());
-  fs::writeFileAtomic(mdir + "/aliases.json", aliases.dump(2) + "\n");
+  fs::appendLine(mdir + "/history.jsonl", dumpJson(entry));
+  fs::writeFileAtomic(mdir + "/aliases.json", dumpJson(aliases, 2) + "\n");
 }
 
 std::optional<std::string> Registry::promote(const std::string& name, const std::string& version,
@@ -273,8 +283,32 @@ VersionInfo Registry::show(const std::string& name, const std::string& version) 
 }
 
 std::vector<std::string> Registry::verify(const std::string& name, const std::string& version) const {
+  return checkFiles(versionDir(name, resolve(name, version)), /*modes=*/true);
+}
+
+std::vector<std::string> Registry::damage(const std::string& name, const std::string& version) const {
+  std::string d;
+  try {
+    d = versionDir(name, resolve(name, version));
+  } catch (const Error& e) {
+    return {e.what()};
+  }
+  std::vector<std::string> problems = checkFiles(d, /*modes=*/false);
+  if (!problems.empty()) return problems;
+  // Intact as published; parse what the scheduler reads (files.json could have been rewritten
+  // to match altered files).
+  for (const char* f : {"spec.json", "lineage.json", "metrics.json", "verdict.json"}) {
+    try {
+      readJson(d + "/" + f);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+  }
+  return problems;
+}
+
+std::vector<std::string> Registry::checkFiles(const std::string& d, bool modes) const {
   std::vector<std::string> problems;
-  const std::string d = versionDir(name, resolve(name, version));
   json files;
   try {
     files = readJson(d + "/files.json");
@@ -292,7 +326,11 @@ std::vector<std::string> Registry::verify(const std::string& name, const std::st
       problems.push_back(p + ": missing");
       continue;
     }
-    if (st.st_mode & 0222) problems.push_back(p + ": writable (published files are read-only)");
+    if (modes && (st.st_mode & 0222)) problems.push_back(p + ": writable (published files are read-only)");
+    if (!files[f].is_string()) {
+      problems.push_back(d + "/files.json: the entry for " + f + " is not a SHA-256");
+      continue;
+    }
     try {
       const std::string h = toHex(sha256File(p));
       if (h != files[f].get<std::string>()) problems.push_back(p + ": SHA-256 " + h + " differs from files.json");
@@ -319,7 +357,7 @@ int runOnPromote(const std::vector<std::string>& argv, const VersionInfo& v, con
                                "PERENNIAL_PREVIOUS=" + previous,
                                "PERENNIAL_RUN=" + (v.lineage.is_object() ? v.lineage.value("run_id", "") : "")};
   if (v.metrics.is_object() && v.metrics.contains("accuracy")) {
-    env.push_back("PERENNIAL_ACCURACY=" + v.metrics["accuracy"].dump());
+    env.push_back("PERENNIAL_ACCURACY=" + dumpJson(v.metrics["accuracy"]));
   }
   const int rc = runProcess(argv, log, timeoutS, env);
   return rc == -1 ? 124 : rc;

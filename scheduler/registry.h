@@ -57,8 +57,14 @@ class Registry {
   // "v3", "champion" or "previous" -> a version; throws ConfigError when there is none.
   std::string resolve(const std::string& name, const std::string& versionOrAlias) const;
   VersionInfo show(const std::string& name, const std::string& version) const;
+  // The directory of a version (v<N>), from its name alone: nothing in it is read.
+  std::string path(const std::string& name, const std::string& version) const { return versionDir(name, version); }
   // Problems found (empty: the version's files match files.json and are read-only).
   std::vector<std::string> verify(const std::string& name, const std::string& version) const;
+  // Why a version cannot be used (empty: it can): it does not exist, files.json or a file it
+  // lists is missing, unreadable or differs from its recorded SHA-256, or a JSON file does not
+  // parse. Unlike verify(), permissions are not judged: a file made writable is still intact.
+  std::vector<std::string> damage(const std::string& name, const std::string& version) const;
   // Copies a version's files into OUT (created; must not exist).
   void exportTo(const std::string& name, const std::string& version, const std::string& out) const;
 
@@ -69,6 +75,8 @@ class Registry {
   std::string modelDir(const std::string& name) const;
   std::string versionDir(const std::string& name, const std::string& version) const;
   void writeAliases(const std::string& name, const nlohmann::json& aliases, const nlohmann::json& entry);
+  // The files of version directory DIR against its files.json (with MODES: and read-only).
+  std::vector<std::string> checkFiles(const std::string& dir, bool modes) const;
   std::string dir_;
   std::function<void(const std::string&)> hook_;
 };

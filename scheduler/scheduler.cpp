@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,8 @@
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/snapshot_id.h"
+#include "common/text.h"
 #include "scheduler/process.h"
 #include "trainer/config/train_config.h"
 
@@ -99,7 +102,9 @@ void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
   const std::string runDir = root_ + "/runs/" + runId;
   std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", runDir + "/train",
-                                "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout};
+                                "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout,
+                                // The trainer checks every shard against it before training.
+                                "--data.snapshot=" + runDir + "/snapshot.json"};
   if (!warmFrom.empty()) args.push_back("--model.init=" + root_ + "/runs/" + warmFrom + "/train/model.h5");
   try {
     TrainConfig c = parseTrainArgs(args).config;
@@ -132,7 +137,15 @@ TickReport Scheduler::tick(bool scanIncoming) {
   TickReport report;
   reapChildren();
   handleCancelRequests(report);
-  if (scanIncoming) report.ingested = ingester_.ingestPending();
+  if (scanIncoming) {
+    // Each file's failure is its own (ingest.h); one that stops the whole pass (incoming/ cannot
+    // be listed) must not stop runs, triggers and publishing: the next tick tries again.
+    try {
+      report.ingested = ingester_.ingestPending();
+    } catch (const Error& e) {
+      log::get("sched")->error("ingest pass failed, retried at the next tick: {}", e.what());
+    }
+  }
   followActiveRuns(report);
   if (gatekeeper_) {
     for (RunRecord run : cat_.runsInStates({state::kValidating})) validateRun(run, report);
@@ -321,29 +334,135 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
     }
   }
   auto field = [&](const char* k) { return result.is_object() && result.contains(k) ? result[k] : json(nullptr); };
-  return {{"run_id", run.id},
-          {"trigger", run.trigger},
-          {"reason", run.reason},
-          {"data_snapshot", run.snapshotId},
-          {"shards", shards},
-          {"trainer_data_snapshot", field("data_snapshot")},
-          {"parent_version", parentVersion.empty() ? json(nullptr) : json(parentVersion)},
-          {"warm_start_run", run.warmStart},
-          {"config", run.config},
-          {"config_sha256", run.configSha256},
-          {"code_version", field("perennial_version")},
-          {"checkpoint", ckptFile},
-          {"checkpoint_sha256", ckptSha},
-          {"param_sha256", field("param_sha256")},
-          {"world_size", field("world_size")}};
+  json lineage{{"run_id", run.id},
+               {"trigger", run.trigger},
+               {"reason", run.reason},
+               {"data_snapshot", run.snapshotId},
+               {"shards", shards},
+               {"parent_version", parentVersion.empty() ? json(nullptr) : json(parentVersion)},
+               {"warm_start_run", run.warmStart},
+               {"config", run.config},
+               {"config_sha256", run.configSha256},
+               {"code_version", field("perennial_version")},
+               {"checkpoint", ckptFile},
+               {"checkpoint_sha256", ckptSha},
+               {"param_sha256", field("param_sha256")},
+               {"world_size", field("world_size")}};
+  // One recipe (common/snapshot_id.h): the trainer's data_snapshot is the run's snapshot id, and
+  // its shards were checked against snapshot.json. A trainer that read other data (a run from
+  // before that check) is recorded, not hidden.
+  const json trainerSnapshot = field("data_snapshot");
+  if (trainerSnapshot.is_string() && trainerSnapshot.get<std::string>() != run.snapshotId) {
+    lineage["trainer_data_snapshot"] = trainerSnapshot;
+    log::get("sched")->warn("run {}: the trainer's data snapshot {} differs from the run's {}", run.id,
+                            trainerSnapshot.get<std::string>(), run.snapshotId);
+  }
+  return lineage;
+}
+
+Scheduler::ChampionHealth Scheduler::checkChampion() {
+  ChampionHealth h;
+  const std::string name = config_.modelName;
+  std::string key;
+  try {
+    const json aliases = registry_.aliases(name);
+    if (!aliases.is_object()) {
+      h.problems.push_back(registry_.dir() + "/" + name + "/aliases.json: not a JSON object");
+    } else if (aliases.contains("champion")) {
+      if (!aliases["champion"].is_string()) {
+        h.problems.push_back(registry_.dir() + "/" + name + "/aliases.json: \"champion\" is not a version");
+      } else {
+        h.version = aliases["champion"].get<std::string>();
+      }
+    }
+  } catch (const Error& e) {
+    h.problems.push_back(e.what());
+  }
+  if (h.version && h.problems.empty()) {
+    // The identities of the version's files: any write, replacement or chmod changes one.
+    key = *h.version;
+    std::error_code ec;
+    try {
+      std::vector<std::string> files;
+      for (const auto& e : stdfs::directory_iterator(registry_.path(name, *h.version), ec)) {
+        struct stat st {};
+        if (::lstat(e.path().c_str(), &st) != 0) continue;
+        files.push_back(e.path().filename().string() + ":" + std::to_string(st.st_ino) + ":" +
+                        std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                        std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) + "." +
+                        std::to_string(st.st_ctim.tv_nsec));
+      }
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files) key += "|" + f;
+    } catch (const Error&) {
+      key.clear();  // a name registry_.damage() explains
+    }
+    if (ec) key.clear();
+    if (!key.empty() && key == championKey_) {
+      h.problems = championProblems_;
+    } else {
+      h.problems = registry_.damage(name, *h.version);
+      championKey_ = key;
+      championProblems_ = h.problems;
+    }
+  }
+  // The file's own bytes may appear in a parse error: escaped for the catalog, logs and terminals.
+  for (auto& p : h.problems) p = printable(p);
+  const std::string what = name + (h.version ? ":" + *h.version : "");
+  const std::string now =
+      h.problems.empty() ? "" : json{{"model", name}, {"version", h.version ? json(*h.version) : json(nullptr)},
+                                     {"problems", h.problems}}.dump();
+  const std::string before = cat_.meta("champion_damaged").value_or("");
+  if (now != before) {
+    transaction([&] {
+      cat_.setMeta("champion_damaged", now);
+      if (!h.problems.empty()) {
+        cat_.addEvent(clock_.now(), "champion_damaged", what,
+                      {{"model", name}, {"version", h.version ? json(*h.version) : json(nullptr)},
+                       {"problems", h.problems},
+                       {"rule", "nothing is published until the champion is repaired or replaced "
+                                "(perennial registry rollback|promote); candidates wait in validating"}});
+      } else {
+        cat_.addEvent(clock_.now(), "champion_repaired", what,
+                      {{"model", name}, {"version", h.version ? json(*h.version) : json(nullptr)},
+                       {"was", json::parse(before, nullptr, false)}});
+      }
+    });
+    if (!h.problems.empty()) {
+      log::get("sched")->error("the champion {} cannot be read: {}; nothing is published until it is repaired or "
+                               "replaced (perennial registry rollback {})", what, h.problems.front(), name);
+    } else {
+      log::get("sched")->info("the champion {} can be read; publishing resumes", what);
+    }
+  }
+  return h;
 }
 
 void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   const std::string dir = root_ + "/runs/" + run.id;
   const std::string name = config_.modelName;
-  const auto championVersion = registry_.alias(name, "champion");
+  // NOTE [Damaged champion]: a champion that cannot be read holds every candidate, unjudged, in
+  // validating (docs/scheduler.md, "A damaged champion"): no comparison is skipped and no
+  // training is lost; the rest of the tick goes on.
+  const ChampionHealth champion = checkChampion();
+  if (!champion.problems.empty()) {
+    const std::string msg = "held: the champion " + name + (champion.version ? ":" + *champion.version : "") +
+                            " cannot be read (" + champion.problems.front() +
+                            (champion.problems.size() > 1 ? "; and " + std::to_string(champion.problems.size() - 1) +
+                                                                " more" : "") +
+                            "); nothing is published until it is repaired or replaced (perennial registry rollback " +
+                            name + ")";
+    if (run.message != msg) {
+      transaction([&] {
+        setState(run, state::kValidating, msg, report,
+                 {{"held", "champion damaged"}, {"champion", champion.version ? json(*champion.version) : json(nullptr)}});
+      });
+    }
+    return;
+  }
+  const std::optional<std::string>& championVersion = champion.version;
   const std::string championModel =
-      championVersion ? registry_.show(name, *championVersion).dir + "/model.h5" : std::string();
+      championVersion ? registry_.path(name, *championVersion) + "/model.h5" : std::string();
   std::vector<std::string> holdout{config_.holdout};
   if (config_.gate.newestShards > 0) {
     for (const auto& s : cat_.recentShards(config_.gate.newestShards)) holdout.push_back(root_ + "/" + s.file);
@@ -471,8 +590,11 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
 
 void Scheduler::syncChampion() {
   // The registry's champion alias is the truth: `perennial registry promote|rollback` moves it
-  // by hand, and the triggers must then compare with that model.
-  const auto version = registry_.alias(config_.modelName, "champion");
+  // by hand, and the triggers must then compare with that model. One that cannot be read is
+  // reported (checkChampion) and not followed until it can.
+  const ChampionHealth champion = checkChampion();
+  if (!champion.problems.empty()) return;
+  const std::optional<std::string>& version = champion.version;
   if (!version || cat_.meta("champion_version").value_or("") == *version) return;
   std::string runId;
   try {
@@ -545,7 +667,7 @@ void Scheduler::evaluateTriggers(TickReport& report) {
       json detail{{"reason", d.reason}, {"values", d.values}, {"thresholds", d.thresholds}};
       if (d.fire && !held.empty()) detail["held"] = held;
       if (d.fire && !runId.empty()) detail["run"] = runId;
-      TriggerStateRecord rec{name, ctx.now, d.fire, detail.dump(), std::nullopt};
+      TriggerStateRecord rec{name, ctx.now, d.fire, dumpJson(detail), std::nullopt};
       if (d.fire && !runId.empty()) rec.lastFiredAt = ctx.now;
       cat_.saveTriggerState(rec);
       // Firings are events; so is a trigger starting to fire while held.
@@ -567,8 +689,9 @@ void Scheduler::evaluateTriggers(TickReport& report) {
 SnapshotRecord Scheduler::buildSnapshot(int64_t maxSeq) {
   SnapshotRecord snap;
   snap.maxSeq = maxSeq;
-  // The id hashes every shard's hash in ingest order.
-  Sha256 h;
+  // The id hashes every shard's hash in ingest order (common/snapshot_id.h: the trainer computes
+  // the same id from the shards it reads).
+  SnapshotIdBuilder h;
   Profile profile;
   int64_t profiledUpTo = 0;
   if (auto prev = cat_.snapshotAtOrBefore(maxSeq)) {
@@ -576,14 +699,13 @@ SnapshotRecord Scheduler::buildSnapshot(int64_t maxSeq) {
     profiledUpTo = prev->maxSeq;
   }
   for (const auto& s : cat_.shards(0, maxSeq, false)) {
-    h.update(s.hash.data(), s.hash.size());
-    h.update("\n", 1);
+    h.add(s.hash);
     snap.rows += s.rows;
     ++snap.shards;
   }
   for (const auto& s : cat_.shards(profiledUpTo, maxSeq, true)) profile.merge(Profile::fromJson(s.profile, "shard " + s.hash));
-  snap.id = toHex(h.finish());
-  snap.profile = profile.toJson().dump();
+  snap.id = h.finish();
+  snap.profile = dumpJson(profile.toJson());
   return snap;
 }
 
@@ -641,7 +763,7 @@ void Scheduler::materialize(const RunRecord& run) {
       stdfs::create_symlink(target, tmp + "/" + name);
     }
     manifest += std::string(first ? "\n" : ",\n") + " {\"seq\": " + std::to_string(s.seq) + ", \"sha256\": \"" + s.hash +
-                "\", \"rows\": " + std::to_string(s.rows) + ", \"source\": " + json(s.source).dump() + "}";
+                "\", \"rows\": " + std::to_string(s.rows) + ", \"source\": " + dumpJson(json(s.source)) + "}";
     first = false;
   }
   manifest += "\n]}\n";

@@ -83,6 +83,14 @@ class Scheduler {
  private:
   void followActiveRuns(TickReport& report);
   void validateRun(RunRecord& run, TickReport& report);
+  // The registry's champion and why it cannot be used (empty: it can); a change is recorded
+  // (catalog meta `champion_damaged`, a champion_damaged or champion_repaired event). Cached by
+  // the version's files' identities, so a tick re-hashes nothing that did not change.
+  struct ChampionHealth {
+    std::optional<std::string> version;
+    std::vector<std::string> problems;
+  };
+  ChampionHealth checkChampion();
   void syncChampion();
   nlohmann::json lineageOf(const RunRecord& run, const std::string& parentVersion);
   void evaluateTriggers(TickReport& report);
@@ -115,6 +123,8 @@ class Scheduler {
   std::map<std::string, bool> lastFired_;
   std::map<std::string, std::string> lastKey_;  // the data each trigger last measured
   std::set<std::string> cancelSent_;
+  std::string championKey_;                     // what checkChampion last examined
+  std::vector<std::string> championProblems_;  // and found
   std::function<void(const std::string&)> hook_;
   int transactionDepth_ = 0;
   std::vector<std::string> uncommittedLog_;

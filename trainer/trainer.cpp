@@ -1,4 +1,5 @@
 #include "trainer/trainer.h"
+#include "common/text.h"
 
 #include <torch/torch.h>
 
@@ -23,6 +24,7 @@
 #include "common/read_file.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/snapshot_id.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
 #include "trainer/checkpointing.h"
@@ -343,7 +345,7 @@ class MetricsLog {
   void write(const json& j) {
     if (!out_.is_open()) return;
     errno = 0;
-    out_ << j.dump() << '\n';
+    out_ << dumpJson(j) << '\n';
     out_.flush();
     if (!out_) {
       throw IoError(path_ + ": cannot append a record" + (errno ? std::string(": ") + std::strerror(errno) : ""));
@@ -567,16 +569,88 @@ std::string broadcastString(Communicator& comm, std::string value) {
   return value;
 }
 
-// Identity of the training data: each shard's SHA-256, and one hash over them all.
-std::pair<std::string, std::string> dataIdentity(const data::ShardedDataset& ds) {
-  Sha256 all;
-  std::string lines;
-  for (const std::string& path : ds.shardPaths()) {
-    const std::string h = toHex(sha256File(path));
-    all.update(h.data(), h.size());
-    lines += h + " " + std::filesystem::path(path).filename().string() + "\n";
+// NOTE [Data identity]: every run start hashes each training shard once (SHA-256 of its bytes,
+// read through the descriptor the rows are read from), the ranks sharing the work: shards are
+// dealt out largest first to the rank with the fewest bytes so far (sizes from rank 0, so every
+// rank deals the same way), and the digests are summed across ranks (each is non-zero on its
+// owner only). The snapshot id is common/snapshot_id.h's recipe over them, the scheduler's, so a
+// scheduler run's result.json, checkpoints and lineage hold one id, the catalog's. With
+// data.snapshot the shards are checked against it (NOTE [Snapshot check], shard_dataset.h) on
+// every rank, which all stop with the same DataError on a mismatch.
+struct DataIdentity {
+  std::string snapshot;  // the id
+  std::string shards;    // "SHA-256 FILE-NAME" per line, for checkpoints
+};
+
+DataIdentity dataIdentity(const data::ShardedDataset& ds, const std::string& snapshotFile, Communicator& comm) {
+  std::error_code missing;
+  if (!snapshotFile.empty() && !std::filesystem::is_regular_file(snapshotFile, missing)) {
+    throw ConfigError("data.snapshot: " + snapshotFile + ": no such file");  // before any hashing
   }
-  return {toHex(all.finish()), lines};
+  const auto t0 = Clock::now();
+  const size_t n = ds.numShards();
+  const int world = comm.size(), rank = comm.rank();
+  std::vector<int64_t> sizes(n, 0);
+  if (rank == 0) {
+    for (size_t i = 0; i < n; ++i) {
+      std::error_code ec;
+      const auto bytes = std::filesystem::file_size(ds.shardPaths()[i], ec);
+      sizes[i] = ec ? 0 : static_cast<int64_t>(bytes);
+    }
+  }
+  if (world > 1 && n > 0) comm.broadcast(sizes.data(), n * sizeof(int64_t), 0);
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<int64_t> load(static_cast<size_t>(world), 0);
+  std::vector<int> owner(n, 0);
+  for (size_t i : order) {
+    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[static_cast<size_t>(r)] += std::max<int64_t>(sizes[i], 1);
+  }
+  // 32 bytes per digest as 8 words of 32 bits, summed as int64 (exact; zero off the owner).
+  std::vector<int64_t> words(n * 8, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (owner[i] != rank) continue;
+    const Digest d = ds.hashShard(i);
+    for (size_t k = 0; k < 8; ++k) {
+      words[i * 8 + k] = (int64_t{d[4 * k]} << 24) | (int64_t{d[4 * k + 1]} << 16) | (int64_t{d[4 * k + 2]} << 8) |
+                         int64_t{d[4 * k + 3]};
+    }
+  }
+  const double mine = secondsSince(t0);
+  if (world > 1 && n > 0) comm.allReduceSum(words.data(), words.size());
+  std::vector<data::ShardIdentity> found(n);
+  SnapshotIdBuilder id;
+  DataIdentity out;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Digest d{};
+    for (size_t k = 0; k < 8; ++k) {
+      const auto w = static_cast<uint32_t>(words[i * 8 + k]);
+      d[4 * k] = static_cast<uint8_t>(w >> 24);
+      d[4 * k + 1] = static_cast<uint8_t>(w >> 16);
+      d[4 * k + 2] = static_cast<uint8_t>(w >> 8);
+      d[4 * k + 3] = static_cast<uint8_t>(w);
+    }
+    found[i] = {ds.shardPaths()[i], toHex(d), ds.shardRows(i)};
+    id.add(found[i].sha256);
+    out.shards += found[i].sha256 + " " + std::filesystem::path(found[i].path).filename().string() + "\n";
+    bytes += sizes[i];
+  }
+  out.snapshot = id.finish();
+  auto log = log::get("train");
+  char line[256];
+  std::snprintf(line, sizeof(line), "hashed %zu training shards (%.1f MiB) in %.2f s on %d rank(s) (rank 0's share: %.2f s)",
+                n, static_cast<double>(bytes) / (1 << 20), secondsSince(t0), world, mine);
+  if (snapshotFile.empty()) {
+    if (rank == 0) log->info("{}; data snapshot {}", line, out.snapshot);
+    return out;
+  }
+  data::checkSnapshot(snapshotFile, found);  // throws on every rank alike
+  if (rank == 0) log->info("{}; all match {} (snapshot {})", line, snapshotFile, out.snapshot);
+  return out;
 }
 
 }  // namespace
@@ -663,8 +737,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   const std::string configText = c.toIni();
   const std::string configSha = toHex(sha256(configText.data(), configText.size()));
-  std::string dataSnapshot, dataShards;
-  if (lead) std::tie(dataSnapshot, dataShards) = dataIdentity(trainSet);
+  // Every rank: the shards are checked before anything is trained (NOTE [Data identity]).
+  const DataIdentity identity = dataIdentity(trainSet, c.snapshotFile, comm);
+  const std::string& dataSnapshot = identity.snapshot;
+  const std::string& dataShards = identity.shards;
 
   checkpoint::Retention retention;
   retention.keepLast = c.ckptKeepLast;
@@ -1008,7 +1084,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               {"device", dev.name()},
               {"deterministic", c.deterministic || !dev.cuda()},
               {"perennial_version", PERENNIAL_VERSION}});
-    fs::writeFileAtomic(runDir + "/result.json", j.dump(2) + "\n");
+    fs::writeFileAtomic(runDir + "/result.json", dumpJson(j, 2) + "\n");
     log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,
               result.samplesPerSecond, result.paramSha256);
   }

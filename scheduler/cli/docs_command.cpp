@@ -71,7 +71,7 @@ int docsCommand(const std::vector<std::string>& args) {
         "types and out-of-range values are refused with the file, the key and the rule (exit 2).\n";
   os << "\n## Training: `perennial train --config FILE`\n\n"
         "Also the `train.config` file the scheduler resolves for each run (it sets `data.train`, "
-        "`data.test` and, for warm starts, `model.init`).\n";
+        "`data.test`, `data.snapshot` and, for warm starts, `model.init`).\n";
   po::options_description train;
   addTrainOptions(train);
   table(os, train);

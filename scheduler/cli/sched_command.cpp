@@ -21,6 +21,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "scheduler/catalog.h"
 #include "scheduler/executor.h"
 #include "scheduler/ingest.h"
@@ -243,12 +244,23 @@ std::unique_ptr<Daemon> openScheduler(const Common& c) {
   return d;
 }
 
+json outcomeJson(const IngestOutcome& o) {
+  return {{"source", o.source}, {"accepted", o.accepted}, {"skipped", o.skipped}, {"sha256", o.hash},
+          {"rows", o.rows},     {"rule", o.rule},         {"reason", o.reason}};
+}
+
+// One line per file, its name escaped: "ingested NAME  N rows", "quarantined NAME  RULE: WHY".
+void printOutcome(const IngestOutcome& o) {
+  const char* what = o.accepted ? "ingested    " : o.skipped ? "left        " : "quarantined ";
+  const std::string detail = o.accepted ? std::to_string(o.rows) + " rows"
+                             : o.skipped ? o.reason
+                                         : o.rule + ": " + o.reason;
+  std::cout << what << printable(o.source) << "  " << printable(detail) << "\n";
+}
+
 json tickJson(const TickReport& r) {
   json ingested = json::array();
-  for (const auto& o : r.ingested) {
-    ingested.push_back({{"source", o.source}, {"accepted", o.accepted}, {"sha256", o.hash}, {"rows", o.rows},
-                        {"rule", o.rule}, {"reason", o.reason}});
-  }
+  for (const auto& o : r.ingested) ingested.push_back(outcomeJson(o));
   json transitions = json::array();
   for (const auto& [id, st] : r.transitions) transitions.push_back({{"run", id}, {"state", st}});
   json triggers = json::object();
@@ -265,12 +277,9 @@ int tickCommand(const Common& c) {
   if (!lock.held()) throw IoError(c.root + ": another scheduler holds " + c.root + "/scheduler.lock");
   TickReport r = d->scheduler->tick(true);
   if (c.json) {
-    std::cout << tickJson(r).dump(2) << "\n";
+    std::cout << dumpJson(tickJson(r), 2) << "\n";
   } else {
-    for (const auto& o : r.ingested) {
-      std::cout << (o.accepted ? "ingested    " : "quarantined ") << o.source << "  "
-                << (o.accepted ? std::to_string(o.rows) + " rows" : o.rule + ": " + o.reason) << "\n";
-    }
+    for (const auto& o : r.ingested) printOutcome(o);
     for (const auto& id : r.created) std::cout << "created     " << id << "\n";
     for (const auto& [id, st] : r.transitions) std::cout << "run         " << id << " -> " << st << "\n";
   }
@@ -337,7 +346,11 @@ int runCommand(const Common& c, int64_t metricsPort) {
   return 0;
 }
 
-void printTable(const std::vector<std::vector<std::string>>& rows) {
+// Cells are shown escaped (common/text.h): names and reasons come from other users' files.
+void printTable(std::vector<std::vector<std::string>> rows) {
+  for (auto& r : rows) {
+    for (auto& cell : r) cell = printable(cell);
+  }
   std::vector<size_t> w;
   for (const auto& r : rows) {
     if (w.size() < r.size()) w.resize(r.size(), 0);
@@ -386,6 +399,9 @@ int statusCommand(const Common& c) {
   json j;
   const auto champion = cat->meta("champion");
   j["champion"] = champion ? json(*champion) : json(nullptr);
+  // {"model", "version", "problems"} while the registry's champion cannot be read, else null.
+  const json damaged = json::parse(cat->meta("champion_damaged").value_or(""), nullptr, false);
+  j["champion_damaged"] = damaged.is_object() ? damaged : json(nullptr);
   json byState = json::object();
   {
     Statement s = cat->db().prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
@@ -408,7 +424,7 @@ int statusCommand(const Common& c) {
   RootLock probe(c.root, false);
   j["daemon_running"] = !probe.held();
   if (c.json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << dumpJson(j, 2) << "\n";
     return 0;
   }
   std::cout << "root:       " << c.root << (probe.held() ? "" : "  (a scheduler is running)") << "\n";
@@ -418,6 +434,14 @@ int statusCommand(const Common& c) {
     if (auto r = cat->run(*champion)) champ = r->id + " (accuracy " + accuracyOf(*r) + ")";
   }
   std::cout << "champion:   " << champ << "\n";
+  if (damaged.is_object()) {
+    std::cout << "            DAMAGED: registry " << damaged.value("model", "") << ":"
+              << (damaged.value("version", json()).is_string() ? damaged.value("version", "") : "?")
+              << " cannot be read; nothing is published until it is repaired or rolled back\n";
+    for (const auto& p : damaged.value("problems", json::array())) {
+      if (p.is_string()) std::cout << "              " << p.get<std::string>() << "\n";
+    }
+  }
   std::cout << "shards:     " << all.shards << " (" << all.rows << " rows), " << cat->quarantineCount()
             << " quarantined\n";
   std::string runs;
@@ -443,7 +467,7 @@ int runsCommand(const Common& c) {
   if (c.json) {
     json a = json::array();
     for (const auto& r : runs) a.push_back(runJson(r));
-    std::cout << a.dump(2) << "\n";
+    std::cout << dumpJson(a, 2) << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> rows{{"RUN", "STATE", "TRIGGER", "ATTEMPT", "CREATED", "ACCURACY", "MESSAGE"}};
@@ -465,7 +489,7 @@ int shardsCommand(const Common& c, bool quarantine) {
       for (const auto& r : q) {
         a.push_back({{"file", r.file}, {"source", r.source}, {"rule", r.rule}, {"reason", r.reason}, {"at", r.at}});
       }
-      std::cout << a.dump(2) << "\n";
+      std::cout << dumpJson(a, 2) << "\n";
       return 0;
     }
     std::vector<std::vector<std::string>> rows{{"SOURCE", "RULE", "AT", "REASON"}};
@@ -480,7 +504,7 @@ int shardsCommand(const Common& c, bool quarantine) {
       a.push_back({{"seq", s.seq}, {"sha256", s.hash}, {"file", s.file}, {"source", s.source}, {"rows", s.rows},
                    {"bytes", s.bytes}, {"ingested_at", s.ingestedAt}});
     }
-    std::cout << a.dump(2) << "\n";
+    std::cout << dumpJson(a, 2) << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> rows{{"SEQ", "SOURCE", "ROWS", "INGESTED", "SHA256"}};
@@ -497,9 +521,9 @@ int eventsCommand(const Common& c, const std::string& kind) {
   if (c.json) {
     json a = json::array();
     for (const auto& e : events) {
-      a.push_back({{"id", e.id}, {"at", e.at}, {"kind", e.kind}, {"subject", e.subject}, {"detail", json::parse(e.detail)}});
+      a.push_back({{"id", e.id}, {"at", e.at}, {"kind", e.kind}, {"subject", e.subject}, {"detail", json::parse(e.detail, nullptr, false)}});
     }
-    std::cout << a.dump(2) << "\n";
+    std::cout << dumpJson(a, 2) << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> rows{{"ID", "AT", "KIND", "SUBJECT", "DETAIL"}};
@@ -594,7 +618,7 @@ int dataAddCommand(const std::vector<std::string>& args) {
   std::vector<std::string> names = stageFiles(c.root, c.positional);
   RootLock lock(c.root, false);
   if (!d || !lock.held()) {
-    for (const auto& n : names) std::cout << "queued      " << n << "\n";
+    for (const auto& n : names) std::cout << "queued      " << printable(n) << "\n";
     return 0;
   }
   int rejected = 0;
@@ -602,14 +626,10 @@ int dataAddCommand(const std::vector<std::string>& args) {
   for (const auto& n : names) {
     IngestOutcome o = d->scheduler->ingester().ingest(n);
     if (!o.accepted) ++rejected;
-    out.push_back({{"source", o.source}, {"accepted", o.accepted}, {"sha256", o.hash}, {"rows", o.rows},
-                   {"rule", o.rule}, {"reason", o.reason}});
-    if (!c.json) {
-      std::cout << (o.accepted ? "ingested    " : "quarantined ") << o.source << "  "
-                << (o.accepted ? std::to_string(o.rows) + " rows" : o.rule + ": " + o.reason) << "\n";
-    }
+    out.push_back(outcomeJson(o));
+    if (!c.json) printOutcome(o);
   }
-  if (c.json) std::cout << out.dump(2) << "\n";
+  if (c.json) std::cout << dumpJson(out, 2) << "\n";
   return rejected ? 1 : 0;
 }
 

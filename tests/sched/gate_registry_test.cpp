@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/sha256.h"
 #include "scheduler/gate.h"
 #include "scheduler/registry.h"
 #include "tests/sched/shard_fixtures.h"
@@ -1080,6 +1081,42 @@ TEST_F(RegistryTest, VerifyReportsAMissingFile) {
   const auto none = reg.verify("m", "v1");
   ASSERT_EQ(none.size(), 1u);
   EXPECT_CONTAINS(none[0], "files.json");
+}
+
+// What makes a champion unusable (issue 17, point 11): damage() judges content, not modes.
+TEST_F(RegistryTest, DamageReportsContentThatCannotBeUsedAndNotPermissions) {
+  Registry reg(root_);
+  publish(reg, "r1");
+  EXPECT_TRUE(reg.damage("m", "v1").empty());
+  const std::string lineage = versionsDir() + "/v1/lineage.json";
+  ASSERT_EQ(::chmod(lineage.c_str(), 0644), 0);
+  EXPECT_TRUE(reg.damage("m", "v1").empty()) << "a writable file is still intact";
+  EXPECT_EQ(reg.verify("m", "v1").size(), 1u);
+  writeText(lineage, "{\"run_id\": \"r1\"");  // truncated
+  auto problems = reg.damage("m", "v1");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_CONTAINS(problems[0], lineage);
+  EXPECT_CONTAINS(problems[0], "differs from files.json");
+  // files.json rewritten to match: the JSON itself is judged.
+  const std::string files = versionsDir() + "/v1/files.json";
+  ASSERT_EQ(::chmod(files.c_str(), 0644), 0);
+  nlohmann::json f = nlohmann::json::parse(readText(files));
+  f["lineage.json"] = toHex(sha256File(lineage));
+  writeText(files, f.dump());
+  problems = reg.damage("m", "v1");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_CONTAINS(problems[0], "not valid JSON");
+  EXPECT_FALSE(reg.damage("m", "v7").empty()) << "a version that does not exist";
+}
+
+TEST_F(RegistryTest, ADamagedVersionDoesNotStopPublishing) {
+  Registry reg(root_);
+  publish(reg, "r1");
+  const std::string lineage = versionsDir() + "/v1/lineage.json";
+  ASSERT_EQ(::chmod(lineage.c_str(), 0644), 0);
+  writeText(lineage, "\xff not json");
+  EXPECT_EQ(publish(reg, "r2"), "v2");
+  EXPECT_EQ(publish(reg, "r2"), "v2") << "still idempotent per run";
 }
 
 TEST_F(RegistryTest, ExportCopiesTheFilesAndRefusesAnExistingDestination) {

@@ -14,6 +14,9 @@
 #include "common/error.h"
 #include "common/fs_util.h"
 #include "common/log.h"
+#include "common/read_file.h"
+#include "common/snapshot_id.h"
+#include "scheduler/metrics.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
 #include "trainer/data/shard_dataset.h"
@@ -708,6 +711,107 @@ TEST_F(GatedSchedulerTest, CrashWhileValidatingOrPublishingIsFinishedOnce) {
     EXPECT_TRUE(registry().verify("fashion-mnist", "v1").empty());
     EXPECT_EQ(catalog->events(100, "champion").size(), 1u);
   }
+}
+
+// Issue 17, point 11: a champion whose registry files cannot be read (here its lineage.json, then
+// its model.h5) made every tick throw (or judged candidates against garbage). The rule
+// (docs/scheduler.md, "A damaged champion"): reported once (event, catalog, metric), candidates
+// wait unjudged in validating, every other part of the tick goes on, and once an operator rolls
+// back (or repairs the files) the waiting candidate is judged against the champion now in place.
+class DamagedChampionTest : public GatedSchedulerTest {
+ protected:
+  void check(const std::string& file) {
+    const std::string first = trainOne("a.h5");
+    const std::string second = trainOne("b.h5");
+    ASSERT_EQ(run(second).state, state::kPromoted);
+    const std::string v2 = root + "/registry/fashion-mnist/versions/v2/" + file;
+    stdfs::permissions(v2, stdfs::perms::owner_write, stdfs::perm_options::add);
+    std::ofstream(v2, std::ios::trunc | std::ios::binary) << "\xff\xfe{\"run_id\": \x1b[2J garbage";
+
+    // A candidate trains and finishes: it is held, not judged, and the tick succeeds.
+    drop("c.h5", 5);
+    request();
+    clock.advance(1);
+    TickReport r;
+    ASSERT_NO_THROW(r = sched().tick());
+    ASSERT_EQ(r.created.size(), 1u);
+    const std::string third = r.created[0];
+    executor.finish(third, 1, 0);
+    const int judged = gatekeeper.calls;
+    ASSERT_NO_THROW(sched().tick());
+    EXPECT_EQ(run(third).state, state::kValidating);
+    EXPECT_NE(run(third).message.find("held: the champion fashion-mnist:v2 cannot be read"), std::string::npos)
+        << run(third).message;
+    EXPECT_NE(run(third).message.find(file), std::string::npos) << run(third).message;
+    EXPECT_EQ(gatekeeper.calls, judged) << "a candidate was judged against a champion that cannot be read";
+    EXPECT_EQ(registry().versions("fashion-mnist"), (std::vector<std::string>{"v1", "v2"}));
+    EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v2");
+
+    // Reported: one event, the catalog (sched status) and the metric.
+    auto damaged = catalog->events(10, "champion_damaged");
+    ASSERT_EQ(damaged.size(), 1u);
+    const json detail = json::parse(damaged[0].detail);
+    EXPECT_EQ(detail["version"], "v2");
+    ASSERT_FALSE(detail["problems"].empty());
+    EXPECT_NE(detail["problems"][0].get<std::string>().find(file), std::string::npos) << detail.dump();
+    EXPECT_EQ(detail["problems"][0].get<std::string>().find('\x1b'), std::string::npos) << "escaped for terminals";
+    EXPECT_FALSE(catalog->meta("champion_damaged").value_or("").empty());
+    TickStats stats;
+    EXPECT_NE(renderMetrics(*catalog, stats).find("\nperennial_champion_damaged 1\n"), std::string::npos);
+
+    // The loop goes on: later ticks succeed without reporting again, data are ingested, a later
+    // trigger fires and its run is started.
+    for (int i = 0; i < 3; ++i) {
+      clock.advance(1);
+      ASSERT_NO_THROW(sched().tick());
+    }
+    EXPECT_EQ(catalog->events(10, "champion_damaged").size(), 1u) << "reported once, not on every tick";
+    EXPECT_EQ(run(third).state, state::kValidating);
+    drop("d.h5", 5);
+    request();
+    clock.advance(1);
+    ASSERT_NO_THROW(r = sched().tick());
+    EXPECT_EQ(r.ingested.size(), 1u);
+    ASSERT_EQ(r.created.size(), 1u) << "a trigger no longer fires";
+    const std::string fourth = r.created[0];
+    EXPECT_EQ(run(fourth).state, state::kRunning);
+    EXPECT_EQ(executor.jobs.count(FakeExecutor::key(fourth, 1)), 1u);
+
+    // The operator rolls back: the held candidate is judged against v1 and promoted.
+    registry().rollback("fashion-mnist", "v2 is damaged");
+    clock.advance(1);
+    ASSERT_NO_THROW(sched().tick());
+    EXPECT_EQ(run(third).state, state::kPromoted) << run(third).message;
+    EXPECT_EQ(run(third).message, "fashion-mnist:v3");
+    EXPECT_EQ(gatekeeper.lastChampion, root + "/registry/fashion-mnist/versions/v1/model.h5");
+    EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v3");
+    EXPECT_EQ(catalog->meta("champion").value_or(""), third);
+    EXPECT_EQ(catalog->events(10, "champion_repaired").size(), 1u);
+    EXPECT_TRUE(catalog->meta("champion_damaged").value_or("").empty());
+    EXPECT_NE(renderMetrics(*catalog, stats).find("\nperennial_champion_damaged 0\n"), std::string::npos);
+    (void)first;
+  }
+};
+
+TEST_F(DamagedChampionTest, UnreadableLineageHoldsPublishingAndTheLoopGoesOn) { check("lineage.json"); }
+
+TEST_F(DamagedChampionTest, AlteredWeightsHoldPublishingAndTheLoopGoesOn) { check("model.h5"); }
+
+// Issue 17, point 8: one snapshot-id recipe (common/snapshot_id.h), and each run's training
+// configuration names its snapshot.json for the trainer to check its shards against.
+TEST_F(SchedulerTest, ARunsSnapshotIdIsTheSharedRecipeAndItsConfigNamesTheSnapshot) {
+  drop("a.h5", 5);
+  drop("b.h5", 7);
+  request();
+  const std::string id = sched().tick().created.at(0);
+  const json snap = json::parse(fs::readFile(root + "/runs/" + id + "/snapshot.json"));
+  std::vector<std::string> hashes;
+  for (const auto& s : snap["manifest"]) hashes.push_back(s["sha256"].get<std::string>());
+  ASSERT_EQ(hashes.size(), 2u);
+  EXPECT_EQ(snap["id"], snapshotId(hashes));
+  EXPECT_EQ(run(id).snapshotId, snapshotId(hashes));
+  EXPECT_NE(run(id).config.find("\nsnapshot = " + root + "/runs/" + id + "/snapshot.json\n"), std::string::npos)
+      << run(id).config;
 }
 
 TEST_F(GatedSchedulerTest, OnPromoteRunsAfterThePromotionAndItsFailureIsRecorded) {

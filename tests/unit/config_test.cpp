@@ -6,6 +6,9 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "tiny_dataset.h"
+#include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/trainer.h"
 
 namespace perennial {
 namespace {
@@ -143,6 +146,95 @@ TEST(Config, ResolvedIniParsesBackToTheSameConfig) {
   auto path = writeConfig("roundtrip", a.config.toIni());
   TrainArgs b = parseTrainArgs({"--run-dir", "/tmp/unused", "--config", path});
   EXPECT_EQ(a.config.toIni(), b.config.toIni());
+}
+
+// Values that a bare INI value cannot hold (NOTE [INI quoting]): each survives toIni() and a
+// parse of the file it wrote, in every free-text key.
+TEST(Config, ResolvedIniRoundTripsCommentCharactersNewlinesAndSpaces) {
+  const std::vector<std::string> values{
+      "/data/r6#x;y/train", "semi;colon", "#", "ends#", " leading space", "trailing tab\t", "\"quoted\"",
+      "\"", "back\\slash\\x23", "a\nb", "x\n[train]\nepochs = 99\n", "\r\x01\x7f", "plain/path", ""};
+  for (const std::string& v : values) {
+    SCOPED_TRACE(::testing::PrintToString(v));
+    const bool optionOk = v.find_first_of(",=") == std::string::npos;  // model.options' own syntax
+    std::vector<std::string> args{"--run-dir", "/tmp/unused", "--data.train", v, "--data.test", v + "/t",
+                                  "--data.snapshot", v, "--model.path", v, "--model.init", v};
+    if (optionOk) args.insert(args.end(), {"--model.options", "k=" + v + "x"});
+    TrainArgs a = parseTrainArgs(args);
+    const std::string ini = a.config.toIni();
+    auto path = writeConfig("quoting", ini);
+    TrainArgs b = parseTrainArgs({"--run-dir", "/tmp/unused", "--config", path});
+    EXPECT_EQ(b.config.trainDir, v);
+    EXPECT_EQ(b.config.testDir, v + "/t");
+    EXPECT_EQ(b.config.snapshotFile, v);
+    EXPECT_EQ(b.config.modelPath, v);
+    EXPECT_EQ(b.config.initFrom, v);
+    if (optionOk) {
+      EXPECT_EQ(b.config.modelOptions.at("k"), a.config.modelOptions.at("k"));
+    }
+    EXPECT_EQ(b.config.epochs, 10) << "a value injected a key:\n" << ini;
+    EXPECT_EQ(b.config.toIni(), ini);
+    EXPECT_EQ(parseTrainConfigText(ini, "model.h5").trainDir, v);
+  }
+  // An ordinary configuration is written as it always was (its text is hashed into lineage).
+  const std::string plain = parseTrainArgs(base()).config.toIni();
+  EXPECT_NE(plain.find("\ntrain = tr\ntest = te\nsnapshot = \n"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find('"'), std::string::npos) << plain;
+  EXPECT_EQ(quoteIniValue("/root/r6#x;y"), "\"/root/r6\\x23x;y\"");
+}
+
+TEST(Config, QuotedValuesInAFileAreDecodedAndBadOnesNameTheKeyAndRule) {
+  auto args = [](const std::string& path) { return std::vector<std::string>{"--run-dir", "/tmp/unused", "--config", path}; };
+  auto path = writeConfig("quoted", "[data]\ntrain = \"/a\\x23b; c \"  # a comment\ntest = C:\\dir\\x23\n");
+  TrainArgs a = parseTrainArgs(args(path));
+  EXPECT_EQ(a.config.trainDir, "/a#b; c ");
+  EXPECT_EQ(a.config.testDir, "C:\\dir\\x23") << "a bare value is taken as it is";
+  // The command line is never decoded.
+  EXPECT_EQ(parseTrainArgs({"--run-dir", "r", "--data.train", "\"x\\x23\"", "--data.test", "t"}).config.trainDir, "\"x\\x23\"");
+  struct Bad {
+    std::string text, rule;
+  };
+  for (const Bad& bad : {Bad{"[data]\ntrain = \"/r6#x\"\ntest = t\n", "does not end with"},
+                         Bad{"[data]\ntrain = \"/a\\qb\"\ntest = t\n", "unknown escape '\\q'"},
+                         Bad{"[data]\ntrain = \"/a\"b\"\ntest = t\n", "unescaped"},
+                         Bad{"[data]\ntrain = \"/a\\x2\"\ntest = t\n", "two hexadecimal digits"},
+                         Bad{"[data]\ntrain = \"/a\\\"\ntest = t\n", "does not end with"}}) {
+    SCOPED_TRACE(bad.text);
+    path = writeConfig("badquote", bad.text);
+    const std::string e = errorOf(args(path));
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+    EXPECT_NE(e.find("data.train: "), std::string::npos) << e;
+    EXPECT_NE(e.find(bad.rule), std::string::npos) << e;
+    EXPECT_NE(e.find("\\x23"), std::string::npos) << "the rule says how to write a '#': " << e;
+    EXPECT_THROW(parseTrainConfigText(bad.text, "model.h5"), ConfigError);
+  }
+}
+
+// End to end: a run under a folder whose name holds '#' and ';' trains, and its own config.cfg
+// (written by the trainer) trains the same model from the same data again.
+TEST(Config, ARunUnderAFolderNamedLikeACommentReproducesFromItsConfig) {
+  namespace stdfs = std::filesystem;
+  const stdfs::path top = stdfs::temp_directory_path() / ("perennial-config-e2e-" + std::to_string(::getpid())) / "r6#x;y";
+  stdfs::remove_all(top.parent_path());
+  for (const char* part : {"train", "test"}) {
+    const std::string src = tinyDataset(std::string("ini-") + part, 48);
+    stdfs::create_directories(top / part);
+    stdfs::copy_file(src + "/shard-0.h5", top / part / "shard-0.h5");
+    stdfs::remove_all(src);
+  }
+  const std::string run1 = (top / "run 1").string(), run2 = (top / "run 2").string();
+  TrainArgs a = parseTrainArgs({"--run-dir", run1, "--data.train", (top / "train").string(), "--data.test",
+                                (top / "test").string(), "--model.hidden", "8", "--train.batch_size", "8",
+                                "--train.max_steps", "2", "--log.progress", "none", "--log.level", "warn"});
+  MpiCommunicator comm(std::chrono::seconds(30));
+  const TrainResult r1 = train(a.config, a.runDir, comm);
+  TrainArgs b = parseTrainArgs({"--config", run1 + "/config.cfg", "--run-dir", run2});
+  ASSERT_EQ(b.config.trainDir, (top / "train").string()) << "the trainer's config.cfg does not read back its path";
+  ASSERT_EQ(b.config.testDir, (top / "test").string());
+  const TrainResult r2 = train(b.config, b.runDir, comm);
+  EXPECT_EQ(r2.steps, 2);
+  EXPECT_EQ(r2.paramSha256, r1.paramSha256);
+  stdfs::remove_all(top.parent_path());
 }
 
 TEST(Config, IntListParsing) {

@@ -95,7 +95,117 @@ std::map<std::string, std::string> parseModelOptions(const std::string& text) {
   return out;
 }
 
+// TEXT for an error message: control characters as \xHH.
+std::string printableForMessage(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (u < 0x20 || u == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+bool iniSpace(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f'; }
+
+// A configuration file's options, each value decoded (NOTE [INI quoting]). Boost's errors pass
+// through; a bad quoted value is ConfigError "KEY: ...".
+po::parsed_options parseIniFile(std::istream& in, const po::options_description& keys) {
+  po::parsed_options parsed = po::parse_config_file(in, keys, /*allow_unregistered=*/false);
+  for (auto& o : parsed.options) {
+    for (auto& v : o.value) v = unquoteIniValue(o.string_key, v);
+    // The original tokens are what Boost's messages quote: keep them decoded as well.
+    for (auto& v : o.original_tokens) {
+      if (!v.empty() && v.front() == '"') v = unquoteIniValue(o.string_key, v);
+    }
+  }
+  return parsed;
+}
+
 }  // namespace
+
+std::string quoteIniValue(const std::string& value) {
+  bool quote = !value.empty() && (iniSpace(value.front()) || iniSpace(value.back()) || value.front() == '"');
+  for (const char ch : value) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '#' || ch == ';' || u < 0x20 || u == 0x7f) quote = true;
+  }
+  if (!quote) return value;
+  std::string out = "\"";
+  for (const char ch : value) {
+    const auto u = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (ch == '#' || u < 0x20 || u == 0x7f) {
+          static const char* hex = "0123456789abcdef";
+          out += "\\x";
+          out += hex[u >> 4];
+          out += hex[u & 15];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string unquoteIniValue(const std::string& key, const std::string& text) {
+  if (text.empty() || text.front() != '"') return text;
+  const std::string rule =
+      "a value that starts with '\"' is quoted: it ends with '\"', and inside it \\\\ \\\" \\n \\t \\r and \\xHH are the "
+      "only escapes; a '#' (which begins a comment anywhere on the line) is written \\x23";
+  auto refuse = [&](const std::string& what) -> std::string {
+    throw ConfigError(key + ": " + what + " (" + rule + "; got " + printableForMessage(text) + ")");
+  };
+  if (text.size() < 2 || text.back() != '"') return refuse("a quoted value does not end with '\"'");
+  std::string out;
+  const size_t end = text.size() - 1;
+  for (size_t i = 1; i < end; ++i) {
+    const char ch = text[i];
+    if (ch == '"') return refuse("an unescaped '\"' inside a quoted value");
+    if (ch != '\\') {
+      out += ch;
+      continue;
+    }
+    if (i + 1 >= end) return refuse("a quoted value does not end with '\"' (its last one is escaped)");
+    const char e = text[++i];
+    switch (e) {
+      case '\\': out += '\\'; break;
+      case '"': out += '"'; break;
+      case 'n': out += '\n'; break;
+      case 't': out += '\t'; break;
+      case 'r': out += '\r'; break;
+      case 'x': {
+        auto digit = [](char c) {
+          return std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+                 : (c >= 'a' && c <= 'f')                    ? c - 'a' + 10
+                 : (c >= 'A' && c <= 'F')                    ? c - 'A' + 10
+                                                             : -1;
+        };
+        if (i + 2 >= end || digit(text[i + 1]) < 0 || digit(text[i + 2]) < 0) {
+          return refuse("\\x must be followed by two hexadecimal digits");
+        }
+        out += static_cast<char>(digit(text[i + 1]) * 16 + digit(text[i + 2]));
+        i += 2;
+        break;
+      }
+      default:
+        return refuse(std::string("unknown escape '\\") + e + "' in a quoted value");
+    }
+  }
+  return out;
+}
 
 void checkDeviceSetting(const std::string& value, const std::string& key) {
   if (value != "auto" && value != "cpu" && value != "cuda") {
@@ -182,6 +292,7 @@ void addTrainOptions(po::options_description& desc) {
   desc.add_options()
       ("data.train", po::value<std::string>(), "directory of training shards (required)")
       ("data.test", po::value<std::string>(), "directory of test shards (required)")
+      ("data.snapshot", s(d.snapshotFile), "a snapshot.json (the scheduler writes one per run) listing every training shard's SHA-256 and rows in file-name order: each shard of data.train is checked against it before training, and a mismatch stops with exit 1 naming the shard (empty: no check)")
       ("data.prefetch", i(d.prefetch), "batches read ahead per rank (>= 1)")
       ("data.normalize", s(d.normalize), "auto | none | standard: standardise each feature by the training data's mean and standard deviation, stored with the weights and applied at evaluation (auto: standard for float32 features, none for uint8 images, which are scaled to [0, 1])")
       ("model.arch", s(d.arch), "mlp | cnn | torchscript | a name registered by your program (perennial::registerModel)")
@@ -263,6 +374,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   if (!vm.count("data.test")) throw ConfigError("data.test: required (a directory of test shards)");
   c.trainDir = str("data.train");
   c.testDir = str("data.test");
+  c.snapshotFile = str("data.snapshot");
   c.prefetch = intAtLeast("data.prefetch", 1);
   c.normalize = choice("data.normalize", {"auto", "none", "standard"});
 
@@ -331,13 +443,16 @@ std::string TrainConfig::toIni() const {
   std::ostringstream os;
   std::string options;
   for (const auto& [k, v] : modelOptions) options += (options.empty() ? "" : ", ") + k + "=" + v;
-  os << "[data]\ntrain = " << trainDir << "\ntest = " << testDir << "\nprefetch = " << prefetch
+  // Free-text values are quoted where a bare one would not read back the same (NOTE [INI quoting]).
+  const auto q = [](const std::string& v) { return quoteIniValue(v); };
+  os << "[data]\ntrain = " << q(trainDir) << "\ntest = " << q(testDir) << "\nsnapshot = " << q(snapshotFile)
+     << "\nprefetch = " << prefetch
      << "\nnormalize = " << normalize
-     << "\n\n[model]\narch = " << arch << "\npath = " << modelPath << "\noptions = " << options
+     << "\n\n[model]\narch = " << arch << "\npath = " << q(modelPath) << "\noptions = " << q(options)
      << "\nhidden = " << joinInts(hidden)
      << "\nconv_channels = " << joinInts(convChannels) << "\nkernel_size = " << kernelSize
      << "\nfc_hidden = " << joinInts(fcHidden) << "\ndropout = " << fmt(dropout)
-     << "\ninit = " << initFrom
+     << "\ninit = " << q(initFrom)
      << "\n\n[train]\nepochs = " << epochs << "\nbatch_size = " << batchSize
      << "\ngrad_accum = " << gradAccum << "\nmax_steps = " << maxSteps << "\nseed = " << seed
      << "\nthreads = " << threads << "\nlog_every = " << logEvery << "\ndevice = " << device
@@ -374,7 +489,7 @@ TrainConfig parseTrainConfigText(const std::string& text, const std::string& sou
   po::variables_map vm;
   std::istringstream in(text);
   try {
-    po::store(po::parse_config_file(in, keys, /*allow_unregistered=*/false), vm);
+    po::store(parseIniFile(in, keys), vm);
     po::notify(vm);
     return trainConfigFrom(vm);
   } catch (const po::error& e) {
@@ -414,9 +529,11 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
     if (!in) throw ConfigError(out.configFile + ": cannot open configuration file");
     try {
       // Values already stored from the command line take precedence over the file's.
-      po::store(po::parse_config_file(in, keys, /*allow_unregistered=*/false), vm);
+      po::store(parseIniFile(in, keys), vm);
     } catch (const po::error& e) {
       throw ConfigError(out.configFile + ": " + programOptionsMessage(e) + " (perennial train --help lists every key)");
+    } catch (const ConfigError& e) {
+      throw ConfigError(out.configFile + ": " + e.what());
     }
   }
   po::notify(vm);

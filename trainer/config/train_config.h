@@ -20,6 +20,7 @@ namespace perennial {
 struct TrainConfig {
   // [data]
   std::string trainDir, testDir;
+  std::string snapshotFile;  // data.snapshot: a snapshot.json the training shards must match ("": no check)
   int64_t prefetch = 4;
   std::string normalize = "auto";  // auto | none | standard
   // [model]
@@ -127,6 +128,23 @@ void storeCommandLine(const std::vector<std::string>& args,
 // that itself contains one (a configuration with "x = %value%") made it loop forever: every '%'
 // of the user's text in the message is shown as a fullwidth percent sign instead.
 std::string programOptionsMessage(const boost::program_options::error& e);
+
+// NOTE [INI quoting] Boost.Program_options' INI parser ends a value at the first '#' (the rest of
+// the line is a comment, even inside quotes), trims white space around it and never removes
+// quotes, so a path such as ".../r6#x;y/data" written as it is would be read as ".../r6". Our own
+// layer adds quoting: a value in a configuration FILE whose first character is '"' is a quoted
+// value. It must end with '"', and between the quotes \\ is a backslash, \" a quote, \n \t
+// \r a newline, tab and carriage return and \xHH the byte HH (so a '#' is written \x23); any
+// other backslash or an unescaped '"' is an error naming the key. Every other value is taken as
+// it is (a backslash in it is an ordinary character). Values given on the command line are never
+// decoded. TrainConfig::toIni() quotes a value that holds '#', ';', '"' first, a control
+// character or white space at either end, so each value round-trips; others are written bare
+// (the text of an ordinary configuration, and its hash, are unchanged).
+//
+// quoteIniValue: VALUE as toIni() writes it. unquoteIniValue: the value a file's text TEXT
+// stands for; throws ConfigError "KEY: ..." naming the rule.
+std::string quoteIniValue(const std::string& value);
+std::string unquoteIniValue(const std::string& key, const std::string& text);
 
 // "256,128" -> {256, 128}; throws ConfigError naming KEY on a malformed list.
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text);

@@ -3,15 +3,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "common/fs_util.h"
 #include "common/log.h"
+#include "common/read_file.h"
+#include "common/snapshot_id.h"
 #include "trainer/data/idx.h"
 
 namespace perennial::data {
@@ -231,6 +236,87 @@ void ShardedDataset::readRange(int64_t begin, int64_t end, void* features, void*
   std::vector<int64_t> idx(static_cast<size_t>(std::max<int64_t>(0, end - begin)));
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = begin + static_cast<int64_t>(i);
   readRows(idx, features, targets);
+}
+
+Digest ShardedDataset::hashShard(size_t shard) const {
+  const Shard& s = shards_.at(shard);
+  const std::string& path = paths_.at(shard);
+  // The POSIX (sec2) driver, HDF5's default, hands out its descriptor; pread leaves its offset
+  // alone. Any other driver: hash the path.
+  int fd = -1;
+  {
+    h5::Handle fapl(h5::check(H5Fget_access_plist(s.file), "H5Fget_access_plist", path));
+    void* handle = nullptr;
+    if (H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(s.file, fapl, &handle) >= 0 && handle) {
+      fd = *static_cast<int*>(handle);
+    }
+  }
+  if (fd < 0) return sha256File(path);
+  Sha256 h;
+  std::vector<char> buf(4 << 20);
+  off_t offset = 0;
+  for (;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(path + ": read error while hashing: " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<size_t>(n));
+    offset += n;
+  }
+  return h.finish();
+}
+
+std::string checkSnapshot(const std::string& snapshotFile, const std::vector<ShardIdentity>& shards) {
+  using nlohmann::json;
+  std::error_code ec;
+  if (!stdfs::is_regular_file(snapshotFile, ec)) throw ConfigError("data.snapshot: " + snapshotFile + ": no such file");
+  auto bad = [&](const std::string& why) { throw DataError("data.snapshot: " + snapshotFile + ": " + why); };
+  json j = json::parse(fs::readFile(snapshotFile), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_string() || !j.contains("manifest") ||
+      !j["manifest"].is_array()) {
+    bad("not a snapshot (a JSON object with an \"id\" and a \"manifest\" array)");
+  }
+  const json& manifest = j["manifest"];
+  if (manifest.size() != shards.size()) {
+    throw DataError("data.train: " + std::to_string(shards.size()) + " shards, but the snapshot " + snapshotFile +
+                    " lists " + std::to_string(manifest.size()) + ": shards were added to or removed from the run's data");
+  }
+  SnapshotIdBuilder id;
+  std::vector<std::string> problems;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const json& e = manifest[i];
+    if (!e.is_object() || !e.contains("sha256") || !e["sha256"].is_string() || !e.contains("rows") ||
+        !e["rows"].is_number_integer()) {
+      bad("manifest entry " + std::to_string(i) + " has no \"sha256\" string or no integer \"rows\"");
+    }
+    const std::string expected = e["sha256"].get<std::string>();
+    const int64_t rows = e["rows"].get<int64_t>();
+    id.add(expected);
+    const std::string where = shards[i].path + " (snapshot entry " + std::to_string(i) +
+                              (e.contains("seq") ? ", seq " + e["seq"].dump() : std::string()) + ")";
+    if (shards[i].sha256 != expected) {
+      problems.push_back(where + ": SHA-256 " + shards[i].sha256 + " found, " + expected + " expected");
+    } else if (shards[i].rows != rows) {
+      problems.push_back(where + ": " + std::to_string(shards[i].rows) + " rows found, " + std::to_string(rows) +
+                         " expected");
+    }
+  }
+  const std::string recomputed = id.finish();
+  if (recomputed != j["id"].get<std::string>()) {
+    problems.push_back(snapshotFile + ": its id " + j["id"].get<std::string>() +
+                       " is not the hash of its manifest (" + recomputed + "): the file was altered");
+  }
+  if (!problems.empty()) {
+    std::string text;
+    const size_t shown = std::min<size_t>(problems.size(), 10);
+    for (size_t i = 0; i < shown; ++i) text += (i ? "; " : "") + problems[i];
+    if (shown < problems.size()) text += "; and " + std::to_string(problems.size() - shown) + " more";
+    throw DataError("data.train: the training shards differ from the snapshot " + snapshotFile + " (data.snapshot): " +
+                    text);
+  }
+  return recomputed;
 }
 
 namespace {

@@ -18,6 +18,7 @@
 
 #include "checkpoint/h5.h"
 #include "common/dtype.h"
+#include "common/sha256.h"
 
 namespace perennial::data {
 
@@ -57,6 +58,11 @@ class ShardedDataset {
   size_t numShards() const { return shards_.size(); }
   const std::string& dir() const { return dir_; }
   const std::vector<std::string>& shardPaths() const { return paths_; }
+  int64_t shardRows(size_t shard) const { return shards_.at(shard).rows; }
+  // SHA-256 of shard SHARD's bytes, read through the descriptor this dataset reads rows from (so
+  // the bytes hashed are those trained on, even if the path was replaced since it was opened).
+  // Throws IoError naming the file when it cannot be read.
+  Digest hashShard(size_t shard) const;
 
   // Reads the rows with the given global indices (any order, repeats allowed) into FEATURES
   // (rows x featureElements of the feature dtype) and TARGETS (rows of the target dtype), in
@@ -84,6 +90,21 @@ class ShardedDataset {
   std::vector<std::string> paths_;
   int64_t total_ = 0;
 };
+
+// NOTE [Snapshot check]: a scheduler run's snapshot.json ({"id", "shards", "rows", "manifest":
+// [{"seq", "sha256", "rows", "source"}, ...]} in ingest order, scheduler/scheduler.cpp) is what
+// was validated and recorded in the catalog. The trainer compares what it is about to read with
+// it: as many shards, in file-name order, each with the recorded SHA-256 and rows, and an id that
+// is the recipe of common/snapshot_id.h over those hashes. Any difference throws DataError (exit
+// 1) naming every shard that differs (its file, the expected and the found value).
+struct ShardIdentity {
+  std::string path;
+  std::string sha256;  // hex, as found
+  int64_t rows = 0;    // as found
+};
+// Checks SHARDS (in the order read) against the snapshot file SNAPSHOT_FILE; returns its id.
+// Throws ConfigError when the file does not exist, DataError when it does not parse or differs.
+std::string checkSnapshot(const std::string& snapshotFile, const std::vector<ShardIdentity>& shards);
 
 struct ImportOptions {
   std::string sourceDir = "/usr/share/datasets/fashion-mnist";
