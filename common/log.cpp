@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace perennial::log {
 namespace {
@@ -163,6 +164,11 @@ void configure(spdlog::logger& l) {
 }
 
 }  // namespace
+
+std::string shown(std::string_view text) {
+  std::lock_guard<std::mutex> lock(mu);
+  return format == "json" ? std::string(text) : printable(text);
+}
 
 std::unique_ptr<spdlog::formatter> makeJsonFormatter(int rank, int worldSize) {
   return std::make_unique<JsonFormatter>(rank, worldSize);

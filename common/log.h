@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace perennial::log {
 
@@ -23,6 +24,11 @@ void init(int rank, int worldSize, const std::string& level, const std::string& 
 // a format sets it too.)
 void setDefaultFormat(const std::string& format);
 std::string defaultFormat();
+
+// TEXT (a file name, someone else's bytes) for a log message: escaped by printable()
+// (common/text.h) in the text format, so it can neither forge a line nor repaint a terminal;
+// as it is in the JSON format, whose encoder escapes it and names it exactly.
+std::string shown(std::string_view text);
 
 // The JSON-lines formatter (exposed for tests): one object per message, newline-terminated;
 // the message is JSON-escaped and invalid UTF-8 is replaced by U+FFFD.

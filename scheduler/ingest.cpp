@@ -161,10 +161,10 @@ std::vector<IngestOutcome> Ingester::ingestPending() {
       out.push_back(ingest(name));
     } catch (const Error& e) {
       // This file alone: it waits in incoming/ for the next pass (the disk may be full).
-      log::get("ingest")->warn("{}/incoming/{}: left for the next pass: {}", root_, printable(name), e.what());
+      log::get("ingest")->warn("{}/incoming/{}: left for the next pass: {}", root_, log::shown(name), e.what());
       out.push_back({name, false, true, "", 0, "", e.what()});
     } catch (const std::system_error& e) {
-      log::get("ingest")->warn("{}/incoming/{}: left for the next pass: {}", root_, printable(name), e.what());
+      log::get("ingest")->warn("{}/incoming/{}: left for the next pass: {}", root_, log::shown(name), e.what());
       out.push_back({name, false, true, "", 0, "", e.what()});
     }
   }
@@ -293,7 +293,7 @@ IngestOutcome Ingester::ingestOpen(Candidate& c) {
   });
   fault("recorded");
   removeEntry(c);
-  log->info("ingested {} as shard {} ({} rows, sha256 {})", printable(c.name), rec.seq, rec.rows, hash.substr(0, 16));
+  log->info("ingested {} as shard {} ({} rows, sha256 {})", log::shown(c.name), rec.seq, rec.rows, hash.substr(0, 16));
   return {c.name, true, false, hash, rec.rows, "", ""};
 }
 
@@ -353,7 +353,8 @@ IngestOutcome Ingester::quarantine(Candidate& c, const std::string& hash, const 
     }
   }
   fault("quarantine-moved");
-  log->warn("quarantined {} ({}): {}", printable(c.name), rule, printable(reason));
+  // The reason names the file escaped already (c.shown).
+  log->warn("quarantined {} ({}): {}", log::shown(c.name), rule, reason);
   return {c.name, false, false, hash, 0, rule, reason};
 }
 
