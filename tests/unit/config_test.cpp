@@ -7,8 +7,6 @@
 
 #include "common/error.h"
 #include "tiny_dataset.h"
-#include "trainer/comm/mpi/mpi_communicator.h"
-#include "trainer/trainer.h"
 
 namespace perennial {
 namespace {
@@ -208,33 +206,6 @@ TEST(Config, QuotedValuesInAFileAreDecodedAndBadOnesNameTheKeyAndRule) {
     EXPECT_NE(e.find("\\x23"), std::string::npos) << "the rule says how to write a '#': " << e;
     EXPECT_THROW(parseTrainConfigText(bad.text, "model.h5"), ConfigError);
   }
-}
-
-// End to end: a run under a folder whose name holds '#' and ';' trains, and its own config.cfg
-// (written by the trainer) trains the same model from the same data again.
-TEST(Config, ARunUnderAFolderNamedLikeACommentReproducesFromItsConfig) {
-  namespace stdfs = std::filesystem;
-  const stdfs::path top = stdfs::temp_directory_path() / ("perennial-config-e2e-" + std::to_string(::getpid())) / "r6#x;y";
-  stdfs::remove_all(top.parent_path());
-  for (const char* part : {"train", "test"}) {
-    const std::string src = tinyDataset(std::string("ini-") + part, 48);
-    stdfs::create_directories(top / part);
-    stdfs::copy_file(src + "/shard-0.h5", top / part / "shard-0.h5");
-    stdfs::remove_all(src);
-  }
-  const std::string run1 = (top / "run 1").string(), run2 = (top / "run 2").string();
-  TrainArgs a = parseTrainArgs({"--run-dir", run1, "--data.train", (top / "train").string(), "--data.test",
-                                (top / "test").string(), "--model.hidden", "8", "--train.batch_size", "8",
-                                "--train.max_steps", "2", "--log.progress", "none", "--log.level", "warn"});
-  MpiCommunicator comm(std::chrono::seconds(30));
-  const TrainResult r1 = train(a.config, a.runDir, comm);
-  TrainArgs b = parseTrainArgs({"--config", run1 + "/config.cfg", "--run-dir", run2});
-  ASSERT_EQ(b.config.trainDir, (top / "train").string()) << "the trainer's config.cfg does not read back its path";
-  ASSERT_EQ(b.config.testDir, (top / "test").string());
-  const TrainResult r2 = train(b.config, b.runDir, comm);
-  EXPECT_EQ(r2.steps, 2);
-  EXPECT_EQ(r2.paramSha256, r1.paramSha256);
-  stdfs::remove_all(top.parent_path());
 }
 
 TEST(Config, IntListParsing) {

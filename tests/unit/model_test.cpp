@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/config/train_config.h"
 #include "trainer/data/shard_dataset.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/trainer.h"
@@ -167,6 +168,37 @@ TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
   EXPECT_EQ(total, numel);
   reducer.zeroGrad();
   for (const auto& p : ps) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+}
+
+// End to end (here, in the binary that initialises MPI; the INI quoting itself is tested in
+// config_test.cpp): a run under a folder whose name holds '#' and ';' trains, and its own config.cfg
+// (written by the trainer) trains the same model from the same data again.
+TEST(Trainer, ARunUnderAFolderNamedLikeACommentReproducesFromItsConfig) {
+  namespace stdfs = std::filesystem;
+  const stdfs::path top = stdfs::temp_directory_path() / ("perennial-config-e2e-" + std::to_string(::getpid())) / "r6#x;y";
+  stdfs::remove_all(top.parent_path());
+  struct Cleanup {
+    stdfs::path dir;
+    ~Cleanup() { stdfs::remove_all(dir); }
+  } cleanup{top.parent_path()};
+  for (const char* part : {"train", "test"}) {
+    const std::string src = tinyDataset(std::string("ini-") + part, 48);
+    stdfs::create_directories(top / part);
+    stdfs::copy_file(src + "/shard-0.h5", top / part / "shard-0.h5");
+    stdfs::remove_all(src);
+  }
+  const std::string run1 = (top / "run 1").string(), run2 = (top / "run 2").string();
+  TrainArgs a = parseTrainArgs({"--run-dir", run1, "--data.train", (top / "train").string(), "--data.test",
+                                (top / "test").string(), "--model.hidden", "8", "--train.batch_size", "8",
+                                "--train.max_steps", "2", "--log.progress", "none", "--log.level", "warn"});
+  MpiCommunicator comm(std::chrono::seconds(30));
+  const TrainResult r1 = train(a.config, a.runDir, comm);
+  TrainArgs b = parseTrainArgs({"--config", run1 + "/config.cfg", "--run-dir", run2});
+  ASSERT_EQ(b.config.trainDir, (top / "train").string()) << "the trainer's config.cfg does not read back its path";
+  ASSERT_EQ(b.config.testDir, (top / "test").string());
+  const TrainResult r2 = train(b.config, b.runDir, comm);
+  EXPECT_EQ(r2.steps, 2);
+  EXPECT_EQ(r2.paramSha256, r1.paramSha256);
 }
 
 TEST(Trainer, FailedAsyncSaveSurfacesAndFailsTheRun) {
