@@ -28,4 +28,8 @@ void appendLine(const std::string& path, const std::string& line);
 // is not a readable directory.
 std::vector<std::string> listFiles(const std::string& dir, const std::string& suffix);
 
+// 128 bits from the kernel's random source (getrandom) as 32 lowercase hex digits: names and
+// tokens that nobody else can guess in advance. Throws IoError if the source fails.
+std::string randomHex();
+
 }  // namespace perennial::fs

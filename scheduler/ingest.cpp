@@ -1,7 +1,6 @@
 #include "scheduler/ingest.h"
 
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,25 +50,6 @@ class Fd {
 };
 
 std::string errnoText() { return std::strerror(errno); }
-
-// 16 random bytes as hex: names that nobody else can guess in advance.
-std::string randomHex() {
-  unsigned char b[16];
-  size_t got = 0;
-  while (got < sizeof b) {
-    const ssize_t n = ::getrandom(b + got, sizeof b - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw IoError(std::string("getrandom: ") + errnoText());
-    got += static_cast<size_t>(n);
-  }
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : b) {
-    out += hex[c >> 4];
-    out += hex[c & 15];
-  }
-  return out;
-}
 
 // What identifies one file: the same device, inode, size and modification time.
 std::string identity(const struct stat& st) {
@@ -209,7 +189,7 @@ IngestOutcome Ingester::ingestOpen(Candidate& c) {
   }
 
   // The private copy, hashed on the way. No byte is read from the producer's file after this.
-  c.copy = root_ + "/tmp/" + kTmpPrefix + randomHex() + ".h5";
+  c.copy = root_ + "/tmp/" + kTmpPrefix + fs::randomHex() + ".h5";
   Fd out(::open(c.copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) {
     const std::string why = errnoText();
@@ -371,7 +351,7 @@ std::vector<std::string> stageFiles(const std::string& root, const std::vector<s
     const std::string dest = root + "/incoming/" + name;
     const std::string shown = root + "/incoming/" + printable(name);
     // A hidden name of our own: nothing planted in incoming/ is followed or overwritten.
-    const std::string tmp = root + "/incoming/." + randomHex() + ".tmp";
+    const std::string tmp = root + "/incoming/." + fs::randomHex() + ".tmp";
     Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
     if (!out) throw DataError(root + "/incoming: cannot create a file: " + errnoText());
     try {

@@ -245,6 +245,8 @@ void Scheduler::followActiveRuns(TickReport& report) {
         break;
       case AttemptState::kExited:
       case AttemptState::kLost:
+        // An attempt found again after a restart, already ended: record whose end it was.
+        if (run.execId.empty()) run.execId = st.execId;
         finishAttempt(run, st, report);
         break;
     }

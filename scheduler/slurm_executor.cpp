@@ -1,5 +1,7 @@
 #include "scheduler/slurm_executor.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -34,6 +36,30 @@ std::string field(const std::string& line, const std::string& key) {
   pos += k.size() - 1;
   const auto end = line.find(' ', pos);
   return line.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+}
+
+std::string readWord(const std::string& path) {
+  std::ifstream in(path);
+  std::string w;
+  in >> w;
+  return w;
+}
+
+bool isJobId(const std::string& id) {
+  return !id.empty() && id.find_first_not_of("0123456789_") == std::string::npos;
+}
+
+// The job id that a record of train.sbatch (started.json, exit.json) gives for TOKEN, or "".
+std::string jobIdFromRecord(const std::string& path, const std::string& token) {
+  std::ifstream in(path);
+  if (!in) return "";
+  const json j = json::parse(in, nullptr, false);
+  if (!j.is_object() || !j.contains("token") || !j["token"].is_string() || j["token"].get<std::string>() != token ||
+      !j.contains("job_id") || !j["job_id"].is_string()) {
+    return "";
+  }
+  const std::string id = j["job_id"].get<std::string>();
+  return isJobId(id) ? id : "";
 }
 
 bool isLiveState(const std::string& s) {
@@ -74,6 +100,19 @@ AttemptStatus attemptStatusFromSlurm(const std::string& state, const std::string
   return s;
 }
 
+std::string slurmFilenamePattern(const std::string& path) {
+  if (path.find('\\') != std::string::npos) {
+    throw IoError("Slurm cannot write a job's output to " + path +
+                  ": sbatch removes every backslash from a file name pattern; use a root without one");
+  }
+  std::string out;
+  for (const char ch : path) {
+    out += ch;
+    if (ch == '%') out += '%';
+  }
+  return out;
+}
+
 SlurmExecutor::SlurmExecutor(SlurmExecutorOptions options) : o_(std::move(options)) {
   if (o_.perennial.empty()) o_.perennial = selfExecutable();
   if (o_.script.empty() || !stdfs::is_regular_file(o_.script)) {
@@ -90,16 +129,22 @@ std::string SlurmExecutor::jobName(const AttemptSpec& spec) {
 std::string SlurmExecutor::submit(const AttemptSpec& spec) {
   const std::string dir = attemptDir(spec);
   stdfs::create_directories(dir);
-  // Never twice: a job of this attempt that Slurm still knows is reused.
-  if (std::string existing = findJob(spec, ""); !existing.empty()) {
-    AttemptStatus st = poll(spec, existing);
-    if (st.state == AttemptState::kRunning) return existing;
+  // Never twice (NOTE [Slurm attempt identity]): a job of this attempt, recorded, in the queue or
+  // having left its records, is this attempt's handle, whatever state it is in.
+  if (std::string existing = findJob(spec, ""); !existing.empty()) return existing;
+  const std::string logPattern = slurmFilenamePattern(dir + "/log");
+  // The token is on disk before sbatch runs, so a restarted scheduler knows to look for the job.
+  std::string token = readWord(dir + "/token");
+  if (token.empty()) {
+    token = fs::randomHex();
+    fs::writeFileAtomic(dir + "/token", token + "\n");
   }
   std::error_code ec;
   stdfs::remove(dir + "/exit.json", ec);
+  stdfs::remove(dir + "/started.json", ec);
   std::vector<std::string> argv{o_.sbatch, "--parsable", "--job-name=" + jobName(spec),
-                                "--ntasks=" + std::to_string(spec.ranks), "--output=" + dir + "/log",
-                                "--open-mode=append", "--chdir=" + spec.runDir};
+                                "--ntasks=" + std::to_string(spec.ranks), "--output=" + logPattern,
+                                "--open-mode=append", "--chdir=" + spec.runDir, "--comment=" + token};
   if (!o_.partition.empty()) argv.push_back("--partition=" + o_.partition);
   if (!o_.account.empty()) argv.push_back("--account=" + o_.account);
   if (!o_.time.empty()) argv.push_back("--time=" + o_.time);
@@ -117,9 +162,10 @@ std::string SlurmExecutor::submit(const AttemptSpec& spec) {
     argv.push_back(spec.trainArgs[i]);
   }
   ProcessOutput out = captureProcess(argv, o_.commandTimeoutS,
-                                     {"PERENNIAL=" + o_.perennial, "PERENNIAL_EXIT_FILE=" + dir + "/exit.json"});
+                                     {"PERENNIAL=" + o_.perennial, "PERENNIAL_EXIT_FILE=" + dir + "/exit.json",
+                                      "PERENNIAL_START_FILE=" + dir + "/started.json", "PERENNIAL_JOB_TOKEN=" + token});
   const std::string id = trim(out.out).substr(0, trim(out.out).find(';'));
-  if (out.status != 0 || id.empty() || id.find_first_not_of("0123456789_") != std::string::npos) {
+  if (out.status != 0 || !isJobId(id)) {
     throw IoError("sbatch failed (exit " + std::to_string(out.status) + "): " + trim(out.err) + trim(out.out));
   }
   fs::writeFileAtomic(dir + "/job", id + "\n");
@@ -128,14 +174,45 @@ std::string SlurmExecutor::submit(const AttemptSpec& spec) {
 
 std::string SlurmExecutor::findJob(const AttemptSpec& spec, const std::string& execId) {
   if (!execId.empty()) return execId;
-  std::ifstream in(attemptDir(spec) + "/job");
-  std::string id;
-  if (in >> id) return id;
-  // Submitted, but the scheduler died before recording the id: ask Slurm by the job's name.
-  ProcessOutput out = captureProcess({o_.squeue, "-h", "--name=" + jobName(spec), "-o", "%i"}, o_.commandTimeoutS);
-  if (out.status == 0) {
-    std::istringstream lines(out.out);
-    if (lines >> id) return id;
+  const std::string dir = attemptDir(spec);
+  if (std::string id = readWord(dir + "/job"); !id.empty()) return id;
+  // No token: this attempt never reached sbatch.
+  const std::string token = readWord(dir + "/token");
+  if (token.empty()) return "";
+  // Submitted, perhaps, but the scheduler died before recording the id.
+  std::string id = lookupJob(spec, token);
+  if (!id.empty()) {
+    log::get("sched")->warn("run {} attempt {}: adopting Slurm job {}, submitted before a restart (its token matches)",
+                            spec.runId, spec.attempt, id);
+    fs::writeFileAtomic(dir + "/job", id + "\n");
+  }
+  return id;
+}
+
+std::string SlurmExecutor::lookupJob(const AttemptSpec& spec, const std::string& token) {
+  // Our own jobs of this name in every state Slurm still remembers (the default lists only
+  // pending, running and completing ones), with their owner and comment.
+  ProcessOutput out = captureProcess(
+      {o_.squeue, "--me", "-h", "--states=all", "--name=" + jobName(spec), "-o", "%i|%U|%k"}, o_.commandTimeoutS);
+  if (out.status != 0) {
+    throw IoError("squeue failed (exit " + std::to_string(out.status) + "): " + trim(out.err) +
+                  "; cannot tell whether run " + spec.runId + " attempt " + std::to_string(spec.attempt) +
+                  " was submitted before a restart, so it is neither adopted nor submitted now");
+  }
+  const std::string uid = std::to_string(::getuid());
+  std::istringstream lines(out.out);
+  for (std::string line; std::getline(lines, line);) {
+    line = trim(line);
+    const size_t a = line.find('|');
+    const size_t b = a == std::string::npos ? a : line.find('|', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string id = line.substr(0, a), owner = line.substr(a + 1, b - a - 1), comment = line.substr(b + 1);
+    if (isJobId(id) && owner == uid && comment == token) return id;
+  }
+  // Gone from Slurm's memory: the records the job itself wrote into the attempt directory.
+  const std::string dir = attemptDir(spec);
+  for (const char* record : {"/started.json", "/exit.json"}) {
+    if (std::string id = jobIdFromRecord(dir + record, token); !id.empty()) return id;
   }
   return "";
 }

@@ -2,10 +2,25 @@
 // The Slurm executor: one attempt is one batch job of slurm/train.sbatch, submitted with
 // `sbatch --parsable` (every value passed as its own argument or in the environment, never
 // through a shell), followed with squeue and `scontrol show job`, cancelled with scancel. The
-// job's id is kept in RUN/attempt-<k>/job and its name is unique per attempt and root, so a
-// restarted scheduler finds its jobs again. The batch script requeues itself after the trainer
-// checkpointed on a signal, so preemptions and time limits within its restart budget are the
-// job's own business; the scheduler sees the job's final state.
+// batch script requeues itself after the trainer checkpointed on a signal, so preemptions and
+// time limits within its restart budget are the job's own business; the scheduler sees the
+// job's final state.
+//
+// NOTE [Slurm attempt identity] An attempt is submitted at most once, also across a crash of the
+// scheduler at any point. RUN/attempt-<k>/ holds:
+//   token         128 random bits, written and fsynced before sbatch runs; the job carries it as
+//                 its --comment (squeue %k) and in PERENNIAL_JOB_TOKEN
+//   job           the job id, written once sbatch answered
+//   started.json  {"job_id", "token", ...}: written by train.sbatch when the job starts
+//   exit.json     {"exit_code", "job_id", "token", ...}: written by train.sbatch when it ends
+//   log           the job's output (--output, with '%' escaped as "%%": sbatch's file pattern)
+// Without a `job` file but with a token (the scheduler died between sbatch and recording the id),
+// the job is looked for with `squeue --me --states=all --name=NAME` and taken only when its user
+// id is ours and its comment is the token; a job that already left Slurm's memory is recognised
+// by a started.json or exit.json carrying the token. Only when neither exists is the attempt
+// submitted (again, with the same token). A job of another user, or of an earlier root at the
+// same path, is never adopted, whatever its name. When squeue cannot be asked, the lookup throws
+// IoError instead of guessing.
 #include <string>
 #include <vector>
 
@@ -30,6 +45,11 @@ struct SlurmExecutorOptions {
 // NODE_FAIL, BOOT_FAIL, OUT_OF_MEMORY, DEADLINE as failures named in the detail.
 AttemptStatus attemptStatusFromSlurm(const std::string& state, const std::string& exitCode, const std::string& jobId);
 
+// PATH as an sbatch filename pattern that names exactly PATH: every '%' doubled. Throws IoError
+// for a path holding a backslash: Slurm removes every backslash from a pattern (and then expands
+// nothing), so no pattern names such a path.
+std::string slurmFilenamePattern(const std::string& path);
+
 class SlurmExecutor : public Executor {
  public:
   explicit SlurmExecutor(SlurmExecutorOptions options);
@@ -42,7 +62,10 @@ class SlurmExecutor : public Executor {
   static std::string jobName(const AttemptSpec& spec);
 
  private:
+  // The attempt's job: EXECID, else the recorded id, else (with a token) the lookup of NOTE
+  // [Slurm attempt identity], recording what it finds; "" when the attempt was never submitted.
   std::string findJob(const AttemptSpec& spec, const std::string& execId);
+  std::string lookupJob(const AttemptSpec& spec, const std::string& token);
   SlurmExecutorOptions o_;
 };
 

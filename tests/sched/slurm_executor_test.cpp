@@ -2,6 +2,7 @@
 // arguments (tests/slurm/ runs it against a real cluster).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -32,10 +33,17 @@ class SlurmExecutorTest : public ::testing::Test {
                        << "/calls.txt\"\n" << body << "\n";
       ::chmod(p.c_str(), 0755);
     };
-    tool("sbatch", "echo \"PERENNIAL_EXIT_FILE=$PERENNIAL_EXIT_FILE\" >>\"" + dir + "/calls.txt\"\necho '4242;cluster'");
-    // squeue --name=... (finding a job by name) prints by-name.out; squeue -j prints squeue.out.
-    tool("squeue", "case \"$*\" in *--name=*) cat \"" + dir + "/by-name.out\" 2>/dev/null;; *) cat \"" + dir +
-                       "/squeue.out\" 2>/dev/null;; esac; exit 0");
+    // The stand-in sbatch also records its environment and the attempt's token file as it was
+    // when sbatch ran (token-at-sbatch.txt).
+    tool("sbatch", "printf '%s\\n' \"PERENNIAL_EXIT_FILE=$PERENNIAL_EXIT_FILE\" \"PERENNIAL_START_FILE=$PERENNIAL_START_FILE\" "
+                   "\"PERENNIAL_JOB_TOKEN=$PERENNIAL_JOB_TOKEN\" >>\"" + dir + "/calls.txt\"\n"
+                   "cat \"${PERENNIAL_EXIT_FILE%/exit.json}/token\" >\"" + dir + "/token-at-sbatch.txt\" 2>/dev/null\n"
+                   "echo '4242;cluster'");
+    // squeue --name=... (finding a job by name) prints by-name.out ("id|uid|comment" lines, every
+    // line whatever the filter: the executor must check them itself), or fails when
+    // squeue-fails exists; squeue -j prints squeue.out.
+    tool("squeue", "case \"$*\" in *--name=*) [ -e \"" + dir + "/squeue-fails\" ] && { echo 'squeue: error: down' >&2; exit 1; }; cat \"" +
+                       dir + "/by-name.out\" 2>/dev/null;; *) cat \"" + dir + "/squeue.out\" 2>/dev/null;; esac; exit 0");
     tool("scontrol", "cat \"" + dir + "/scontrol.out\" 2>/dev/null || exit 1");
     tool("scancel", "exit 0");
     std::ofstream(dir + "/train.sbatch") << "#!/bin/bash\n";
@@ -56,6 +64,20 @@ class SlurmExecutorTest : public ::testing::Test {
   }
   void TearDown() override { stdfs::remove_all(dir); }
 
+  std::string attempt() const { return spec.runDir + "/attempt-" + std::to_string(spec.attempt); }
+  // The state a crash between sbatch and recording the job id leaves: a token, no job file.
+  std::string crashedAfterSbatch(const std::string& token = "0123456789abcdef0123456789abcdef") {
+    stdfs::create_directories(attempt());
+    std::ofstream(attempt() + "/token") << token << "\n";
+    return token;
+  }
+  int sbatchCalls() const {
+    const std::string calls = readText(dir + "/calls.txt");
+    int n = 0;
+    for (size_t at = calls.find("== sbatch\n"); at != std::string::npos; at = calls.find("== sbatch\n", at + 1)) ++n;
+    return n;
+  }
+
   std::string dir;
   SlurmExecutorOptions o;
   AttemptSpec spec;
@@ -66,16 +88,24 @@ TEST_F(SlurmExecutorTest, SubmitPassesEveryValueAsItsOwnArgument) {
   EXPECT_EQ(ex.submit(spec), "4242");
   const std::string attempt = spec.runDir + "/attempt-2";
   EXPECT_EQ(readText(attempt + "/job"), "4242\n");
-  std::string calls = readText(dir + "/calls.txt");
-  calls = calls.substr(calls.find("== sbatch"));  // after looking for a job of this attempt by name
+  // A fresh attempt asks Slurm nothing before submitting: sbatch is the first call.
+  const std::string calls = readText(dir + "/calls.txt");
+  const std::string token = readText(attempt + "/token");
+  ASSERT_EQ(token.size(), 33u) << "128 random bits in hex and a newline: " << token;
+  EXPECT_EQ(readText(dir + "/token-at-sbatch.txt"), token) << "the token is on disk before sbatch runs";
   const std::string want = "== sbatch\n--parsable\n--job-name=" + SlurmExecutor::jobName(spec) + "\n--ntasks=2\n--output=" +
-                           attempt + "/log\n--open-mode=append\n--chdir=" + spec.runDir +
-                           "\n--partition=debug\n--time=01:00:00\n" + o.script + "\n--config\n" + spec.runDir +
-                           "/config.cfg\n--run-dir\n" + spec.runDir + "/train\nPERENNIAL_EXIT_FILE=" + attempt +
-                           "/exit.json\n";
+                           attempt + "/log\n--open-mode=append\n--chdir=" + spec.runDir + "\n--comment=" +
+                           token.substr(0, 32) + "\n--partition=debug\n--time=01:00:00\n" + o.script + "\n--config\n" +
+                           spec.runDir + "/config.cfg\n--run-dir\n" + spec.runDir + "/train\nPERENNIAL_EXIT_FILE=" + attempt +
+                           "/exit.json\nPERENNIAL_START_FILE=" + attempt + "/started.json\nPERENNIAL_JOB_TOKEN=" +
+                           token.substr(0, 32) + "\n";
   EXPECT_EQ(calls, want);
-  EXPECT_FALSE(stdfs::exists(dir + "/pwned")) << "a value was interpreted by a shell";
   EXPECT_EQ(SlurmExecutor::jobName(spec).rfind("perennial-r000007-a2-", 0), 0u);
+  // Another attempt, another token.
+  spec.attempt = 3;
+  ex.submit(spec);
+  EXPECT_NE(readText(spec.runDir + "/attempt-3/token"), token);
+  EXPECT_FALSE(stdfs::exists(dir + "/pwned")) << "a value was interpreted by a shell";
 }
 
 TEST_F(SlurmExecutorTest, PollFollowsTheJobThroughSlurmsStates) {
@@ -104,13 +134,104 @@ TEST_F(SlurmExecutorTest, PollFollowsTheJobThroughSlurmsStates) {
   EXPECT_EQ(ex.poll(spec, "4242").state, AttemptState::kLost);
 }
 
-TEST_F(SlurmExecutorTest, AJobSubmittedBeforeACrashIsFoundByName) {
+TEST_F(SlurmExecutorTest, AJobSubmittedBeforeACrashIsFoundByItsOwnerAndToken) {
   SlurmExecutor ex(o);
-  // The id was never recorded, but Slurm knows a job of this attempt's name.
-  std::ofstream(dir + "/by-name.out") << "777\n";
+  const std::string token = crashedAfterSbatch();
+  const std::string me = std::to_string(::getuid()), other = std::to_string(::getuid() + 1000);
+  // The id was never recorded. Slurm knows jobs of this attempt's name: another user's carrying
+  // our token (comments are public), one of ours with another token (an earlier root at this
+  // path), and ours.
+  std::ofstream(dir + "/by-name.out") << "775|" << other << "|" << token << "\n776|" << me << "|ffff\n777|" << me << "|"
+                                      << token << "\n";
   std::ofstream(dir + "/squeue.out") << "RUNNING\n";
-  EXPECT_EQ(ex.submit(spec), "777") << "an attempt Slurm still runs is not submitted again";
-  EXPECT_EQ(readText(dir + "/calls.txt").find("== sbatch"), std::string::npos);
+  AttemptStatus st = ex.poll(spec, "");
+  EXPECT_EQ(st.state, AttemptState::kRunning);
+  EXPECT_EQ(st.execId, "777");
+  EXPECT_EQ(readText(attempt() + "/job"), "777\n") << "the adopted id is recorded";
+  EXPECT_EQ(ex.submit(spec), "777") << "an attempt Slurm knows is not submitted again";
+  EXPECT_EQ(sbatchCalls(), 0);
+  const std::string calls = readText(dir + "/calls.txt");
+  EXPECT_NE(calls.find("== squeue\n--me\n-h\n--states=all\n--name=" + SlurmExecutor::jobName(spec) + "\n-o\n%i|%U|%k\n"),
+            std::string::npos)
+      << calls;
+}
+
+TEST_F(SlurmExecutorTest, AnotherUsersJobOrAnotherTokenIsNeverAdopted) {
+  SlurmExecutor ex(o);
+  const std::string token = crashedAfterSbatch();
+  std::ofstream(dir + "/by-name.out") << "775|" << ::getuid() + 1000 << "|" << token << "\n776|" << ::getuid()
+                                      << "|ffff\n776|" << ::getuid() << "|" << token << "x\n";
+  EXPECT_EQ(ex.poll(spec, "").state, AttemptState::kNotStarted);
+  EXPECT_EQ(ex.submit(spec), "4242") << "the attempt is submitted: none of those jobs is its own";
+  EXPECT_EQ(sbatchCalls(), 1);
+  EXPECT_EQ(readText(attempt() + "/token"), token + "\n") << "the token of the first try is kept";
+  EXPECT_NE(readText(dir + "/calls.txt").find("--comment=" + token + "\n"), std::string::npos);
+}
+
+TEST_F(SlurmExecutorTest, AJobThatLeftTheQueueIsFoundByTheRecordsItWrote) {
+  SlurmExecutor ex(o);
+  const std::string token = crashedAfterSbatch();
+  // Slurm forgot the job; train.sbatch wrote its start record, then its exit record.
+  std::ofstream(attempt() + "/started.json") << "{\"job_id\": \"779\", \"token\": \"" << token << "\", \"restarts\": 0}\n";
+  EXPECT_EQ(ex.submit(spec), "779");
+  EXPECT_EQ(sbatchCalls(), 0) << "a job that ran is not submitted again";
+  EXPECT_EQ(ex.poll(spec, "").state, AttemptState::kLost) << "it started and left no exit record";
+  std::ofstream(attempt() + "/exit.json") << "{\"job_id\": \"779\", \"token\": \"" << token
+                                          << "\", \"restarts\": 0, \"exit_code\": 0}\n";
+  AttemptStatus st = ex.poll(spec, "");
+  EXPECT_EQ(st.state, AttemptState::kExited);
+  EXPECT_EQ(st.exitCode, 0);
+  EXPECT_EQ(st.execId, "779");
+
+  // An exit record alone (the start record was lost) is evidence too; one with another token is not.
+  spec.attempt = 4;
+  crashedAfterSbatch(token);
+  std::ofstream(attempt() + "/started.json") << "{\"job_id\": \"780\", \"token\": \"beef\"}\n";
+  std::ofstream(attempt() + "/exit.json") << "{\"job_id\": \"781\", \"token\": \"" << token << "\", \"exit_code\": 1}\n";
+  EXPECT_EQ(ex.submit(spec), "781");
+  spec.attempt = 5;
+  crashedAfterSbatch(token);
+  std::ofstream(attempt() + "/started.json") << "{\"job_id\": \"782\", \"token\": \"beef\"}\n";
+  EXPECT_EQ(ex.submit(spec), "4242");
+  EXPECT_EQ(sbatchCalls(), 1);
+}
+
+TEST_F(SlurmExecutorTest, WhenSqueueCannotBeAskedNothingIsGuessed) {
+  SlurmExecutor ex(o);
+  crashedAfterSbatch();
+  std::ofstream(dir + "/squeue-fails") << "";
+  EXPECT_THROW(ex.poll(spec, ""), IoError);
+  EXPECT_THROW(ex.submit(spec), IoError);
+  EXPECT_EQ(sbatchCalls(), 0) << "no second submission while the first cannot be ruled out";
+}
+
+TEST_F(SlurmExecutorTest, ARecordedJobIsNeverSubmittedAgain) {
+  SlurmExecutor ex(o);
+  EXPECT_EQ(ex.submit(spec), "4242");
+  // The job ended and Slurm forgot it; the scheduler asks to submit the attempt again (it died
+  // before recording that it had).
+  EXPECT_EQ(ex.submit(spec), "4242");
+  EXPECT_EQ(sbatchCalls(), 1);
+}
+
+TEST_F(SlurmExecutorTest, FilePatternsNameThePathItself) {
+  // sbatch expands %x, %j, ... in --output: a root under a folder named "%x" or "100%".
+  spec.runDir = dir + "/runs %x %j %%/100%";
+  SlurmExecutor ex(o);
+  ex.submit(spec);
+  EXPECT_NE(readText(dir + "/calls.txt").find("\n--output=" + dir + "/runs %%x %%j %%%%/100%%/attempt-2/log\n"),
+            std::string::npos)
+      << readText(dir + "/calls.txt");
+  EXPECT_EQ(slurmFilenamePattern("/a%b"), "/a%%b");
+  // Slurm strips every backslash from a pattern: such a path cannot be named, and is refused.
+  spec.runDir = dir + "/back\\slash";
+  try {
+    ex.submit(spec);
+    FAIL() << "a run directory with a backslash was submitted";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("backslash"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(sbatchCalls(), 1);
 }
 
 TEST_F(SlurmExecutorTest, SlurmStatesMapToExitStatuses) {
