@@ -554,7 +554,7 @@ Model load(const ReportOptions& opt) {
     for (auto& r : recs) {
       RunInfo ri;
       ri.rec = std::move(r);
-      ri.result = parseJson(ri.rec.result);
+      if (ri.rec.result) ri.result = ri.rec.result->toJson();
       ri.accuracy = number(ri.result, "test_accuracy");
       m.runIndex[ri.rec.id] = m.runs.size();
       m.runs.push_back(std::move(ri));

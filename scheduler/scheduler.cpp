@@ -257,11 +257,19 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   std::string outcome;
   std::string message;
   bool retry = false;
+  std::optional<TrainResult> result;
   if (run.cancelRequested) {
     outcome = state::kCancelled;
     message = "cancelled";
   } else if (exited && st.exitCode == 0 && stdfs::exists(runDir + "/train/result.json")) {
-    outcome = state::kSucceeded;
+    try {
+      result = TrainResult::parse(fs::readFileIfPresent(runDir + "/train/result.json"), runDir + "/train/result.json");
+      outcome = state::kSucceeded;
+    } catch (const DataError& e) {
+      // The trainer wrote something else than its contract: a bug, not a fault to retry.
+      outcome = state::kFailed;
+      message = std::string("exit 0 with a result that does not read: ") + e.what();
+    }
   } else if (exited && st.exitCode == exit_code::kRequeue) {
     outcome = state::kPreempted;
     message = "the trainer checkpointed and stopped on a signal (exit 75)";
@@ -281,7 +289,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   transaction([&] {
     if (exited) run.exitCode = st.exitCode;
     if (outcome == state::kSucceeded) {
-      run.result = fs::readFileIfPresent(runDir + "/train/result.json");
+      run.result = result;
       if (gatekeeper_) {
         setState(run, state::kValidating, "", report, {{"exit_code", st.exitCode}});
         return;
@@ -311,7 +319,6 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
 
 json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
   const std::string dir = root_ + "/runs/" + run.id;
-  json result = json::parse(run.result, nullptr, false);
   json snapshot = json::parse(fs::readFileIfPresent(dir + "/snapshot.json"), nullptr, false);
   std::vector<std::string> shards;
   if (snapshot.is_object()) {
@@ -332,7 +339,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
       ckptFile = m.value("file", "");
     }
   }
-  auto field = [&](const char* k) { return result.is_object() && result.contains(k) ? result[k] : json(nullptr); };
+  const std::optional<TrainResult>& result = run.result;
   json lineage{{"run_id", run.id},
                {"trigger", run.trigger},
                {"reason", run.reason},
@@ -342,19 +349,18 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
                {"warm_start_run", run.warmStart},
                {"config", run.config},
                {"config_sha256", run.configSha256},
-               {"code_version", field("perennial_version")},
+               {"code_version", result ? json(result->perennialVersion) : json(nullptr)},
                {"checkpoint", ckptFile},
                {"checkpoint_sha256", ckptSha},
-               {"param_sha256", field("param_sha256")},
-               {"world_size", field("world_size")}};
+               {"param_sha256", result ? json(result->paramSha256) : json(nullptr)},
+               {"world_size", result ? json(result->worldSize) : json(nullptr)}};
   // One recipe (common/snapshot_id.h): the trainer's data_snapshot is the run's snapshot id, and
   // its shards were checked against snapshot.json. A trainer that read other data (a run from
   // before that check) is recorded, not hidden.
-  const json trainerSnapshot = field("data_snapshot");
-  if (trainerSnapshot.is_string() && trainerSnapshot.get<std::string>() != run.snapshotId) {
-    lineage["trainer_data_snapshot"] = trainerSnapshot;
+  if (result && !result->dataSnapshot.empty() && result->dataSnapshot != run.snapshotId) {
+    lineage["trainer_data_snapshot"] = result->dataSnapshot;
     log::get("sched")->warn("run {}: the trainer's data snapshot {} differs from the run's {}", run.id,
-                            trainerSnapshot.get<std::string>(), run.snapshotId);
+                            result->dataSnapshot, run.snapshotId);
   }
   return lineage;
 }
@@ -469,30 +475,27 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
   fault("validated-run");
   // A rejection is a verdict that says so; exit 1 without one is an error, not a judgement.
-  const bool rejected = g.exitCode == 1 && g.verdict.is_object() && g.verdict.value("decision", "") == "reject";
-  if (g.exitCode == 1 && !rejected) {
-    g.exitCode = 2;
+  const bool rejected = g.exitCode == exit_code::kGateReject && g.verdict && !g.verdict->passed;
+  if (g.exitCode == exit_code::kGateReject && !rejected) {
+    g.exitCode = exit_code::kGateNoVerdict;
     if (g.error.empty()) {
-      const std::string seen = g.verdict.is_object() ? "its decision is " + g.verdict.value("decision", json()).dump()
-                               : stdfs::exists(dir + "/verdict.json") ? "it does not parse"
-                                                                       : "there is none";
+      const std::string seen = g.verdict ? "it passes the candidate" : g.verdictProblem;
       g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json: " + seen +
                 "); log: " + tail(dir + "/validate.log", 3);
     }
   }
   if (rejected) {
+    const std::vector<std::string> failedChecks = g.verdict->failed();
     std::string failed;
-    if (g.verdict.is_object()) {
-      for (const auto& f : g.verdict.value("failed", json::array())) failed += (failed.empty() ? "" : ", ") + f.get<std::string>();
-    }
+    for (const auto& f : failedChecks) failed += (failed.empty() ? "" : ", ") + f;
     transaction([&] {
       setState(run, state::kRejected, "failed checks: " + failed, report,
-               {{"failed", g.verdict.value("failed", json::array())},
-                {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
+               {{"failed", failedChecks}, {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
     });
     return;
   }
-  if (g.exitCode != 0) {
+  if (g.exitCode != exit_code::kGatePass || !g.verdict) {
+    if (g.error.empty()) g.error = "exit 0 without a verdict (" + dir + "/verdict.json: " + g.verdictProblem + ")";
     transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
     return;
   }
@@ -500,8 +503,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   req.name = name;
   req.weights = dir + "/train/model.h5";
   req.runId = run.id;
-  json result = json::parse(run.result, nullptr, false);
-  req.spec = {{"arch", result.is_object() ? result.value("arch", "") : ""},
+  req.spec = {{"arch", run.result ? run.result->arch : ""},
               {"dataset", {{"name", config_.dataset.name},
                            {"features", config_.dataset.features},
                            {"labels", config_.dataset.labels},
@@ -510,12 +512,14 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
                            {"num_classes", config_.dataset.numClasses}}},
               {"config", run.config}};
   req.lineage = lineageOf(run, championVersion.value_or(""));
-  const json cand = g.verdict.is_object() ? g.verdict.value("candidate", json::object()) : json::object();
-  req.metrics = {{"accuracy", cand.value("accuracy", 0.0)}, {"loss", cand.value("loss", 0.0)},
-                 {"class_accuracy", cand.value("class_accuracy", json::array())},
-                 {"holdout_samples", cand.value("samples", 0)},
-                 {"train_test_accuracy", result.is_object() ? result.value("test_accuracy", 0.0) : 0.0}};
-  req.verdict = g.verdict;
+  const EvalMetrics& cand = g.verdict->candidate.metrics;
+  std::vector<double> classAccuracy;
+  for (size_t k = 0; k < cand.classTotal.size(); ++k) classAccuracy.push_back(cand.classAccuracy(k));
+  req.metrics = {{"accuracy", cand.accuracy}, {"loss", cand.loss},
+                 {"class_accuracy", classAccuracy},
+                 {"holdout_samples", cand.samples},
+                 {"train_test_accuracy", run.result ? run.result->test.accuracy : 0.0}};
+  req.verdict = g.verdict->toJson();
   const std::string version = registry_.publish(req);
   fault("published");
   const auto old = registry_.promote(name, version, "run " + run.id + " passed the validation gate");

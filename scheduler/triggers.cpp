@@ -120,13 +120,11 @@ TriggerDecision DecayTrigger::evaluate(TriggerContext& ctx) {
     d.reason = "no champion to measure";
     return d;
   }
-  double validation = -1;
-  try {
-    validation = json::parse(ctx.champion->result).at("test_accuracy").get<double>();
-  } catch (const std::exception&) {
+  if (!ctx.champion->result || ctx.champion->result->test.regression) {
     d.reason = "the champion has no recorded validation accuracy";
     return d;
   }
+  const double validation = ctx.champion->result->test.accuracy;
   d.values["validation_accuracy"] = validation;
   if (ctx.newData.rows < minRows_) {
     d.reason = "too few new rows to measure (" + std::to_string(ctx.newData.rows) + ")";
