@@ -22,6 +22,7 @@
 #include "common/snapshot_id.h"
 #include "common/text.h"
 #include "scheduler/process.h"
+#include "scheduler/run_paths.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::sched {
@@ -97,12 +98,12 @@ void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
 }
 
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
-  const std::string runDir = root_ + "/runs/" + runId;
-  std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", runDir + "/train",
-                                "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout,
+  const RunPaths run = RunPaths::of(root_, runId);
+  std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", run.train(),
+                                "--data.train=" + run.data(), "--data.test=" + config_.holdout,
                                 // The trainer checks every shard against it before training.
-                                "--data.snapshot=" + runDir + "/snapshot.json"};
-  if (!warmFrom.empty()) args.push_back("--model.init=" + root_ + "/runs/" + warmFrom + "/train/model.h5");
+                                "--data.snapshot=" + run.snapshot()};
+  if (!warmFrom.empty()) args.push_back("--model.init=" + RunPaths::of(root_, warmFrom).model());
   try {
     TrainConfig c = parseTrainArgs(args).config;
     // A TorchScript file named relative to the training configuration, as the scheduler's own
@@ -123,9 +124,10 @@ AttemptSpec Scheduler::attemptSpec(const RunRecord& run) const {
   AttemptSpec s;
   s.runId = run.id;
   s.attempt = run.attempt;
-  s.runDir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  s.runDir = paths.dir();
   s.ranks = config_.ranks;
-  s.trainArgs = {"train", "--config", s.runDir + "/config.cfg", "--run-dir", s.runDir + "/train", "--resume", "auto"};
+  s.trainArgs = {"train", "--config", paths.config(), "--run-dir", paths.train(), "--resume", "auto"};
   return s;
 }
 
@@ -251,8 +253,8 @@ void Scheduler::followActiveRuns(TickReport& report) {
 }
 
 void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickReport& report) {
-  const std::string runDir = root_ + "/runs/" + run.id;
-  const std::string log = runDir + "/attempt-" + std::to_string(run.attempt) + "/log";
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  const std::string log = paths.attemptLog(run.attempt);
   const bool exited = st.state == AttemptState::kExited;
   std::string outcome;
   std::string message;
@@ -261,9 +263,9 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   if (run.cancelRequested) {
     outcome = state::kCancelled;
     message = "cancelled";
-  } else if (exited && st.exitCode == 0 && stdfs::exists(runDir + "/train/result.json")) {
+  } else if (exited && st.exitCode == 0 && stdfs::exists(paths.result())) {
     try {
-      result = TrainResult::parse(fs::readFileIfPresent(runDir + "/train/result.json"), runDir + "/train/result.json");
+      result = TrainResult::parse(fs::readFileIfPresent(paths.result()), paths.result());
       outcome = state::kSucceeded;
     } catch (const DataError& e) {
       // The trainer wrote something else than its contract: a bug, not a fault to retry.
@@ -318,8 +320,8 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
 }
 
 json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
-  const std::string dir = root_ + "/runs/" + run.id;
-  json snapshot = json::parse(fs::readFileIfPresent(dir + "/snapshot.json"), nullptr, false);
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  json snapshot = json::parse(fs::readFileIfPresent(paths.snapshot()), nullptr, false);
   std::vector<std::string> shards;
   if (snapshot.is_object()) {
     for (const auto& s : snapshot["manifest"]) shards.push_back(s.value("sha256", ""));
@@ -328,7 +330,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
   std::string ckptSha, ckptFile;
   std::error_code ec;
   std::vector<std::string> manifests;
-  for (const auto& e : stdfs::directory_iterator(dir + "/train/checkpoints", ec)) {
+  for (const auto& e : stdfs::directory_iterator(paths.checkpoints(), ec)) {
     if (e.path().extension() == ".json") manifests.push_back(e.path().string());
   }
   std::sort(manifests.begin(), manifests.end());
@@ -444,7 +446,7 @@ Scheduler::ChampionHealth Scheduler::checkChampion() {
 }
 
 void Scheduler::validateRun(RunRecord& run, TickReport& report) {
-  const std::string dir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
   const std::string name = config_.modelName;
   // NOTE [Damaged champion]: a champion that cannot be read holds every candidate, unjudged, in
   // validating (docs/scheduler.md, "A damaged champion"): no comparison is skipped and no
@@ -472,7 +474,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   if (config_.gate.newestShards > 0) {
     for (const auto& s : cat_.recentShards(config_.gate.newestShards)) holdout.push_back(root_ + "/" + s.file);
   }
-  GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
+  GateOutcome g = gatekeeper_->validate(paths.model(), championModel, holdout, paths.verdict());
   fault("validated-run");
   // A rejection is a verdict that says so; exit 1 without one is an error, not a judgement.
   const bool rejected = g.exitCode == exit_code::kGateReject && g.verdict && !g.verdict->passed;
@@ -480,8 +482,8 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
     g.exitCode = exit_code::kGateNoVerdict;
     if (g.error.empty()) {
       const std::string seen = g.verdict ? "it passes the candidate" : g.verdictProblem;
-      g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json: " + seen +
-                "); log: " + tail(dir + "/validate.log", 3);
+      g.error = "exit 1 without a verdict that rejects the candidate (" + paths.verdict() + ": " + seen +
+                "); log: " + tail(paths.validateLog(), 3);
     }
   }
   if (rejected) {
@@ -495,13 +497,13 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
     return;
   }
   if (g.exitCode != exit_code::kGatePass || !g.verdict) {
-    if (g.error.empty()) g.error = "exit 0 without a verdict (" + dir + "/verdict.json: " + g.verdictProblem + ")";
+    if (g.error.empty()) g.error = "exit 0 without a verdict (" + paths.verdict() + ": " + g.verdictProblem + ")";
     transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
     return;
   }
   PublishRequest req;
   req.name = name;
-  req.weights = dir + "/train/model.h5";
+  req.weights = paths.model();
   req.runId = run.id;
   req.spec = {{"arch", run.result ? run.result->arch : ""},
               {"dataset", {{"name", config_.dataset.name},
@@ -533,7 +535,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
                                                    {"previous", old ? json(*old) : json(nullptr)}});
   });
   if (!config_.onPromote.empty()) {
-    const std::string log = dir + "/on_promote.log";
+    const std::string log = paths.onPromoteLog();
     int rc = -1;
     std::string error;
     try {
@@ -740,13 +742,14 @@ std::string Scheduler::createRun(const std::string& trigger, const std::string& 
 
 void Scheduler::materialize(const RunRecord& run) {
   // Idempotent: a restart may materialize the same run again.
-  const std::string dir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  const std::string& dir = paths.dir();
   std::optional<SnapshotRecord> snap = cat_.snapshot(run.snapshotId);
   PERENNIAL_CHECK(snap, "run " << run.id << " has no snapshot " << run.snapshotId);
   stdfs::create_directories(dir);
-  if (fs::readFileIfPresent(dir + "/config.cfg") != run.config) fs::writeFileAtomic(dir + "/config.cfg", run.config);
-  if (stdfs::exists(dir + "/data")) return;
-  const std::string tmp = dir + "/data.tmp";
+  if (fs::readFileIfPresent(paths.config()) != run.config) fs::writeFileAtomic(paths.config(), run.config);
+  if (stdfs::exists(paths.data())) return;
+  const std::string tmp = paths.data() + ".tmp";
   std::error_code ec;
   stdfs::remove_all(tmp, ec);
   stdfs::create_directories(tmp);
@@ -770,9 +773,9 @@ void Scheduler::materialize(const RunRecord& run) {
     first = false;
   }
   manifest += "\n]}\n";
-  fs::writeFileAtomic(dir + "/snapshot.json", manifest);
+  fs::writeFileAtomic(paths.snapshot(), manifest);
   fs::fsyncDir(tmp);
-  stdfs::rename(tmp, dir + "/data");
+  stdfs::rename(tmp, paths.data());
   fs::fsyncDir(dir);
 }
 

@@ -1,4 +1,5 @@
 #include "scheduler/triggers.h"
+#include "scheduler/run_paths.h"
 
 #include <cmath>
 
@@ -146,7 +147,7 @@ TriggerDecision DecayTrigger::evaluate(TriggerContext& ctx) {
     for (const auto& s : ctx.catalog->shards(ctx.coveredSeq, ctx.newData.maxSeq, false)) {
       files.push_back(ctx.root + "/" + s.file);
     }
-    const std::string model = ctx.root + "/runs/" + ctx.champion->id + "/train/model.h5";
+    const std::string model = RunPaths::of(ctx.root, ctx.champion->id).model();
     cachedAccuracy_ = ctx.evaluator->accuracy(model, files);
     cacheKey_ = key;
   }

@@ -1,4 +1,5 @@
 #include "trainer/trainer.h"
+#include "trainer/run_dir.h"
 #include "common/text.h"
 
 #include <torch/torch.h>
@@ -721,7 +722,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   retention.keepLast = c.ckptKeepLast;
   retention.bestMetric = keepBest == "none" ? "" : keepBest;
   retention.higherIsBetter = keepBest != "test_loss";
-  checkpoint::CheckpointStore store(runDir + "/checkpoints", retention);
+  checkpoint::CheckpointStore store(runDir + "/" + run_dir::kCheckpoints, retention);
 
   // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
   // as on any cluster).
@@ -822,7 +823,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   result.perennialVersion = PERENNIAL_VERSION;
   if (lead) {
     std::filesystem::create_directories(runDir);
-    fs::writeFileAtomic(runDir + "/config.cfg", configText);
+    fs::writeFileAtomic(runDir + "/" + run_dir::kConfig, configText);
     log->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
               "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
               c.arch, numParams, trainSet.size(), testSet.size(), world, globalBatch, localBatch,
@@ -830,7 +831,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
   }
-  MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
+  MetricsLog metrics(runDir + "/" + run_dir::kMetrics, lead, /*append=*/!resumedFrom.empty(), progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 
@@ -1035,13 +1036,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (norm.active()) extra.push_back(normalizationGroup(spec.featureShape, norm.mean, norm.stdev));
     // A TorchScript model is saved again with its trained weights (model.pt), so that the run
     // directory and the registry version that copies it are self-contained.
-    if (isTorchScript(model)) saveTorchScriptAtomically(model, runDir + "/model.pt");
-    checkpoint::writeTensorFile(runDir + "/model.h5", views,
+    if (isTorchScript(model)) saveTorchScriptAtomically(model, runDir + "/" + run_dir::kTorchScript);
+    checkpoint::writeTensorFile(runDir + "/" + run_dir::kModel, views,
                                 {{"arch", c.arch}, {"param_sha256", result.paramSha256},
                                  {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},
                                 std::move(extra));
     result.wallSeconds = secondsSince(wallStart);
-    fs::writeFileAtomic(runDir + "/result.json", dumpJson(result.toJson(), 2) + "\n");
+    fs::writeFileAtomic(runDir + "/" + run_dir::kResult, dumpJson(result.toJson(), 2) + "\n");
     log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,
               result.samplesPerSecond, result.paramSha256);
   }
