@@ -51,6 +51,7 @@ struct GateConfig {
   double minImprovement = 0;      // accuracy gain over the champion needed to replace it (0: off)
   std::string device = "cpu";     // where the models are evaluated: auto | cpu | cuda
   int64_t newestShards = 0;       // the scheduler adds this many newest shards to the holdout (0: none)
+  double timeoutS = 3600;         // the longest a validation or a decay measurement may run
 };
 
 // Reads the [gate] section of FILE (other sections are ignored, so the scheduler's
