@@ -128,6 +128,8 @@ AttemptSpec Scheduler::attemptSpec(const RunRecord& run) const {
   s.attempt = run.attempt;
   s.runDir = root_ + "/runs/" + run.id;
   s.ranks = config_.ranks;
+  s.nodes = config_.nodes;
+  s.ranksPerNode = config_.ranksPerNode;
   s.trainArgs = {"train", "--config", s.runDir + "/config.cfg", "--run-dir", s.runDir + "/train", "--resume", "auto"};
   return s;
 }

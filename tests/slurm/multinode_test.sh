@@ -21,43 +21,14 @@ set -euo pipefail
 bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
+. "$src/tests/slurm/lib.sh"
 cluster_sh=$src/tests/slurm/multi-node-cluster.sh
-if ! command -v slurmctld >/dev/null; then
-  echo "SKIP: Slurm is not installed (scripts/install-deps.sh installs slurmctld slurmd slurm-client munge)"
-  exit 77
-fi
-[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (network namespaces; the cluster runs SlurmUser=root)"; exit 77; }
-t=$(mktemp -d /tmp/pmnt.XXXXXX)
-chmod 755 "$t"  # munged needs every folder on its socket path searchable by all
-cluster=$t/c
-# A prefix and subnet of this test's own, so that another multi-node cluster may run beside it.
-export MULTI_SLURM_PREFIX=pmnt MULTI_SLURM_SUBNET=10.213.1
-cleanup() {
-  "$cluster_sh" stop "$cluster" >/dev/null 2>&1 || true
-  rm -rf "$t"
-}
-trap cleanup EXIT
+need_slurm_root "network namespaces; the cluster runs SlurmUser=root"
+slurm_test_dir pmnt "$cluster_sh"
 started=$SECONDS
-# A free controller port (below Linux's ephemeral range), as the one-node tests do.
-port_free() {
-  local hex
-  hex=$(printf '%04X' "$1")
-  ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-    awk -v h=":$hex" 'substr($2, length($2) - 4) == h { found = 1 } END { exit !found }'
-}
-for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 10000))
-  if port_free "$p"; then export MULTI_SLURM_CTLD_PORT=$p; break; fi
-done
-
-rc=0
-"$cluster_sh" start "$cluster" 2 >"$t/start.out" 2>"$t/start.err" || rc=$?
-if [ $rc = 2 ]; then
-  echo "SKIP: $(cat "$t/start.err")"
-  exit 77
-fi
-[ $rc = 0 ] || { cat "$t/start.err"; fail "multi-node-cluster.sh start failed ($rc)"; }
-export SLURM_CONF=$cluster/etc/slurm.conf PERENNIAL=$bin
+# Network names and a subnet of this test's own, so that another multi-node cluster may run beside it.
+start_multinode "$cluster" pmnt 10.213.1
+export PERENNIAL=$bin
 net=10.213.1
 
 # 0. One step, a task on each node.
@@ -68,10 +39,9 @@ out=$(timeout 60 srun -N2 -n2 --mpi=pmix bash -c \
 1 1 node2 $net.12/24" ] || fail "srun -N2 -n2: $out"
 echo "cluster: node1 and node2 up, a 2-task PMIx step spans them ($((SECONDS - started)) s)"
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
-mkdir -p "$t/train" "$t/holdout"
+fm_fixture "$bin"
+mkdir -p "$t/train"
 cp "$t"/fm/train/shard-0000[0-3].h5 "$t/train/"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
 cat >"$t/train.cfg" <<CFG
 [model]
 arch = mlp
@@ -90,19 +60,13 @@ CFG
 # Open MPI's TCP transport on the nodes' interface (the bridge side has no eth0 of its own).
 export OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0
 
-job_state() { scontrol show job "$1" -o 2>/dev/null | sed -n 's/.* JobState=\([^ ]*\).*/\1/p'; }
 # train NAME SBATCH_OPTION...: a training job into $t/NAME; waits for it; fails unless COMPLETED.
 train() {
-  local name=$1 job state="" deadline
+  local name=$1 job state
   shift
   job=$(sbatch --parsable --output="$t/$name.log" --chdir="$t" "$@" "$src/slurm/train.sbatch" \
     --config "$t/train.cfg" --run-dir "$t/$name" --data.train "$t/train" --data.test "$t/holdout")
-  deadline=$((SECONDS + 240))
-  while [ $SECONDS -lt $deadline ]; do
-    state=$(job_state "$job")
-    case $state in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) break ;; esac
-    sleep 1
-  done
+  state=$(wait_job "$job" 240)
   [ "$state" = COMPLETED ] || { cat "$t/$name.log"; fail "job $name ended '$state'"; }
 }
 sha() { json "$t/$1/result.json" param_sha256; }
