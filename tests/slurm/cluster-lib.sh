@@ -18,6 +18,13 @@ SLURM_PACKAGES="slurmctld slurmd slurm-client munge libpmix-dev"
 
 log() { echo "$PROG: $*" >&2; }
 
+# help_if_asked SCRIPT ARGS...: with -h or --help, prints SCRIPT's header comment and exits 0.
+help_if_asked() {
+  [[ ${2:-} == -h || ${2:-} == --help ]] || return 0
+  sed -n '2,/^set -euo/p' "$1" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+}
+
 # cluster_paths ARG: DIR from the command line's folder ARG (absolute, normalised: no trailing
 # slash, ./ or ../, whether or not it exists) and the cluster's paths under it; points Slurm's
 # clients at it, and away from any job's settings in the caller's environment (e.g. inside a job).

@@ -68,19 +68,24 @@ slurm_test_cleanup() {
   rm -rf "$t"
 }
 
-# start_multinode DIR PREFIX SUBNET: a 2-node cluster (multi-node-cluster.sh) in DIR with network
-# names PREFIX* and the /24 SUBNET of the test's own, on a free controller port; exit 77
-# (skipped) where network namespaces cannot be made; SLURM_CONF exported. The caller stops it.
-start_multinode() {
+# multinode_test PREFIX SUBNET: skips (exit 77) without Slurm or root; a test folder ($t, removed
+# on exit) and in it a running 2-node cluster ($cluster, stopped on exit; multi-node-cluster.sh
+# as $cluster_sh) with network names PREFIX* and the /24 SUBNET of the test's own (so that another
+# multi-node cluster may run beside it), on a free controller port; exit 77 where network
+# namespaces cannot be made. Exports SLURM_CONF.
+multinode_test() {
   # shellcheck disable=SC2154  # src: the sources, set by the calling test
-  export MULTI_SLURM_PREFIX=$2 MULTI_SLURM_SUBNET=$3
+  cluster_sh=$src/tests/slurm/multi-node-cluster.sh
+  need_slurm_root "network namespaces; the cluster runs SlurmUser=root"
+  slurm_test_dir "$1" "$cluster_sh"
+  export MULTI_SLURM_PREFIX=$1 MULTI_SLURM_SUBNET=$2
   free_ports MULTI_SLURM_CTLD_PORT
   local rc=0
-  "$src/tests/slurm/multi-node-cluster.sh" start "$1" 2 >"$1.start.out" 2>"$1.start.err" || rc=$?
+  "$cluster_sh" start "$cluster" 2 >"$t/start.out" 2>"$t/start.err" || rc=$?
   if [ $rc = 2 ]; then
-    echo "SKIP: $(cat "$1.start.err")"
+    echo "SKIP: $(cat "$t/start.err")"
     exit 77
   fi
-  [ $rc = 0 ] || { cat "$1.start.err"; fail "multi-node-cluster.sh start failed ($rc)"; }
-  export SLURM_CONF=$1/etc/slurm.conf
+  [ $rc = 0 ] || { cat "$t/start.err"; fail "multi-node-cluster.sh start failed ($rc)"; }
+  export SLURM_CONF=$cluster/etc/slurm.conf
 }

@@ -73,6 +73,7 @@ usage() {
   exit 2
 }
 
+help_if_asked "$0" "$@"
 [[ $# -eq 2 ]] || usage
 ACTION=$1
 [[ -n $2 ]] || usage

@@ -10,6 +10,7 @@
 #   tests/slurm/multi-node-cluster.sh exec   DIR NODE COMMAND...  # run COMMAND on NODE
 #   tests/slurm/multi-node-cluster.sh kill-node DIR NODE          # SIGKILL every process of NODE
 #   tests/slurm/multi-node-cluster.sh link   DIR NODE up|down     # plug / unplug NODE's cable
+# (kill-node and link print the time of the act, in seconds since the epoch, on stdout.)
 #   tests/slurm/multi-node-cluster.sh restart-node DIR NODE       # NODE's slurmd again (after kill-node)
 #
 # After `start`, point the Slurm clients at the cluster: start prints `export SLURM_CONF=...` on
@@ -90,7 +91,7 @@ usage: $PROG start DIR [NODES] | stop DIR | status DIR | exec DIR NODE COMMAND..
 EOF
   exit 2
 }
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
+help_if_asked "$0" "$@"
 [[ $# -ge 2 && -n $2 ]] || usage
 ACTION=$1
 cluster_paths "$2"
@@ -391,7 +392,9 @@ case $ACTION in
     known_node "$1"
     mapfile -t pids < <(ip netns pids "$(netns_of "$1")" 2>/dev/null || true)
     [[ ${#pids[@]} -gt 0 ]] || { log "$1: no processes"; exit 0; }
+    at=$(date +%s.%N)
     kill -KILL "${pids[@]}" 2>/dev/null || true
+    echo "$at"
     wait_gone 10 "${pids[@]}" || true
     log "$1: SIGKILLed ${#pids[@]} processes: ${pids[*]}"
     ;;
@@ -399,6 +402,7 @@ case $ACTION in
     [[ $# -eq 2 && ($2 == up || $2 == down) ]] || usage
     known_node "$1"
     ip link set "${PREFIX}v$(node_index "$1")" "$2"
+    date +%s.%N
     log "$1: link $2"
     ;;
   restart-node)

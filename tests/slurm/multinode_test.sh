@@ -22,12 +22,8 @@ bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
 . "$src/tests/slurm/lib.sh"
-cluster_sh=$src/tests/slurm/multi-node-cluster.sh
-need_slurm_root "network namespaces; the cluster runs SlurmUser=root"
-slurm_test_dir pmnt "$cluster_sh"
 started=$SECONDS
-# Network names and a subnet of this test's own, so that another multi-node cluster may run beside it.
-start_multinode "$cluster" pmnt 10.213.1
+multinode_test pmnt 10.213.1
 export PERENNIAL=$bin
 net=10.213.1
 

@@ -18,12 +18,9 @@ bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
 . "$src/tests/slurm/lib.sh"
-cluster_sh=$src/tests/slurm/multi-node-cluster.sh
 py=/usr/bin/python3
-need_slurm_root "network namespaces; the cluster runs SlurmUser=root"
-slurm_test_dir pmnl "$cluster_sh"
 started=$SECONDS
-start_multinode "$cluster" pmnl 10.213.2
+multinode_test pmnl 10.213.2
 export PERENNIAL=$bin
 export OMPI_MCA_btl_tcp_if_include=eth0
 timeout_s=10
@@ -64,9 +61,9 @@ wait_for() {
   done
   date +%s.%N
 }
-# lose_node2 HOW: SIGKILL every process of node2 (kill), or cut its link (link); prints the time.
+# lose_node2 HOW: SIGKILL every process of node2 (kill), or cut its link (link); prints the time
+# it happened.
 lose_node2() {
-  date +%s.%N
   case $1 in
     kill) "$cluster_sh" kill-node "$cluster" node2 2>/dev/null ;;
     link) "$cluster_sh" link "$cluster" node2 down 2>/dev/null ;;
@@ -119,7 +116,7 @@ for how in kill link; do
   check_loss "$name" "$t/$name.log" "$t/$name" "$reason"
   case $how in
     kill) "$cluster_sh" restart-node "$cluster" node2 2>/dev/null ;;
-    link) "$cluster_sh" link "$cluster" node2 up 2>/dev/null ;;
+    link) "$cluster_sh" link "$cluster" node2 up >/dev/null 2>&1 ;;
   esac
   echo "$name: requeued, resumed on node1 at world size 1, finished ($((SECONDS - started)) s)"
 done
