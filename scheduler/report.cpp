@@ -546,10 +546,7 @@ Model load(const ReportOptions& opt) {
     m.shards = all.shards;
     m.rows = all.rows;
     m.quarantinedCount = cat.quarantineCount();
-    {
-      Statement s = cat.db().prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
-      while (s.step()) m.byState[s.text(0)] = s.int64(1);
-    }
+    m.byState = cat.runCountsByState();
     std::vector<RunRecord> recs = cat.recentRuns(100000);
     std::reverse(recs.begin(), recs.end());
     for (auto& r : recs) {
