@@ -34,6 +34,7 @@
 #include "trainer/data/shard_dataset.h"
 #include "trainer/device.h"
 #include "trainer/models/model_factory.h"
+#include "trainer/optim/fused_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
 #include "trainer/stop_signal.h"
@@ -46,16 +47,6 @@ using json = nlohmann::json;
 
 double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const TrainConfig& c,
-                                                       const std::vector<torch::Tensor>& params) {
-  if (c.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weightDecay).nesterov(c.nesterov));
-  }
-  return std::make_unique<torch::optim::Adam>(
-      params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weightDecay));
 }
 
 // NOTE [Normalization]: data.normalize = standard (auto: for float32 features) standardises each
@@ -731,7 +722,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
   GradientReducer reducer(params, tcomm, capBytes);
-  auto optimizer = makeOptimizer(c, params);
+  // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
+  auto optimizer = makeOptimizer(
+      c, params, c.fusedOptimizer ? std::make_shared<FlatBuckets>(params, reducer.buckets(), reducer.gradBuffers()) : nullptr);
   int64_t numParams = 0;
   for (const auto& p : params) numParams += p.numel();
 
@@ -850,6 +843,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
+    log->info("optimizer {} ({})", c.optimizer, c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step");
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);

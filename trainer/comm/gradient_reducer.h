@@ -31,6 +31,8 @@ class GradientReducer {
   void broadcastParameters(int root);
 
   const std::vector<Bucket>& buckets() const { return plan_; }
+  // The flat gradient buffer of each bucket (each parameter's .grad() is a view into one).
+  const std::vector<torch::Tensor>& gradBuffers() const { return buffers_; }
   size_t collectivesPerReduce() const { return plan_.size(); }
 
  private:

@@ -313,14 +313,15 @@ void addTrainOptions(po::options_description& desc) {
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
       ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
       ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
-      ("optim.name", s(d.optimizer), "sgd | adam")
+      ("optim.name", s(d.optimizer), "sgd | adam | adamw (adamw: Adam with decoupled weight decay, as torch.optim.AdamW)")
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
       ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")
-      ("optim.weight_decay", f(d.weightDecay), "L2 weight decay (>= 0)")
-      ("optim.beta1", f(d.beta1), "adam: beta1, [0, 1)")
-      ("optim.beta2", f(d.beta2), "adam: beta2, [0, 1)")
-      ("optim.eps", f(d.eps), "adam: epsilon (> 0)")
+      ("optim.weight_decay", f(d.weightDecay), "weight decay (>= 0): L2 added to the gradient (sgd, adam), or decoupled (adamw)")
+      ("optim.fused", po::value<bool>()->default_value(d.fusedOptimizer, "true"), "one pass per gradient bucket over parameters, gradients and optimizer state kept in flat bucket-aligned buffers; the results are bitwise those of LibTorch's optimizers (false: LibTorch's per-parameter step)")
+      ("optim.beta1", f(d.beta1), "adam, adamw: beta1, [0, 1)")
+      ("optim.beta2", f(d.beta2), "adam, adamw: beta2, [0, 1)")
+      ("optim.eps", f(d.eps), "adam, adamw: epsilon (> 0)")
       ("lr.schedule", s(d.schedule), "constant | step | cosine (each after the linear warm-up)")
       ("lr.warmup_steps", i(d.warmupSteps), "linear warm-up steps from 0 to optim.lr (>= 0)")
       ("lr.step_size", i(d.stepSize), "step: multiply by lr.gamma every this many steps (>= 1)")
@@ -406,12 +407,13 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.device = choice("train.device", {"auto", "cpu", "cuda"});
   c.deterministic = vm["train.deterministic"].as<bool>();
 
-  c.optimizer = choice("optim.name", {"sgd", "adam"});
+  c.optimizer = choice("optim.name", {"sgd", "adam", "adamw"});
   c.lr = realPositive("optim.lr");
   c.momentum = realIn("optim.momentum", 0.0, 1.0, true);
   c.nesterov = vm["optim.nesterov"].as<bool>();
   if (c.nesterov && c.momentum == 0.0) bad("optim.nesterov", "needs optim.momentum > 0", "true");
   c.weightDecay = realAtLeastZero("optim.weight_decay");
+  c.fusedOptimizer = vm["optim.fused"].as<bool>();
   c.beta1 = realIn("optim.beta1", 0.0, 1.0, true);
   c.beta2 = realIn("optim.beta2", 0.0, 1.0, true);
   c.eps = realPositive("optim.eps");
@@ -460,6 +462,7 @@ std::string TrainConfig::toIni() const {
      << "\n\n[optim]\nname = " << optimizer << "\nlr = " << fmt(lr) << "\nmomentum = " << fmt(momentum)
      << "\nnesterov = " << (nesterov ? "true" : "false") << "\nweight_decay = " << fmt(weightDecay)
      << "\nbeta1 = " << fmt(beta1) << "\nbeta2 = " << fmt(beta2) << "\neps = " << fmt(eps)
+     << "\nfused = " << (fusedOptimizer ? "true" : "false")
      << "\n\n[lr]\nschedule = " << schedule << "\nwarmup_steps = " << warmupSteps
      << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
      << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)

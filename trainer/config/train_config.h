@@ -47,6 +47,7 @@ struct TrainConfig {
   std::string optimizer = "sgd";
   double lr = 0.05, momentum = 0.9, weightDecay = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   bool nesterov = false;
+  bool fusedOptimizer = true;  // optim.fused: NOTE [Flat parameters] in trainer/optim/fused_optimizer.h
   // [lr]
   std::string schedule = "constant";
   int64_t warmupSteps = 0;

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The speed options keep training deterministic (issue: same config, data, seed and world size give
+# the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) gives
+# bitwise the weights of the plain path at 1 and 2 ranks. Bad values are refused.
+# usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
+set -euo pipefail
+bin=$1 src=$2 mpiexec=${3:-mpiexec}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+source "$src/tests/cli/lib.sh"
+
+"$bin" data import-fashion-mnist --out "$work/fm" --shard-size 20000 >/dev/null
+common=(--config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" --data.test "$work/fm/test"
+        --train.max_steps 40 --train.log_every 10 --lr.warmup_steps 5 --log.progress none
+        --checkpoint.every_steps 20 --eval.batch_size 5000)
+run() {  # run NP NAME [extra args]
+  local np=$1 name=$2; shift 2
+  "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" --run-dir "$work/$name" "$@" \
+    >"$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; fail "training $name exited non-zero"; }
+}
+sha() { json "$work/$1/result.json" param_sha256; }
+same() {  # same A B WHAT: equal weights and equal logged losses
+  [ "$(sha "$1")" = "$(sha "$2")" ] || fail "$3: $1 and $2 ended with different weights ($(sha "$1") vs $(sha "$2"))"
+  /usr/bin/python3 - "$work/$1/metrics.jsonl" "$work/$2/metrics.jsonl" <<'PY' || fail "$3: $1 and $2 logged different losses"
+import json, sys
+loss = lambda p: [(r["step"], r["loss"]) for r in map(json.loads, open(p)) if r["kind"] == "train"]
+a, b = loss(sys.argv[1]), loss(sys.argv[2])
+assert a == b and len(a) == 4, (a, b)
+PY
+}
+
+# The fused step is LibTorch's step, bit for bit, for each optimizer, at 1 and 2 ranks.
+for np in 1 2; do
+  run "$np" "fused-sgd-$np"
+  run "$np" "plain-sgd-$np" --optim.fused false
+  same "fused-sgd-$np" "plain-sgd-$np" "optim.fused at $np rank(s)"
+done
+grep -q "fused step over flat buckets" "$work/fused-sgd-2.log" || fail "the log does not say the step is fused"
+grep -q "LibTorch's step" "$work/plain-sgd-2.log" || fail "the log does not say optim.fused = false"
+for opt in "--optim.name adam --optim.lr 0.001" "--optim.name adamw --optim.lr 0.001 --optim.weight_decay 0.01" \
+           "--optim.nesterov true"; do
+  name=$(echo "$opt" | tr -dc 'a-z0-9')
+  # shellcheck disable=SC2086
+  run 2 "f-$name" $opt
+  # shellcheck disable=SC2086
+  run 2 "p-$name" $opt --optim.fused false
+  same "f-$name" "p-$name" "optim.fused with $opt"
+done
+
+# Bad values name the key and the rule (exit 2).
+for bad in "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')"; do
+  args=${bad%%:*} want=${bad#*:}
+  set +e
+  # shellcheck disable=SC2086
+  out=$("$bin" train "${common[@]}" --run-dir "$work/bad" $args 2>&1)
+  rc=$?
+  set -e
+  [ "$rc" = 2 ] || fail "$args: exit $rc, expected 2: $out"
+  grep -qF "$want" <<<"$out" || fail "$args: message lacks '$want': $out"
+done
+echo "PASS: perf options"
