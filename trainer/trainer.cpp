@@ -28,6 +28,7 @@
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
 #include "trainer/checkpointing.h"
+#include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
@@ -721,7 +722,14 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   model->to(dev.device);
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
-  GradientReducer reducer(params, tcomm, capBytes);
+  // NOTE [Control block]: on the CPU (tensors over the host communicator) the stop flag and the
+  // loss window ride in the last gradient bucket; a GPU's bucket would need a device-to-host
+  // read every step, so there they keep their own small host collectives.
+  const bool controlInBucket = !tensorComm && !dev.cuda();
+  ReducerOptions reducerOptions;
+  reducerOptions.capBytes = capBytes;
+  reducerOptions.controlSlots = controlInBucket ? controlSlots(world) : 0;
+  GradientReducer reducer(params, tcomm, reducerOptions);
   // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
   auto optimizer = makeOptimizer(
       c, params, c.fusedOptimizer ? std::make_shared<FlatBuckets>(params, reducer.buckets(), reducer.gradBuffers()) : nullptr);
@@ -843,7 +851,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
-    log->info("optimizer {} ({})", c.optimizer, c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step");
+    log->info("optimizer {} ({}); stop flag and loss window {}", c.optimizer,
+              c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step",
+              controlInBucket ? "in the last bucket" : "in collectives of their own");
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
@@ -898,14 +908,17 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   double trainSeconds = 0;
   const int64_t samplesBefore = progress.samplesSeen;  // trained before a resume: not this run's time
-  // The loss is summed where it is computed and read once per log window: reading it every step
-  // would make the host wait for the GPU before it could queue the backward pass.
+  // The loss is summed where it is computed and read once per log window: on a GPU, reading it
+  // every step would make the host wait for the GPU before it could queue the backward pass. On
+  // the CPU it is read as it comes (no tensor arithmetic per step).
   const auto lossOptions = torch::TensorOptions().dtype(torch::kDouble).device(dev.device);
   torch::Tensor windowLoss = torch::zeros({}, lossOptions);
+  double windowLossHost = 0;
   int64_t windowSteps = 0;
   auto windowStart = Clock::now();
   double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
   bool preempted = false;
+  const bool hasBuffers = !model->buffers().empty();
   for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
     const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
@@ -921,49 +934,90 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
       data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
       for (int64_t s = 0; s < stepsThisEpoch; ++s) {
         reducer.zeroGrad();
-        torch::Tensor stepLoss = torch::zeros({}, lossOptions);
+        const bool windowEnds = (progress.step + 1) % c.logEvery == 0 || progress.step + 1 == stopAt;
+        torch::Tensor stepLoss = dev.cuda() ? torch::zeros({}, lossOptions) : torch::Tensor();
+        double stepLossHost = 0;
         for (int64_t m = 0; m < c.gradAccum; ++m) {
           auto batch = loader.next();
           PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
           torch::Tensor out = predict(model, featureTensor(*batch, spec, norm, dev.device), spec, c.arch);
           torch::Tensor loss = batchLoss(out, *batch, spec);
-          stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
+          if (dev.cuda()) {
+            stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
+          } else {
+            stepLossHost += static_cast<double>(loss.item<float>()) / static_cast<double>(c.gradAccum);
+          }
           // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
           // backward produce the averaged gradient's share directly, so the all-reduce's sum is
           // the average and no division pass over the buckets is needed.
           if (lossScale != 1.0) loss = loss / lossScale;
+          if (m + 1 == c.gradAccum) {
+            // Before the backward pass that completes the gradients (the control block is sent
+            // with them).
+            if (dev.cuda()) {
+              windowLoss += stepLoss;
+            } else {
+              windowLossHost += stepLossHost;
+            }
+            ++windowSteps;
+            if (controlInBucket) {
+              const double mineLoss = windowEnds ? windowLossHost : 0;
+              torch::Tensor ctl = reducer.control();
+              if (ctl.scalar_type() == torch::kFloat32) {
+                encodeControl(ctl.data_ptr<float>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
+              } else {
+                encodeControl(ctl.data_ptr<double>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
+              }
+            }
+          }
           loss.backward();
         }
         reducer.reduce(/*prescaled=*/true);
+        ControlValues control;
+        if (controlInBucket) {
+          torch::Tensor ctl = reducer.control();
+          control = ctl.scalar_type() == torch::kFloat32 ? decodeControl(ctl.data_ptr<float>(), world)
+                                                         : decodeControl(ctl.data_ptr<double>(), world);
+        }
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
-        broadcastBuffers(*model, tcomm);
+        if (hasBuffers) broadcastBuffers(*model, tcomm);
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
-        windowLoss += stepLoss;
-        ++windowSteps;
-        if (progress.step % c.logEvery == 0 || progress.step == stopAt) {
-          // The mean loss over the window, across all ranks: one small all-reduce per window.
-          double agg[2] = {windowLoss.item<double>(), static_cast<double>(windowSteps)};
-          comm.allReduceSum(agg, 2);
+        if (windowEnds) {
+          // The mean loss over the window, across all ranks: from the control block, or one
+          // small all-reduce per window.
+          double meanLoss = 0;
+          if (controlInBucket) {
+            meanLoss = control.lossSum / static_cast<double>(world * windowSteps);
+          } else {
+            double agg[2] = {dev.cuda() ? windowLoss.item<double>() : windowLossHost, static_cast<double>(windowSteps)};
+            comm.allReduceSum(agg, 2);
+            meanLoss = agg[0] / agg[1];
+          }
           const double windowSecs = secondsSince(windowStart) - windowPaused;
           const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
-          const double meanLoss = agg[0] / agg[1];
           bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
           metrics.write({{"kind", "train"}, {"epoch", progress.epoch}, {"step", progress.step}, {"loss", meanLoss},
                          {"lr", lr}, {"samples_per_second", sps}});
-          windowLoss.zero_();
+          if (dev.cuda()) windowLoss.zero_();
+          windowLossHost = 0;
           windowSteps = 0;
           windowStart = Clock::now();
           windowPaused = 0;
         }
         if (lead) checkInflight(false);
-        // NOTE [Stop agreement]: a signal reaches ranks at different moments; one all-reduce of
-        // the flag per step makes every rank stop after the same step.
-        int32_t stop = signals.requested() ? 1 : 0;
-        comm.allReduce(&stop, 1, DType::kInt32, ReduceOp::kMax);
+        // NOTE [Stop agreement]: a signal reaches ranks at different moments; the flag, summed
+        // over the ranks each step (in the control block, or by its own all-reduce), makes every
+        // rank stop after the same step.
+        bool stop = control.stop;
+        if (!controlInBucket) {
+          int32_t flag = signals.requested() ? 1 : 0;
+          comm.allReduce(&flag, 1, DType::kInt32, ReduceOp::kMax);
+          stop = flag != 0;
+        }
         if (stop) {
           preempted = true;
           break;

@@ -4,8 +4,11 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 
 #include "common/error.h"
+#include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
 #include "trainer/data/distributed_sampler.h"
@@ -17,6 +20,27 @@ MpiCommunicator& comm() {
   static MpiCommunicator c(std::chrono::seconds(60));
   return c;
 }
+
+// Passes collectives through to BASE and counts the all-reduces.
+class RecordingCount : public Communicator {
+ public:
+  explicit RecordingCount(Communicator& base) : base_(base) {}
+  int rank() const override { return base_.rank(); }
+  int size() const override { return base_.size(); }
+  std::string backend() const override { return base_.backend(); }
+  std::string backendVersion() const override { return base_.backendVersion(); }
+  void allReduce(void* data, size_t count, DType type, ReduceOp op) override {
+    ++reduces;
+    base_.allReduce(data, count, type, op);
+  }
+  void broadcast(void* data, size_t bytes, int root) override { base_.broadcast(data, bytes, root); }
+  void allGather(const void* in, void* out, size_t bytes) override { base_.allGather(in, out, bytes); }
+  void barrier() override { base_.barrier(); }
+  size_t reduces = 0;
+
+ private:
+  Communicator& base_;
+};
 
 TEST(Mpi, AllReduceSumMaxMinInClosedForm) {
   const int n = comm().size(), r = comm().rank();
@@ -88,6 +112,53 @@ TEST(Mpi, SamplerSlicesAreDisjointAcrossRealRanks) {
     covered += h;
   }
   EXPECT_EQ(covered, samples / n * n);
+}
+
+// Parameters p_k (k = 0..4) whose gradient on rank r is r + k + 1/3; on ranks > 0 parameter 3
+// takes no part (its bucket must still be reduced, with zeros from them).
+struct ToyGrads {
+  std::vector<torch::Tensor> params;
+  ToyGrads() {
+    for (int64_t size : {3, 300, 1, 700, 50}) params.push_back(torch::zeros({size}).requires_grad_());
+  }
+  torch::Tensor loss(int rank) const {
+    torch::Tensor l = torch::zeros({});
+    for (size_t k = 0; k < params.size(); ++k) {
+      if (k == 3 && rank > 0) continue;
+      l = l + (params[k] * (static_cast<float>(rank + static_cast<int>(k)) + 1.0f / 3.0f)).sum();
+    }
+    return l;
+  }
+};
+
+// NOTE [Control block]: the stop flag of one rank reaches all, each rank's loss arrives exact, in
+// the same collective as the gradients.
+TEST(Mpi, ControlBlockRidesInTheLastBucket) {
+  const int n = comm().size(), r = comm().rank();
+  {
+    ToyGrads toy;
+    ReducerOptions o;
+    o.capBytes = 1024;
+    o.controlSlots = controlSlots(n);
+    RecordingCount counting(comm());
+    GradientReducer reducer(toy.params, counting, o);
+    reducer.zeroGrad();
+    const double mine = 1000.0 * r + 0.123456789;
+    torch::Tensor ctl = reducer.control();
+    ASSERT_EQ(static_cast<size_t>(ctl.numel()), controlSlots(n));
+    encodeControl(ctl.data_ptr<float>(), n, r, /*stop=*/r == n - 1, mine, reducer.controlWireType());
+    toy.loss(r).backward();
+    reducer.reduce(/*prescaled=*/true);
+    EXPECT_EQ(counting.reduces, reducer.buckets().size()) << "no collective beyond the buckets'";
+    const ControlValues v = decodeControl(ctl.data_ptr<float>(), n);
+    EXPECT_TRUE(v.stop);
+    double want = 0;
+    for (int k = 0; k < n; ++k) want += 1000.0 * k + 0.123456789;
+    EXPECT_EQ(v.lossSum, want);
+    // The gradients around the block are unaffected by it.
+    const double grad0 = n * (n - 1) / 2.0 + n / 3.0;
+    EXPECT_NEAR(toy.params[0].grad()[0].item<float>(), grad0, std::ldexp(grad0, -6));
+  }
 }
 
 }  // namespace

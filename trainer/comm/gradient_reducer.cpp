@@ -49,21 +49,28 @@ void broadcastTensor(torch::Tensor& t, Communicator& comm, int root) {
   });
 }
 
-GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator& comm,
-                                 size_t capBytes)
-    : params_(std::move(params)), comm_(comm) {
+GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator& comm, size_t capBytes)
+    : GradientReducer(std::move(params), comm, ReducerOptions{capBytes}) {}
+
+GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator& comm, const ReducerOptions& options)
+    : params_(std::move(params)), comm_(comm), options_(options) {
   std::vector<ParamInfo> infos;
   infos.reserve(params_.size());
   for (const auto& p : params_) {
     PERENNIAL_CHECK(p.is_contiguous(), "parameters must be contiguous");
     infos.push_back(ParamInfo{static_cast<size_t>(p.numel()), toDType(p.scalar_type())});
   }
-  plan_ = planBuckets(infos, capBytes);
+  plan_ = planBuckets(infos, options_.capBytes);
+  PERENNIAL_CHECK(options_.controlSlots == 0 || !plan_.empty(), "control slots need a bucket to ride in");
   torch::NoGradGuard noGrad;
-  for (const Bucket& b : plan_) {
+  for (size_t bi = 0; bi < plan_.size(); ++bi) {
+    const Bucket& b = plan_[bi];
     auto type = params_[b.entries.front().param].scalar_type();
     auto device = params_[b.entries.front().param].device();
-    torch::Tensor buffer = torch::zeros({static_cast<int64_t>(b.numel)},
+    const size_t extra = bi + 1 == plan_.size() ? options_.controlSlots : 0;
+    PERENNIAL_CHECK(extra == 0 || type == torch::kFloat32 || type == torch::kFloat64,
+                    "control slots ride in a float32 or float64 bucket");
+    torch::Tensor buffer = torch::zeros({static_cast<int64_t>(b.numel + extra)},
                                         torch::TensorOptions().dtype(type).device(device));
     for (const BucketEntry& e : b.entries) {
       torch::Tensor& p = params_[e.param];
@@ -74,17 +81,30 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
   }
 }
 
+torch::Tensor GradientReducer::control() const {
+  if (options_.controlSlots == 0) return torch::Tensor();
+  const Bucket& last = plan_.back();
+  return buffers_.back().narrow(0, static_cast<int64_t>(last.numel), static_cast<int64_t>(options_.controlSlots));
+}
+
+WireType GradientReducer::controlWireType() const {
+  return buffers_.back().scalar_type() == torch::kFloat64 ? WireType::kFloat64 : WireType::kFloat32;
+}
+
 void GradientReducer::zeroGrad() {
   for (auto& b : buffers_) b.zero_();
 }
 
-void GradientReducer::reduce(bool prescaled) {
+void GradientReducer::reduceBucket(size_t b, bool prescaled) {
+  torch::NoGradGuard noGrad;
   const int world = comm_.size();
-  for (size_t i = 0; i < plan_.size(); ++i) {
-    torch::Tensor& buf = buffers_[i];
-    allReduceTensor(buf, comm_, ReduceOp::kSum);
-    if (world > 1 && !prescaled) buf.div_(static_cast<double>(world));
-  }
+  torch::Tensor& buf = buffers_[b];
+  allReduceTensor(buf, comm_, ReduceOp::kSum);
+  if (!prescaled && world > 1) buf.narrow(0, 0, static_cast<int64_t>(plan_[b].numel)).div_(static_cast<double>(world));
+}
+
+void GradientReducer::reduce(bool prescaled) {
+  for (size_t i = 0; i < plan_.size(); ++i) reduceBucket(i, prescaled);
 }
 
 void GradientReducer::broadcastParameters(int root) {
