@@ -73,6 +73,8 @@ c10::ScalarType scalarType(DType t) {
     case DType::kInt64: return torch::kInt64;
     case DType::kFloat32: return torch::kFloat32;
     case DType::kFloat64: return torch::kFloat64;
+    case DType::kBFloat16: return torch::kBFloat16;
+    case DType::kFloat16: return torch::kHalf;
   }
   return torch::kFloat32;
 }

@@ -729,6 +729,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   ReducerOptions reducerOptions;
   reducerOptions.capBytes = capBytes;
   reducerOptions.controlSlots = controlInBucket ? controlSlots(world) : 0;
+  reducerOptions.compression = parseCompression(c.compression);
   GradientReducer reducer(params, tcomm, reducerOptions);
   // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
   auto optimizer = makeOptimizer(
@@ -851,8 +852,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
-    log->info("optimizer {} ({}); stop flag and loss window {}", c.optimizer,
-              c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step",
+    log->info("optimizer {} ({}); gradient buckets sent as {}; stop flag and loss window {}", c.optimizer,
+              c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step", c.compression == "none" ? "they are" : c.compression,
               controlInBucket ? "in the last bucket" : "in collectives of their own");
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);

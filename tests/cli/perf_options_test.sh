@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The speed options keep training deterministic (issue: same config, data, seed and world size give
 # the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) gives
-# bitwise the weights of the plain path at 1 and 2 ranks. Bad values are refused.
+# bitwise the weights of the plain path at 1 and 2 ranks; gradient compression (comm.compression)
+# gives the same weights run after run (and others than none). Bad values are refused.
 # usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -47,8 +48,24 @@ for opt in "--optim.name adam --optim.lr 0.001" "--optim.name adamw --optim.lr 0
   same "f-$name" "p-$name" "optim.fused with $opt"
 done
 
+# Compression: deterministic, and it does change what crosses the wire.
+for codec in bf16 fp16; do
+  run 2 "$codec-a" --comm.compression "$codec"
+  run 2 "$codec-b" --comm.compression "$codec"
+  same "$codec-a" "$codec-b" "comm.compression $codec (twice)"
+  [ "$(sha "$codec-a")" != "$(sha fused-sgd-2)" ] || fail "comm.compression $codec gave the uncompressed weights"
+  acc=$(json "$work/$codec-a/result.json" test_accuracy)
+  ref=$(json "$work/fused-sgd-2/result.json" test_accuracy)
+  /usr/bin/python3 -c "import sys; sys.exit(0 if abs(float(sys.argv[1]) - float(sys.argv[2])) < 0.03 else 1)" "$acc" "$ref" ||
+    fail "comm.compression $codec: accuracy $acc after 40 steps, uncompressed $ref"
+done
+run 1 bf16-1rank --comm.compression bf16
+same bf16-1rank fused-sgd-1 "comm.compression at world size 1 (nothing is sent)"
+
+
 # Bad values name the key and the rule (exit 2).
-for bad in "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')"; do
+for bad in "--comm.compression zstd:comm.compression: must be one of none|bf16|fp16 (got 'zstd')" \
+           "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')"; do
   args=${bad%%:*} want=${bad#*:}
   set +e
   # shellcheck disable=SC2086

@@ -35,7 +35,8 @@ class Communicator {
   // True when data pointers must be GPU memory (NCCL); false for host memory (MPI).
   virtual bool deviceMemory() const { return false; }
 
-  // In-place reduction of COUNT elements of TYPE at DATA across all ranks.
+  // In-place reduction of COUNT elements of TYPE at DATA across all ranks. kBFloat16 and
+  // kFloat16 take kSum only (NOTE [Gradient compression] in gradient_reducer.cpp).
   virtual void allReduce(void* data, size_t count, DType type, ReduceOp op) = 0;
   // Copies BYTES bytes at DATA from ROOT to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;

@@ -7,10 +7,14 @@
 // tensor communicator for that device (see allReduceTensor). Gradient accumulation over k
 // micro-batches is k backward passes followed by one reduce().
 //
-// Options (ReducerOptions): control slots (NOTE [Control block], control_block.h), extra elements
-// after the last bucket's gradients, summed by the same collective.
+// Options (ReducerOptions):
+//  - control slots (NOTE [Control block], control_block.h): extra elements after the last
+//    bucket's gradients, summed by the same collective;
+//  - compression (comm.compression, NOTE [Gradient compression] in gradient_reducer.cpp): each
+//    bucket crosses the wire as bfloat16 or half and is widened in place.
 #include <torch/types.h>
 
+#include <string>
 #include <vector>
 
 #include "trainer/comm/bucket_plan.h"
@@ -19,9 +23,15 @@
 
 namespace perennial {
 
+enum class Compression { kNone, kBFloat16, kFloat16 };
+
+// "none" | "bf16" | "fp16" (comm.compression); throws ConfigError naming the key otherwise.
+Compression parseCompression(const std::string& value);
+
 struct ReducerOptions {
   size_t capBytes = 25u << 20;
   size_t controlSlots = 0;  // elements after the last bucket (NOTE [Control block])
+  Compression compression = Compression::kNone;
 };
 
 class GradientReducer {
@@ -58,6 +68,7 @@ class GradientReducer {
   ReducerOptions options_;
   std::vector<Bucket> plan_;
   std::vector<torch::Tensor> buffers_;  // one flat tensor per bucket (+ control slots on the last)
+  std::vector<torch::Tensor> wire_;     // per bucket with compression: the narrow copy that is sent
 };
 
 DType toDType(c10::ScalarType t);

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/half.h"
 
 namespace perennial {
 namespace {
@@ -40,8 +41,21 @@ MPI_Datatype mpiType(DType t) {
     case DType::kInt64: return MPI_INT64_T;
     case DType::kFloat32: return MPI_FLOAT;
     case DType::kFloat64: return MPI_DOUBLE;
+    case DType::kBFloat16:
+    case DType::kFloat16: return MPI_UINT16_T;  // summed by the operations below
   }
   return MPI_DATATYPE_NULL;
+}
+
+// MPI has no 16-bit floating-point types: bfloat16 and half travel as MPI_UINT16_T and are summed
+// by these user operations, which add two values in float32 and round the sum back to nearest
+// even (NOTE [Gradient compression] in gradient_reducer.cpp). Commutative, so Open MPI keeps
+// its usual algorithms.
+template <float (*toFloat)(uint16_t), uint16_t (*fromFloat)(float)>
+void sum16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = fromFloat(toFloat(a[i]) + toFloat(b[i]));
 }
 
 MPI_Op mpiOp(ReduceOp op) {
@@ -76,6 +90,8 @@ MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm bas
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  check(MPI_Op_create(&sum16<bf16ToFloat, floatToBf16>, /*commute=*/1, &sumBf16_), "MPI_Op_create");
+  check(MPI_Op_create(&sum16<halfToFloat, floatToHalf>, /*commute=*/1, &sumHalf_), "MPI_Op_create");
   if (timeout_.count() > 0 && size_ > 1) watchdog_ = std::thread([this] { watch(); });
 }
 
@@ -123,7 +139,10 @@ MpiCommunicator::~MpiCommunicator() {
   }
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  if (finalized) return;
+  if (sumBf16_ != MPI_OP_NULL) MPI_Op_free(&sumBf16_);
+  if (sumHalf_ != MPI_OP_NULL) MPI_Op_free(&sumHalf_);
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 std::string MpiCommunicator::backendVersion() const {
@@ -147,10 +166,14 @@ void MpiCommunicator::check(int rc, const char* call) const {
 }
 
 void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp op) {
+  const bool narrow = type == DType::kBFloat16 || type == DType::kFloat16;
+  PERENNIAL_CHECK(!narrow || op == ReduceOp::kSum, "16-bit floating-point all-reduce supports sum only");
   if (size_ == 1 || count == 0) return;
   PERENNIAL_CHECK(count <= static_cast<size_t>(INT_MAX), "allReduce count " << count << " exceeds INT_MAX");
+  MPI_Op mop = mpiOp(op);
+  if (narrow) mop = type == DType::kBFloat16 ? sumBf16_ : sumHalf_;
   begin("MPI_Allreduce");
-  int rc = MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mpiOp(op), comm_);
+  int rc = MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mop, comm_);
   end();
   check(rc, "MPI_Allreduce");
 }

@@ -62,6 +62,7 @@ class MpiCommunicator final : public Communicator {
   int size_ = 1;
   std::chrono::milliseconds timeout_;
   std::string host_;
+  MPI_Op sumBf16_ = MPI_OP_NULL, sumHalf_ = MPI_OP_NULL;
 
   // Watchdog state: the collective in flight (name, number, start), guarded by mu_.
   std::mutex mu_;
