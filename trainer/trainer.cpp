@@ -730,6 +730,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   reducerOptions.capBytes = capBytes;
   reducerOptions.controlSlots = controlInBucket ? controlSlots(world) : 0;
   reducerOptions.compression = parseCompression(c.compression);
+  reducerOptions.overlap = c.overlap;
   GradientReducer reducer(params, tcomm, reducerOptions);
   // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
   auto optimizer = makeOptimizer(
@@ -852,8 +853,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
-    log->info("optimizer {} ({}); gradient buckets sent as {}; stop flag and loss window {}", c.optimizer,
+    log->info("optimizer {} ({}); gradient buckets sent as {}, reduced {}; stop flag and loss window {}", c.optimizer,
               c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step", c.compression == "none" ? "they are" : c.compression,
+              reducer.overlapping() ? "during backward (comm.overlap)" : "after backward",
               controlInBucket ? "in the last bucket" : "in collectives of their own");
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
@@ -953,8 +955,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           // the average and no division pass over the buckets is needed.
           if (lossScale != 1.0) loss = loss / lossScale;
           if (m + 1 == c.gradAccum) {
-            // Before the backward pass that completes the gradients (the control block is sent
-            // with them).
+            // Before the backward pass that completes the gradients: with comm.overlap its hooks
+            // start the all-reduce of the last bucket, which carries the control block.
             if (dev.cuda()) {
               windowLoss += stepLoss;
             } else {
@@ -970,6 +972,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
                 encodeControl(ctl.data_ptr<double>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
               }
             }
+            reducer.expectBackward(/*prescaled=*/true);
           }
           loss.backward();
         }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The speed options keep training deterministic (issue: same config, data, seed and world size give
-# the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) gives
-# bitwise the weights of the plain path at 1 and 2 ranks; gradient compression (comm.compression)
-# gives the same weights run after run (and others than none). Bad values are refused.
+# the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) and
+# the all-reduce overlapped with backward (comm.overlap) give bitwise the weights of the plain
+# path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
+# run (and others than none). Bad values are refused.
 # usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -48,11 +49,20 @@ for opt in "--optim.name adam --optim.lr 0.001" "--optim.name adamw --optim.lr 0
   same "f-$name" "p-$name" "optim.fused with $opt"
 done
 
+# Overlap: the same collectives on the same bytes, during backward instead of after it (also with
+# gradient accumulation, where only the last micro-batch's backward may start them).
+run 2 overlap --comm.overlap true
+same overlap fused-sgd-2 "comm.overlap"
+grep -q "reduced during backward" "$work/overlap.log" || fail "comm.overlap did not take effect: $(grep optimizer "$work/overlap.log")"
+run 2 accum --train.grad_accum 2 --train.batch_size 32
+run 2 accum-overlap --train.grad_accum 2 --train.batch_size 32 --comm.overlap true
+same accum-overlap accum "comm.overlap with train.grad_accum 2"
+
 # Compression: deterministic, and it does change what crosses the wire.
 for codec in bf16 fp16; do
   run 2 "$codec-a" --comm.compression "$codec"
-  run 2 "$codec-b" --comm.compression "$codec"
-  same "$codec-a" "$codec-b" "comm.compression $codec (twice)"
+  run 2 "$codec-b" --comm.compression "$codec" --comm.overlap true
+  same "$codec-a" "$codec-b" "comm.compression $codec (twice, once overlapped)"
   [ "$(sha "$codec-a")" != "$(sha fused-sgd-2)" ] || fail "comm.compression $codec gave the uncompressed weights"
   acc=$(json "$work/$codec-a/result.json" test_accuracy)
   ref=$(json "$work/fused-sgd-2/result.json" test_accuracy)

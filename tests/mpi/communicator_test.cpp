@@ -146,6 +146,46 @@ struct ToyGrads {
   }
 };
 
+// comm.overlap: buckets reduced by the hooks during backward come out bitwise as reduce() after
+// backward gives them, with compression or without, and the step after behaves the same.
+TEST(Mpi, OverlappedReductionIsBitwiseReductionAfterBackward) {
+  for (const Compression compression : {Compression::kNone, Compression::kBFloat16}) {
+    ToyGrads plain, overlapped;
+    ReducerOptions o;
+    o.capBytes = 1024;
+    o.compression = compression;
+    GradientReducer after(plain.params, comm(), o);
+    o.overlap = true;
+    GradientReducer during(overlapped.params, comm(), o);
+    ASSERT_GE(after.buckets().size(), 2u);
+    EXPECT_EQ(during.overlapping(), comm().size() > 1);
+    for (int step = 0; step < 3; ++step) {
+      after.zeroGrad();
+      during.zeroGrad();
+      plain.loss(comm().rank()).backward();
+      after.reduce(/*prescaled=*/true);
+      during.expectBackward(/*prescaled=*/true);
+      overlapped.loss(comm().rank()).backward();
+      during.reduce(/*prescaled=*/true);
+      for (size_t k = 0; k < plain.params.size(); ++k) {
+        const torch::Tensor& a = plain.params[k].grad();
+        const torch::Tensor& b = overlapped.params[k].grad();
+        ASSERT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), static_cast<size_t>(a.numel()) * 4), 0)
+            << "parameter " << k << ", step " << step << ", compression " << static_cast<int>(compression);
+      }
+    }
+    // The sums are those of the narrow type when compressed: the sum over ranks of r + k + 1/3.
+    const int n = comm().size();
+    for (size_t k = 0; k < plain.params.size(); ++k) {
+      double exact = 0;
+      for (int r = 0; r < n; ++r) exact += (k == 3 && r > 0) ? 0.0 : r + static_cast<double>(k) + 1.0 / 3.0;
+      const double got = plain.params[k].grad()[0].item<float>();
+      const double tolerance = compression == Compression::kNone || n == 1 ? 1e-5 : (2.0 * n) * std::ldexp(exact, -8);
+      EXPECT_NEAR(got, exact, tolerance) << "parameter " << k;
+    }
+  }
+}
+
 // NOTE [Control block]: the stop flag of one rank reaches all, each rank's loss arrives exact
 // (float32 wire) or to 24 bits (bfloat16 wire), in the same collective as the gradients.
 TEST(Mpi, ControlBlockRidesInTheLastBucket) {

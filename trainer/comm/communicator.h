@@ -34,6 +34,9 @@ class Communicator {
   virtual std::string backendVersion() const = 0;
   // True when data pointers must be GPU memory (NCCL); false for host memory (MPI).
   virtual bool deviceMemory() const { return false; }
+  // True when collectives may be called from a thread other than the one that built the
+  // communicator, one thread at a time (NOTE [Overlap] in gradient_reducer.cpp).
+  virtual bool callableFromHelperThread() const { return true; }
 
   // In-place reduction of COUNT elements of TYPE at DATA across all ranks. kBFloat16 and
   // kFloat16 take kSum only (NOTE [Gradient compression] in gradient_reducer.cpp).

@@ -331,6 +331,7 @@ void addTrainOptions(po::options_description& desc) {
       ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
       ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0)")
       ("comm.compression", s(d.compression), "none | bf16 | fp16: send gradient buckets as bfloat16 or IEEE half and widen them in place after the all-reduce (half the bytes; each reduced element carries up to about 2 x world size - 1 roundings of the narrow type: relative unit 2^-8 for bf16, 2^-11 for fp16, whose range ends at 65504; docs/performance.md); deterministic; at world size 1 nothing is sent, so nothing changes")
+      ("comm.overlap", po::value<bool>()->default_value(d.overlap, "false"), "all-reduce each gradient bucket on a communication thread as soon as backward has produced it, while backward goes on (bitwise the same result as reducing after backward); MPI (CPU tensors) only; it needs a core beside each rank's compute threads to gain anything")
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
       ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
       ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")
@@ -430,6 +431,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.bucketCapMb = realPositive("comm.bucket_cap_mb");
   c.timeoutS = realPositive("comm.timeout_s");
   c.compression = choice("comm.compression", {"none", "bf16", "fp16"});
+  c.overlap = vm["comm.overlap"].as<bool>();
 
   c.ckptEverySteps = intAtLeast("checkpoint.every_steps", 0);
   c.ckptEveryEpochs = intAtLeast("checkpoint.every_epochs", 0);
@@ -469,6 +471,7 @@ std::string TrainConfig::toIni() const {
      << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
      << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)
      << "\ntimeout_s = " << fmt(timeoutS) << "\ncompression = " << compression
+     << "\noverlap = " << (overlap ? "true" : "false")
      << "\n\n[checkpoint]\nevery_steps = " << ckptEverySteps << "\nevery_epochs = " << ckptEveryEpochs
      << "\nkeep_last = " << ckptKeepLast << "\nkeep_best = " << ckptKeepBest
      << "\nasync = " << (ckptAsync ? "true" : "false")

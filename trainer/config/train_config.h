@@ -57,6 +57,7 @@ struct TrainConfig {
   std::string backend = "auto";  // auto | mpi | nccl
   double bucketCapMb = 25.0;
   std::string compression = "none";  // none | bf16 | fp16: NOTE [Gradient compression] in gradient_reducer.cpp
+  bool overlap = false;              // NOTE [Overlap] in gradient_reducer.cpp
   double timeoutS = 600.0;
   // [checkpoint]
   int64_t ckptEverySteps = 0;   // 0: off

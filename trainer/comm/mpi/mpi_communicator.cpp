@@ -14,7 +14,9 @@
 namespace perennial {
 namespace {
 
-// Finalises MPI at process exit when Perennial initialised it.
+// Finalises MPI at process exit when Perennial initialised it. Asks for MPI_THREAD_SERIALIZED:
+// the gradient reducer's communication thread (comm.overlap) calls collectives while the
+// training thread runs backward, never two threads at once.
 struct MpiEnvironment {
   bool ownsInit = false;
   MpiEnvironment() {
@@ -22,7 +24,7 @@ struct MpiEnvironment {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
-      int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
       if (rc != MPI_SUCCESS) throw CommError("MPI_Init_thread failed with code " + std::to_string(rc));
       ownsInit = true;
     }
@@ -90,6 +92,9 @@ MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm bas
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  serializedThreads_ = level >= MPI_THREAD_SERIALIZED;
   check(MPI_Op_create(&sum16<bf16ToFloat, floatToBf16>, /*commute=*/1, &sumBf16_), "MPI_Op_create");
   check(MPI_Op_create(&sum16<halfToFloat, floatToHalf>, /*commute=*/1, &sumHalf_), "MPI_Op_create");
   if (timeout_.count() > 0 && size_ > 1) watchdog_ = std::thread([this] { watch(); });
