@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/sha256.h"
 #include "perennial/build_config.h"
+#include "trainer/checkpoint_staging.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/optim/optimizer_state.h"
 
@@ -138,12 +139,29 @@ std::vector<uint8_t> cpuGeneratorState() {
 }
 
 Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                      const TrainProgress& progress, const CheckpointMeta& meta, bool copy) {
+                      const TrainProgress& progress, const CheckpointMeta& meta, bool copy,
+                      StagingBuffers* staging) {
   Document doc;
   auto owners = std::make_shared<std::vector<torch::Tensor>>();
   doc.keepAlive = owners;
   auto& keep = *owners;
-  auto capture = [&](const std::string& name, const torch::Tensor& t) { return toTensor(name, t, copy, keep); };
+  const bool staged = copy && staging;
+  auto capture = [&](const std::string& name, const torch::Tensor& t) {
+    if (!staged) return toTensor(name, t, copy, keep);
+    torch::Tensor c = staging->copy(t.detach());
+    return Tensor{name, toDType(c.scalar_type()), c.sizes().vec(), {}, c.data_ptr()};
+  };
+  if (staged) {
+    // NOTE [Staging buffers]: everything this capture copies, laid out in one buffer.
+    size_t bytes = 0;
+    for (const auto& t : model.parameters()) bytes += StagingBuffers::footprint(t);
+    for (const auto& t : model.buffers()) bytes += StagingBuffers::footprint(t);
+    forEachOptimizerTensor(model, optimizer, meta.optimizer, [&](const std::string&, const std::string&,
+                                                                 const torch::Tensor& t) {
+      bytes += StagingBuffers::footprint(t);
+    });
+    staging->begin(bytes);
+  }
   doc.format = checkpoint::kCheckpointFormat;
   doc.formatVersion = checkpoint::kCheckpointFormatVersion;
   doc.strings = {{"arch", meta.arch},
@@ -192,6 +210,7 @@ Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimiz
                            g.path = "optimizer/" + kind;
                            g.tensors.push_back(capture(name, t));
                          });
+  if (staged) staging->finish();
   for (auto& [kind, g] : opt) doc.groups.push_back(std::move(g));
 
   if (!meta.normMean.empty()) doc.groups.push_back(normalizationGroup(meta.featureShape, meta.normMean, meta.normStd));

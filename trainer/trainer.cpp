@@ -27,6 +27,7 @@
 #include "common/snapshot_id.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
+#include "trainer/checkpoint_staging.h"
 #include "trainer/checkpointing.h"
 #include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
@@ -864,7 +865,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   EvalResult lastEval;
   int64_t lastEvalStep = -1;
-  std::future<void> inflight;  // at most one asynchronous save
+  // NOTE [Staging buffers]: allocated at the first asynchronous save. Declared before INFLIGHT, so
+  // that a save still writing from it is waited for (the future's destructor) before it is freed.
+  StagingBuffers staging(/*pinned=*/dev.cuda());
+  std::future<void> inflight;  // at most one asynchronous save, written from STAGING
   auto checkInflight = [&](bool wait) {
     if (!inflight.valid()) return;
     if (wait || inflight.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
@@ -894,7 +898,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     const bool async = allowAsync && c.ckptAsync;
     const auto t0 = Clock::now();
-    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async);
+    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async, &staging);
     const int64_t step = progress.step, epoch = progress.epoch;
     if (async) {
       const double copySecs = secondsSince(t0);

@@ -3,7 +3,8 @@
 # the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) and
 # the all-reduce overlapped with backward (comm.overlap) give bitwise the weights of the plain
 # path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
-# run (and others than none). Bad values are refused.
+# run (and others than none); asynchronous saves from staging buffers change nothing. Bad values
+# are refused.
 # usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -72,6 +73,10 @@ done
 run 1 bf16-1rank --comm.compression bf16
 same bf16-1rank fused-sgd-1 "comm.compression at world size 1 (nothing is sent)"
 
+# Asynchronous saves (staging buffers).
+run 2 async --checkpoint.async true
+same async fused-sgd-2 "checkpoint.async"
+"$bin" ckpt verify "$work/async/checkpoints"/ckpt-*20.h5 >/dev/null || fail "an asynchronous checkpoint does not verify"
 
 # Bad values name the key and the rule (exit 2).
 for bad in "--comm.compression zstd:comm.compression: must be one of none|bf16|fp16 (got 'zstd')" \
