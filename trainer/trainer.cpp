@@ -39,6 +39,7 @@
 #include "trainer/optim/fused_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
+#include "trainer/step_timer.h"
 #include "trainer/stop_signal.h"
 
 namespace perennial {
@@ -743,6 +744,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const std::string configSha = toHex(sha256(configText.data(), configText.size()));
   // Every rank: the shards are checked before anything is trained (NOTE [Data identity]).
   const DataIdentity identity = dataIdentity(trainSet, c.snapshotFile, comm);
+  // NOTE [Row cache]: after the identity check, so the rows cached are the bytes checked.
+  if (c.cacheMb > 0) {
+    const auto t0 = Clock::now();
+    if (trainSet.cacheInMemory(static_cast<size_t>(c.cacheMb) << 20) && lead) {
+      log->info("training set read into memory ({} rows, {:.2f} s; data.cache_mb)", trainSet.size(), secondsSince(t0));
+    }
+  }
   const std::string& dataSnapshot = identity.snapshot;
   const std::string& dataShards = identity.shards;
 
@@ -926,6 +934,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
   bool preempted = false;
   const bool hasBuffers = !model->buffers().empty();
+  StepTimer timer;
   for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
     const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
@@ -939,14 +948,17 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     auto epochStart = Clock::now();
     {
       data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
+      timer.resume();
       for (int64_t s = 0; s < stepsThisEpoch; ++s) {
         reducer.zeroGrad();
         const bool windowEnds = (progress.step + 1) % c.logEvery == 0 || progress.step + 1 == stopAt;
         torch::Tensor stepLoss = dev.cuda() ? torch::zeros({}, lossOptions) : torch::Tensor();
         double stepLossHost = 0;
         for (int64_t m = 0; m < c.gradAccum; ++m) {
+          timer.lap(StepTimer::kOther);
           auto batch = loader.next();
           PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
+          timer.lap(StepTimer::kLoader);
           torch::Tensor out = predict(model, featureTensor(*batch, spec, norm, dev.device), spec, c.arch);
           torch::Tensor loss = batchLoss(out, *batch, spec);
           if (dev.cuda()) {
@@ -978,7 +990,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
             }
             reducer.expectBackward(/*prescaled=*/true);
           }
+          timer.lap(StepTimer::kForward);
           loss.backward();
+          timer.lap(StepTimer::kBackward);
         }
         reducer.reduce(/*prescaled=*/true);
         ControlValues control;
@@ -987,9 +1001,12 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           control = ctl.scalar_type() == torch::kFloat32 ? decodeControl(ctl.data_ptr<float>(), world)
                                                          : decodeControl(ctl.data_ptr<double>(), world);
         }
+        timer.lap(StepTimer::kReduce);
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
+        timer.lap(StepTimer::kOptimizer);
+        timer.countStep();
         if (hasBuffers) broadcastBuffers(*model, tcomm);
         ++progress.step;
         progress.cursor += globalBatch;
@@ -1039,8 +1056,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           save(true);
           windowPaused += secondsSince(pauseStart);
           epochStart = Clock::now();
+          timer.resume();
         }
       }
+      timer.addLoaderCpu(loader.threadCpuSeconds());
     }
     trainSeconds += secondsSince(epochStart);
     if (preempted) break;
@@ -1100,6 +1119,16 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   result.samplesPerSecond =
       trainSeconds > 0 ? static_cast<double>(result.samplesSeen - samplesBefore) / trainSeconds : 0;
 
+  // Where the training steps' time went (StepTimer): result.json and the log.
+  json stepTimes = json::object();
+  std::string stepTimesText;
+  for (const auto& [phase, ms] : timer.millisecondsPerStep()) {
+    stepTimes[phase] = ms;
+    char part[64];
+    std::snprintf(part, sizeof(part), "%s%s %.3f", stepTimesText.empty() ? "" : ", ", phase.c_str(), ms);
+    stepTimesText += part;
+  }
+  if (lead && timer.steps() > 0) log->info("step time (ms per step, rank 0, {} steps): {}", timer.steps(), stepTimesText);
   if (lead) {
     std::vector<checkpoint::TensorView> views;
     std::vector<torch::Tensor> keep;
@@ -1137,6 +1166,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               {"arch", c.arch},
               {"parameters", numParams},
               {"comm_backend", tcomm.backend()},
+              {"step_time_ms", stepTimes},
               {"device", dev.name()},
               {"deterministic", c.deterministic || !dev.cuda()},
               {"perennial_version", PERENNIAL_VERSION}});

@@ -3,8 +3,8 @@
 # the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) and
 # the all-reduce overlapped with backward (comm.overlap) give bitwise the weights of the plain
 # path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
-# run (and others than none); asynchronous saves from staging buffers change nothing. Bad values
-# are refused.
+# run (and others than none); asynchronous saves from staging buffers, the training set cached in
+# memory and batches made on the training thread change nothing. Bad values are refused.
 # usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -73,14 +73,30 @@ done
 run 1 bf16-1rank --comm.compression bf16
 same bf16-1rank fused-sgd-1 "comm.compression at world size 1 (nothing is sent)"
 
-# Asynchronous saves (staging buffers).
+# Asynchronous saves (staging buffers), the row cache and loading on the training thread.
 run 2 async --checkpoint.async true
 same async fused-sgd-2 "checkpoint.async"
 "$bin" ckpt verify "$work/async/checkpoints"/ckpt-*20.h5 >/dev/null || fail "an asynchronous checkpoint does not verify"
+run 2 nocache --data.cache_mb 0
+same nocache fused-sgd-2 "data.cache_mb 0"
+grep -q "training set read into memory" "$work/fused-sgd-2.log" || fail "the training set was not cached by default"
+run 2 inline --data.prefetch 0
+same inline fused-sgd-2 "data.prefetch 0"
+
+# result.json reports the step-time breakdown.
+/usr/bin/python3 - "$work/fused-sgd-2/result.json" <<'PY' || fail "result.json lacks step_time_ms"
+import json, sys
+t = json.load(open(sys.argv[1]))["step_time_ms"]
+for k in ("forward", "backward", "reduce", "optimizer", "loader_wait", "other", "loader_thread_cpu"):
+    assert k in t and t[k] >= 0, (k, t)
+assert t["forward"] > 0 and t["backward"] > 0, t
+PY
 
 # Bad values name the key and the rule (exit 2).
 for bad in "--comm.compression zstd:comm.compression: must be one of none|bf16|fp16 (got 'zstd')" \
-           "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')"; do
+           "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')" \
+           "--data.prefetch -1:data.prefetch: must be at least 0 (got -1)" \
+           "--data.cache_mb -5:data.cache_mb: must be at least 0 (got -5)"; do
   args=${bad%%:*} want=${bad#*:}
   set +e
   # shellcheck disable=SC2086
