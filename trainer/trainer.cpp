@@ -203,6 +203,8 @@ nlohmann::json evalRecord(const EvalResult& e, const TrainProgress& p) {
   nlohmann::json j = {{"kind", "eval"}, {"epoch", p.epoch}, {"step", p.step}};
   for (const auto& [k, v] : metricsOf(e)) j[k] = v;
   j["test_samples"] = e.samples;
+  // When it was measured (seconds since the Unix epoch): time to accuracy (benchmarks/quality).
+  j["unix_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   return j;
 }
 
