@@ -94,6 +94,8 @@ const char* kRunColumns =
     "seq, id, state, trigger, reason, snapshot_id, config, config_sha256, warm_start, attempt, max_attempts, "
     "executor, exec_id, exit_code, message, result, cancel_requested, created_at, updated_at, finished_at";
 
+std::string resultText(const RunRecord& r) { return r.result ? dumpJson(r.result->toJson()) : std::string(); }
+
 RunRecord readRun(const Statement& s) {
   RunRecord r;
   r.seq = s.int64(0);
@@ -111,7 +113,13 @@ RunRecord readRun(const Statement& s) {
   r.execId = s.text(12);
   if (!s.isNull(13)) r.exitCode = s.int64(13);
   r.message = s.text(14);
-  r.result = s.text(15);
+  if (const std::string text = s.text(15); !text.empty()) {
+    try {
+      r.result = TrainResult::parse(text, "run " + r.id + ": result");
+    } catch (const DataError&) {
+      r.result.reset();
+    }
+  }
   r.cancelRequested = s.int64(16) != 0;
   r.createdAt = s.real(17);
   r.updatedAt = s.real(18);
@@ -301,7 +309,7 @@ void Catalog::insertRun(RunRecord& r) {
       .bind(6, r.config).bind(7, r.configSha256).bind(8, r.warmStart).bind(9, r.attempt).bind(10, r.maxAttempts)
       .bind(11, r.executor).bind(12, r.execId)
       .bindNull(13)
-      .bind(14, r.message).bind(15, r.result).bind(16, static_cast<int64_t>(r.cancelRequested))
+      .bind(14, r.message).bind(15, resultText(r)).bind(16, static_cast<int64_t>(r.cancelRequested))
       .bind(17, r.createdAt).bind(18, r.updatedAt)
       .bindNull(19)
       .run();
@@ -315,7 +323,7 @@ void Catalog::updateRun(const RunRecord& r) {
       "updated_at=?, finished_at=? WHERE id=?");
   s.bind(1, r.state).bind(2, r.attempt).bind(3, r.execId);
   if (r.exitCode) s.bind(4, *r.exitCode); else s.bindNull(4);
-  s.bind(5, r.message).bind(6, r.result).bind(7, static_cast<int64_t>(r.cancelRequested)).bind(8, r.updatedAt);
+  s.bind(5, r.message).bind(6, resultText(r)).bind(7, static_cast<int64_t>(r.cancelRequested)).bind(8, r.updatedAt);
   if (r.finishedAt) s.bind(9, *r.finishedAt); else s.bindNull(9);
   s.bind(10, r.id).run();
   PERENNIAL_CHECK(db_.changes() == 1, "run " << r.id << " not in the catalog");

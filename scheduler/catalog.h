@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scheduler/sqlite.h"
+#include "trainer/results.h"
 
 namespace perennial::sched {
 
@@ -74,7 +75,9 @@ struct RunRecord {
   std::string execId;    // the executor's handle of the current attempt (pid, Slurm job id)
   std::optional<int64_t> exitCode;
   std::string message;
-  std::string result;    // result.json of a succeeded run
+  // result.json of a succeeded run (absent before; also when the stored text does not read as one,
+  // which only a catalog edited by hand can hold).
+  std::optional<TrainResult> result;
   bool cancelRequested = false;
   double createdAt = 0, updatedAt = 0;
   std::optional<double> finishedAt;

@@ -203,8 +203,9 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
     s.bind(1, state::kSucceeded).bind(2, state::kPromoted).bind(3, state::kRejected);
     if (s.step()) {
       const json result = parseObject(s.text(0));
+      // 0 is "not measured" (TrainResult's default).
       auto seconds = numberField(result, "wall_seconds");
-      if (!seconds) seconds = numberField(result, "train_seconds");
+      if (!seconds || *seconds <= 0) seconds = numberField(result, "train_seconds");
       if (seconds) w.sample("perennial_last_training_duration_seconds", {}, formatValue(*seconds));
     }
   }
@@ -234,7 +235,7 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
     if (model.empty() && !version.empty()) model = context.model;
     w.sample("perennial_champion_info",
              {{"model", model}, {"version", version}, {"run", *championRun}}, "1");
-    if (run) accuracy = numberField(parseObject(run->result), "test_accuracy");
+    if (run && run->result && !run->result->test.regression) accuracy = run->result->test.accuracy;
     if (!accuracy && !context.registryDir.empty() && !model.empty() && !version.empty()) {
       std::ifstream in(context.registryDir + "/" + model + "/versions/" + version +
                        "/metrics.json");

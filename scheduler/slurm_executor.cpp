@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "scheduler/process.h"
+#include "scheduler/run_paths.h"
 
 namespace perennial::sched {
 namespace {
@@ -26,7 +28,7 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
-std::string attemptDir(const AttemptSpec& spec) { return spec.runDir + "/attempt-" + std::to_string(spec.attempt); }
+std::string attemptDir(const AttemptSpec& spec) { return RunPaths(spec.runDir).attempt(spec.attempt); }
 
 // KEY=value from `scontrol show job -o` output.
 std::string field(const std::string& line, const std::string& key) {
@@ -89,7 +91,7 @@ AttemptStatus attemptStatusFromSlurm(const std::string& state, const std::string
   if (st == "COMPLETED" || st == "FAILED") {
     s.exitCode = sig ? 128 + sig : code;
   } else if (st == "TIMEOUT" || st == "PREEMPTED") {
-    s.exitCode = 75;  // the pre-timeout signal or preemption: resume from the checkpoint
+    s.exitCode = exit_code::kRequeue;  // the pre-timeout signal or preemption: resume from the checkpoint
   } else if (st == "OUT_OF_MEMORY") {
     s.exitCode = 137;
   } else if (st == "CANCELLED") {

@@ -17,6 +17,7 @@
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/document.h"
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/log.h"
@@ -90,13 +91,8 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
   try {
     EvalSummary s = evaluateWeights(path, holdout, comm, 1000, 0, /*requireRecordedHash=*/false, device);
     m.device = s.device;
-    m.accuracy = s.accuracy;
-    m.loss = s.loss;
-    m.samples = s.samples;
-    m.classCorrect = s.classCorrect;
-    m.classTotal = s.classTotal;
+    m.metrics = s.metrics;
     m.nonFiniteWeights = s.nonFiniteWeights;
-    m.nonFiniteOutputs = s.nonFiniteOutputs;
     m.paramSha256 = s.paramSha256;
     m.recordedParamSha256 = s.recordedParamSha256;
     m.featureShape = s.featureShape;
@@ -205,10 +201,9 @@ int validateCommand(const std::vector<std::string>& args) {
   }
   auto checks = makeChecks(gate, {}, 0);
   Verdict v = judge(checks, cand, champ ? &*champ : nullptr);
-  json j = v.toJson(cand, champ ? &*champ : nullptr);
-  j["holdout"] = holdout;
-  j["config"] = config;
-  j["device"] = !cand.device.empty() ? cand.device : champ ? champ->device : "";
+  v.holdout = holdout;
+  v.config = config;
+  const json j = v.toJson();
   if (comm->rank() == 0) {
     fs::writeFileAtomic(out, dumpJson(j, 2) + "\n");
     if (asJson) {
@@ -218,7 +213,7 @@ int validateCommand(const std::vector<std::string>& args) {
       std::cout << (v.passed ? "verdict: pass" : "verdict: reject") << " (" << out << ")\n";
     }
   }
-  return v.passed ? 0 : 1;
+  return v.passed ? exit_code::kGatePass : exit_code::kGateReject;
 }
 
 int registryCommand(const std::vector<std::string>& args) {

@@ -102,15 +102,22 @@ class FakeGatekeeper : public Gatekeeper {
     lastHoldout = holdout;
     GateOutcome g;
     g.exitCode = exitCode;
-    g.verdict = {{"decision", exitCode == 0 ? "pass" : "reject"},
-                 {"failed", exitCode == 1 ? json::array({"change.accuracy", "slices"}) : json::array()},
-                 {"candidate", {{"accuracy", 0.8}, {"loss", 0.5}, {"samples", 100}}}};
     if (exitCode > 1) g.error = "could not evaluate";
     if (noVerdict) {
-      g.verdict = json();
+      g.verdictProblem = "there is none";
       return g;
     }
-    fs::writeFileAtomic(verdictPath, g.verdict.dump());
+    Verdict v;
+    v.passed = exitCode == 0;
+    if (exitCode == 1) {
+      for (const char* failed : {"change.accuracy", "slices"}) v.checks.push_back({failed, false, 0.0, 0.0, ""});
+    }
+    v.candidate.path = candidate;
+    v.candidate.metrics.accuracy = 0.8;
+    v.candidate.metrics.loss = 0.5;
+    v.candidate.metrics.samples = 100;
+    g.verdict = v;
+    fs::writeFileAtomic(verdictPath, v.toJson().dump());
     return g;
   }
   int exitCode = 0;
@@ -225,7 +232,8 @@ TEST_F(SchedulerTest, NewDataFiresAtTheThresholdAndOnlyOncePerData) {
   executor.finish(id, 1, 0, 0.85);
   r = sched().tick();
   EXPECT_EQ(run(id).state, state::kSucceeded);
-  EXPECT_EQ(json::parse(run(id).result)["test_accuracy"], 0.85);
+  ASSERT_TRUE(run(id).result);
+  EXPECT_EQ(run(id).result->test.accuracy, 0.85);
   EXPECT_EQ(catalog->meta("champion").value_or(""), id);
   EXPECT_TRUE(r.created.empty());
   EXPECT_EQ(catalog->events(100, "trigger").size(), 1u);  // one firing, one event
