@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
-#include "common/half.h"
+#include "trainer/comm/mpi/sum16.h"
 
 namespace perennial {
 namespace {
@@ -51,13 +51,11 @@ MPI_Datatype mpiType(DType t) {
 
 // MPI has no 16-bit floating-point types: bfloat16 and half travel as MPI_UINT16_T and are summed
 // by these user operations, which add two values in float32 and round the sum back to nearest
-// even (NOTE [Gradient compression] in gradient_reducer.cpp). Commutative, so Open MPI keeps
-// its usual algorithms.
-template <float (*toFloat)(uint16_t), uint16_t (*fromFloat)(float)>
+// even (NOTE [Gradient compression] in gradient_reducer.cpp; sum16.h). Commutative, so Open MPI
+// keeps its usual algorithms.
+template <void (*sum)(const uint16_t*, uint16_t*, size_t)>
 void sum16(void* in, void* inout, int* len, MPI_Datatype*) {
-  const auto* a = static_cast<const uint16_t*>(in);
-  auto* b = static_cast<uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = fromFloat(toFloat(a[i]) + toFloat(b[i]));
+  sum(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout), static_cast<size_t>(*len));
 }
 
 MPI_Op mpiOp(ReduceOp op) {
@@ -95,8 +93,8 @@ MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm bas
   int level = MPI_THREAD_SINGLE;
   MPI_Query_thread(&level);
   serializedThreads_ = level >= MPI_THREAD_SERIALIZED;
-  check(MPI_Op_create(&sum16<bf16ToFloat, floatToBf16>, /*commute=*/1, &sumBf16_), "MPI_Op_create");
-  check(MPI_Op_create(&sum16<halfToFloat, floatToHalf>, /*commute=*/1, &sumHalf_), "MPI_Op_create");
+  check(MPI_Op_create(&sum16<sumBf16>, /*commute=*/1, &sumBf16_), "MPI_Op_create");
+  check(MPI_Op_create(&sum16<sumHalf>, /*commute=*/1, &sumHalf_), "MPI_Op_create");
   if (timeout_.count() > 0 && size_ > 1) watchdog_ = std::thread([this] { watch(); });
 }
 
