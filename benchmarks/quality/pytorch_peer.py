@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Plain PyTorch peer of `configs/fashion-mlp.cfg` for the time-to-accuracy benchmark.
 
-One process, 2 intra-op threads (the machine's 2 cores), the same MLP (784-256-128-100-10:
+One process, 2 threads (the machine's 2 cores: LibTorch's and OpenBLAS's pools, idle OpenMP
+workers passive; see below), the same MLP (784-256-128-100-10:
 nn.Sequential(Flatten, Linear, ReLU, Linear, ReLU, Linear, ReLU, Linear)), batch 128, the same
 number of epochs, Adam with a cosine learning rate (stepped every batch, to zero at the end), the
 same Fashion-MNIST shards read with h5py (images / 255). The test set is evaluated after every
@@ -20,6 +21,25 @@ import sys
 import time
 
 START = time.time()
+
+
+def _threads_from_argv(argv, default=2):
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return str(default)
+
+
+# Both of the process's thread pools get --threads: LibTorch's OpenMP pool and OpenBLAS's own
+# pthreads (Debian's LibTorch calls OpenBLAS, which does not follow torch.set_num_threads). With
+# OpenMP's default wait policy its idle workers spin while OpenBLAS computes, and the two pools
+# fight over the cores: this peer then ran 5x slower (7.7 s an epoch instead of 1.6 s on the 2-core
+# benchmark machine). Set before torch is imported; values in the environment win.
+os.environ.setdefault("OMP_NUM_THREADS", _threads_from_argv(sys.argv))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import shards  # noqa: E402  (benchmarks/shards.py)
