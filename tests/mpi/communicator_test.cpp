@@ -12,7 +12,10 @@
 #include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/config/train_config.h"
 #include "trainer/data/distributed_sampler.h"
+#include "trainer/models/model_factory.h"
+#include "trainer/optim/fused_optimizer.h"
 
 namespace perennial {
 namespace {
@@ -167,6 +170,17 @@ TEST(Mpi, OverlappedReductionIsBitwiseReductionAfterBackward) {
       during.expectBackward(/*prescaled=*/true);
       overlapped.loss(comm().rank()).backward();
       during.reduce(/*prescaled=*/true);
+      if (during.overlapping()) {
+        // The hooks, not the end of backward, started every bucket whose gradients all came: all
+        // of them on rank 0, all but parameter 3's elsewhere.
+        size_t complete = 0;
+        for (const Bucket& b : during.buckets()) {
+          bool all = true;
+          for (const BucketEntry& e : b.entries) all = all && !(e.param == 3 && comm().rank() > 0);
+          complete += all;
+        }
+        EXPECT_EQ(during.bucketsReadyBeforeReduce(), complete);
+      }
       for (size_t k = 0; k < plain.params.size(); ++k) {
         const torch::Tensor& a = plain.params[k].grad();
         const torch::Tensor& b = overlapped.params[k].grad();
@@ -184,6 +198,45 @@ TEST(Mpi, OverlappedReductionIsBitwiseReductionAfterBackward) {
       EXPECT_NEAR(got, exact, tolerance) << "parameter " << k;
     }
   }
+}
+
+// The hooks also fire once the parameters live in flat buckets (NOTE [Flat parameters]: set_()
+// re-homes them after the reducer was built), and the fused step after an overlapped reduction
+// gives the weights of one after a plain reduction.
+TEST(Mpi, OverlapHooksFireOnFlatParameters) {
+  TrainConfig c;
+  c.hidden = {13};
+  c.momentum = 0.9;
+  std::vector<torch::Tensor> weights;
+  for (const bool overlap : {false, true}) {
+    torch::manual_seed(5);
+    Model m = makeModel(c, ModelInput{{3, 5}, 4});
+    ReducerOptions o;
+    o.capBytes = 64 * 4;  // several buckets
+    o.overlap = overlap;
+    GradientReducer reducer(m->parameters(), comm(), o);
+    auto opt = makeOptimizer(c, m->parameters(),
+                             std::make_shared<FlatBuckets>(m->parameters(), reducer.buckets(), reducer.gradBuffers()));
+    torch::manual_seed(100 + comm().rank());
+    for (int step = 0; step < 3; ++step) {
+      reducer.zeroGrad();
+      torch::Tensor loss = torch::nn::functional::cross_entropy(m.forward(torch::randn({6, 3, 5})),
+                                                               torch::randint(0, 4, {6}, torch::kInt64)) /
+                           static_cast<double>(comm().size());
+      reducer.expectBackward(/*prescaled=*/true);
+      loss.backward();
+      reducer.reduce(/*prescaled=*/true);
+      if (reducer.overlapping()) EXPECT_EQ(reducer.bucketsReadyBeforeReduce(), reducer.buckets().size());
+      opt->step();
+    }
+    torch::Tensor flat = torch::cat([&] {
+      std::vector<torch::Tensor> ps;
+      for (const auto& p : m->parameters()) ps.push_back(p.detach().reshape({-1}));
+      return ps;
+    }());
+    weights.push_back(flat.clone());
+  }
+  EXPECT_TRUE(torch::equal(weights[0], weights[1]));
 }
 
 // NOTE [Control block]: the stop flag of one rank reaches all, each rank's loss arrives exact

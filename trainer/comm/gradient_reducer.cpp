@@ -1,5 +1,7 @@
 #include "trainer/comm/gradient_reducer.h"
 
+#include <algorithm>
+
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
@@ -170,6 +172,7 @@ void GradientReducer::reduce(bool prescaled) {
   if (armed_) {
     PERENNIAL_CHECK(prescaled == prescaledArmed_, "reduce(prescaled) differs from expectBackward(prescaled)");
     std::unique_lock<std::mutex> lock(mu_);
+    readyBeforeReduce_ = static_cast<size_t>(std::count(ready_.begin(), ready_.end(), 1));
     // Buckets whose hooks did not all fire (parameters without a gradient this time) go now.
     std::fill(ready_.begin(), ready_.end(), 1);
     cv_.notify_all();

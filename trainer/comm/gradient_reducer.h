@@ -82,6 +82,9 @@ class GradientReducer {
   WireType controlWireType() const;
   // Whether reductions run on the communication thread (overlap asked for, possible, world > 1).
   bool overlapping() const { return overlap_; }
+  // With overlap: how many buckets the hooks had handed to the communication thread when the last
+  // reduce() was called (the others went then). For tests and the log.
+  size_t bucketsReadyBeforeReduce() const { return readyBeforeReduce_; }
 
  private:
   void reduceBucket(size_t b, bool prescaled);
@@ -110,6 +113,7 @@ class GradientReducer {
   std::vector<size_t> pending_;  // per bucket: gradients still to come
   std::vector<char> ready_;      // per bucket
   size_t next_ = 0;              // the next bucket the communication thread reduces
+  size_t readyBeforeReduce_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
   std::thread thread_;
