@@ -148,13 +148,28 @@ bool isTerminalState(const std::string& s) {
          s == state::kRejected;
 }
 
-Catalog::Catalog(const std::string& path) : db_(path) {
+Catalog::Catalog(const std::string& path, Access access) : db_(path) {
   // Owner read-write, group read: the catalog decides what is trained and published. (SQLite
   // gives its -wal and -shm files the database file's permissions.) A catalog someone made
   // group- or world-writable keeps what they chose.
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0644) ::chmod(path.c_str(), 0640);
   migrate();
+  if (access == Access::kReadOnly) db_.exec("PRAGMA query_only=1");
+}
+
+void Catalog::readTransaction(const std::function<void()>& body) {
+  db_.exec("BEGIN");
+  try {
+    body();
+  } catch (...) {
+    try {
+      db_.exec("ROLLBACK");
+    } catch (const std::exception&) {
+    }
+    throw;
+  }
+  db_.exec("COMMIT");
 }
 
 int Catalog::schemaVersion() {
@@ -231,9 +246,49 @@ int64_t Catalog::shardCount() {
   return s.int64(0);
 }
 
-void Catalog::insertQuarantine(const QuarantineRecord& q) {
+bool Catalog::insertQuarantine(const QuarantineRecord& q) {
   db_.prepare("INSERT OR IGNORE INTO quarantine(file, source, rule, reason, at) VALUES (?,?,?,?,?)")
       .bind(1, q.file).bind(2, q.source).bind(3, q.rule).bind(4, q.reason).bind(5, q.at).run();
+  return db_.changes() > 0;
+}
+
+std::vector<std::pair<std::string, int64_t>> Catalog::quarantineCountsByRule() {
+  Statement s = db_.prepare("SELECT rule, COUNT(*) FROM quarantine GROUP BY rule ORDER BY rule");
+  std::vector<std::pair<std::string, int64_t>> out;
+  while (s.step()) out.emplace_back(s.text(0), s.int64(1));
+  return out;
+}
+
+std::map<std::string, int64_t> Catalog::runCountsByState() {
+  Statement s = db_.prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
+  std::map<std::string, int64_t> out;
+  while (s.step()) out[s.text(0)] = s.int64(1);
+  return out;
+}
+
+std::optional<RunRecord> Catalog::lastTrainedRun() {
+  Statement s = db_.prepare(std::string("SELECT ") + kRunColumns +
+                            " FROM runs WHERE state IN (?, ?, ?) AND result <> '' "
+                            "ORDER BY COALESCE(finished_at, updated_at) DESC, seq DESC LIMIT 1");
+  s.bind(1, state::kSucceeded).bind(2, state::kPromoted).bind(3, state::kRejected);
+  if (!s.step()) return std::nullopt;
+  return readRun(s);
+}
+
+std::optional<EventRecord> Catalog::lastEvent(const std::string& kind, const std::string& subject) {
+  Statement s = db_.prepare(
+      "SELECT id, at, kind, subject, detail FROM events WHERE kind = ? AND subject = ? ORDER BY id DESC LIMIT 1");
+  s.bind(1, kind).bind(2, subject);
+  if (!s.step()) return std::nullopt;
+  return EventRecord{s.int64(0), s.real(1), s.text(2), s.text(3), s.text(4)};
+}
+
+std::map<std::string, int64_t> Catalog::eventCountsBySubject(const std::string& kind) {
+  Statement s = db_.prepare("SELECT subject, COUNT(*) FROM events WHERE kind = ? GROUP BY subject");
+  s.bind(1, kind);
+  std::map<std::string, int64_t> out;
+  while (s.step()) out[s.text(0)] = s.int64(1);
+  return out;
 }
 
 std::vector<QuarantineRecord> Catalog::quarantined(int64_t limit) {

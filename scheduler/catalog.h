@@ -4,6 +4,8 @@
 // (PRAGMA user_version) and migrated forward on open; every state change is one transaction,
 // so the scheduler may be killed at any point and restarted.
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -124,12 +126,16 @@ struct NewDataStats {
 
 class Catalog {
  public:
+  enum class Access { kReadWrite, kReadOnly };
   // Opens or creates PATH and migrates it to kCatalogSchemaVersion. Refuses (IoError) a catalog
-  // written by a newer Perennial.
-  explicit Catalog(const std::string& path);
+  // written by a newer Perennial. With kReadOnly, every statement after the migration that would
+  // write fails (the metrics endpoint's connections).
+  explicit Catalog(const std::string& path, Access access = Access::kReadWrite);
 
-  Database& db() { return db_; }
+  // Runs BODY as one write transaction (BEGIN IMMEDIATE): all of its changes or none.
   void transaction(const std::function<void()>& body) { db_.transaction(body); }
+  // Runs BODY as one read transaction: every read in it sees the same state of the catalog.
+  void readTransaction(const std::function<void()>& body);
   int schemaVersion();
 
   // Shards.
@@ -141,10 +147,11 @@ class Catalog {
   int64_t shardCount();
   int64_t maxShardSeq();  // 0 when there is none
 
-  // Quarantine. Insert is idempotent on FILE.
-  void insertQuarantine(const QuarantineRecord& q);
+  // Quarantine. Insert is idempotent on FILE: returns false when FILE was already recorded.
+  bool insertQuarantine(const QuarantineRecord& q);
   std::vector<QuarantineRecord> quarantined(int64_t limit);
   int64_t quarantineCount();
+  std::vector<std::pair<std::string, int64_t>> quarantineCountsByRule();  // by rule name
 
   // Snapshots. Insert is idempotent on the id.
   void insertSnapshot(const SnapshotRecord& s);
@@ -164,10 +171,15 @@ class Catalog {
   std::vector<RunRecord> recentRuns(int64_t limit);
   int64_t activeRunCount();
   std::optional<double> lastRunCreatedAt();
+  std::map<std::string, int64_t> runCountsByState();  // only the states some run is in
+  // The run that most recently finished training (succeeded, promoted or rejected) with a result.
+  std::optional<RunRecord> lastTrainedRun();
 
   // Events.
   void addEvent(double at, const std::string& kind, const std::string& subject, const nlohmann::json& detail);
   std::vector<EventRecord> events(int64_t limit, const std::string& kind = "");
+  std::optional<EventRecord> lastEvent(const std::string& kind, const std::string& subject);
+  std::map<std::string, int64_t> eventCountsBySubject(const std::string& kind);
 
   // Trigger states (the latest evaluation of each trigger).
   void saveTriggerState(const TriggerStateRecord& t);
@@ -184,6 +196,9 @@ class Catalog {
   void setMeta(const std::string& key, const std::string& value);
 
  private:
+  // Raw SQL for tests and benchmarks that fill or break a catalog on purpose
+  // (tests/sched/catalog_test_peer.h); the scheduler's code goes through the methods above.
+  friend struct CatalogTestPeer;
   void migrate();
   Database db_;
 };

@@ -3,10 +3,12 @@
 #include <boost/program_options.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "trainer/config/train_config.h"  // programOptionsMessage, checkDeviceSetting
 
 namespace perennial::sched {
@@ -336,6 +338,18 @@ Verdict Verdict::fromJson(const json& j, const std::string& what) {
   v.config = j.value("config", json("")).is_string() ? j.value("config", "") : "";
   v.device = j.value("device", json("")).is_string() ? j.value("device", "") : "";
   return v;
+}
+
+std::optional<Verdict> Verdict::read(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  const json j = json::parse(fs::readFile(path), nullptr, false);
+  if (j.is_discarded()) throw DataError(path + ": not JSON");
+  try {
+    return fromJson(j, path);
+  } catch (const json::exception& e) {  // a field of another type than fromJson reads
+    throw DataError(path + ": " + e.what());
+  }
 }
 
 }  // namespace perennial::sched

@@ -163,6 +163,9 @@ struct Verdict {
   nlohmann::json toJson() const;
   // Throws DataError naming WHAT and the field on a verdict that does not fit.
   static Verdict fromJson(const nlohmann::json& j, const std::string& what);
+  // Reads a verdict.json: none when PATH does not exist; throws DataError naming PATH when it is
+  // not JSON or does not fit, IoError when it cannot be read.
+  static std::optional<Verdict> read(const std::string& path);
 };
 
 Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion);

@@ -99,13 +99,13 @@ void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
 
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
   const RunPaths run = RunPaths::of(root_, runId);
-  std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", run.train(),
-                                "--data.train=" + run.data(), "--data.test=" + config_.holdout,
-                                // The trainer checks every shard against it before training.
-                                "--data.snapshot=" + run.snapshot()};
-  if (!warmFrom.empty()) args.push_back("--model.init=" + RunPaths::of(root_, warmFrom).model());
   try {
-    TrainConfig c = parseTrainArgs(args).config;
+    std::map<std::string, std::string> settings{{"data.train", run.data()},
+                                                {"data.test", config_.holdout},
+                                                // The trainer checks every shard against it before training.
+                                                {"data.snapshot", run.snapshot()}};
+    if (!warmFrom.empty()) settings["model.init"] = RunPaths::of(root_, warmFrom).model();
+    TrainConfig c = loadTrainConfigFile(config_.trainConfig, settings);
     // A TorchScript file named relative to the training configuration, as the scheduler's own
     // paths are relative to its configuration: runs start in other directories.
     if (!c.modelPath.empty() && std::filesystem::path(c.modelPath).is_relative()) {

@@ -402,10 +402,7 @@ int statusCommand(const Common& c) {
   const json damaged = json::parse(cat->meta("champion_damaged").value_or(""), nullptr, false);
   j["champion_damaged"] = damaged.is_object() ? damaged : json(nullptr);
   json byState = json::object();
-  {
-    Statement s = cat->db().prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
-    while (s.step()) byState[s.text(0)] = s.int64(1);
-  }
+  for (const auto& [st, n] : cat->runCountsByState()) byState[st] = n;
   j["runs"] = byState;
   const NewDataStats all = cat->shardsAfter(0);
   j["shards"] = {{"count", all.shards}, {"rows", all.rows}, {"quarantined", cat->quarantineCount()}};

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/read_file.h"
 #include "common/snapshot_id.h"
+#include "tests/sched/catalog_test_peer.h"
 #include "scheduler/metrics.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
@@ -409,7 +410,7 @@ TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
   request();
   const std::string id = sched().tick().created.at(0);
   executor.finish(id, 1, 1);
-  catalog->db().exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
+  CatalogTestPeer::db(*catalog).exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
                      "BEGIN SELECT RAISE(ABORT, 'injected: database or disk is full'); END");
   std::ostringstream out;
   auto logger = log::get("sched");
@@ -421,7 +422,7 @@ TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
   EXPECT_EQ(run(id).state, state::kRunning);
   EXPECT_EQ(run(id).attempt, 1);
   // The cause gone, the same pass goes through, and is logged.
-  catalog->db().exec("DROP TRIGGER full_disk");
+  CatalogTestPeer::db(*catalog).exec("DROP TRIGGER full_disk");
   logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
   sched().tick();
   logger->sinks() = sinks;
