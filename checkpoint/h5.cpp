@@ -117,6 +117,8 @@ hid_t nativeType(DType t) {
     case DType::kInt64: return H5T_NATIVE_INT64;
     case DType::kFloat32: return H5T_NATIVE_FLOAT;
     case DType::kFloat64: return H5T_NATIVE_DOUBLE;
+    case DType::kBFloat16:
+    case DType::kFloat16: break;  // wire-only types (common/dtype.h): never written
   }
   return H5I_INVALID_HID;
 }

@@ -7,7 +7,9 @@
 namespace perennial {
 
 // Element types that cross library boundaries (collectives, HDF5 files) without LibTorch.
-enum class DType : uint8_t { kUInt8, kInt32, kInt64, kFloat32, kFloat64 };
+// kBFloat16 and kFloat16 (common/half.h) only cross the wire (comm.compression); files never
+// hold them.
+enum class DType : uint8_t { kUInt8, kInt32, kInt64, kFloat32, kFloat64, kBFloat16, kFloat16 };
 
 inline size_t dtypeSize(DType t) {
   switch (t) {
@@ -16,6 +18,8 @@ inline size_t dtypeSize(DType t) {
     case DType::kInt64: return 8;
     case DType::kFloat32: return 4;
     case DType::kFloat64: return 8;
+    case DType::kBFloat16: return 2;
+    case DType::kFloat16: return 2;
   }
   return 0;
 }
@@ -27,6 +31,8 @@ inline const char* dtypeName(DType t) {
     case DType::kInt64: return "int64";
     case DType::kFloat32: return "float32";
     case DType::kFloat64: return "float64";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat16: return "float16";
   }
   return "?";
 }

@@ -14,7 +14,9 @@
 #include "common/error.h"
 #include "common/sha256.h"
 #include "perennial/build_config.h"
+#include "trainer/checkpoint_staging.h"
 #include "trainer/comm/gradient_reducer.h"
+#include "trainer/optim/optimizer_state.h"
 
 namespace perennial {
 namespace {
@@ -35,19 +37,35 @@ Tensor toTensor(const std::string& name, const torch::Tensor& t, bool copy,
   return out;
 }
 
-// The optimizer keys its per-parameter state by the parameter's TensorImpl address: as a string
-// in LibTorch 1.x, as the pointer itself from 2.0.
-using OptimizerStates = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
-using StateKey = std::remove_const_t<typename OptimizerStates::value_type::first_type>;
-template <typename Key>
-Key stateKeyOf(void* impl) {
-  if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::str(impl);
-  } else {
-    return impl;
+// Adds the Adam-family state S (Adam's or AdamW's, which have the same fields) through ADD.
+template <class State, class Add>
+void forEachAdamTensor(torch::optim::OptimizerParamState& base, const std::string& name, Add&& add) {
+  auto& s = static_cast<State&>(base);
+  add("step", name, torch::tensor({s.step()}, torch::kInt64));
+  add("exp_avg", name, s.exp_avg());
+  add("exp_avg_sq", name, s.exp_avg_sq());
+  if (s.max_exp_avg_sq().defined()) add("max_exp_avg_sq", name, s.max_exp_avg_sq());
+}
+
+// Calls ADD(kind, parameter name, tensor) for each optimizer state tensor a checkpoint holds, in
+// the order it lists them.
+template <class Add>
+void forEachOptimizerTensor(torch::nn::Module& model, torch::optim::Optimizer& optimizer, const std::string& name,
+                            Add&& add) {
+  auto& states = optimizer.state();
+  for (const auto& item : model.named_parameters()) {
+    auto it = states.find(optimizerStateKey(item.value()));
+    if (it == states.end()) continue;
+    if (name == "sgd") {
+      auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
+      if (s.momentum_buffer().defined()) add("momentum_buffer", item.key(), s.momentum_buffer());
+    } else if (name == "adamw") {
+      forEachAdamTensor<torch::optim::AdamWParamState>(*it->second, item.key(), add);
+    } else {
+      forEachAdamTensor<torch::optim::AdamParamState>(*it->second, item.key(), add);
+    }
   }
 }
-StateKey stateKey(const torch::Tensor& p) { return stateKeyOf<StateKey>(p.unsafeGetTensorImpl()); }
 
 c10::ScalarType scalarType(DType t) {
   switch (t) {
@@ -56,6 +74,8 @@ c10::ScalarType scalarType(DType t) {
     case DType::kInt64: return torch::kInt64;
     case DType::kFloat32: return torch::kFloat32;
     case DType::kFloat64: return torch::kFloat64;
+    case DType::kBFloat16: return torch::kBFloat16;
+    case DType::kFloat16: return torch::kHalf;
   }
   return torch::kFloat32;
 }
@@ -119,11 +139,29 @@ std::vector<uint8_t> cpuGeneratorState() {
 }
 
 Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                      const TrainProgress& progress, const CheckpointMeta& meta, bool copy) {
+                      const TrainProgress& progress, const CheckpointMeta& meta, bool copy,
+                      StagingBuffers* staging) {
   Document doc;
   auto owners = std::make_shared<std::vector<torch::Tensor>>();
   doc.keepAlive = owners;
   auto& keep = *owners;
+  const bool staged = copy && staging;
+  auto capture = [&](const std::string& name, const torch::Tensor& t) {
+    if (!staged) return toTensor(name, t, copy, keep);
+    torch::Tensor c = staging->copy(t.detach());
+    return Tensor{name, toDType(c.scalar_type()), c.sizes().vec(), {}, c.data_ptr()};
+  };
+  if (staged) {
+    // NOTE [Staging buffers]: everything this capture copies, laid out in one buffer.
+    size_t bytes = 0;
+    for (const auto& t : model.parameters()) bytes += StagingBuffers::footprint(t);
+    for (const auto& t : model.buffers()) bytes += StagingBuffers::footprint(t);
+    forEachOptimizerTensor(model, optimizer, meta.optimizer, [&](const std::string&, const std::string&,
+                                                                 const torch::Tensor& t) {
+      bytes += StagingBuffers::footprint(t);
+    });
+    staging->begin(bytes);
+  }
   doc.format = checkpoint::kCheckpointFormat;
   doc.formatVersion = checkpoint::kCheckpointFormatVersion;
   doc.strings = {{"arch", meta.arch},
@@ -149,7 +187,7 @@ Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimiz
   for (const auto& [name, value] : meta.metrics) doc.floats["metrics." + name] = value;
 
   Group state{"state_dict", {}};
-  for (const auto& item : model.named_parameters()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  for (const auto& item : model.named_parameters()) state.tensors.push_back(capture(item.key(), item.value()));
   if (meta.paramSha256.empty()) {
     // Hash the parameters (the tensors just captured) while the writer writes them.
     std::vector<std::pair<const void*, size_t>> spans;
@@ -161,31 +199,18 @@ Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimiz
       return toHex(h.finish());
     };
   }
-  for (const auto& item : model.named_buffers()) state.tensors.push_back(toTensor(item.key(), item.value(), copy, keep));
+  for (const auto& item : model.named_buffers()) state.tensors.push_back(capture(item.key(), item.value()));
   doc.groups.push_back(std::move(state));
 
   // Optimizer state, one group per kind of buffer, tensors named by parameter.
   std::map<std::string, Group> opt;
-  auto add = [&](const std::string& kind, const std::string& name, const torch::Tensor& t) {
-    auto& g = opt[kind];
-    g.path = "optimizer/" + kind;
-    g.tensors.push_back(toTensor(name, t, copy, keep));
-  };
-  auto& states = optimizer.state();
-  for (const auto& item : model.named_parameters()) {
-    auto it = states.find(stateKey(item.value()));
-    if (it == states.end()) continue;
-    if (meta.optimizer == "sgd") {
-      auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
-      if (s.momentum_buffer().defined()) add("momentum_buffer", item.key(), s.momentum_buffer());
-    } else {
-      auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
-      add("step", item.key(), torch::tensor({s.step()}, torch::kInt64));
-      add("exp_avg", item.key(), s.exp_avg());
-      add("exp_avg_sq", item.key(), s.exp_avg_sq());
-      if (s.max_exp_avg_sq().defined()) add("max_exp_avg_sq", item.key(), s.max_exp_avg_sq());
-    }
-  }
+  forEachOptimizerTensor(model, optimizer, meta.optimizer,
+                         [&](const std::string& kind, const std::string& name, const torch::Tensor& t) {
+                           auto& g = opt[kind];
+                           g.path = "optimizer/" + kind;
+                           g.tensors.push_back(capture(name, t));
+                         });
+  if (staged) staging->finish();
   for (auto& [kind, g] : opt) doc.groups.push_back(std::move(g));
 
   if (!meta.normMean.empty()) doc.groups.push_back(normalizationGroup(meta.featureShape, meta.normMean, meta.normStd));
@@ -272,7 +297,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
     return t.to(param.device());
   };
   for (const auto& item : model.named_parameters()) {
-    const StateKey key = stateKey(item.value());
+    const OptimizerStateKey key = optimizerStateKey(item.value());
     states.erase(key);
     if (optimizerName == "sgd") {
       if (!groupTensor("momentum_buffer", item.key()).defined()) continue;  // none before the first step
@@ -285,14 +310,21 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
       if (step.numel() != 1 || step.scalar_type() != torch::kInt64) {
         throw DataError(source + ": optimizer/step/" + item.key() + " must be one int64");
       }
-      auto s = std::make_unique<torch::optim::AdamParamState>();
-      s->step(step.item<int64_t>());
-      s->exp_avg(need("exp_avg", item.key(), item.value()));
-      s->exp_avg_sq(need("exp_avg_sq", item.key(), item.value()));
-      if (groupTensor("max_exp_avg_sq", item.key()).defined()) {
-        s->max_exp_avg_sq(need("max_exp_avg_sq", item.key(), item.value()));
+      // Adam's and AdamW's states have the same fields; each optimizer expects its own type.
+      auto fill = [&](auto s) {
+        s->step(step.item<int64_t>());
+        s->exp_avg(need("exp_avg", item.key(), item.value()));
+        s->exp_avg_sq(need("exp_avg_sq", item.key(), item.value()));
+        if (groupTensor("max_exp_avg_sq", item.key()).defined()) {
+          s->max_exp_avg_sq(need("max_exp_avg_sq", item.key(), item.value()));
+        }
+        states[key] = std::move(s);
+      };
+      if (optimizerName == "adamw") {
+        fill(std::make_unique<torch::optim::AdamWParamState>());
+      } else {
+        fill(std::make_unique<torch::optim::AdamParamState>());
       }
-      states[key] = std::move(s);
     }
   }
 

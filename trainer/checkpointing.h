@@ -13,6 +13,8 @@
 
 namespace perennial {
 
+class StagingBuffers;
+
 // Where training stands: the next optimizer step to take is `step`; `epoch` is the epoch in
 // progress and `cursor` the number of its samples (all ranks together) already consumed.
 struct TrainProgress {
@@ -49,9 +51,12 @@ struct CheckpointMeta {
 
 // Builds the checkpoint document. With COPY the tensors are copied into the document (for an
 // asynchronous save, so training may go on); without, the document points at the live tensors
-// and must be written before they change.
+// and must be written before they change. With COPY and STAGING the copies go into STAGING's
+// reused memory (NOTE [Staging buffers]): the document must then be written before STAGING is
+// used again.
 checkpoint::Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                                  const TrainProgress& progress, const CheckpointMeta& meta, bool copy);
+                                  const TrainProgress& progress, const CheckpointMeta& meta, bool copy,
+                                  StagingBuffers* staging = nullptr);
 
 struct RestoredState {
   TrainProgress progress;

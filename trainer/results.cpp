@@ -144,6 +144,7 @@ json TrainResult::toJson() const {
             {"comm_backend", commBackend},
             {"device", device},
             {"deterministic", deterministic},
+            {"step_time_ms", stepTimeMs},
             {"perennial_version", perennialVersion}});
   return j;
 }
@@ -191,6 +192,14 @@ TrainResult TrainResult::fromJson(const json& j, const std::string& what) {
   }
   r.deterministic = j.value("deterministic", true);
   r.perennialVersion = optional(j, "perennial_version", what, std::string(), text);
+  if (j.contains("step_time_ms")) {
+    const json& t = j["step_time_ms"];
+    if (!t.is_object()) throw DataError(what + ": 'step_time_ms' must be an object of numbers");
+    for (const auto& [phase, ms] : t.items()) {
+      if (!ms.is_number()) throw DataError(what + ": 'step_time_ms' must be an object of numbers");
+      r.stepTimeMs[phase] = ms.get<double>();
+    }
+  }
   return r;
 }
 

@@ -64,6 +64,9 @@ struct TrainResult {
   std::string device;            // cpu, cuda:0
   bool deterministic = true;
   std::string perennialVersion;
+  // Where a training step's time went on rank 0, in milliseconds per step by phase (forward,
+  // backward, reduce, optimizer, loader_wait, other, loader_thread_cpu: trainer/step_timer.h).
+  std::map<std::string, double> stepTimeMs;
 
   // RUN/result.json: the test metrics as testMetrics() names them, "task", and the rest in
   // snake_case ("samples_seen", "param_sha256", ...). A preempted result has no JSON form.

@@ -28,15 +28,19 @@
 #include "common/snapshot_id.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
+#include "trainer/checkpoint_staging.h"
 #include "trainer/checkpointing.h"
+#include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
 #include "trainer/data/shard_dataset.h"
 #include "trainer/device.h"
 #include "trainer/models/model_factory.h"
+#include "trainer/optim/fused_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
+#include "trainer/step_timer.h"
 #include "trainer/stop_signal.h"
 
 namespace perennial {
@@ -47,16 +51,6 @@ using json = nlohmann::json;
 
 double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const TrainConfig& c,
-                                                       const std::vector<torch::Tensor>& params) {
-  if (c.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weightDecay).nesterov(c.nesterov));
-  }
-  return std::make_unique<torch::optim::Adam>(
-      params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weightDecay));
 }
 
 // NOTE [Normalization]: data.normalize = standard (auto: for float32 features) standardises each
@@ -195,6 +189,8 @@ nlohmann::json evalRecord(const EvalMetrics& e, const TrainProgress& p) {
   nlohmann::json j = {{"kind", "eval"}, {"epoch", p.epoch}, {"step", p.step}};
   for (const auto& [k, v] : e.testMetrics()) j[k] = v;
   j["test_samples"] = e.samples;
+  // When it was measured (seconds since the Unix epoch): time to accuracy (benchmarks/quality).
+  j["unix_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   return j;
 }
 
@@ -744,8 +740,19 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   model->to(dev.device);
   std::vector<torch::Tensor> params = model->parameters();
   const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
-  GradientReducer reducer(params, tcomm, capBytes);
-  auto optimizer = makeOptimizer(c, params);
+  // NOTE [Control block]: on the CPU (tensors over the host communicator) the stop flag and the
+  // loss window ride in the last gradient bucket; a GPU's bucket would need a device-to-host
+  // read every step, so there they keep their own small host collectives.
+  const bool controlInBucket = !tensorComm && !dev.cuda();
+  ReducerOptions reducerOptions;
+  reducerOptions.capBytes = capBytes;
+  reducerOptions.controlSlots = controlInBucket ? controlSlots(world) : 0;
+  reducerOptions.compression = parseCompression(c.compression);
+  reducerOptions.overlap = c.overlap;
+  GradientReducer reducer(params, tcomm, reducerOptions);
+  // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
+  auto optimizer = makeOptimizer(
+      c, params, c.fusedOptimizer ? std::make_shared<FlatBuckets>(params, reducer.buckets(), reducer.gradBuffers()) : nullptr);
   int64_t numParams = 0;
   for (const auto& p : params) numParams += p.numel();
 
@@ -753,6 +760,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   const std::string configSha = toHex(sha256(configText.data(), configText.size()));
   // Every rank: the shards are checked before anything is trained (NOTE [Data identity]).
   const DataIdentity identity = dataIdentity(trainSet, c.snapshotFile, comm);
+  // NOTE [Row cache]: after the identity check, so the rows cached are the bytes checked.
+  if (c.cacheMb > 0) {
+    const auto t0 = Clock::now();
+    if (trainSet.cacheInMemory(static_cast<size_t>(c.cacheMb) << 20) && lead) {
+      log->info("training set read into memory ({} rows, {:.2f} s; data.cache_mb)", trainSet.size(), secondsSince(t0));
+    }
+  }
   const std::string& dataSnapshot = identity.snapshot;
   const std::string& dataShards = identity.shards;
 
@@ -868,6 +882,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
+    log->info("optimizer {} ({}); gradient buckets sent as {}, reduced {}; stop flag and loss window {}", c.optimizer,
+              c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step", c.compression == "none" ? "they are" : c.compression,
+              reducer.overlapping() ? "during backward (comm.overlap)" : "after backward",
+              controlInBucket ? "in the last bucket" : "in collectives of their own");
   }
   MetricsLog metrics(runDir + "/" + run_dir::kMetrics, lead, /*append=*/!resumedFrom.empty(), progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
@@ -875,7 +893,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   EvalMetrics lastEval;
   int64_t lastEvalStep = -1;
-  std::future<void> inflight;  // at most one asynchronous save
+  // NOTE [Staging buffers]: allocated at the first asynchronous save. Declared before INFLIGHT, so
+  // that a save still writing from it is waited for (the future's destructor) before it is freed.
+  StagingBuffers staging(/*pinned=*/dev.cuda());
+  std::future<void> inflight;  // at most one asynchronous save, written from STAGING
   auto checkInflight = [&](bool wait) {
     if (!inflight.valid()) return;
     if (wait || inflight.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
@@ -905,7 +926,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     const bool async = allowAsync && c.ckptAsync;
     const auto t0 = Clock::now();
-    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async);
+    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async, &staging);
     const int64_t step = progress.step, epoch = progress.epoch;
     if (async) {
       const double copySecs = secondsSince(t0);
@@ -922,14 +943,18 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   double trainSeconds = 0;
   const int64_t samplesBefore = progress.samplesSeen;  // trained before a resume: not this run's time
-  // The loss is summed where it is computed and read once per log window: reading it every step
-  // would make the host wait for the GPU before it could queue the backward pass.
+  // The loss is summed where it is computed and read once per log window: on a GPU, reading it
+  // every step would make the host wait for the GPU before it could queue the backward pass. On
+  // the CPU it is read as it comes (no tensor arithmetic per step).
   const auto lossOptions = torch::TensorOptions().dtype(torch::kDouble).device(dev.device);
   torch::Tensor windowLoss = torch::zeros({}, lossOptions);
+  double windowLossHost = 0;
   int64_t windowSteps = 0;
   auto windowStart = Clock::now();
   double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
   bool preempted = false;
+  const bool hasBuffers = !model->buffers().empty();
+  StepTimer timer;
   for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
     const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
@@ -943,51 +968,101 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     auto epochStart = Clock::now();
     {
       data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
+      timer.resume();
       for (int64_t s = 0; s < stepsThisEpoch; ++s) {
         reducer.zeroGrad();
-        torch::Tensor stepLoss = torch::zeros({}, lossOptions);
+        const bool windowEnds = (progress.step + 1) % c.logEvery == 0 || progress.step + 1 == stopAt;
+        torch::Tensor stepLoss = dev.cuda() ? torch::zeros({}, lossOptions) : torch::Tensor();
+        double stepLossHost = 0;
         for (int64_t m = 0; m < c.gradAccum; ++m) {
+          timer.lap(StepTimer::kOther);
           auto batch = loader.next();
           PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
+          timer.lap(StepTimer::kLoader);
           torch::Tensor out = predict(model, featureTensor(*batch, spec, norm, dev.device), spec, c.arch);
           torch::Tensor loss = batchLoss(out, *batch, spec);
-          stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
+          if (dev.cuda()) {
+            stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
+          } else {
+            stepLossHost += static_cast<double>(loss.item<float>()) / static_cast<double>(c.gradAccum);
+          }
           // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
           // backward produce the averaged gradient's share directly, so the all-reduce's sum is
           // the average and no division pass over the buckets is needed.
           if (lossScale != 1.0) loss = loss / lossScale;
+          if (m + 1 == c.gradAccum) {
+            // Before the backward pass that completes the gradients: with comm.overlap its hooks
+            // start the all-reduce of the last bucket, which carries the control block.
+            if (dev.cuda()) {
+              windowLoss += stepLoss;
+            } else {
+              windowLossHost += stepLossHost;
+            }
+            ++windowSteps;
+            if (controlInBucket) {
+              const double mineLoss = windowEnds ? windowLossHost : 0;
+              torch::Tensor ctl = reducer.control();
+              if (ctl.scalar_type() == torch::kFloat32) {
+                encodeControl(ctl.data_ptr<float>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
+              } else {
+                encodeControl(ctl.data_ptr<double>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
+              }
+            }
+            reducer.expectBackward(/*prescaled=*/true);
+          }
+          timer.lap(StepTimer::kForward);
           loss.backward();
+          timer.lap(StepTimer::kBackward);
         }
         reducer.reduce(/*prescaled=*/true);
+        ControlValues control;
+        if (controlInBucket) {
+          torch::Tensor ctl = reducer.control();
+          control = ctl.scalar_type() == torch::kFloat32 ? decodeControl(ctl.data_ptr<float>(), world)
+                                                         : decodeControl(ctl.data_ptr<double>(), world);
+        }
+        timer.lap(StepTimer::kReduce);
         const double lr = schedule.at(progress.step);
         for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
         optimizer->step();
-        broadcastBuffers(*model, tcomm);
+        timer.lap(StepTimer::kOptimizer);
+        timer.countStep();
+        if (hasBuffers) broadcastBuffers(*model, tcomm);
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
-        windowLoss += stepLoss;
-        ++windowSteps;
-        if (progress.step % c.logEvery == 0 || progress.step == stopAt) {
-          // The mean loss over the window, across all ranks: one small all-reduce per window.
-          double agg[2] = {windowLoss.item<double>(), static_cast<double>(windowSteps)};
-          comm.allReduceSum(agg, 2);
+        if (windowEnds) {
+          // The mean loss over the window, across all ranks: from the control block, or one
+          // small all-reduce per window.
+          double meanLoss = 0;
+          if (controlInBucket) {
+            meanLoss = control.lossSum / static_cast<double>(world * windowSteps);
+          } else {
+            double agg[2] = {dev.cuda() ? windowLoss.item<double>() : windowLossHost, static_cast<double>(windowSteps)};
+            comm.allReduceSum(agg, 2);
+            meanLoss = agg[0] / agg[1];
+          }
           const double windowSecs = secondsSince(windowStart) - windowPaused;
           const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
-          const double meanLoss = agg[0] / agg[1];
           bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
           metrics.write({{"kind", "train"}, {"epoch", progress.epoch}, {"step", progress.step}, {"loss", meanLoss},
                          {"lr", lr}, {"samples_per_second", sps}});
-          windowLoss.zero_();
+          if (dev.cuda()) windowLoss.zero_();
+          windowLossHost = 0;
           windowSteps = 0;
           windowStart = Clock::now();
           windowPaused = 0;
         }
         if (lead) checkInflight(false);
-        // NOTE [Stop agreement]: a signal reaches ranks at different moments; one all-reduce of
-        // the flag per step makes every rank stop after the same step.
-        int32_t stop = signals.requested() ? 1 : 0;
-        comm.allReduce(&stop, 1, DType::kInt32, ReduceOp::kMax);
+        // NOTE [Stop agreement]: a signal reaches ranks at different moments; the flag, summed
+        // over the ranks each step (in the control block, or by its own all-reduce), makes every
+        // rank stop after the same step.
+        bool stop = control.stop;
+        if (!controlInBucket) {
+          int32_t flag = signals.requested() ? 1 : 0;
+          comm.allReduce(&flag, 1, DType::kInt32, ReduceOp::kMax);
+          stop = flag != 0;
+        }
         if (stop) {
           preempted = true;
           break;
@@ -1001,8 +1076,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
           save(true);
           windowPaused += secondsSince(pauseStart);
           epochStart = Clock::now();
+          timer.resume();
         }
       }
+      timer.addLoaderCpu(loader.threadCpuSeconds());
     }
     trainSeconds += secondsSince(epochStart);
     if (preempted) break;
@@ -1064,6 +1141,15 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   result.device = dev.name();
   result.deterministic = c.deterministic || !dev.cuda();
 
+  // Where the training steps' time went (StepTimer): result.json and the log.
+  std::string stepTimesText;
+  for (const auto& [phase, ms] : timer.millisecondsPerStep()) {
+    result.stepTimeMs[phase] = ms;
+    char part[64];
+    std::snprintf(part, sizeof(part), "%s%s %.3f", stepTimesText.empty() ? "" : ", ", phase.c_str(), ms);
+    stepTimesText += part;
+  }
+  if (lead && timer.steps() > 0) log->info("step time (ms per step, rank 0, {} steps): {}", timer.steps(), stepTimesText);
   if (lead) {
     std::vector<checkpoint::TensorView> views;
     std::vector<torch::Tensor> keep;

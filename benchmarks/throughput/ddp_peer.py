@@ -20,20 +20,20 @@ TensorDataset (--loader dataloader) collates sample by sample in Python and is s
 reference, as the way DDP is usually written.
 """
 import argparse
-import glob
 import json
 import os
 import socket
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import shards  # noqa: E402  (benchmarks/shards.py)
+
 # One intra-op thread per rank, as `perennial train --train.threads 1`; must precede the import
 # of torch (here and in every spawned worker, which re-imports this module).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
@@ -70,15 +70,8 @@ def parse_args(argv):
 
 def load_shards(directory):
     """All samples of a Perennial shard directory, in shard order: uint8 [N,28,28], int64 [N]."""
-    paths = sorted(glob.glob(os.path.join(directory, "shard-*.h5")))
-    if not paths:
-        raise SystemExit(f"ddp_peer: no shard-*.h5 files in {directory}")
-    images, labels = [], []
-    for path in paths:
-        with h5py.File(path, "r") as f:
-            images.append(np.asarray(f["images"], dtype=np.uint8))
-            labels.append(np.asarray(f["labels"], dtype=np.int64))
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    images, labels = shards.load_shards(directory, "ddp_peer")
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def loaded_blas():

@@ -4,11 +4,18 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 
 #include "common/error.h"
+#include "common/half.h"
+#include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/config/train_config.h"
 #include "trainer/data/distributed_sampler.h"
+#include "trainer/models/model_factory.h"
+#include "trainer/optim/fused_optimizer.h"
 
 namespace perennial {
 namespace {
@@ -17,6 +24,27 @@ MpiCommunicator& comm() {
   static MpiCommunicator c(std::chrono::seconds(60));
   return c;
 }
+
+// Passes collectives through to BASE and counts the all-reduces.
+class RecordingCount : public Communicator {
+ public:
+  explicit RecordingCount(Communicator& base) : base_(base) {}
+  int rank() const override { return base_.rank(); }
+  int size() const override { return base_.size(); }
+  std::string backend() const override { return base_.backend(); }
+  std::string backendVersion() const override { return base_.backendVersion(); }
+  void allReduce(void* data, size_t count, DType type, ReduceOp op) override {
+    ++reduces;
+    base_.allReduce(data, count, type, op);
+  }
+  void broadcast(void* data, size_t bytes, int root) override { base_.broadcast(data, bytes, root); }
+  void allGather(const void* in, void* out, size_t bytes) override { base_.allGather(in, out, bytes); }
+  void barrier() override { base_.barrier(); }
+  size_t reduces = 0;
+
+ private:
+  Communicator& base_;
+};
 
 TEST(Mpi, AllReduceSumMaxMinInClosedForm) {
   const int n = comm().size(), r = comm().rank();
@@ -88,6 +116,162 @@ TEST(Mpi, SamplerSlicesAreDisjointAcrossRealRanks) {
     covered += h;
   }
   EXPECT_EQ(covered, samples / n * n);
+}
+
+// bfloat16 and half all-reduce (comm.compression) in closed form: rank r contributes r + 1 (exact
+// in both types for these world sizes), and a value below the narrow type's precision is rounded.
+TEST(Mpi, SixteenBitSumsInClosedForm) {
+  const int n = comm().size(), r = comm().rank();
+  const float want = static_cast<float>(n * (n + 1) / 2);
+  std::vector<uint16_t> b(37, floatToBf16(static_cast<float>(r + 1)));
+  comm().allReduce(b.data(), b.size(), DType::kBFloat16, ReduceOp::kSum);
+  for (uint16_t v : b) ASSERT_EQ(bf16ToFloat(v), want);
+  std::vector<uint16_t> h(37, floatToHalf(static_cast<float>(r + 1)));
+  comm().allReduce(h.data(), h.size(), DType::kFloat16, ReduceOp::kSum);
+  for (uint16_t v : h) ASSERT_EQ(halfToFloat(v), want);
+  EXPECT_THROW(comm().allReduce(h.data(), h.size(), DType::kFloat16, ReduceOp::kMax), InternalError);
+}
+
+// Parameters p_k (k = 0..4) whose gradient on rank r is r + k + 1/3 (not exact in 16 bits); on
+// ranks > 0 parameter 3 takes no part (its bucket must still be reduced, with zeros from them).
+struct ToyGrads {
+  std::vector<torch::Tensor> params;
+  ToyGrads() {
+    for (int64_t size : {3, 300, 1, 700, 50}) params.push_back(torch::zeros({size}).requires_grad_());
+  }
+  torch::Tensor loss(int rank) const {
+    torch::Tensor l = torch::zeros({});
+    for (size_t k = 0; k < params.size(); ++k) {
+      if (k == 3 && rank > 0) continue;
+      l = l + (params[k] * (static_cast<float>(rank + static_cast<int>(k)) + 1.0f / 3.0f)).sum();
+    }
+    return l;
+  }
+};
+
+// comm.overlap: buckets reduced by the hooks during backward come out bitwise as reduce() after
+// backward gives them, with compression or without, and the step after behaves the same.
+TEST(Mpi, OverlappedReductionIsBitwiseReductionAfterBackward) {
+  for (const Compression compression : {Compression::kNone, Compression::kBFloat16}) {
+    ToyGrads plain, overlapped;
+    ReducerOptions o;
+    o.capBytes = 1024;
+    o.compression = compression;
+    GradientReducer after(plain.params, comm(), o);
+    o.overlap = true;
+    GradientReducer during(overlapped.params, comm(), o);
+    ASSERT_GE(after.buckets().size(), 2u);
+    EXPECT_EQ(during.overlapping(), comm().size() > 1);
+    for (int step = 0; step < 3; ++step) {
+      after.zeroGrad();
+      during.zeroGrad();
+      plain.loss(comm().rank()).backward();
+      after.reduce(/*prescaled=*/true);
+      during.expectBackward(/*prescaled=*/true);
+      overlapped.loss(comm().rank()).backward();
+      during.reduce(/*prescaled=*/true);
+      if (during.overlapping()) {
+        // The hooks, not the end of backward, started every bucket whose gradients all came: all
+        // of them on rank 0, all but parameter 3's elsewhere.
+        size_t complete = 0;
+        for (const Bucket& b : during.buckets()) {
+          bool all = true;
+          for (const BucketEntry& e : b.entries) all = all && !(e.param == 3 && comm().rank() > 0);
+          complete += all;
+        }
+        EXPECT_EQ(during.bucketsReadyBeforeReduce(), complete);
+      }
+      for (size_t k = 0; k < plain.params.size(); ++k) {
+        const torch::Tensor& a = plain.params[k].grad();
+        const torch::Tensor& b = overlapped.params[k].grad();
+        ASSERT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), static_cast<size_t>(a.numel()) * 4), 0)
+            << "parameter " << k << ", step " << step << ", compression " << static_cast<int>(compression);
+      }
+    }
+    // The sums are those of the narrow type when compressed: the sum over ranks of r + k + 1/3.
+    const int n = comm().size();
+    for (size_t k = 0; k < plain.params.size(); ++k) {
+      double exact = 0;
+      for (int r = 0; r < n; ++r) exact += (k == 3 && r > 0) ? 0.0 : r + static_cast<double>(k) + 1.0 / 3.0;
+      const double got = plain.params[k].grad()[0].item<float>();
+      const double tolerance = compression == Compression::kNone || n == 1 ? 1e-5 : (2.0 * n) * std::ldexp(exact, -8);
+      EXPECT_NEAR(got, exact, tolerance) << "parameter " << k;
+    }
+  }
+}
+
+// The hooks also fire once the parameters live in flat buckets (NOTE [Flat parameters]: set_()
+// re-homes them after the reducer was built), and the fused step after an overlapped reduction
+// gives the weights of one after a plain reduction.
+TEST(Mpi, OverlapHooksFireOnFlatParameters) {
+  TrainConfig c;
+  c.hidden = {13};
+  c.momentum = 0.9;
+  std::vector<torch::Tensor> weights;
+  for (const bool overlap : {false, true}) {
+    torch::manual_seed(5);
+    Model m = makeModel(c, ModelInput{{3, 5}, 4});
+    ReducerOptions o;
+    o.capBytes = 64 * 4;  // several buckets
+    o.overlap = overlap;
+    GradientReducer reducer(m->parameters(), comm(), o);
+    auto opt = makeOptimizer(c, m->parameters(),
+                             std::make_shared<FlatBuckets>(m->parameters(), reducer.buckets(), reducer.gradBuffers()));
+    torch::manual_seed(100 + comm().rank());
+    for (int step = 0; step < 3; ++step) {
+      reducer.zeroGrad();
+      torch::Tensor loss = torch::nn::functional::cross_entropy(m.forward(torch::randn({6, 3, 5})),
+                                                               torch::randint(0, 4, {6}, torch::kInt64)) /
+                           static_cast<double>(comm().size());
+      reducer.expectBackward(/*prescaled=*/true);
+      loss.backward();
+      reducer.reduce(/*prescaled=*/true);
+      if (reducer.overlapping()) EXPECT_EQ(reducer.bucketsReadyBeforeReduce(), reducer.buckets().size());
+      opt->step();
+    }
+    torch::Tensor flat = torch::cat([&] {
+      std::vector<torch::Tensor> ps;
+      for (const auto& p : m->parameters()) ps.push_back(p.detach().reshape({-1}));
+      return ps;
+    }());
+    weights.push_back(flat.clone());
+  }
+  EXPECT_TRUE(torch::equal(weights[0], weights[1]));
+}
+
+// NOTE [Control block]: the stop flag of one rank reaches all, each rank's loss arrives exact
+// (float32 wire) or to 24 bits (bfloat16 wire), in the same collective as the gradients.
+TEST(Mpi, ControlBlockRidesInTheLastBucket) {
+  const int n = comm().size(), r = comm().rank();
+  for (const Compression compression : {Compression::kNone, Compression::kBFloat16, Compression::kFloat16}) {
+    ToyGrads toy;
+    ReducerOptions o;
+    o.capBytes = 1024;
+    o.compression = compression;
+    o.controlSlots = controlSlots(n);
+    RecordingCount counting(comm());
+    GradientReducer reducer(toy.params, counting, o);
+    reducer.zeroGrad();
+    const double mine = 1000.0 * r + 0.123456789;
+    torch::Tensor ctl = reducer.control();
+    ASSERT_EQ(static_cast<size_t>(ctl.numel()), controlSlots(n));
+    encodeControl(ctl.data_ptr<float>(), n, r, /*stop=*/r == n - 1, mine, reducer.controlWireType());
+    toy.loss(r).backward();
+    reducer.reduce(/*prescaled=*/true);
+    EXPECT_EQ(counting.reduces, reducer.buckets().size()) << "no collective beyond the buckets'";
+    const ControlValues v = decodeControl(ctl.data_ptr<float>(), n);
+    EXPECT_TRUE(v.stop);
+    double want = 0;
+    for (int k = 0; k < n; ++k) want += 1000.0 * k + 0.123456789;
+    if (compression == Compression::kNone || n == 1) {
+      EXPECT_EQ(v.lossSum, want);
+    } else {
+      EXPECT_NEAR(v.lossSum, want, std::ldexp(std::abs(want), -22));
+    }
+    // The gradients around the block are unaffected by it.
+    const double grad0 = n * (n - 1) / 2.0 + n / 3.0;
+    EXPECT_NEAR(toy.params[0].grad()[0].item<float>(), grad0, std::ldexp(grad0, -6));
+  }
 }
 
 }  // namespace

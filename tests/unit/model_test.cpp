@@ -15,6 +15,7 @@
 #include "trainer/data/shard_dataset.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/trainer.h"
+#include "fake_comm.h"
 #include "tiny_dataset.h"
 
 namespace perennial {
@@ -125,19 +126,6 @@ TEST(Models, RegisteredModelWithOptions) {
   EXPECT_THROW(c.optionReal("width", 1.0), ConfigError);
 }
 
-// A one-rank communicator that records the collectives it is asked for.
-class RecordingComm : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  std::string backend() const override { return "recording"; }
-  std::string backendVersion() const override { return "0"; }
-  void allReduce(void*, size_t count, DType, ReduceOp) override { reduces.push_back(count); }
-  void broadcast(void*, size_t bytes, int) override { broadcasts.push_back(bytes); }
-  void allGather(const void* in, void* out, size_t bytes) override { std::memcpy(out, in, bytes); }
-  void barrier() override {}
-  std::vector<size_t> reduces, broadcasts;
-};
 
 TEST(GradientReducer, GradientsAreBucketViewsAndAccumulate) {
   torch::manual_seed(1);

@@ -55,6 +55,7 @@ TrainResult resultWith(const EvalMetrics& test) {
   r.device = "cpu";
   r.deterministic = true;
   r.perennialVersion = "0.1.0";
+  r.stepTimeMs = {{"forward", 0.5}, {"backward", 0.75}, {"reduce", 0.125}};
   return r;
 }
 
@@ -88,6 +89,7 @@ void expectSameResult(const TrainResult& a, const TrainResult& b) {
   EXPECT_EQ(a.device, b.device);
   EXPECT_EQ(a.deterministic, b.deterministic);
   EXPECT_EQ(a.perennialVersion, b.perennialVersion);
+  EXPECT_EQ(a.stepTimeMs, b.stepTimeMs);
 }
 
 TEST(EvalMetrics, ClassificationRoundTrips) {
@@ -145,7 +147,7 @@ TEST(TrainResult, ClassificationRoundTrips) {
   for (const char* key : {"test_accuracy", "test_loss", "task", "epochs", "steps", "samples_seen", "world_size", "nodes", "hosts",
                           "global_batch", "samples_per_second", "train_seconds", "wall_seconds", "param_sha256",
                           "config_sha256", "data_snapshot", "resumed_from", "model", "arch", "parameters",
-                          "comm_backend", "device", "deterministic", "perennial_version"}) {
+                          "comm_backend", "device", "deterministic", "step_time_ms", "perennial_version"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_FALSE(j.contains("test_r2"));

@@ -77,6 +77,44 @@ TEST(ShardedDataset, LoaderSurfacesReadErrorsAtTheFailingBatch) {
   EXPECT_THROW(loader.next(), DataError);
 }
 
+// NOTE [Row cache]: rows served from memory are those HDF5 reads, in any order, with repeats; the
+// cache is refused above its size limit; out-of-range indices still fail.
+TEST(ShardedDataset, CachedRowsAreTheStoredRows) {
+  auto d = makeDataset("cache", {5, 1, 7});
+  ShardedDataset disk(d.string()), cached(d.string());
+  EXPECT_FALSE(cached.cacheInMemory(13 * (12 + 8) - 1)) << "above the limit";
+  EXPECT_FALSE(cached.cached());
+  ASSERT_TRUE(cached.cacheInMemory(13 * (12 + 8)));
+  EXPECT_TRUE(cached.cached());
+  std::vector<int64_t> idx{12, 0, 5, 5, 3, 11, 6, 4, 1, 2};
+  std::vector<uint8_t> f1(idx.size() * 12), f2(f1.size());
+  std::vector<int64_t> l1(idx.size()), l2(idx.size());
+  disk.readRows(idx, f1.data(), l1.data());
+  cached.readRows(idx, f2.data(), l2.data());
+  EXPECT_EQ(f1, f2);
+  EXPECT_EQ(l1, l2);
+  EXPECT_THROW(cached.readRows({13}, f2.data(), l2.data()), DataError);
+  EXPECT_THROW(cached.readRows({-1}, f2.data(), l2.data()), DataError);
+}
+
+// With depth 0 there is no loader thread: next() makes the batch, the same one as with a thread.
+TEST(ShardedDataset, LoaderWithoutThreadMakesTheSameBatches) {
+  auto d = makeDataset("inline", {10, 10});
+  ShardedDataset ds(d.string());
+  std::vector<std::vector<int64_t>> batches{{19, 0}, {7, 8, 9}, {10}};
+  BatchLoader threaded(ds, batches, 2), inline_(ds, batches, 0);
+  for (size_t b = 0; b < batches.size(); ++b) {
+    auto x = threaded.next(), y = inline_.next();
+    ASSERT_TRUE(x && y);
+    EXPECT_EQ(x->features, y->features);
+    EXPECT_EQ(x->labels, y->labels);
+  }
+  EXPECT_FALSE(inline_.next().has_value());
+  EXPECT_EQ(inline_.threadCpuSeconds(), 0.0);
+  BatchLoader failing(ds, {{99}}, 0);
+  EXPECT_THROW(failing.next(), DataError);
+}
+
 TEST(ShardedDataset, RefusesEmptyDirectoryMismatchedSpecAndGarbage) {
   auto empty = stdfs::temp_directory_path() / ("perennial-shard-empty-" + std::to_string(::getpid()));
   stdfs::create_directories(empty);

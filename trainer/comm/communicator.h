@@ -51,8 +51,12 @@ class Communicator {
   virtual bool deviceMemory() const { return false; }
   // NOTE [Rank placement]. The default (for single-process fakes): every rank on this host.
   virtual RankPlacement placement() const;
+  // True when collectives may be called from a thread other than the one that built the
+  // communicator, one thread at a time (NOTE [Overlap] in gradient_reducer.cpp).
+  virtual bool callableFromHelperThread() const { return true; }
 
-  // In-place reduction of COUNT elements of TYPE at DATA across all ranks.
+  // In-place reduction of COUNT elements of TYPE at DATA across all ranks. kBFloat16 and
+  // kFloat16 take kSum only (NOTE [Gradient compression] in gradient_reducer.cpp).
   virtual void allReduce(void* data, size_t count, DType type, ReduceOp op) = 0;
   // Copies BYTES bytes at DATA from ROOT to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;

@@ -293,7 +293,8 @@ void addTrainOptions(po::options_description& desc) {
       ("data.train", po::value<std::string>(), "directory of training shards (required)")
       ("data.test", po::value<std::string>(), "directory of test shards (required)")
       ("data.snapshot", s(d.snapshotFile), "a snapshot.json (the scheduler writes one per run) listing every training shard's SHA-256 and rows in file-name order: each shard of data.train is checked against it before training, and a mismatch stops with exit 1 naming the shard (empty: no check)")
-      ("data.prefetch", i(d.prefetch), "batches read ahead per rank (>= 1)")
+      ("data.prefetch", i(d.prefetch), "batches read ahead per rank on a loader thread (>= 0; 0: each batch is made on the training thread when it is needed, no loader thread)")
+      ("data.cache_mb", i(d.cacheMb), "read the whole training set into memory at start (one read per shard) when it takes at most this many MiB per rank, and make batches from memory (0: never; batches are then read from the shards)")
       ("data.normalize", s(d.normalize), "auto | none | standard: standardise each feature by the training data's mean and standard deviation, stored with the weights and applied at evaluation (auto: standard for float32 features, none for uint8 images, which are scaled to [0, 1])")
       ("model.arch", s(d.arch), "mlp | cnn | torchscript | a name registered by your program (perennial::registerModel)")
       ("model.path", s(d.modelPath), "torchscript: the file saved by torch.jit.script(module).save(path)")
@@ -313,14 +314,15 @@ void addTrainOptions(po::options_description& desc) {
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
       ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
       ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
-      ("optim.name", s(d.optimizer), "sgd | adam")
+      ("optim.name", s(d.optimizer), "sgd | adam | adamw (adamw: Adam with decoupled weight decay, as torch.optim.AdamW)")
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
       ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")
-      ("optim.weight_decay", f(d.weightDecay), "L2 weight decay (>= 0)")
-      ("optim.beta1", f(d.beta1), "adam: beta1, [0, 1)")
-      ("optim.beta2", f(d.beta2), "adam: beta2, [0, 1)")
-      ("optim.eps", f(d.eps), "adam: epsilon (> 0)")
+      ("optim.weight_decay", f(d.weightDecay), "weight decay (>= 0): L2 added to the gradient (sgd, adam), or decoupled (adamw)")
+      ("optim.fused", po::value<bool>()->default_value(d.fusedOptimizer, "true"), "one pass per gradient bucket over parameters, gradients and optimizer state kept in flat bucket-aligned buffers; the results are bitwise those of LibTorch's optimizers (false: LibTorch's per-parameter step)")
+      ("optim.beta1", f(d.beta1), "adam, adamw: beta1, [0, 1)")
+      ("optim.beta2", f(d.beta2), "adam, adamw: beta2, [0, 1)")
+      ("optim.eps", f(d.eps), "adam, adamw: epsilon (> 0)")
       ("lr.schedule", s(d.schedule), "constant | step | cosine (each after the linear warm-up)")
       ("lr.warmup_steps", i(d.warmupSteps), "linear warm-up steps from 0 to optim.lr (>= 0)")
       ("lr.step_size", i(d.stepSize), "step: multiply by lr.gamma every this many steps (>= 1)")
@@ -329,6 +331,8 @@ void addTrainOptions(po::options_description& desc) {
       ("comm.backend", s(d.backend), "auto | mpi | nccl: the communicator for the model's tensors (auto: NCCL for CUDA tensors when this build has it, MPI otherwise; mpi on a GPU stages each collective through host memory)")
       ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
       ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0); then the ranks and hosts that did not join are named and the job ends with status 124")
+      ("comm.compression", s(d.compression), "none | bf16 | fp16: send gradient buckets as bfloat16 or IEEE half and widen them in place after the all-reduce (half the bytes; each reduced element carries up to about 2 x world size - 1 roundings of the narrow type: relative unit 2^-8 for bf16, 2^-11 for fp16, whose range ends at 65504; docs/performance.md); deterministic; at world size 1 nothing is sent, so nothing changes")
+      ("comm.overlap", po::value<bool>()->default_value(d.overlap, "false"), "all-reduce each gradient bucket on a communication thread as soon as backward has produced it, while backward goes on (bitwise the same result as reducing after backward); MPI (CPU tensors) only; it needs a core beside each rank's compute threads to gain anything")
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
       ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
       ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")
@@ -375,7 +379,8 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.trainDir = str("data.train");
   c.testDir = str("data.test");
   c.snapshotFile = str("data.snapshot");
-  c.prefetch = intAtLeast("data.prefetch", 1);
+  c.prefetch = intAtLeast("data.prefetch", 0);
+  c.cacheMb = intAtLeast("data.cache_mb", 0);
   c.normalize = choice("data.normalize", {"auto", "none", "standard"});
 
   c.arch = str("model.arch");
@@ -406,12 +411,13 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.device = choice("train.device", {"auto", "cpu", "cuda"});
   c.deterministic = vm["train.deterministic"].as<bool>();
 
-  c.optimizer = choice("optim.name", {"sgd", "adam"});
+  c.optimizer = choice("optim.name", {"sgd", "adam", "adamw"});
   c.lr = realPositive("optim.lr");
   c.momentum = realIn("optim.momentum", 0.0, 1.0, true);
   c.nesterov = vm["optim.nesterov"].as<bool>();
   if (c.nesterov && c.momentum == 0.0) bad("optim.nesterov", "needs optim.momentum > 0", "true");
   c.weightDecay = realAtLeastZero("optim.weight_decay");
+  c.fusedOptimizer = vm["optim.fused"].as<bool>();
   c.beta1 = realIn("optim.beta1", 0.0, 1.0, true);
   c.beta2 = realIn("optim.beta2", 0.0, 1.0, true);
   c.eps = realPositive("optim.eps");
@@ -426,6 +432,8 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.backend = choice("comm.backend", {"auto", "mpi", "nccl"});
   c.bucketCapMb = realPositive("comm.bucket_cap_mb");
   c.timeoutS = realPositive("comm.timeout_s");
+  c.compression = choice("comm.compression", {"none", "bf16", "fp16"});
+  c.overlap = vm["comm.overlap"].as<bool>();
 
   c.ckptEverySteps = intAtLeast("checkpoint.every_steps", 0);
   c.ckptEveryEpochs = intAtLeast("checkpoint.every_epochs", 0);
@@ -446,7 +454,7 @@ std::string TrainConfig::toIni() const {
   // Free-text values are quoted where a bare one would not read back the same (NOTE [INI quoting]).
   const auto q = [](const std::string& v) { return quoteIniValue(v); };
   os << "[data]\ntrain = " << q(trainDir) << "\ntest = " << q(testDir) << "\nsnapshot = " << q(snapshotFile)
-     << "\nprefetch = " << prefetch
+     << "\nprefetch = " << prefetch << "\ncache_mb = " << cacheMb
      << "\nnormalize = " << normalize
      << "\n\n[model]\narch = " << arch << "\npath = " << q(modelPath) << "\noptions = " << q(options)
      << "\nhidden = " << joinInts(hidden)
@@ -460,10 +468,12 @@ std::string TrainConfig::toIni() const {
      << "\n\n[optim]\nname = " << optimizer << "\nlr = " << fmt(lr) << "\nmomentum = " << fmt(momentum)
      << "\nnesterov = " << (nesterov ? "true" : "false") << "\nweight_decay = " << fmt(weightDecay)
      << "\nbeta1 = " << fmt(beta1) << "\nbeta2 = " << fmt(beta2) << "\neps = " << fmt(eps)
+     << "\nfused = " << (fusedOptimizer ? "true" : "false")
      << "\n\n[lr]\nschedule = " << schedule << "\nwarmup_steps = " << warmupSteps
      << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
      << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)
-     << "\ntimeout_s = " << fmt(timeoutS)
+     << "\ntimeout_s = " << fmt(timeoutS) << "\ncompression = " << compression
+     << "\noverlap = " << (overlap ? "true" : "false")
      << "\n\n[checkpoint]\nevery_steps = " << ckptEverySteps << "\nevery_epochs = " << ckptEveryEpochs
      << "\nkeep_last = " << ckptKeepLast << "\nkeep_best = " << ckptKeepBest
      << "\nasync = " << (ckptAsync ? "true" : "false")

@@ -22,6 +22,7 @@ struct TrainConfig {
   std::string trainDir, testDir;
   std::string snapshotFile;  // data.snapshot: a snapshot.json the training shards must match ("": no check)
   int64_t prefetch = 4;
+  int64_t cacheMb = 1024;  // data.cache_mb: NOTE [Row cache] in trainer/data/shard_dataset.h
   std::string normalize = "auto";  // auto | none | standard
   // [model]
   std::string arch = "mlp";  // a built-in (mlp, cnn, torchscript) or registered name
@@ -47,6 +48,7 @@ struct TrainConfig {
   std::string optimizer = "sgd";
   double lr = 0.05, momentum = 0.9, weightDecay = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   bool nesterov = false;
+  bool fusedOptimizer = true;  // optim.fused: NOTE [Flat parameters] in trainer/optim/fused_optimizer.h
   // [lr]
   std::string schedule = "constant";
   int64_t warmupSteps = 0;
@@ -55,6 +57,8 @@ struct TrainConfig {
   // [comm]
   std::string backend = "auto";  // auto | mpi | nccl
   double bucketCapMb = 25.0;
+  std::string compression = "none";  // none | bf16 | fp16: NOTE [Gradient compression] in gradient_reducer.cpp
+  bool overlap = false;              // NOTE [Overlap] in gradient_reducer.cpp
   double timeoutS = 600.0;
   // [checkpoint]
   int64_t ckptEverySteps = 0;   // 0: off

@@ -198,6 +198,17 @@ void ShardedDataset::readRows(const std::vector<int64_t>& indices, void* feature
   const size_t tbytes = dtypeSize(spec_.targetType);
   auto* fout = static_cast<uint8_t*>(features);
   auto* tout = static_cast<uint8_t*>(targets);
+  if (cached_) {
+    for (size_t i = 0; i < indices.size(); ++i) {
+      const int64_t g = indices[i];
+      if (g < 0 || g >= total_) {
+        throw DataError(dir_ + ": row index " + std::to_string(g) + " outside [0, " + std::to_string(total_) + ")");
+      }
+      std::memcpy(fout + i * fbytes, cacheFeatures_.data() + static_cast<size_t>(g) * fbytes, fbytes);
+      std::memcpy(tout + i * tbytes, cacheTargets_.data() + static_cast<size_t>(g) * tbytes, tbytes);
+    }
+    return;
+  }
   // Order positions by global index, then read each shard's rows in one selection. HDF5 returns
   // a selection's rows in file order, so sorting keeps the buffer aligned with the rows; the
   // gathered rows are then scattered back to the caller's order.
@@ -230,6 +241,30 @@ void ShardedDataset::readRows(const std::vector<int64_t>& indices, void* feature
       std::memcpy(tout + pos * tbytes, tbuf.data() + slot * tbytes, tbytes);
     }
   }
+}
+
+bool ShardedDataset::cacheInMemory(size_t maxBytes) {
+  if (cached_) return true;
+  const size_t fbytes = static_cast<size_t>(spec_.featureElements()) * dtypeSize(spec_.featureType);
+  const size_t tbytes = dtypeSize(spec_.targetType);
+  const auto rows = static_cast<size_t>(total_);
+  if (rows * (fbytes + tbytes) > maxBytes) return false;
+  std::vector<uint8_t> f(rows * fbytes), t(rows * tbytes);
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    const Shard& s = shards_[i];
+    const std::string& path = paths_[i];
+    if (s.rows == 0) continue;
+    h5::check(H5Dread(s.features, h5::nativeType(spec_.featureType), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                      f.data() + static_cast<size_t>(s.begin) * fbytes),
+              "H5Dread", path + ":" + spec_.features);
+    h5::check(H5Dread(s.labels, h5::nativeType(spec_.targetType), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                      t.data() + static_cast<size_t>(s.begin) * tbytes),
+              "H5Dread", path + ":" + spec_.labels);
+  }
+  cacheFeatures_ = std::move(f);
+  cacheTargets_ = std::move(t);
+  cached_ = true;
+  return true;
 }
 
 void ShardedDataset::readRange(int64_t begin, int64_t end, void* features, void* targets) {

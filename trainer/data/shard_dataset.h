@@ -73,6 +73,14 @@ class ShardedDataset {
   // Reads the contiguous global range [begin, end).
   void readRange(int64_t begin, int64_t end, void* features, void* targets);
 
+  // NOTE [Row cache]: reads every row into memory (one read of each dataset per shard) when the
+  // features and targets take at most MAX_BYTES, and returns true; readRows then copies rows from
+  // memory instead of asking HDF5 for each batch (about 0.13 ms per 64-row batch of Fashion-MNIST,
+  // taken from the rank's compute when its loader shares the core). The shards' bytes were
+  // checked (NOTE [Data identity]) through the descriptors this reads from.
+  bool cacheInMemory(size_t maxBytes);
+  bool cached() const { return cached_; }
+
  private:
   struct Shard {
     h5::Handle file;
@@ -89,6 +97,8 @@ class ShardedDataset {
   std::vector<Shard> shards_;
   std::vector<std::string> paths_;
   int64_t total_ = 0;
+  bool cached_ = false;
+  std::vector<uint8_t> cacheFeatures_, cacheTargets_;  // every row, in global order
 };
 
 // NOTE [Snapshot check]: a scheduler run's snapshot.json ({"id", "shards", "rows", "manifest":

@@ -14,11 +14,14 @@
 
 #include "common/error.h"
 #include "common/fs_util.h"
+#include "trainer/comm/mpi/sum16.h"
 
 namespace perennial {
 namespace {
 
-// Finalises MPI at process exit when Perennial initialised it.
+// Finalises MPI at process exit when Perennial initialised it. Asks for MPI_THREAD_SERIALIZED:
+// the gradient reducer's communication thread (comm.overlap) calls collectives while the
+// training thread runs backward, never two threads at once.
 struct MpiEnvironment {
   bool ownsInit = false;
   MpiEnvironment() {
@@ -26,7 +29,7 @@ struct MpiEnvironment {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
-      int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
       if (rc != MPI_SUCCESS) throw CommError("MPI_Init_thread failed with code " + std::to_string(rc));
       ownsInit = true;
     }
@@ -45,8 +48,19 @@ MPI_Datatype mpiType(DType t) {
     case DType::kInt64: return MPI_INT64_T;
     case DType::kFloat32: return MPI_FLOAT;
     case DType::kFloat64: return MPI_DOUBLE;
+    case DType::kBFloat16:
+    case DType::kFloat16: return MPI_UINT16_T;  // summed by the operations below
   }
   return MPI_DATATYPE_NULL;
+}
+
+// MPI has no 16-bit floating-point types: bfloat16 and half travel as MPI_UINT16_T and are summed
+// by these user operations, which add two values in float32 and round the sum back to nearest
+// even (NOTE [Gradient compression] in gradient_reducer.cpp; sum16.h). Commutative, so Open MPI
+// keeps its usual algorithms.
+template <void (*sum)(const uint16_t*, uint16_t*, size_t)>
+void sum16(void* in, void* inout, int* len, MPI_Datatype*) {
+  sum(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout), static_cast<size_t>(*len));
 }
 
 MPI_Op mpiOp(ReduceOp op) {
@@ -126,6 +140,11 @@ MpiCommunicator::MpiCommunicator(std::chrono::milliseconds timeout, MPI_Comm bas
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  serializedThreads_ = level >= MPI_THREAD_SERIALIZED;
+  check(MPI_Op_create(&sum16<sumBf16>, /*commute=*/1, &sumBf16_), "MPI_Op_create");
+  check(MPI_Op_create(&sum16<sumHalf>, /*commute=*/1, &sumHalf_), "MPI_Op_create");
   meetPeers();
 }
 
@@ -282,7 +301,10 @@ MpiCommunicator::~MpiCommunicator() {
   }
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  if (finalized) return;
+  if (sumBf16_ != MPI_OP_NULL) MPI_Op_free(&sumBf16_);
+  if (sumHalf_ != MPI_OP_NULL) MPI_Op_free(&sumHalf_);
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 std::string MpiCommunicator::backendVersion() const {
@@ -306,10 +328,14 @@ void MpiCommunicator::check(int rc, const char* call) const {
 }
 
 void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp op) {
+  const bool narrow = type == DType::kBFloat16 || type == DType::kFloat16;
+  PERENNIAL_CHECK(!narrow || op == ReduceOp::kSum, "16-bit floating-point all-reduce supports sum only");
   if (size_ == 1 || count == 0) return;
   PERENNIAL_CHECK(count <= static_cast<size_t>(INT_MAX), "allReduce count " << count << " exceeds INT_MAX");
+  MPI_Op mop = mpiOp(op);
+  if (narrow) mop = type == DType::kBFloat16 ? sumBf16_ : sumHalf_;
   begin("MPI_Allreduce");
-  int rc = MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mpiOp(op), comm_);
+  int rc = MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(type), mop, comm_);
   end();
   check(rc, "MPI_Allreduce");
 }

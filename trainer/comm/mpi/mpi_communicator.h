@@ -13,7 +13,8 @@ namespace perennial {
 
 // Communicator over MPI (OpenMPI here), for CPU tensors.
 //
-// Initialises MPI (MPI_THREAD_FUNNELED: only the training thread calls MPI) on first use if
+// Initialises MPI (MPI_THREAD_SERIALIZED: the training thread, or the gradient reducer's
+// communication thread while the training thread waits for it, calls MPI) on first use if
 // the program has not, and finalises it at process exit. Works on a private duplicate of the
 // given communicator with MPI_ERRORS_RETURN, so failures become CommError.
 //
@@ -39,6 +40,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
   std::string backendVersion() const override;
+  bool callableFromHelperThread() const override { return serializedThreads_; }
 
   void allReduce(void* data, size_t count, DType type, ReduceOp op) override;
   void broadcast(void* data, size_t bytes, int root) override;
@@ -81,6 +83,8 @@ class MpiCommunicator final : public Communicator {
   std::string host_;  // host:pid
   RankPlacement placement_;
   std::unique_ptr<StallInspector> inspector_;
+  bool serializedThreads_ = false;  // MPI was initialised with MPI_THREAD_SERIALIZED or more
+  MPI_Op sumBf16_ = MPI_OP_NULL, sumHalf_ = MPI_OP_NULL;
 
   // Watchdog state: the collective in flight or last begun (name, number, start or end), guarded
   // by mu_.

@@ -17,6 +17,8 @@ ncclDataType_t ncclType(DType t) {
     case DType::kInt64: return ncclInt64;
     case DType::kFloat32: return ncclFloat32;
     case DType::kFloat64: return ncclFloat64;
+    case DType::kBFloat16: return ncclBfloat16;
+    case DType::kFloat16: return ncclFloat16;
   }
   return ncclFloat32;
 }
