@@ -226,7 +226,9 @@ TEST(Mpi, OverlapHooksFireOnFlatParameters) {
       reducer.expectBackward(/*prescaled=*/true);
       loss.backward();
       reducer.reduce(/*prescaled=*/true);
-      if (reducer.overlapping()) EXPECT_EQ(reducer.bucketsReadyBeforeReduce(), reducer.buckets().size());
+      if (reducer.overlapping()) {
+        EXPECT_EQ(reducer.bucketsReadyBeforeReduce(), reducer.buckets().size());
+      }
       opt->step();
     }
     torch::Tensor flat = torch::cat([&] {

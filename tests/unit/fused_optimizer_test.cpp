@@ -65,7 +65,9 @@ size_t expectSameOptimizerState(const checkpoint::Document& a, const checkpoint:
     }
   }
   for (const auto& g : b.groups) {
-    if (g.path.rfind("optimizer/", 0) == 0) EXPECT_NE(a.group(g.path), nullptr) << when << ": extra group " << g.path;
+    if (g.path.rfind("optimizer/", 0) == 0) {
+      EXPECT_NE(a.group(g.path), nullptr) << when << ": extra group " << g.path;
+    }
   }
   return compared;
 }

@@ -66,6 +66,12 @@ bool parseAnswer(const std::string& line, RankActivity& a, int& rank) {
   return found == 5;
 }
 
+// A few dozen bytes into an empty socket buffer: never blocks. Nothing is sent for "".
+void sendReply(int fd, const std::string& reply) {
+  if (reply.empty()) return;
+  [[maybe_unused]] const ssize_t sent = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+}
+
 std::string seconds(int64_t ms) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms) / 1000.0);
@@ -228,6 +234,13 @@ void StallInspector::serve() {
   for (int fd : fds_) serve(fd);
 }
 
+std::string StallInspector::replyTo(const std::string& query) const {
+  std::istringstream line(query.substr(0, query.find('\n')));
+  std::string word, token;
+  if (token_.empty() || !(line >> word >> token) || word != kQuery || token != token_) return "";
+  return answer();
+}
+
 void StallInspector::serve(int fd) {
   for (;;) {
     int client = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -242,13 +255,7 @@ void StallInspector::serve(int fd) {
       if (n <= 0) break;
       in.append(buf, static_cast<size_t>(n));
     }
-    std::istringstream line(in.substr(0, in.find('\n')));
-    std::string word, token;
-    if (!token_.empty() && (line >> word >> token) && word == kQuery && token == token_) {
-      const std::string a = answer();
-      // A few dozen bytes into an empty socket buffer: never blocks.
-      [[maybe_unused]] const ssize_t sent = ::send(client, a.data(), a.size(), MSG_NOSIGNAL);
-    }
+    sendReply(client, replyTo(in));
     ::close(client);
   }
 }
@@ -317,29 +324,68 @@ std::vector<PeerReport> StallInspector::probe(std::chrono::milliseconds budget) 
     }
   }
 
+  // Queries of other ranks arriving meanwhile are served inside this loop, never by blocking in
+  // serve(): two ranks that probe each other at the same moment would each wait in serve() for
+  // the query the other has not sent yet, and both would see the other give no answer.
+  struct Client {
+    int fd = -1;
+    std::string in;
+    Clock::time_point deadline;
+  };
+  std::vector<Client> clients;
+  auto answerClient = [&](Client& c) {
+    sendReply(c.fd, replyTo(c.in));
+    closeFd(c.fd);
+  };
+
   for (;;) {
+    const bool asking = std::any_of(asks.begin(), asks.end(), [](const Ask& a) { return !a.done; });
+    const int64_t left = msLeft(deadline);
+    // Once this rank's own questions are settled, it still answers the clients it accepted (each
+    // within kServeWait), so a peer that asked at the same moment gets its answer.
+    if ((!asking || left == 0) && clients.empty()) break;
     std::vector<pollfd> fds;
     std::vector<Ask*> owners;
-    for (int fd : fds_) {
-      fds.push_back({fd, POLLIN, 0});
-      owners.push_back(nullptr);
+    for (int fd : fds_) fds.push_back({fd, POLLIN, 0});
+    const size_t firstClient = fds.size();
+    for (const auto& c : clients) fds.push_back({c.fd, POLLIN, 0});
+    const size_t firstAsk = fds.size();
+    if (asking && left > 0) {
+      for (auto& a : asks) {
+        if (a.done) continue;
+        fds.push_back({a.fd, static_cast<short>(a.connected && a.sent ? POLLIN : POLLOUT), 0});
+        owners.push_back(&a);
+      }
     }
-    for (auto& a : asks) {
-      if (a.done) continue;
-      fds.push_back({a.fd, static_cast<short>(a.connected && a.sent ? POLLIN : POLLOUT), 0});
-      owners.push_back(&a);
+    int64_t wait = asking && left > 0 ? std::min<int64_t>(left, 100) : 100;
+    for (const auto& c : clients) wait = std::min(wait, msLeft(c.deadline));
+    if (::poll(fds.data(), fds.size(), static_cast<int>(wait)) < 0 && errno != EINTR) break;
+    for (size_t i = firstClient; i < firstAsk; ++i) {
+      Client& c = clients[i - firstClient];
+      if (fds[i].revents) {
+        char buf[kMaxLine];
+        const ssize_t n = ::read(c.fd, buf, kMaxLine - std::min(kMaxLine, c.in.size()));
+        if (n > 0) c.in.append(buf, static_cast<size_t>(n));
+        if (n > 0 && c.in.find('\n') == std::string::npos && c.in.size() < kMaxLine) continue;
+        if (n < 0 && errno == EAGAIN) continue;
+        answerClient(c);
+      } else if (msLeft(c.deadline) == 0) {
+        answerClient(c);  // silent for kServeWait: closed (answered only if a line came)
+      }
     }
-    if (owners.size() == fds_.size()) break;
-    const int64_t left = msLeft(deadline);
-    if (left == 0) break;
-    if (::poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(left, 100))) < 0 &&
-        errno != EINTR)
-      break;
-    for (size_t i = 0; i < fds_.size(); ++i) {
-      if (fds[i].revents & POLLIN) serve(fds[i].fd);
+    clients.erase(std::remove_if(clients.begin(), clients.end(),
+                                 [](const Client& c) { return c.fd < 0; }),
+                  clients.end());
+    for (size_t i = 0; i < firstClient; ++i) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      for (;;) {
+        const int fd = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        clients.push_back({fd, "", Clock::now() + kServeWait});
+      }
     }
-    for (size_t i = fds_.size(); i < fds.size(); ++i) {
-      Ask& a = *owners[i];
+    for (size_t i = firstAsk; i < fds.size(); ++i) {
+      Ask& a = *owners[i - firstAsk];
       if (!fds[i].revents) continue;
       if (!a.connected) {
         int err = 0;

@@ -101,6 +101,9 @@ class StallInspector {
 
  private:
   std::string answer() const;
+  // The answer to QUERY (one line as read from a client), or "" for anything but a query with
+  // this job's token.
+  std::string replyTo(const std::string& query) const;
   void serve(int fd);
   int rank_;
   std::function<RankActivity()> activity_;
