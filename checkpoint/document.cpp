@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "checkpoint/file_image.h"
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "common/error.h"
 #include "common/fs_util.h"
 #include "common/sha256.h"

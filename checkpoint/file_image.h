@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "common/sha256.h"
 
 namespace perennial::checkpoint {

@@ -108,7 +108,7 @@ void ensureRootLayout(const std::string& root) {
   }
 }
 
-Ingester::Ingester(Catalog& catalog, std::string root, DatasetRules rules, double settleS, Clock& clock)
+Ingester::Ingester(Catalog& catalog, std::string root, data::DatasetRules rules, double settleS, Clock& clock)
     : cat_(catalog), root_(std::move(root)), rules_(std::move(rules)), settleS_(settleS), clock_(clock) {}
 
 std::vector<std::string> Ingester::pending() {
@@ -226,10 +226,10 @@ IngestOutcome Ingester::ingestOpen(Candidate& c) {
   out.reset();
   const std::string hash = toHex(hasher.finish());
 
-  ShardSummary summary;
+  data::ShardSummary summary;
   try {
-    summary = validateShard(c.copy, rules_, c.shown);
-  } catch (const ShardRejected& e) {
+    summary = data::validateShard(c.copy, rules_, c.shown);
+  } catch (const data::ShardRejected& e) {
     return quarantine(c, hash, e.rule(), e.what());
   }
   fault("validated");

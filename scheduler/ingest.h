@@ -31,7 +31,7 @@
 
 #include "scheduler/catalog.h"
 #include "scheduler/clock.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/shard_validator.h"
 
 namespace perennial::sched {
 
@@ -50,7 +50,7 @@ void ensureRootLayout(const std::string& root);
 
 class Ingester {
  public:
-  Ingester(Catalog& catalog, std::string root, DatasetRules rules, double settleS, Clock& clock);
+  Ingester(Catalog& catalog, std::string root, data::DatasetRules rules, double settleS, Clock& clock);
 
   // Names in incoming/ ready for ingest, sorted (so shards arriving together keep their order).
   std::vector<std::string> pending();
@@ -76,7 +76,7 @@ class Ingester {
 
   Catalog& cat_;
   std::string root_;
-  DatasetRules rules_;
+  data::DatasetRules rules_;
   double settleS_;
   Clock& clock_;
   std::function<void(const std::string&)> hook_;

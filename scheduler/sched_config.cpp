@@ -22,10 +22,11 @@ po::options_description schedOptions() {
   d.add_options()
       ("dataset.name", po::value<std::string>()->default_value("fashion-mnist"), "dataset name every shard's spec.name must match")
       ("dataset.features", po::value<std::string>()->default_value("images"), "features dataset in each shard")
-      ("dataset.labels", po::value<std::string>()->default_value("labels"), "labels dataset (int64 class indices)")
+      ("dataset.labels", po::value<std::string>()->default_value("labels"), "targets dataset in each shard: int64 class labels, or float32 values (dataset.target_dtype)")
       ("dataset.feature_dtype", po::value<std::string>()->default_value("uint8"), "uint8 | float32")
       ("dataset.feature_shape", po::value<std::string>()->default_value("28,28"), "shape of one row's features")
-      ("dataset.num_classes", po::value<int64_t>()->default_value(10), "labels lie in [0, num_classes)")
+      ("dataset.target_dtype", po::value<std::string>()->default_value("int64"), "int64 (class labels: classification) | float32 (values: regression)")
+      ("dataset.num_classes", po::value<int64_t>()->default_value(10), "labels lie in [0, num_classes) (at least 2); 0 with dataset.target_dtype = float32")
       ("dataset.value_range", po::value<std::string>()->default_value(""), "lo,hi of feature values for the drift histograms (default 0,256 for uint8, 0,1 for float32)")
       ("dataset.max_shard_bytes", po::value<int64_t>()->default_value(int64_t{1} << 30), "larger files are quarantined")
       ("dataset.max_shard_rows", po::value<int64_t>()->default_value(1000000), "shards with more rows are quarantined")
@@ -125,36 +126,51 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
 
   SchedConfig c;
   c.source = file;
-  DatasetRules& d = c.dataset;
-  d.name = str("dataset.name");
-  d.features = str("dataset.features");
-  d.labels = str("dataset.labels");
-  if (d.name.empty()) bad(file, "dataset.name", "must not be empty");
-  if (d.features.empty() || d.labels.empty() || d.features == d.labels) {
+  data::DatasetRules& d = c.dataset;
+  data::DatasetSpec& spec = d.spec;
+  spec.name = str("dataset.name");
+  spec.features = str("dataset.features");
+  spec.labels = str("dataset.labels");
+  if (spec.name.empty()) bad(file, "dataset.name", "must not be empty");
+  if (spec.features.empty() || spec.labels.empty() || spec.features == spec.labels) {
     bad(file, "dataset.features", "features and labels must be two different, non-empty dataset names");
   }
   const std::string dt = str("dataset.feature_dtype");
   if (dt == "uint8") {
-    d.featureType = DType::kUInt8;
+    spec.featureType = DType::kUInt8;
   } else if (dt == "float32") {
-    d.featureType = DType::kFloat32;
+    spec.featureType = DType::kFloat32;
   } else {
     bad(file, "dataset.feature_dtype", "must be uint8 or float32 (got '" + dt + "')");
   }
   try {
-    d.featureShape = parseIntList("dataset.feature_shape", str("dataset.feature_shape"));
+    spec.featureShape = parseIntList("dataset.feature_shape", str("dataset.feature_shape"));
   } catch (const ConfigError& e) {
     throw ConfigError(file + ": " + e.what());
   }
-  for (int64_t v : d.featureShape) {
+  for (int64_t v : spec.featureShape) {
     if (v < 1) bad(file, "dataset.feature_shape", "every dimension must be at least 1");
   }
-  d.numClasses = i64("dataset.num_classes");
-  atLeast("dataset.num_classes", static_cast<double>(d.numClasses), 2);
+  const std::string tt = str("dataset.target_dtype");
+  if (tt == "int64") {
+    spec.targetType = DType::kInt64;
+  } else if (tt == "float32") {
+    spec.targetType = DType::kFloat32;
+  } else {
+    bad(file, "dataset.target_dtype", "must be int64 (class labels) or float32 (regression values) (got '" + tt + "')");
+  }
+  spec.numClasses = i64("dataset.num_classes");
+  if (spec.regression()) {
+    // The default of 10 is for the class labels of Fashion-MNIST: regression has none.
+    if (vm["dataset.num_classes"].defaulted()) spec.numClasses = 0;
+    if (spec.numClasses != 0) bad(file, "dataset.num_classes", "must be 0 with dataset.target_dtype = float32 (regression has no classes)");
+  } else {
+    atLeast("dataset.num_classes", static_cast<double>(spec.numClasses), 2);
+  }
   const std::string range = str("dataset.value_range");
   if (range.empty()) {
     d.valueMin = 0;
-    d.valueMax = d.featureType == DType::kUInt8 ? 256 : 1;
+    d.valueMax = spec.featureType == DType::kUInt8 ? 256 : 1;
   } else {
     const auto comma = range.find(',');
     try {
@@ -250,7 +266,7 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   atLeast("sched.tick_s", c.tickS, 0.05);
   c.gate = loadGateConfig(file);
   c.registryDir = absoluteFrom(base, str("registry.dir"));
-  c.modelName = str("registry.model").empty() ? d.name : str("registry.model");
+  c.modelName = str("registry.model").empty() ? d.spec.name : str("registry.model");
   try {
     Registry::checkName("registry.model", c.modelName);
   } catch (const ConfigError& e) {

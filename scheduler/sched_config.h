@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "scheduler/gate.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/shard_validator.h"
 
 namespace boost::program_options {
 class options_description;
@@ -23,7 +23,7 @@ namespace perennial::sched {
 
 struct SchedConfig {
   std::string source;  // the file it came from
-  DatasetRules dataset;
+  data::DatasetRules dataset;
   // [ingest]
   double rescanS = 10;
   double settleS = 0;

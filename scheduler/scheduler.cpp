@@ -19,11 +19,11 @@
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
-#include "common/snapshot_id.h"
+#include "dataset/snapshot.h"
 #include "common/text.h"
 #include "scheduler/process.h"
 #include "scheduler/run_paths.h"
-#include "scheduler/shard_links.h"
+#include "dataset/shard_links.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::sched {
@@ -359,7 +359,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
                {"checkpoint_sha256", ckptSha},
                {"param_sha256", result ? json(result->paramSha256) : json(nullptr)},
                {"world_size", result ? json(result->worldSize) : json(nullptr)}};
-  // One recipe (common/snapshot_id.h): the trainer's data_snapshot is the run's snapshot id, and
+  // One recipe (dataset/snapshot.h): the trainer's data_snapshot is the run's snapshot id, and
   // its shards were checked against snapshot.json. A trainer that read other data (a run from
   // before that check) is recorded, not hidden.
   if (result && !result->dataSnapshot.empty() && result->dataSnapshot != run.snapshotId) {
@@ -509,12 +509,13 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   req.weights = paths.model();
   req.runId = run.id;
   req.spec = {{"arch", run.result ? run.result->arch : ""},
-              {"dataset", {{"name", config_.dataset.name},
-                           {"features", config_.dataset.features},
-                           {"labels", config_.dataset.labels},
-                           {"feature_dtype", dtypeName(config_.dataset.featureType)},
-                           {"feature_shape", config_.dataset.featureShape},
-                           {"num_classes", config_.dataset.numClasses}}},
+              {"dataset", {{"name", config_.dataset.spec.name},
+                           {"features", config_.dataset.spec.features},
+                           {"labels", config_.dataset.spec.labels},
+                           {"feature_dtype", dtypeName(config_.dataset.spec.featureType)},
+                           {"target_dtype", dtypeName(config_.dataset.spec.targetType)},
+                           {"feature_shape", config_.dataset.spec.featureShape},
+                           {"num_classes", config_.dataset.spec.numClasses}}},
               {"config", run.config}};
   req.lineage = lineageOf(run, championVersion.value_or(""));
   const EvalMetrics& cand = g.verdict->candidate.metrics;
@@ -697,13 +698,13 @@ void Scheduler::evaluateTriggers(TickReport& report) {
 SnapshotRecord Scheduler::buildSnapshot(int64_t maxSeq) {
   SnapshotRecord snap;
   snap.maxSeq = maxSeq;
-  // The id hashes every shard's hash in ingest order (common/snapshot_id.h: the trainer computes
+  // The id hashes every shard's hash in ingest order (dataset/snapshot.h: the trainer computes
   // the same id from the shards it reads).
-  SnapshotIdBuilder h;
-  Profile profile;
+  data::SnapshotIdBuilder h;
+  data::Profile profile;
   int64_t profiledUpTo = 0;
   if (auto prev = cat_.snapshotAtOrBefore(maxSeq)) {
-    profile = Profile::fromJson(prev->profile, "snapshot " + prev->id);
+    profile = data::Profile::fromJson(prev->profile, "snapshot " + prev->id);
     profiledUpTo = prev->maxSeq;
   }
   for (const auto& s : cat_.shards(0, maxSeq, false)) {
@@ -711,7 +712,7 @@ SnapshotRecord Scheduler::buildSnapshot(int64_t maxSeq) {
     snap.rows += s.rows;
     ++snap.shards;
   }
-  for (const auto& s : cat_.shards(profiledUpTo, maxSeq, true)) profile.merge(Profile::fromJson(s.profile, "shard " + s.hash));
+  for (const auto& s : cat_.shards(profiledUpTo, maxSeq, true)) profile.merge(data::Profile::fromJson(s.profile, "shard " + s.hash));
   snap.id = h.finish();
   snap.profile = dumpJson(profile.toJson());
   return snap;
@@ -772,7 +773,7 @@ void Scheduler::materialize(const RunRecord& run) {
     first = false;
   }
   manifest += "\n]}\n";
-  linkShards(files, tmp, names);
+  data::linkShards(files, tmp, names);
   fs::writeFileAtomic(paths.snapshot(), manifest);
   fs::fsyncDir(tmp);
   stdfs::rename(tmp, paths.data());

@@ -9,7 +9,7 @@
 #include "common/error.h"
 #include "common/read_file.h"
 #include "scheduler/process.h"
-#include "scheduler/shard_links.h"
+#include "dataset/shard_links.h"
 
 namespace perennial::sched {
 namespace {
@@ -27,7 +27,7 @@ double SubprocessEvaluator::accuracy(const std::string& model, const std::vector
   const std::string dir = root_ + "/tmp/eval-" + std::to_string(::getpid());
   std::error_code ec;
   stdfs::remove_all(dir, ec);
-  linkShards(shards, dir + "/data");
+  data::linkShards(shards, dir + "/data");
   const int rc = runProcess({selfExecutable(), "eval", "--model", model, "--data", dir + "/data", "--json",
                              dir + "/eval.json", "--device", device_},
                             dir + "/log", timeoutS_);

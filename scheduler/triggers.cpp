@@ -94,12 +94,12 @@ TriggerDecision DriftTrigger::evaluate(TriggerContext& ctx) {
     }
   }
   if (cacheKey_ != key) {
-    Profile base = Profile::fromJson(ctx.championSnapshot->profile, "snapshot " + ctx.championSnapshot->id);
-    Profile now;
+    data::Profile base = data::Profile::fromJson(ctx.championSnapshot->profile, "snapshot " + ctx.championSnapshot->id);
+    data::Profile now;
     for (const auto& s : ctx.catalog->shards(ctx.coveredSeq, ctx.newData.maxSeq, true)) {
-      now.merge(Profile::fromJson(s.profile, "shard " + s.hash));
+      now.merge(data::Profile::fromJson(s.profile, "shard " + s.hash));
     }
-    cached_ = driftScores(base, now);
+    cached_ = data::driftScores(base, now);
     cacheKey_ = key;
   }
   d.values["key"] = key;

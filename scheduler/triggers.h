@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scheduler/catalog.h"
-#include "scheduler/profile.h"
+#include "dataset/profile.h"
 #include "scheduler/sched_config.h"
 
 namespace perennial::sched {

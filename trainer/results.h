@@ -55,7 +55,7 @@ struct TrainResult {
   double wallSeconds = 0;        // whole call
   std::string paramSha256;       // see NOTE [param_sha256]
   std::string configSha256;      // SHA-256 of the resolved configuration text
-  std::string dataSnapshot;      // common/snapshot_id.h, of the shards trained on
+  std::string dataSnapshot;      // dataset/snapshot.h, of the shards trained on
   std::string resumedFrom;       // the checkpoint it resumed from ("" when it started fresh)
   std::string model = "model.h5";  // the weights file, relative to the run directory
   std::string arch;

@@ -25,7 +25,7 @@
 #include "common/read_file.h"
 #include "common/log.h"
 #include "common/sha256.h"
-#include "common/snapshot_id.h"
+#include "dataset/snapshot.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
 #include "trainer/checkpoint_staging.h"
@@ -34,7 +34,7 @@
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 #include "trainer/device.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/fused_optimizer.h"
@@ -545,7 +545,7 @@ std::string broadcastString(Communicator& comm, std::string value) {
 // read through the descriptor the rows are read from), the ranks sharing the work: shards are
 // dealt out largest first to the rank with the fewest bytes so far (sizes from rank 0, so every
 // rank deals the same way), and the digests are summed across ranks (each is non-zero on its
-// owner only). The snapshot id is common/snapshot_id.h's recipe over them, the scheduler's, so a
+// owner only). The snapshot id is dataset/snapshot.h's recipe over them, the scheduler's, so a
 // scheduler run's result.json, checkpoints and lineage hold one id, the catalog's. With
 // data.snapshot the shards are checked against it (NOTE [Snapshot check], shard_dataset.h) on
 // every rank, which all stop with the same DataError on a mismatch.
@@ -594,7 +594,7 @@ DataIdentity dataIdentity(const data::ShardedDataset& ds, const std::string& sna
   const double mine = secondsSince(t0);
   if (world > 1 && n > 0) comm.allReduceSum(words.data(), words.size());
   std::vector<data::ShardIdentity> found(n);
-  SnapshotIdBuilder id;
+  data::SnapshotIdBuilder id;
   DataIdentity out;
   int64_t bytes = 0;
   for (size_t i = 0; i < n; ++i) {

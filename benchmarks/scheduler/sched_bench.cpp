@@ -46,12 +46,12 @@
 #include "scheduler/clock.h"
 #include "scheduler/executor.h"
 #include "scheduler/ingest.h"
-#include "scheduler/profile.h"
+#include "dataset/profile.h"
 #include "scheduler/sched_config.h"
 #include "scheduler/scheduler.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/shard_validator.h"
 #include "trainer/config/train_config.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 #ifndef PERENNIAL_SOURCE_DIR
 #define PERENNIAL_SOURCE_DIR "."
@@ -61,6 +61,9 @@ namespace {
 
 using namespace perennial;
 using namespace perennial::sched;
+using perennial::data::Profile;
+using perennial::data::DatasetRules;
+using perennial::data::validateShard;
 using nlohmann::json;
 namespace stdfs = std::filesystem;
 using Steady = std::chrono::steady_clock;

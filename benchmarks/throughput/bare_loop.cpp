@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "trainer/blas_info.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 #include "trainer/step_timer.h"
 
 namespace {

@@ -24,7 +24,7 @@
 #include "scheduler/cli/sched_command.h"
 #include "scheduler/gate.h"
 #include "scheduler/registry.h"
-#include "scheduler/shard_links.h"
+#include "dataset/shard_links.h"
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
 #include "trainer/trainer.h"
@@ -51,7 +51,7 @@ std::string holdoutDir(const std::vector<std::string>& parts, const std::string&
       throw ConfigError("--holdout: " + p + ": no such file or directory");
     }
   }
-  linkShards(files, scratch);
+  data::linkShards(files, scratch);
   return scratch;
 }
 

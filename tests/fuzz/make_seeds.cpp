@@ -23,10 +23,10 @@
 
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/document.h"
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "checkpoint/tensor_file.h"
 #include "trainer/config/train_config.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace stdfs = std::filesystem;
 using namespace perennial;

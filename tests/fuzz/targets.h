@@ -25,17 +25,17 @@
 
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/document.h"
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "checkpoint/tensor_file.h"
 #include "common/error.h"
 #include "scheduler/gate.h"
 #include "scheduler/sched_config.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/shard_validator.h"
 #include "trainer/config/train_config.h"
 #ifdef PERENNIAL_FUZZ_CSV
 #include <sstream>
 
-#include "trainer/data/csv_import.h"
+#include "dataset/csv_import.h"
 #endif
 
 namespace perennial::fuzz {
@@ -133,11 +133,11 @@ inline void checkpointReader(const uint8_t* data, size_t size) {
 // --- shard validator --------------------------------------------------------------------------
 // Expected: ShardRejected. The input is validated against two specs: the default (Fashion-MNIST,
 // uint8 28x28) and a small float32 one, so both code paths are reachable from small files.
-inline sched::DatasetRules smallFloatRules() {
-  sched::DatasetRules r;
-  r.featureType = DType::kFloat32;
-  r.featureShape = {3, 2};
-  r.numClasses = 4;
+inline data::DatasetRules smallFloatRules() {
+  data::DatasetRules r;
+  r.spec.featureType = DType::kFloat32;
+  r.spec.featureShape = {3, 2};
+  r.spec.numClasses = 4;
   r.valueMin = 0;
   r.valueMax = 1;
   r.maxShardRows = 100000;
@@ -148,18 +148,18 @@ inline void shardValidator(const uint8_t* data, size_t size) {
   h5::quietErrors();
   const std::string path = writeInput("shard.h5", data, size);
   const ssize_t before = openHdf5Objects();
-  for (const sched::DatasetRules& rules : {sched::DatasetRules{}, smallFloatRules()}) {
+  for (const data::DatasetRules& rules : {data::DatasetRules{}, smallFloatRules()}) {
     try {
-      const sched::ShardSummary s = sched::validateShard(path, rules);
+      const data::ShardSummary s = data::validateShard(path, rules);
       // Accepted: the summary must describe what was validated.
       int64_t labelled = 0;
       for (int64_t c : s.profile.labels) labelled += c;
       if (s.rows <= 0 || s.rows > rules.maxShardRows || labelled != s.rows ||
-          static_cast<int64_t>(s.profile.labels.size()) != rules.numClasses) {
+          static_cast<int64_t>(s.profile.labels.size()) != rules.spec.numClasses) {
         throw FuzzFailure("validateShard accepted a shard with an inconsistent summary (rows " +
                           std::to_string(s.rows) + ", labelled " + std::to_string(labelled) + ")");
       }
-    } catch (const sched::ShardRejected&) {
+    } catch (const data::ShardRejected&) {
     }
   }
   expectNoHdf5Leak(before, "validateShard");

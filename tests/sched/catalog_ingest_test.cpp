@@ -20,7 +20,7 @@
 #include <hdf5.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "common/error.h"
 #include "common/sha256.h"
 #include "common/text.h"
@@ -28,16 +28,18 @@
 #include "scheduler/catalog.h"
 #include "scheduler/clock.h"
 #include "scheduler/ingest.h"
-#include "scheduler/profile.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/profile.h"
+#include "dataset/shard_validator.h"
 #include "tests/sched/shard_fixtures.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::sched {
 namespace {
 
 namespace stdfs = std::filesystem;
 using nlohmann::json;
+using data::DatasetRules;
+using data::Profile;
 
 using testing::fashionSpec;
 using testing::kElems;

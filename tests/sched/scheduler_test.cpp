@@ -18,18 +18,19 @@
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/read_file.h"
-#include "common/snapshot_id.h"
+#include "dataset/snapshot.h"
 #include "tests/sched/catalog_test_peer.h"
 #include "scheduler/daemon.h"
 #include "scheduler/metrics.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::sched {
 namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
+using data::snapshotId;
 
 class FakeExecutor : public Executor {
  public:
@@ -810,7 +811,7 @@ TEST_F(DamagedChampionTest, UnreadableLineageHoldsPublishingAndTheLoopGoesOn) { 
 
 TEST_F(DamagedChampionTest, AlteredWeightsHoldPublishingAndTheLoopGoesOn) { check("model.h5"); }
 
-// Issue 17, point 8: one snapshot-id recipe (common/snapshot_id.h), and each run's training
+// Issue 17, point 8: one snapshot-id recipe (dataset/snapshot.h), and each run's training
 // configuration names its snapshot.json for the trainer to check its shards against.
 TEST_F(SchedulerTest, ARunsSnapshotIdIsTheSharedRecipeAndItsConfigNamesTheSnapshot) {
   drop("a.h5", 5);
@@ -920,6 +921,39 @@ TEST(SchedConfigTest, NodesAndRanksPerNode) {
             file + "train.ranks: give either train.ranks or train.nodes with train.ranks_per_node, not both");
   EXPECT_EQ(refused("nodes = 1-2\nranks_per_node = 1\n"),
             file + "train.nodes: runs on several nodes need executor.kind = slurm (the local executor runs mpirun on this machine)");
+  stdfs::remove_all(dir);
+}
+
+// dataset.target_dtype: float32 targets make a regression dataset with no classes; the messages
+// name the file, the key and the rule.
+TEST(SchedConfigTest, TargetDtypeChoosesClassificationOrRegression) {
+  const std::string dir = (stdfs::temp_directory_path() / ("perennial-schedcfg-t-" + std::to_string(::getpid()))).string();
+  stdfs::create_directories(dir + "/holdout");
+  std::ofstream(dir + "/train.cfg") << "[train]\nepochs = 1\n";
+  const std::string file = dir + "/sched.cfg";
+  auto load = [&](const std::string& dataset) {
+    std::ofstream(file) << "[dataset]\n" << dataset << "[train]\nconfig = train.cfg\nholdout = holdout\n";
+    return loadSchedConfig(file);
+  };
+  auto refused = [&](const std::string& dataset) {
+    try {
+      load(dataset);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  SchedConfig c = load("");
+  EXPECT_EQ(c.dataset.spec.targetType, DType::kInt64);
+  EXPECT_EQ(c.dataset.spec.numClasses, 10);
+  c = load("target_dtype = float32\nfeature_dtype = float32\nfeature_shape = 4\n");
+  EXPECT_TRUE(c.dataset.spec.regression());
+  EXPECT_EQ(c.dataset.spec.numClasses, 0) << "the default 10 classes do not apply to regression";
+  EXPECT_NE(refused("target_dtype = float32\nnum_classes = 10\n").find(file + ": dataset.num_classes: must be 0 with dataset.target_dtype = float32"),
+            std::string::npos);
+  EXPECT_NE(refused("target_dtype = int32\n").find(file + ": dataset.target_dtype: must be int64"), std::string::npos)
+      << refused("target_dtype = int32\n");
+  EXPECT_NE(refused("num_classes = 0\n").find("dataset.num_classes"), std::string::npos);
   stdfs::remove_all(dir);
 }
 

@@ -2,7 +2,7 @@
 // Shared by the scheduler's GoogleTests: the Fashion-MNIST dataset spec of small test shards.
 #include <gtest/gtest.h>
 
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 // EXPECT that NEEDLE occurs in HAYSTACK (gtest's IsSubstring prints both on failure).
 #define EXPECT_CONTAINS(haystack, needle) EXPECT_PRED_FORMAT2(::testing::IsSubstring, needle, haystack)

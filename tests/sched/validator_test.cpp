@@ -1,4 +1,4 @@
-// Shard validation (scheduler/shard_validator.h) and data profiles / drift (scheduler/profile.h).
+// Shard validation (dataset/shard_validator.h) and data profiles / drift (dataset/profile.h).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -12,15 +12,17 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "common/error.h"
-#include "scheduler/profile.h"
-#include "scheduler/shard_validator.h"
+#include "dataset/profile.h"
+#include "dataset/shard_validator.h"
 #include "tests/sched/shard_fixtures.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::sched {
 namespace {
+
+using namespace data;  // the validator and the profile are the dataset component's
 
 namespace stdfs = std::filesystem;
 
@@ -155,7 +157,7 @@ class ValidatorTest : public ::testing::Test {
 
   static DatasetRules floatRules() {
     DatasetRules r;
-    r.featureType = DType::kFloat32;
+    r.spec.featureType = DType::kFloat32;
     r.valueMin = 0;
     r.valueMax = 1;
     return r;
@@ -239,7 +241,7 @@ TEST_F(ValidatorTest, MissingSpecAttributeIsRejected) {
     c.attrs.dtype = a != "spec.feature_dtype";
     c.attrs.classes = a != "spec.num_classes";
     const std::string p = customShard("no-" + a + ".h5", c);
-    expectRejected(p, DatasetRules{}, "spec", {"attribute " + a + " missing"});
+    expectRejected(p, DatasetRules{}, "spec", {a, "missing"});
   }
 }
 
@@ -267,7 +269,7 @@ TEST_F(ValidatorTest, SpecFieldMismatchesAreRejected) {
     std::vector<std::string> expect;
   };
   const std::vector<Case> cases{
-      {"version", [](SpecAttrs& a) { a.versionValue = 2; }, {"spec.version", "is 2"}},
+      {"version", [](SpecAttrs& a) { a.versionValue = 2; }, {"spec.version 2", "not supported"}},
       {"name", [](SpecAttrs& a) { a.nameValue = "mnist"; }, {"spec.name", "'mnist'", "'fashion-mnist'"}},
       {"features", [](SpecAttrs& a) { a.featuresValue = "pixels"; }, {"spec.features", "'pixels'"}},
       {"labels", [](SpecAttrs& a) { a.labelsValue = "targets"; }, {"spec.labels", "'targets'"}},
@@ -550,11 +552,11 @@ TEST_F(ValidatorTest, ShardsLargerThanOneReadBlockAreReadWhole) {
   // 1 MiB rows: the validator reads 8 rows per block, so 17 rows take three blocks. Row r is
   // all (r * 15) % 256 and has label r % 3.
   DatasetRules r;
-  r.featureShape = {512, 2048};
-  r.numClasses = 3;
+  r.spec.featureShape = {512, 2048};
+  r.spec.numClasses = 3;
   const int64_t elems = 512 * 2048, rows = 17;
   data::DatasetSpec spec = fashionSpec();
-  spec.featureShape = r.featureShape;
+  spec.featureShape = r.spec.featureShape;
   spec.numClasses = 3;
   std::vector<uint8_t> images(static_cast<size_t>(rows * elems));
   std::vector<int64_t> labels(static_cast<size_t>(rows));
@@ -580,7 +582,7 @@ TEST_F(ValidatorTest, ShardsLargerThanOneReadBlockAreReadWhole) {
   {
     h5::Handle file = h5::createFile(path("blocks-bad.h5"));
     SpecAttrs a;
-    a.shapeValue = r.featureShape;
+    a.shapeValue = r.spec.featureShape;
     a.classesValue = 3;
     writeSpecAttrs(file, a, "blocks-bad.h5");
     labels[16] = 3;
@@ -782,6 +784,43 @@ TEST_F(ValidatorTest, DriftBetweenRealShardProfiles) {
   merged.merge(pb);
   EXPECT_EQ(merged.rows, 2 * kRows);
   EXPECT_NEAR(driftScores(pa, merged).at("max").get<double>(), 0.0, 1e-12);
+}
+
+// Regression shards (float32 targets, no classes) are ingested when the dataset says so: the
+// validator checks the spec readSpec reads, target_dtype included.
+TEST_F(ValidatorTest, RegressionShardsAreCheckedAgainstTheirOwnSpec) {
+  data::DatasetSpec spec;
+  spec.name = "houses";
+  spec.features = "x";
+  spec.labels = "y";
+  spec.featureShape = {3};
+  spec.featureType = DType::kFloat32;
+  spec.targetType = DType::kFloat32;
+  spec.numClasses = 0;
+  DatasetRules rules;
+  rules.spec = spec;
+  rules.valueMin = 0;
+  rules.valueMax = 1;
+  const std::vector<float> x{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+  const std::vector<float> y{1.5f, -2.25f};
+  const std::string good = path("houses.h5");
+  data::writeShard(good, spec, x.data(), y.data(), 2);
+  const ShardSummary s = validateShard(good, rules);
+  EXPECT_EQ(s.rows, 2);
+  EXPECT_TRUE(s.profile.labels.empty()) << "regression has no class histogram";
+
+  // The same shard is refused by a classification spec, naming the field and both values.
+  expectRejected(good, DatasetRules{}, "spec", {"spec.name"});
+  DatasetRules classes = rules;
+  classes.spec.targetType = DType::kInt64;
+  classes.spec.numClasses = 3;
+  expectRejected(good, classes, "spec", {"spec.target_dtype", "float32", "int64"});
+
+  // A NaN target is a `finite` rejection naming the row.
+  const std::vector<float> nan{1.0f, std::numeric_limits<float>::quiet_NaN()};
+  const std::string bad = path("nan.h5");
+  data::writeShard(bad, spec, x.data(), nan.data(), 2);
+  expectRejected(bad, rules, "finite", {"y", "row 1", "NaN"});
 }
 
 }  // namespace

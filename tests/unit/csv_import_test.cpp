@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "common/error.h"
-#include "trainer/data/csv_import.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/csv_import.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::data {
 namespace {

@@ -1,4 +1,4 @@
-#include "trainer/data/idx.h"
+#include "dataset/idx.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -7,7 +7,8 @@
 #include <fstream>
 
 #include "common/error.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/fashion_mnist.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::data {
 namespace {

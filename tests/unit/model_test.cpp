@@ -12,7 +12,7 @@
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
 #include "trainer/config/train_config.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/trainer.h"
 #include "fake_comm.h"

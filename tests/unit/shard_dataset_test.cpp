@@ -1,4 +1,4 @@
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial {
 

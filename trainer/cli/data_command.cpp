@@ -5,8 +5,9 @@
 #include "common/error.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config/train_config.h"
-#include "trainer/data/csv_import.h"
-#include "trainer/data/shard_dataset.h"
+#include "dataset/csv_import.h"
+#include "dataset/fashion_mnist.h"
+#include "dataset/shard_dataset.h"
 #include "common/text.h"
 
 namespace po = boost::program_options;

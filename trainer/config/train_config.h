@@ -22,7 +22,7 @@ struct TrainConfig {
   std::string trainDir, testDir;
   std::string snapshotFile;  // data.snapshot: a snapshot.json the training shards must match ("": no check)
   int64_t prefetch = 4;
-  int64_t cacheMb = 1024;  // data.cache_mb: NOTE [Row cache] in trainer/data/shard_dataset.h
+  int64_t cacheMb = 1024;  // data.cache_mb: NOTE [Row cache] in dataset/shard_dataset.h
   std::string normalize = "auto";  // auto | none | standard
   // [model]
   std::string arch = "mlp";  // a built-in (mlp, cnn, torchscript) or registered name

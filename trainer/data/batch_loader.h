@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::data {
 

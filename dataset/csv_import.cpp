@@ -1,4 +1,4 @@
-#include "trainer/data/csv_import.h"
+#include "dataset/csv_import.h"
 
 #include <csv.h>
 #include <unistd.h>

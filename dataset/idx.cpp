@@ -1,4 +1,4 @@
-#include "trainer/data/idx.h"
+#include "dataset/idx.h"
 
 #include <zlib.h>
 

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace perennial::sched {
+namespace perennial::data {
 
 inline constexpr int kProfileBins = 16;
 
@@ -38,4 +38,4 @@ double psi(const std::vector<int64_t>& expected, const std::vector<int64_t>& act
 // {"labels": psi, "value": psi, "row_mean": psi, "max": largest}
 nlohmann::json driftScores(const Profile& baseline, const Profile& current);
 
-}  // namespace perennial::sched
+}  // namespace perennial::data

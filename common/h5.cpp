@@ -1,4 +1,4 @@
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 
 #include <mutex>
 

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 #include "common/dtype.h"
 #include "common/sha256.h"
 
@@ -100,34 +100,5 @@ class ShardedDataset {
   bool cached_ = false;
   std::vector<uint8_t> cacheFeatures_, cacheTargets_;  // every row, in global order
 };
-
-// NOTE [Snapshot check]: a scheduler run's snapshot.json ({"id", "shards", "rows", "manifest":
-// [{"seq", "sha256", "rows", "source"}, ...]} in ingest order, scheduler/scheduler.cpp) is what
-// was validated and recorded in the catalog. The trainer compares what it is about to read with
-// it: as many shards, in file-name order, each with the recorded SHA-256 and rows, and an id that
-// is the recipe of common/snapshot_id.h over those hashes. Any difference throws DataError (exit
-// 1) naming every shard that differs (its file, the expected and the found value).
-struct ShardIdentity {
-  std::string path;
-  std::string sha256;  // hex, as found
-  int64_t rows = 0;    // as found
-};
-// Checks SHARDS (in the order read) against the snapshot file SNAPSHOT_FILE; returns its id.
-// Throws ConfigError when the file does not exist, DataError when it does not parse or differs.
-std::string checkSnapshot(const std::string& snapshotFile, const std::vector<ShardIdentity>& shards);
-
-struct ImportOptions {
-  std::string sourceDir = "/usr/share/datasets/fashion-mnist";
-  std::string outDir;
-  int64_t shardSize = 10000;
-};
-
-struct ImportSummary {
-  int64_t trainRows = 0, testRows = 0;
-  size_t trainShards = 0, testShards = 0;
-};
-
-// Converts Fashion-MNIST's IDX files into OUT/train and OUT/test shard directories.
-ImportSummary importFashionMnist(const ImportOptions& options);
 
 }  // namespace perennial::data

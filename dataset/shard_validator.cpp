@@ -1,13 +1,13 @@
-#include "scheduler/shard_validator.h"
+#include "dataset/shard_validator.h"
 
 #include <hdf5.h>
 
 #include <cmath>
 #include <filesystem>
 
-#include "checkpoint/h5.h"
+#include "common/h5.h"
 
-namespace perennial::sched {
+namespace perennial::data {
 namespace {
 namespace stdfs = std::filesystem;
 
@@ -33,35 +33,33 @@ void readBlock(hid_t ds, hid_t memType, int64_t begin, int64_t count, const std:
   h5::check(H5Dread(ds, memType, mspace, fspace, H5P_DEFAULT, out), "H5Dread", context);
 }
 
-void checkSpecAttrs(hid_t file, const std::string& path, const DatasetRules& r) {
-  auto mismatch = [&](const std::string& attr, const std::string& got, const std::string& want) {
-    throw ShardRejected("spec", path + "@" + attr + ": is " + got + ", the dataset spec says " + want);
-  };
-  for (const char* attr : {"spec.version", "spec.name", "spec.features", "spec.labels", "spec.feature_shape",
-                           "spec.feature_dtype", "spec.num_classes"}) {
-    if (!h5::hasAttr(file, attr)) {
-      throw ShardRejected("spec", path + ": attribute " + attr +
-                                      " missing (shards carry their dataset spec; see docs/scheduler.md)");
-    }
-  }
+// The shard's spec, read as the trainer reads it, against the expected one: every field that
+// differs is named with both values.
+void checkSpec(hid_t file, const std::string& path, const DatasetSpec& want) {
+  DatasetSpec got;
   try {
-    if (h5::readIntAttr(file, "spec.version", path) != 1) mismatch("spec.version", std::to_string(h5::readIntAttr(file, "spec.version", path)), "1");
-    const std::string name = h5::readStringAttr(file, "spec.name", path);
-    if (name != r.name) mismatch("spec.name", "'" + name + "'", "'" + r.name + "'");
-    const std::string f = h5::readStringAttr(file, "spec.features", path);
-    if (f != r.features) mismatch("spec.features", "'" + f + "'", "'" + r.features + "'");
-    const std::string l = h5::readStringAttr(file, "spec.labels", path);
-    if (l != r.labels) mismatch("spec.labels", "'" + l + "'", "'" + r.labels + "'");
-    const auto shape = h5::readIntsAttr(file, "spec.feature_shape", path);
-    if (shape != r.featureShape) mismatch("spec.feature_shape", shapeText(shape), shapeText(r.featureShape));
-    const std::string dt = h5::readStringAttr(file, "spec.feature_dtype", path);
-    if (dt != dtypeName(r.featureType)) mismatch("spec.feature_dtype", "'" + dt + "'", std::string("'") + dtypeName(r.featureType) + "'");
-    const int64_t nc = h5::readIntAttr(file, "spec.num_classes", path);
-    if (nc != r.numClasses) mismatch("spec.num_classes", std::to_string(nc), std::to_string(r.numClasses));
-  } catch (const ShardRejected&) {
-    throw;
+    got = readSpec(file, path);
   } catch (const Error& e) {
-    throw ShardRejected("spec", e.what());
+    throw ShardRejected("spec", std::string(e.what()) + " (shards carry their dataset spec; see docs/scheduler.md)");
+  }
+  auto mismatch = [&](const std::string& attr, const std::string& g, const std::string& w) {
+    throw ShardRejected("spec", path + "@" + attr + ": is " + g + ", the dataset spec says " + w);
+  };
+  auto quoted = [](const std::string& v) { return "'" + v + "'"; };
+  if (got.name != want.name) mismatch("spec.name", quoted(got.name), quoted(want.name));
+  if (got.features != want.features) mismatch("spec.features", quoted(got.features), quoted(want.features));
+  if (got.labels != want.labels) mismatch("spec.labels", quoted(got.labels), quoted(want.labels));
+  if (got.featureShape != want.featureShape) {
+    mismatch("spec.feature_shape", shapeText(got.featureShape), shapeText(want.featureShape));
+  }
+  if (got.featureType != want.featureType) {
+    mismatch("spec.feature_dtype", quoted(dtypeName(got.featureType)), quoted(dtypeName(want.featureType)));
+  }
+  if (got.targetType != want.targetType) {
+    mismatch("spec.target_dtype", quoted(dtypeName(got.targetType)), quoted(dtypeName(want.targetType)));
+  }
+  if (got.numClasses != want.numClasses) {
+    mismatch("spec.num_classes", std::to_string(got.numClasses), std::to_string(want.numClasses));
   }
 }
 
@@ -89,36 +87,39 @@ ShardSummary validateShard(const std::string& fsPath, const DatasetRules& r, con
   } catch (const Error& e) {
     throw ShardRejected("hdf5", path + ": cannot be opened as HDF5 (truncated or damaged?): " + e.what());
   }
-  checkSpecAttrs(file, path, r);
+  const DatasetSpec& spec = r.spec;
+  checkSpec(file, path, spec);
 
-  for (const std::string& name : {r.features, r.labels}) {
+  for (const std::string& name : {spec.features, spec.labels}) {
     if (!h5::exists(file, name)) throw ShardRejected("dataset", path + ": required dataset '" + name + "' is missing");
   }
   h5::DatasetInfo fi, li;
   try {
-    fi = h5::datasetInfo(file, r.features, path);
-    li = h5::datasetInfo(file, r.labels, path);
+    fi = h5::datasetInfo(file, spec.features, path);
+    li = h5::datasetInfo(file, spec.labels, path);
   } catch (const Error& e) {
     throw ShardRejected("dtype", e.what());
   }
-  if (fi.type != r.featureType) {
-    throw ShardRejected("dtype", path + ":" + r.features + ": dtype " + dtypeName(fi.type) + ", the spec says " +
-                                     dtypeName(r.featureType));
+  if (fi.type != spec.featureType) {
+    throw ShardRejected("dtype", path + ":" + spec.features + ": dtype " + dtypeName(fi.type) + ", the spec says " +
+                                     dtypeName(spec.featureType));
   }
-  if (li.type != DType::kInt64) {
-    throw ShardRejected("dtype", path + ":" + r.labels + ": dtype " + std::string(dtypeName(li.type)) + ", labels must be int64");
+  if (li.type != spec.targetType) {
+    throw ShardRejected("dtype", path + ":" + spec.labels + ": dtype " + std::string(dtypeName(li.type)) + ", the spec says " +
+                                     dtypeName(spec.targetType) +
+                                     (spec.regression() ? " (target values)" : " (class labels)"));
   }
   std::vector<int64_t> tail(fi.shape.empty() ? fi.shape.begin() : fi.shape.begin() + 1, fi.shape.end());
-  if (fi.shape.empty() || tail != r.featureShape) {
-    throw ShardRejected("shape", path + ":" + r.features + ": shape " + shapeText(fi.shape) + ", the spec says [N, " +
-                                     shapeText(r.featureShape).substr(1));
+  if (fi.shape.empty() || tail != spec.featureShape) {
+    throw ShardRejected("shape", path + ":" + spec.features + ": shape " + shapeText(fi.shape) + ", the spec says [N, " +
+                                     shapeText(spec.featureShape).substr(1));
   }
   if (li.shape.size() != 1) {
-    throw ShardRejected("shape", path + ":" + r.labels + ": shape " + shapeText(li.shape) + ", labels must be [N]");
+    throw ShardRejected("shape", path + ":" + spec.labels + ": shape " + shapeText(li.shape) + ", labels must be [N]");
   }
   const int64_t rows = fi.shape[0];
   if (li.shape[0] != rows) {
-    throw ShardRejected("rows", path + ": " + r.features + " has " + std::to_string(rows) + " rows but " + r.labels +
+    throw ShardRejected("rows", path + ": " + spec.features + " has " + std::to_string(rows) + " rows but " + spec.labels +
                                     " has " + std::to_string(li.shape[0]));
   }
   if (rows == 0) throw ShardRejected("empty", path + ": the shard has no rows");
@@ -128,40 +129,53 @@ ShardSummary validateShard(const std::string& fsPath, const DatasetRules& r, con
   }
   out.rows = rows;
 
-  const int64_t rowElems = shapeElements(r.featureShape);
-  const int64_t rowBytes = rowElems * static_cast<int64_t>(dtypeSize(r.featureType));
+  const int64_t rowElems = shapeElements(spec.featureShape);
+  const int64_t rowBytes = rowElems * static_cast<int64_t>(dtypeSize(spec.featureType));
   const int64_t block = std::max<int64_t>(1, kBlockBytes / std::max<int64_t>(1, rowBytes));
   Profile& p = out.profile;
   p.rows = rows;
-  p.labels.assign(static_cast<size_t>(r.numClasses), 0);
+  p.labels.assign(static_cast<size_t>(spec.numClasses), 0);
   std::vector<int64_t>& values = p.hist["value"];
   std::vector<int64_t>& means = p.hist["row_mean"];
   values.assign(kProfileBins, 0);
   means.assign(kProfileBins, 0);
   try {
-    h5::Handle fds(h5::check(H5Dopen2(file, r.features.c_str(), H5P_DEFAULT), "H5Dopen2", path));
-    h5::Handle lds(h5::check(H5Dopen2(file, r.labels.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    h5::Handle fds(h5::check(H5Dopen2(file, spec.features.c_str(), H5P_DEFAULT), "H5Dopen2", path));
+    h5::Handle lds(h5::check(H5Dopen2(file, spec.labels.c_str(), H5P_DEFAULT), "H5Dopen2", path));
     for (hid_t ds : {fds.get(), lds.get()}) h5::checkStoredSize(ds, path);  // before HDF5 trusts the layout
     std::vector<int64_t> labels;
+    std::vector<float> targets;
     std::vector<uint8_t> bytes;
     std::vector<float> floats;
     for (int64_t begin = 0; begin < rows; begin += block) {
       const int64_t n = std::min(block, rows - begin);
-      labels.resize(static_cast<size_t>(n));
-      readBlock(lds, H5T_NATIVE_INT64, begin, n, li.shape, labels.data(), path + ":" + r.labels);
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t y = labels[static_cast<size_t>(i)];
-        if (y < 0 || y >= r.numClasses) {
-          throw ShardRejected("labels", path + ":" + r.labels + ": row " + std::to_string(begin + i) + " has label " +
-                                            std::to_string(y) + ", outside [0, " + std::to_string(r.numClasses) + ")");
+      if (spec.regression()) {
+        targets.resize(static_cast<size_t>(n));
+        readBlock(lds, H5T_NATIVE_FLOAT, begin, n, li.shape, targets.data(), path + ":" + spec.labels);
+        for (int64_t i = 0; i < n; ++i) {
+          const float y = targets[static_cast<size_t>(i)];
+          if (!std::isfinite(y)) {
+            throw ShardRejected("finite", path + ":" + spec.labels + ": row " + std::to_string(begin + i) + " has target " +
+                                              (std::isnan(y) ? "NaN" : "infinite"));
+          }
         }
-        ++p.labels[static_cast<size_t>(y)];
+      } else {
+        labels.resize(static_cast<size_t>(n));
+        readBlock(lds, H5T_NATIVE_INT64, begin, n, li.shape, labels.data(), path + ":" + spec.labels);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t y = labels[static_cast<size_t>(i)];
+          if (y < 0 || y >= spec.numClasses) {
+            throw ShardRejected("labels", path + ":" + spec.labels + ": row " + std::to_string(begin + i) + " has label " +
+                                              std::to_string(y) + ", outside [0, " + std::to_string(spec.numClasses) + ")");
+          }
+          ++p.labels[static_cast<size_t>(y)];
+        }
       }
-      if (r.featureType == DType::kUInt8) {
+      if (spec.featureType == DType::kUInt8) {
         // Integer counts per value first, then 256 values into 16 bins: the bin edges of the
         // default 0..256 range fall on whole values, so this equals binning each value.
         bytes.resize(static_cast<size_t>(n * rowElems));
-        readBlock(fds, H5T_NATIVE_UINT8, begin, n, fi.shape, bytes.data(), path + ":" + r.features);
+        readBlock(fds, H5T_NATIVE_UINT8, begin, n, fi.shape, bytes.data(), path + ":" + spec.features);
         int64_t byValue[256] = {0};
         for (int64_t i = 0; i < n; ++i) {
           const uint8_t* row = bytes.data() + i * rowElems;
@@ -175,13 +189,13 @@ ShardSummary validateShard(const std::string& fsPath, const DatasetRules& r, con
         for (int v = 0; v < 256; ++v) values[static_cast<size_t>(profileBin(v, r.valueMin, r.valueMax))] += byValue[v];
       } else {
         floats.resize(static_cast<size_t>(n * rowElems));
-        readBlock(fds, H5T_NATIVE_FLOAT, begin, n, fi.shape, floats.data(), path + ":" + r.features);
+        readBlock(fds, H5T_NATIVE_FLOAT, begin, n, fi.shape, floats.data(), path + ":" + spec.features);
         for (int64_t i = 0; i < n; ++i) {
           const float* row = floats.data() + i * rowElems;
           double sum = 0;
           for (int64_t k = 0; k < rowElems; ++k) {
             if (!std::isfinite(row[k])) {
-              throw ShardRejected("finite", path + ":" + r.features + ": row " + std::to_string(begin + i) + ", element " +
+              throw ShardRejected("finite", path + ":" + spec.features + ": row " + std::to_string(begin + i) + ", element " +
                                                 std::to_string(k) + " is " + (std::isnan(row[k]) ? "NaN" : "infinite"));
             }
             ++values[static_cast<size_t>(profileBin(row[k], r.valueMin, r.valueMax))];
@@ -199,4 +213,20 @@ ShardSummary validateShard(const std::string& fsPath, const DatasetRules& r, con
   return out;
 }
 
-}  // namespace perennial::sched
+}  // namespace perennial::data
+
+namespace perennial::data {
+
+DatasetSpec DatasetRules::fashionMnistSpec() {
+  DatasetSpec s;
+  s.name = "fashion-mnist";
+  s.features = "images";
+  s.labels = "labels";
+  s.featureShape = {28, 28};
+  s.featureType = DType::kUInt8;
+  s.targetType = DType::kInt64;
+  s.numClasses = 10;
+  return s;
+}
+
+}  // namespace perennial::data

@@ -1,4 +1,4 @@
-#include "scheduler/shard_links.h"
+#include "dataset/shard_links.h"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 
 #include "common/error.h"
 
-namespace perennial::sched {
+namespace perennial::data {
 
 void linkShards(const std::vector<std::string>& files, const std::string& dir, const std::vector<std::string>& names) {
   namespace stdfs = std::filesystem;
@@ -30,4 +30,4 @@ void linkShards(const std::vector<std::string>& files, const std::string& dir, c
   }
 }
 
-}  // namespace perennial::sched
+}  // namespace perennial::data

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 namespace perennial::data {
 

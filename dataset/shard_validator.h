@@ -1,6 +1,7 @@
 #pragma once
-// Validation of an arriving shard against the scheduler's dataset spec. Each rule has a short
-// name that quarantine records and reason files carry:
+// Validation of an arriving shard against the expected dataset spec (DatasetSpec, the shard format
+// of dataset/shard_dataset.h: the spec is read with readSpec, as the trainer reads it). Each rule
+// has a short name that quarantine records and reason files carry:
 //   type      not a regular file (a symbolic link, a FIFO, a device): never opened or followed
 //   size      the file is larger than dataset.max_shard_bytes (checked before it is read)
 //   hdf5      not a readable HDF5 file (not HDF5, truncated, unreadable dataset)
@@ -11,8 +12,8 @@
 //   rows      features and labels have different row counts
 //   empty     the shard has no rows
 //   max_rows  more rows than dataset.max_shard_rows
-//   labels    a label outside [0, num_classes)
-//   finite    a NaN or infinite feature value
+//   labels    a class label outside [0, num_classes)
+//   finite    a NaN or infinite feature value, or (regression) target value
 //   duplicate the same bytes were already ingested (checked by the ingester)
 #include <cstdint>
 #include <string>
@@ -20,20 +21,18 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
-#include "scheduler/profile.h"
+#include "dataset/profile.h"
+#include "dataset/shard_dataset.h"
 
-namespace perennial::sched {
+namespace perennial::data {
 
 struct DatasetRules {
-  std::string name = "fashion-mnist";
-  std::string features = "images";
-  std::string labels = "labels";
-  DType featureType = DType::kUInt8;  // uint8 | float32
-  std::vector<int64_t> featureShape{28, 28};
-  int64_t numClasses = 10;
-  double valueMin = 0, valueMax = 256;  // histogram range of feature values
+  DatasetSpec spec = fashionMnistSpec();  // what every shard's spec must be
+  double valueMin = 0, valueMax = 256;    // histogram range of feature values
   int64_t maxShardBytes = int64_t{1} << 30;
   int64_t maxShardRows = 1000000;
+
+  static DatasetSpec fashionMnistSpec();
 };
 
 // A shard broke RULE; what() names the file and explains.
@@ -57,4 +56,4 @@ struct ShardSummary {
 // as SHOWN_AS when given (the name a user knows for a private copy), else as PATH.
 ShardSummary validateShard(const std::string& path, const DatasetRules& rules, const std::string& shownAs = "");
 
-}  // namespace perennial::sched
+}  // namespace perennial::data

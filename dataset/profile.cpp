@@ -1,11 +1,11 @@
-#include "scheduler/profile.h"
+#include "dataset/profile.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
 
-namespace perennial::sched {
+namespace perennial::data {
 namespace {
 
 void addCounts(std::vector<int64_t>& into, const std::vector<int64_t>& from) {
@@ -77,4 +77,4 @@ nlohmann::json driftScores(const Profile& baseline, const Profile& current) {
   return out;
 }
 
-}  // namespace perennial::sched
+}  // namespace perennial::data

@@ -1,4 +1,4 @@
-#include "trainer/data/shard_dataset.h"
+#include "dataset/shard_dataset.h"
 
 #include <unistd.h>
 
@@ -16,8 +16,6 @@
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/read_file.h"
-#include "common/snapshot_id.h"
-#include "trainer/data/idx.h"
 
 namespace perennial::data {
 namespace stdfs = std::filesystem;
@@ -301,129 +299,6 @@ Digest ShardedDataset::hashShard(size_t shard) const {
     offset += n;
   }
   return h.finish();
-}
-
-std::string checkSnapshot(const std::string& snapshotFile, const std::vector<ShardIdentity>& shards) {
-  using nlohmann::json;
-  std::error_code ec;
-  if (!stdfs::is_regular_file(snapshotFile, ec)) throw ConfigError("data.snapshot: " + snapshotFile + ": no such file");
-  auto bad = [&](const std::string& why) { throw DataError("data.snapshot: " + snapshotFile + ": " + why); };
-  json j = json::parse(fs::readFile(snapshotFile), nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("id") || !j["id"].is_string() || !j.contains("manifest") ||
-      !j["manifest"].is_array()) {
-    bad("not a snapshot (a JSON object with an \"id\" and a \"manifest\" array)");
-  }
-  const json& manifest = j["manifest"];
-  if (manifest.size() != shards.size()) {
-    throw DataError("data.train: " + std::to_string(shards.size()) + " shards, but the snapshot " + snapshotFile +
-                    " lists " + std::to_string(manifest.size()) + ": shards were added to or removed from the run's data");
-  }
-  SnapshotIdBuilder id;
-  std::vector<std::string> problems;
-  for (size_t i = 0; i < shards.size(); ++i) {
-    const json& e = manifest[i];
-    if (!e.is_object() || !e.contains("sha256") || !e["sha256"].is_string() || !e.contains("rows") ||
-        !e["rows"].is_number_integer()) {
-      bad("manifest entry " + std::to_string(i) + " has no \"sha256\" string or no integer \"rows\"");
-    }
-    const std::string expected = e["sha256"].get<std::string>();
-    const int64_t rows = e["rows"].get<int64_t>();
-    id.add(expected);
-    const std::string where = shards[i].path + " (snapshot entry " + std::to_string(i) +
-                              (e.contains("seq") ? ", seq " + e["seq"].dump() : std::string()) + ")";
-    if (shards[i].sha256 != expected) {
-      problems.push_back(where + ": SHA-256 " + shards[i].sha256 + " found, " + expected + " expected");
-    } else if (shards[i].rows != rows) {
-      problems.push_back(where + ": " + std::to_string(shards[i].rows) + " rows found, " + std::to_string(rows) +
-                         " expected");
-    }
-  }
-  const std::string recomputed = id.finish();
-  if (recomputed != j["id"].get<std::string>()) {
-    problems.push_back(snapshotFile + ": its id " + j["id"].get<std::string>() +
-                       " is not the hash of its manifest (" + recomputed + "): the file was altered");
-  }
-  if (!problems.empty()) {
-    std::string text;
-    const size_t shown = std::min<size_t>(problems.size(), 10);
-    for (size_t i = 0; i < shown; ++i) text += (i ? "; " : "") + problems[i];
-    if (shown < problems.size()) text += "; and " + std::to_string(problems.size() - shown) + " more";
-    throw DataError("data.train: the training shards differ from the snapshot " + snapshotFile + " (data.snapshot): " +
-                    text);
-  }
-  return recomputed;
-}
-
-namespace {
-
-// Validates one IDX pair and writes it as shards into DEST (a fresh directory).
-std::pair<int64_t, size_t> importSplit(const std::string& images, const std::string& labels,
-                                       const std::string& dest, const std::string& name,
-                                       int64_t shardSize) {
-  IdxArray img = readIdx(images);
-  IdxArray lab = readIdx(labels);
-  if (img.dims.size() != 3) {
-    throw DataError(images + ": expected 3 dimensions [N, rows, cols], found " + std::to_string(img.dims.size()));
-  }
-  if (lab.dims.size() != 1) {
-    throw DataError(labels + ": expected 1 dimension [N], found " + std::to_string(lab.dims.size()));
-  }
-  if (lab.dims[0] != img.dims[0]) {
-    throw DataError(labels + ": has " + std::to_string(lab.dims[0]) + " labels but " + images +
-                    " has " + std::to_string(img.dims[0]) + " images");
-  }
-  DatasetSpec spec;
-  spec.name = name;
-  spec.featureShape = {img.dims[1], img.dims[2]};
-  spec.numClasses = 10;
-  const int64_t n = img.dims[0];
-  std::vector<int64_t> lab64(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    lab64[i] = lab.values[i];
-    if (lab64[i] >= spec.numClasses) {
-      throw DataError(labels + ": label " + std::to_string(lab64[i]) + " at index " + std::to_string(i) +
-                      " outside [0, 10)");
-    }
-  }
-  const std::string tmpDir = dest + ".tmp." + std::to_string(::getpid());
-  std::error_code ec;
-  stdfs::remove_all(tmpDir, ec);
-  stdfs::create_directories(tmpDir);
-  const int64_t fe = spec.featureElements();
-  size_t shards = 0;
-  for (int64_t begin = 0; begin < n; begin += shardSize, ++shards) {
-    const int64_t rows = std::min(shardSize, n - begin);
-    char file[32];
-    std::snprintf(file, sizeof(file), "shard-%05zu.h5", shards);
-    writeShard(tmpDir + "/" + file, spec, img.values.data() + begin * fe, lab64.data() + begin, rows);
-  }
-  stdfs::rename(tmpDir, dest);
-  fs::fsyncDir(stdfs::path(dest).parent_path().string());
-  return {n, shards};
-}
-
-}  // namespace
-
-ImportSummary importFashionMnist(const ImportOptions& o) {
-  if (o.shardSize <= 0) throw ConfigError("--shard-size: must be positive (got " + std::to_string(o.shardSize) + ")");
-  if (o.outDir.empty()) throw ConfigError("--out: required");
-  const std::string train = o.outDir + "/train", test = o.outDir + "/test";
-  for (const auto& d : {train, test}) {
-    if (stdfs::exists(d)) {
-      throw ConfigError(d + ": already exists; remove it or import into another --out directory");
-    }
-  }
-  stdfs::create_directories(o.outDir);
-  auto src = [&](const char* f) {
-    std::string gz = o.sourceDir + "/" + f + ".gz";
-    return stdfs::exists(gz) ? gz : o.sourceDir + "/" + f;
-  };
-  ImportSummary s;
-  std::tie(s.trainRows, s.trainShards) = importSplit(src("train-images-idx3-ubyte"),
-      src("train-labels-idx1-ubyte"), train, "fashion-mnist", o.shardSize);
-  std::tie(s.testRows, s.testShards) = importSplit(src("t10k-images-idx3-ubyte"),
-      src("t10k-labels-idx1-ubyte"), test, "fashion-mnist", o.shardSize);
-  return s;
 }
 
 }  // namespace perennial::data

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace perennial::sched {
+namespace perennial::data {
 
 // Creates DIR (removing whatever was there) holding one link per file of FILES, in order: entry
 // k is named NAMES[k], or "%09d.h5" of k when NAMES is empty. Each is a hard link where the file
@@ -15,4 +15,4 @@ namespace perennial::sched {
 void linkShards(const std::vector<std::string>& files, const std::string& dir,
                 const std::vector<std::string>& names = {});
 
-}  // namespace perennial::sched
+}  // namespace perennial::data
