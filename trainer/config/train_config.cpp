@@ -65,14 +65,6 @@ void oneOf(const std::string& key, const std::string& v, const std::vector<std::
   bad(key, "must be one of " + list, "'" + v + "'");
 }
 
-// Reaches the protected substitutions of a Boost.Program_options error (a pointer to a member
-// named through a derived class may be applied to the base).
-struct SubstitutionsOf : po::error_with_option_name {
-  static std::map<std::string, std::string>& of(po::error_with_option_name& e) {
-    return e.*(&SubstitutionsOf::m_substitutions);
-  }
-};
-
 // "key=value, key=value" (keys are model names' characters; values have no ',' or '=').
 std::map<std::string, std::string> parseModelOptions(const std::string& text) {
   std::map<std::string, std::string> out;
@@ -246,21 +238,6 @@ double TrainConfig::optionReal(const std::string& key, double fallback) const {
   const double v = std::strtod(it->second.c_str(), &end);
   if (it->second.empty() || *end != '\0' || !std::isfinite(v)) bad("model.options", key + " must be a finite number", "'" + it->second + "'");
   return v;
-}
-
-std::string programOptionsMessage(const po::error& e) {
-  if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
-    // The exception object is not const (it was thrown by value); only its message changes.
-    auto& subs = SubstitutionsOf::of(const_cast<po::error_with_option_name&>(*named));
-    // Every '%' of the substituted text: Boost's placeholders are not one fixed set
-    // (%invalid_line% is another).
-    for (auto& [key, value] : subs) {
-      for (size_t at = value.find('%'); at != std::string::npos; at = value.find('%', at)) {
-        value.replace(at, 1, "\xef\xbc\x85");  // U+FF05 FULLWIDTH PERCENT SIGN
-      }
-    }
-  }
-  return e.what();
 }
 
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text) {
@@ -470,17 +447,6 @@ std::string TrainConfig::toIni() const {
      << "\n\n[eval]\nbatch_size = " << evalBatchSize
      << "\n\n[log]\nlevel = " << logLevel << "\nprogress = " << progress << "\n";
   return os.str();
-}
-
-void storeCommandLine(const std::vector<std::string>& args, const po::options_description& desc,
-                      po::variables_map& vm) {
-  // No prefix guessing: --train.epoch must not silently mean --train.epochs.
-  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-  try {
-    po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
-  }
 }
 
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source) {

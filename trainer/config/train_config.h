@@ -9,11 +9,9 @@
 #include <string>
 #include <vector>
 
-namespace boost::program_options {
-class error;
-class options_description;
-class variables_map;
-}  // namespace boost::program_options
+// storeCommandLine, programOptionsMessage; declares boost::program_options' error,
+// options_description and variables_map
+#include "common/command_line.h"
 
 namespace perennial {
 
@@ -116,18 +114,6 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args);
 // Parses a whole configuration from INI TEXT (for example the one stored in model.h5); SOURCE
 // names it in errors.
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source);
-
-// Parses a subcommand's command line into VM. Option prefixes are never guessed; errors are
-// ConfigError("command line: ...").
-void storeCommandLine(const std::vector<std::string>& args,
-                      const boost::program_options::options_description& desc,
-                      boost::program_options::variables_map& vm);
-
-// The message of a Boost.Program_options error, for every catch of one. Boost 1.74's what()
-// replaces each placeholder (%value%, %option%, ...) until none is left, so a value or option name
-// that itself contains one (a configuration with "x = %value%") made it loop forever: every '%'
-// of the user's text in the message is shown as a fullwidth percent sign instead.
-std::string programOptionsMessage(const boost::program_options::error& e);
 
 // NOTE [INI quoting] Boost.Program_options' INI parser ends a value at the first '#' (the rest of
 // the line is a comment, even inside quotes), trims white space around it and never removes
