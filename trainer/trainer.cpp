@@ -916,11 +916,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
     const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
     const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt - progress.step);
-    std::vector<std::vector<int64_t>> batches;
-    batches.reserve(static_cast<size_t>(stepsThisEpoch * c.gradAccum));
-    for (int64_t m = 0; m < stepsThisEpoch * c.gradAccum; ++m) {
-      batches.emplace_back(mine.begin() + m * localBatch, mine.begin() + (m + 1) * localBatch);
-    }
+    std::vector<std::vector<int64_t>> batches =
+        data::DistributedSampler::microBatches(mine, stepsThisEpoch, c.gradAccum, localBatch);
     model->train();
     auto epochStart = Clock::now();
     {
