@@ -179,6 +179,7 @@ Document captureState(torch::nn::Module& model, torch::optim::Optimizer& optimiz
       auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
       if (s.momentum_buffer().defined()) add("momentum_buffer", item.key(), s.momentum_buffer());
     } else {
+      PERENNIAL_CHECK(meta.optimizer == "adam", "optimizer '" << meta.optimizer << "' has no checkpoint state");
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
       add("step", item.key(), torch::tensor({s.step()}, torch::kInt64));
       add("exp_avg", item.key(), s.exp_avg());
@@ -280,6 +281,7 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
       s->momentum_buffer(need("momentum_buffer", item.key(), item.value()));
       states[key] = std::move(s);
     } else {
+      PERENNIAL_CHECK(optimizerName == "adam", "optimizer '" << optimizerName << "' has no checkpoint state");
       torch::Tensor step = groupTensor("step", item.key());
       if (!step.defined()) continue;
       if (step.numel() != 1 || step.scalar_type() != torch::kInt64) {

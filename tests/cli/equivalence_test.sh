@@ -3,7 +3,9 @@
 # 64 hidden units, two epochs, a cosine schedule with momentum and weight decay):
 #  1. gradient accumulation: 2 micro-batches of 50 on 1 rank give bit for bit the weights of 1
 #     batch of 50 on each of 2 ranks (NOTE [Micro-batches]), and k micro-batches of b update like
-#     one batch of k*b within a stated tolerance, at 1 and at 2 ranks.
+#     one batch of k*b within a stated tolerance, at 1 and at 2 ranks;
+#  2. exact resume for every optimizer `perennial train --help` lists (optim.name), at 1 and at 2
+#     ranks: stopped, resumed from an earlier checkpoint, the same param_sha256 as never stopped.
 # usage: equivalence_test.sh PERENNIAL SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -55,4 +57,23 @@ PY
 close accum1x2 accum1big
 close accum2x2 accum2big
 
-echo "PASS: gradient accumulation: bitwise where the order of sums allows, else within the tolerance"
+# 2. Exact resume for every optimizer the trainer offers.
+optimizers=$("$bin" train --help | sed -n 's/^ *--optim.name arg (=[a-z]*) *//p' | tr -d ' ' | tr '|' ' ')
+[ -n "$optimizers" ] && [[ " $optimizers " == *" adam "* ]] || fail "no optimizer list in train --help: '$optimizers'"
+for opt in $optimizers; do
+  lr=0.05; [ "$opt" = adam ] && lr=0.002
+  for np in 1 2; do
+    batch=$((100 / np))
+    args=(--optim.name "$opt" --optim.lr "$lr" --train.batch_size "$batch" --checkpoint.every_steps 20
+          --checkpoint.keep_last 10)
+    run "$np" "ref-$opt$np" "${args[@]}"
+    run "$np" "stop-$opt$np" "${args[@]}" --train.max_steps 70
+    rm "$work/stop-$opt$np/checkpoints/ckpt-0000000070.json"  # uncommitted: resumed at step 60
+    run "$np" "stop-$opt$np" "${args[@]}" --resume auto
+    grep -q "resuming from .*ckpt-0000000060.h5" "$work/stop-$opt$np.log" || fail "$opt at $np ranks: not resumed at step 60"
+    [ "$(sha "stop-$opt$np")" = "$(sha "ref-$opt$np")" ] ||
+      fail "$opt at $np ranks: stopped at step 70 and resumed from step 60, the weights differ from an uninterrupted run's"
+  done
+done
+
+echo "PASS: gradient accumulation, exact resume for: $optimizers"

@@ -32,6 +32,12 @@ std::string fmt(double v) {
   return s;
 }
 
+std::string joinWords(const std::vector<std::string>& words, const std::string& separator) {
+  std::string s;
+  for (const auto& w : words) s += (s.empty() ? "" : separator) + w;
+  return s;
+}
+
 std::string joinInts(const std::vector<int64_t>& v) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
@@ -290,7 +296,7 @@ void addTrainOptions(po::options_description& desc) {
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
       ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
       ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
-      ("optim.name", s(d.optimizer), "sgd | adam")
+      ("optim.name", s(d.optimizer), joinWords(kOptimizers, " | ").c_str())
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
       ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")
@@ -383,7 +389,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.device = choice("train.device", {"auto", "cpu", "cuda"});
   c.deterministic = vm["train.deterministic"].as<bool>();
 
-  c.optimizer = choice("optim.name", {"sgd", "adam"});
+  c.optimizer = choice("optim.name", kOptimizers);
   c.lr = realPositive("optim.lr");
   c.momentum = realIn("optim.momentum", 0.0, 1.0, true);
   c.nesterov = vm["optim.nesterov"].as<bool>();

@@ -15,6 +15,11 @@
 
 namespace perennial {
 
+// The optimizers (optim.name). Each has its state in checkpoints (trainer/checkpointing.cpp) and
+// an exact-resume test, which takes this list from `perennial train --help`
+// (tests/cli/equivalence_test.sh).
+inline const std::vector<std::string> kOptimizers{"sgd", "adam"};
+
 struct TrainConfig {
   // [data]
   std::string trainDir, testDir;
