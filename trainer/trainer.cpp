@@ -36,6 +36,7 @@
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
+#include "trainer/run_logs.h"
 #include "trainer/stop_signal.h"
 
 namespace perennial {
@@ -325,73 +326,6 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
                         "); data-parallel replicas diverged");
   }
 }
-
-// NOTE [Resumed metrics]: a run resumed from the checkpoint at step S trains steps S+1.. again,
-// so the records an interrupted run wrote after S (and a line cut short by a kill) are dropped
-// before appending: the resumed run's metrics.jsonl then lists each step once, as an
-// uninterrupted run's does (TensorBoard's purge_step does the same for event files). Lines it
-// cannot place (no integer "step") are kept. A resumed run with nothing left to train does not
-// log again the evaluation already recorded at S. A write that fails (a full disk) stops the run
-// like a failed checkpoint: a silently short log would pass for a complete one.
-class MetricsLog {
- public:
-  MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep)
-      : path_(path), resumeStep_(append ? resumeStep : -1) {
-    if (!active) return;
-    if (append) dropAfter(resumeStep);
-    out_.open(path, append ? std::ios::app : std::ios::trunc);
-    if (!out_) throw IoError(path + ": cannot open for writing: " + std::strerror(errno));
-  }
-  void write(const json& j) {
-    if (!out_.is_open()) return;
-    errno = 0;
-    out_ << dumpJson(j) << '\n';
-    out_.flush();
-    if (!out_) {
-      throw IoError(path_ + ": cannot append a record" + (errno ? std::string(": ") + std::strerror(errno) : ""));
-    }
-  }
-  // Whether the file kept an evaluation record at STEP from before the resume.
-  bool hasEvalAt(int64_t step) const { return evalAtResume_ && step == resumeStep_; }
-
- private:
-  void dropAfter(int64_t step) {
-    const std::string text = fs::readFileIfPresent(path_);
-    std::string kept;
-    size_t dropped = 0;
-    for (size_t pos = 0; pos < text.size();) {
-      size_t end = text.find('\n', pos);
-      const bool whole = end != std::string::npos;
-      if (!whole) end = text.size();
-      const std::string line = text.substr(pos, end - pos);
-      pos = end + 1;
-      const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      const bool hasStep = j.is_object() && j.contains("step") && j["step"].is_number_integer();
-      bool keep;
-      if (hasStep) {
-        keep = j["step"].get<int64_t>() <= step;
-        if (keep && j["step"].get<int64_t>() == step && j.value("kind", "") == "eval") evalAtResume_ = true;
-      } else {  // a last line without its newline was cut short by a kill unless it is a whole record
-        keep = !line.empty() && (whole || !j.is_discarded());
-      }
-      if (keep) {
-        kept += line + '\n';
-      } else {
-        ++dropped;
-      }
-    }
-    if (dropped == 0 && (text.empty() || text.back() == '\n')) return;
-    fs::writeFileAtomic(path_, kept);
-    if (dropped > 0) {
-      log::get("train")->info("{}: dropped {} record(s) after step {}, which this run trains again", path_, dropped, step);
-    }
-  }
-
-  std::string path_;
-  int64_t resumeStep_;          // -1: not resumed
-  bool evalAtResume_ = false;   // an evaluation record at resumeStep_ was kept
-  std::ofstream out_;
-};
 
 // The model's state_dict: parameters, then buffers (PyTorch's order within each module differs,
 // but names are what files match on).
@@ -721,7 +655,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   }
   // The schedule spans all epochs; train.max_steps only stops early, so a run stopped by it and
   // resumed follows the same learning rates as one that never stopped.
-  const int64_t scheduleSteps = c.epochs * stepsPerEpoch;
+  int64_t scheduleSteps = c.epochs * stepsPerEpoch;
   const double lossScale = static_cast<double>(c.gradAccum) * static_cast<double>(world);
 
   // Initialised on the CPU from the shared seed (the same weights whatever the device), then moved.
@@ -775,6 +709,16 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (!chosen.empty()) {
       RestoredState restored = loadCheckpoint(chosen, *model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
+      if (progress.epoch < c.epochs) {
+        // NOTE [Resharded resume]: the schedule ends after the steps left: the rest of the
+        // interrupted epoch (re-sharded by the sample cursor at another world size), then the
+        // remaining whole epochs. At the world size the whole run had, that is epochs x steps per
+        // epoch, as without a resume; but steps taken at another world size took another global
+        // batch, and counting them as this world's steps made a run resumed on more ranks find
+        // its step already past the end and skip the rest of its data.
+        const int64_t restOfEpoch = (trainSet.size() - std::min(progress.cursor, trainSet.size())) / world / perStep;
+        scheduleSteps = progress.step + restOfEpoch + (c.epochs - progress.epoch - 1) * stepsPerEpoch;
+      }
       if (dev.cuda() && !restored.deviceRngState.empty()) {
         setDeviceGeneratorState(dev, restored.deviceRngState);
         deviceRngRestored = true;
@@ -794,8 +738,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
                   progress.step, progress.cursor);
         if (restored.worldSize != world) {
           log->warn("the checkpoint was written at world size {}, this run has {}: the rest of the epoch is "
-                    "re-sharded by the global sample cursor; results will not be bitwise identical to an "
-                    "uninterrupted run", restored.worldSize, world);
+                    "re-sharded by the global sample cursor ({} steps left in all); results will not be bitwise "
+                    "identical to an uninterrupted run", restored.worldSize, world, scheduleSteps - progress.step);
         }
         if (restored.configSha256 != configSha) {
           log->warn("resuming with a changed configuration: {}", configDiff(restored.configText, configText));
@@ -852,6 +796,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               tcomm.backendVersion(), tensorCommWhy);
   }
   MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
+  SampleLog sampleLog(options.logSamples, runDir + "/samples", comm, resumedFrom.empty() ? -1 : progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 
@@ -918,6 +863,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt - progress.step);
     std::vector<std::vector<int64_t>> batches =
         data::DistributedSampler::microBatches(mine, stepsThisEpoch, c.gradAccum, localBatch);
+    std::vector<std::vector<int64_t>> logged;  // the micro-batches again, for the sample log
+    if (options.logSamples) logged = batches;
     model->train();
     auto epochStart = Clock::now();
     {
@@ -945,6 +892,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
+        if (options.logSamples) {
+          const auto first = logged.begin() + s * c.gradAccum;
+          sampleLog.write(progress.epoch, progress.step, {first, first + c.gradAccum});
+        }
         windowLoss += stepLoss;
         ++windowSteps;
         if (progress.step % c.logEvery == 0 || progress.step == stopAt) {

@@ -7,6 +7,7 @@
 //                  {"kind":"eval",...} after each epoch's evaluation
 //   model.h5       the final weights (checkpoint/tensor_file.h)
 //   checkpoints/   training checkpoints and their manifests (checkpoint/checkpoint_store.h)
+//   samples/       with TrainOptions::logSamples, the rows each rank trained (trainer/run_logs.h)
 //   result.json    the final result (TrainResult), written last and atomically
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,7 @@ inline constexpr int kExitRequeue = 75;
 
 struct TrainOptions {
   std::string resume = "none";  // none | auto | PATH
+  bool logSamples = false;       // RUN/samples/rank-R.jsonl: NOTE [Sample log] (trainer/run_logs.h)
   // Test hook passed to checkpoint writes (see checkpoint::FaultHook); null in production.
   std::function<void(int)> faultHook;
 };

@@ -5,7 +5,11 @@
 #     batch of 50 on each of 2 ranks (NOTE [Micro-batches]), and k micro-batches of b update like
 #     one batch of k*b within a stated tolerance, at 1 and at 2 ranks;
 #  2. exact resume for every optimizer `perennial train --help` lists (optim.name), at 1 and at 2
-#     ranks: stopped, resumed from an earlier checkpoint, the same param_sha256 as never stopped.
+#     ranks: stopped, resumed from an earlier checkpoint, the same param_sha256 as never stopped;
+#  3. resume at another world size (1 -> 2, 2 -> 3, 2 -> 1 ranks): the sample log
+#     (--log-samples) shows every epoch trained each sample at most once, the interrupted epoch
+#     exactly a prefix of the epoch's permutation (only less than one global batch left out, as
+#     any epoch leaves), and samples_seen agrees.
 # usage: equivalence_test.sh PERENNIAL SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -76,4 +80,52 @@ for opt in $optimizers; do
   done
 done
 
-echo "PASS: gradient accumulation, exact resume for: $optimizers"
+# 3. Resume at another world size: which samples each epoch trained (the sample log).
+# check_samples RUN NP_BEFORE: every epoch of RUN trained each sample at most once, the first one
+# exactly a prefix of the reference's (1 rank: the permutation in order) missing less than a
+# global batch of the resumed world, the second one whole; samples_seen counts them.
+check_samples() {
+  $py - "$work/$1" "$work/order" "$rows" "$2" <<'PY' || fail "$1: sample accounting"
+import glob, json, sys
+run, order, rows, resumed_global = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def epochs(path):
+    out = {}
+    for f in sorted(glob.glob(path + "/samples/rank-*.jsonl")):
+        for line in open(f):
+            r = json.loads(line)
+            out.setdefault(r["epoch"], []).extend(r["indices"])
+    return out
+got = epochs(run)
+ref = {e: v for e, v in epochs(order).items()}  # one rank: each epoch's permutation in order
+assert sorted(got) == [0, 1], sorted(got)
+for e, idx in got.items():
+    assert len(idx) == len(set(idx)), f"epoch {e}: {len(idx) - len(set(idx))} samples trained twice"
+    perm = ref[e]
+    assert sorted(perm) == list(range(rows)), "the reference does not cover the data"
+    # the samples trained are the first len(idx) of the epoch's permutation: none skipped
+    assert set(idx) == set(perm[:len(idx)]), f"epoch {e}: not a prefix of the permutation"
+    assert rows - len(idx) < resumed_global, f"epoch {e}: {rows - len(idx)} samples left out"
+res = json.load(open(run + "/result.json"))
+total = sum(len(v) for v in got.values())
+assert res["samples_seen"] == total, (res["samples_seen"], total)
+assert res["epochs"] == 2, res["epochs"]
+print(f"{run}: epoch sizes {[len(got[e]) for e in sorted(got)]}, samples_seen {total}")
+PY
+}
+run 1 order --train.batch_size 100 --log-samples
+# 1 -> 2 ranks, the same batch per rank (global 50 -> 100): step 100 of 120 in the first epoch at
+# 1 rank is past the 60 steps of a 2-rank epoch; the rest of both epochs must still be trained.
+run 1 up2 --train.batch_size 50 --train.max_steps 100 --log-samples
+run 2 up2 --train.batch_size 50 --resume auto --log-samples
+grep -q "re-sharded" "$work/up2.log" || fail "no warning when resuming at another world size"
+check_samples up2 100
+# 2 -> 3 ranks (global 100 -> 150): the re-sharded rest of the first epoch leaves 50 samples out.
+run 2 up3 --train.batch_size 50 --train.max_steps 25 --log-samples
+run 3 up3 --train.batch_size 50 --resume auto --log-samples
+check_samples up3 150
+# 2 -> 1 rank (global 100 -> 50); killed records after the checkpoint are dropped from the log.
+run 2 down1 --train.batch_size 50 --train.max_steps 30 --checkpoint.every_steps 20 --log-samples
+rm "$work/down1/checkpoints/ckpt-0000000030.json"  # resumed at step 20: steps 21-30 trained again
+run 1 down1 --train.batch_size 50 --resume auto --log-samples
+check_samples down1 50
+echo "PASS: gradient accumulation, exact resume for: $optimizers, sample accounting across world sizes"

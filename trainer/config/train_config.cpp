@@ -478,7 +478,10 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
       ("config", po::value<std::string>(), "INI configuration file ([section] key = value)")
       ("run-dir", po::value<std::string>(), "run directory (created if missing): result.json, metrics.jsonl, model.h5, checkpoints/")
       ("resume", po::value<std::string>()->default_value("none"),
-       "none | auto (the newest checkpoint in RUN/checkpoints that verifies) | PATH of a checkpoint");
+       "none | auto (the newest checkpoint in RUN/checkpoints that verifies) | PATH of a checkpoint")
+      ("log-samples", po::bool_switch(),
+       "also write the dataset rows each rank trains, step by step, to RUN/samples/rank-R.jsonl (an audit of the "
+       "data order, kept across resumes)");
   po::options_description keys("Configuration keys (in the file as [section] key = value, on the command line as --section.key=value)");
   addTrainOptions(keys);
   po::options_description all;
@@ -513,6 +516,7 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   out.runDir = vm["run-dir"].as<std::string>();
   out.resume = vm["resume"].as<std::string>();
   if (out.resume.empty()) throw ConfigError("--resume: must be none, auto or a checkpoint path");
+  out.logSamples = vm["log-samples"].as<bool>();
   try {
     out.config = trainConfigFrom(vm);
   } catch (const ConfigError& e) {

@@ -111,6 +111,7 @@ struct TrainArgs {
   std::string configFile;
   std::string runDir;
   std::string resume = "none";  // none | auto | PATH
+  bool logSamples = false;      // --log-samples (NOTE [Sample log], trainer/run_logs.h)
   bool help = false;
   std::string helpText;
 };
