@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/text.h"
+#include "scheduler/catalog_host.h"
 
 namespace perennial::sched {
 namespace {
@@ -140,7 +141,8 @@ bool isTerminalState(const std::string& s) {
          s == state::kRejected;
 }
 
-Catalog::Catalog(const std::string& path) : db_(path) {
+// The host record is checked before SQLite opens the file (NOTE [Catalog host]).
+Catalog::Catalog(const std::string& path) : db_((claimCatalogHost(path), path)) {
   // Owner read-write, group read: the catalog decides what is trained and published. (SQLite
   // gives its -wal and -shm files the database file's permissions.) A catalog someone made
   // group- or world-writable keeps what they chose.

@@ -2,7 +2,8 @@
 // The scheduler's catalog: one SQLite database (ROOT/catalog.db) holding shards, quarantined
 // files, data snapshots, runs, events, trigger states and requests. The schema is versioned
 // (PRAGMA user_version) and migrated forward on open; every state change is one transaction,
-// so the scheduler may be killed at any point and restarted.
+// so the scheduler may be killed at any point and restarted. The catalog is used from one host
+// only (catalog_host.h): every process that opens it checks that first.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -122,7 +123,8 @@ struct NewDataStats {
 class Catalog {
  public:
   // Opens or creates PATH and migrates it to kCatalogSchemaVersion. Refuses (IoError) a catalog
-  // written by a newer Perennial.
+  // written by a newer Perennial, and (ConfigError) one that belongs to another host, before
+  // SQLite opens it (NOTE [Catalog host], catalog_host.h).
   explicit Catalog(const std::string& path);
 
   Database& db() { return db_; }

@@ -25,6 +25,7 @@
 #include "common/sha256.h"
 #include "common/text.h"
 #include "scheduler/catalog.h"
+#include "scheduler/catalog_host.h"
 #include "scheduler/clock.h"
 #include "scheduler/ingest.h"
 #include "scheduler/profile.h"
@@ -39,6 +40,7 @@ namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 using testing::fashionSpec;
+using testing::messageOf;
 using testing::kElems;
 using testing::kRows;
 
@@ -179,6 +181,43 @@ TEST_F(CatalogTest, NewerSchemaIsRefused) {
     EXPECT_CONTAINS(std::string(e.what()), std::string("newer"));
     EXPECT_CONTAINS(std::string(e.what()), dbPath());
   }
+}
+
+// NOTE [Catalog host]: the first open records the host; another host is refused before SQLite
+// touches the file; the same host after a reboot updates the record.
+TEST_F(CatalogTest, BelongsToTheHostThatOpenedItFirst) {
+  const HostIdentity me = thisHost();
+  ASSERT_FALSE(me.host.empty());
+  const std::string record = catalogHostFile(dbPath());
+  auto recorded = [&] { return json::parse(std::ifstream(record)); };
+  { Catalog c(dbPath()); }
+  EXPECT_EQ(recorded()["host"], me.host);
+  EXPECT_EQ(recorded()["boot_id"], me.bootId);
+
+  // Another host: refused with both names and the file, and SQLite never opens the catalog.
+  stdfs::remove(dbPath() + "-wal");
+  stdfs::remove(dbPath() + "-shm");
+  const std::string message = messageOf<ConfigError>([&] { claimCatalogHost(dbPath(), {"node-b", "b00t"}); });
+  EXPECT_CONTAINS(message, dbPath() + ": the catalog belongs to host '" + me.host + "'");
+  EXPECT_CONTAINS(message, "this is 'node-b'");
+  EXPECT_CONTAINS(message, record);
+  std::ofstream(record) << json{{"host", "node-a"}, {"boot_id", me.bootId}}.dump();
+  EXPECT_CONTAINS(messageOf<ConfigError>([&] { Catalog c(dbPath()); }), "belongs to host 'node-a'");
+  EXPECT_FALSE(stdfs::exists(dbPath() + "-wal"));
+  EXPECT_FALSE(stdfs::exists(dbPath() + "-shm"));
+
+  // The same host name with another boot id: this host rebooted; the record follows.
+  std::ofstream(record) << json{{"host", me.host}, {"boot_id", "an-earlier-boot"}}.dump();
+  { Catalog c(dbPath()); }
+  EXPECT_EQ(recorded()["boot_id"], me.bootId);
+
+  // A record that is not one is named, not taken for another host's.
+  std::ofstream(record) << "{\"host\": 7}";
+  EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog c(dbPath()); }), record + ": not a catalog host record");
+  // No record (a catalog from before records existed): the first open writes one.
+  stdfs::remove(record);
+  { Catalog c(dbPath()); }
+  EXPECT_EQ(recorded()["host"], me.host);
 }
 
 TEST_F(CatalogTest, ShardsAreNumberedInIngestOrder) {
