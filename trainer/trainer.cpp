@@ -213,9 +213,16 @@ nlohmann::json evalRecord(const EvalResult& e, const TrainProgress& p) {
   return j;
 }
 
+// model.pt (NOTE [TorchScript export]), written whole or not at all; a model that cannot be
+// exported leaves none (not even one of an earlier run in the same directory).
 void saveTorchScriptAtomically(const Model& model, const std::string& path) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  saveTorchScript(model, tmp);
+  std::string whyNot;
+  if (!saveAsTorchScript(model, tmp, &whyNot)) {
+    std::filesystem::remove(path);
+    log::get("train")->info("no {}: {}", path, whyNot);
+    return;
+  }
   fs::fsyncFile(tmp);
   fs::publish(tmp, path);
 }
@@ -1002,9 +1009,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     std::vector<checkpoint::Group> extra;
     if (norm.active()) extra.push_back(normalizationGroup(spec.featureShape, norm.mean, norm.stdev));
-    // A TorchScript model is saved again with its trained weights (model.pt), so that the run
-    // directory and the registry version that copies it are self-contained.
-    if (isTorchScript(model)) saveTorchScriptAtomically(model, runDir + "/model.pt");
+    // The model as TorchScript with its trained weights (model.pt), so that the run directory and
+    // the registry version that copies it are self-contained and load in PyTorch and LibTorch.
+    saveTorchScriptAtomically(model, runDir + "/model.pt");
     checkpoint::writeTensorFile(runDir + "/model.h5", views,
                                 {{"arch", c.arch}, {"param_sha256", result.paramSha256},
                                  {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},
