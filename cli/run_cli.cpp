@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/log.h"
 #include "perennial/build_config.h"
 #include "checkpoint/cli/ckpt_command.h"
@@ -94,11 +95,11 @@ int runCli(int argc, char** argv) {
     applyGlobalOptions(args);
   } catch (const perennial::ConfigError& e) {
     std::cerr << "perennial: error: " << e.what() << "\n";
-    return 2;
+    return perennial::exit_code::kUsage;
   }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << kUsage;
-    return args.empty() ? 2 : 0;
+    return args.empty() ? perennial::exit_code::kUsage : perennial::exit_code::kOk;
   }
   const std::string command = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -122,17 +123,17 @@ int runCli(int argc, char** argv) {
       return 0;
     }
     std::cerr << "perennial: unknown command '" << command << "'\n" << kUsage;
-    return 2;
+    return perennial::exit_code::kUsage;
   } catch (const perennial::ConfigError& e) {
     if (isLeadProcess()) printError(command, e.what());
-    perennial::cli::abortJobOnError(2);
-    return 2;
+    perennial::cli::abortJobOnError(perennial::exit_code::kUsage);
+    return perennial::exit_code::kUsage;
   } catch (const std::exception& e) {
     printError(command, e.what());
     std::cerr.flush();
     // The gate's exit status is its verdict, and 1 means "rejected"; an error (an unreadable
     // champion, a full disk for the verdict) is no verdict: 2, as for bad input.
-    const int code = command == "validate" ? 2 : 1;
+    const int code = command == "validate" ? perennial::exit_code::kGateNoVerdict : perennial::exit_code::kFailure;
     perennial::cli::abortJobOnError(code);
     return code;
   }

@@ -5,10 +5,8 @@
 // (examples/custom_model/). Processes the scheduler starts (training runs, evaluations, the
 // validation gate) run the same executable (/proc/self/exe), so they know the same models.
 //
-// Exit codes: 0 success; 1 failure (bad data, I/O, communication, internal error);
-// 2 bad usage or configuration (unknown key, wrong type, out-of-range value);
-// validate: 0 pass, 1 reject, 2 no verdict (bad input or any error);
-// 75 (train) a signal made the run checkpoint and stop: requeue it with --resume auto.
+// Exit codes: common/exit_codes.h (0 success, 1 failure, 2 bad usage or configuration; validate:
+// 0 pass, 1 reject, 2 no verdict; train: 75 checkpointed on a signal, requeue it).
 namespace perennial {
 
 int runCli(int argc, char** argv);

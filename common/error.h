@@ -1,5 +1,5 @@
 #pragma once
-// Error policy (see docs/errors.md):
+// Error policy (the exit status each error gives: common/exit_codes.h, mapped in cli/run_cli.cpp):
 //  - failures a caller is expected to handle are typed exceptions derived from perennial::Error;
 //  - broken invariants are PERENNIAL_CHECK failures (InternalError) that print file:line and values;
 //  - library code never calls exit(); the CLI maps exceptions to exit codes.

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/sha256.h"
@@ -360,7 +361,7 @@ int runOnPromote(const std::vector<std::string>& argv, const VersionInfo& v, con
     env.push_back("PERENNIAL_ACCURACY=" + dumpJson(v.metrics["accuracy"]));
   }
   const int rc = runProcess(argv, log, timeoutS, env);
-  return rc == -1 ? 124 : rc;
+  return rc == -1 ? exit_code::kTimeout : rc;
 }
 
 }  // namespace perennial::sched

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/log.h"
@@ -27,10 +28,6 @@ namespace perennial::sched {
 namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
-
-// Exit statuses of `perennial train` (cli/run_cli.h).
-constexpr int kExitConfig = 2;
-constexpr int kExitRequeue = 75;
 
 // The last N lines of a log, for a failed run's message.
 std::string tail(const std::string& path, size_t n) {
@@ -265,11 +262,11 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
     message = "cancelled";
   } else if (exited && st.exitCode == 0 && stdfs::exists(runDir + "/train/result.json")) {
     outcome = state::kSucceeded;
-  } else if (exited && st.exitCode == kExitRequeue) {
+  } else if (exited && st.exitCode == exit_code::kRequeue) {
     outcome = state::kPreempted;
     message = "the trainer checkpointed and stopped on a signal (exit 75)";
     retry = true;
-  } else if (exited && st.exitCode == kExitConfig) {
+  } else if (exited && st.exitCode == exit_code::kUsage) {
     outcome = state::kFailed;
     message = "configuration error (exit 2): " + tail(log, 1);
   } else {

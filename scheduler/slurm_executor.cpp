@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -89,7 +90,7 @@ AttemptStatus attemptStatusFromSlurm(const std::string& state, const std::string
   if (st == "COMPLETED" || st == "FAILED") {
     s.exitCode = sig ? 128 + sig : code;
   } else if (st == "TIMEOUT" || st == "PREEMPTED") {
-    s.exitCode = 75;  // the pre-timeout signal or preemption: resume from the checkpoint
+    s.exitCode = exit_code::kRequeue;  // the pre-timeout signal or preemption: resume from the checkpoint
   } else if (st == "OUT_OF_MEMORY") {
     s.exitCode = 137;
   } else if (st == "CANCELLED") {

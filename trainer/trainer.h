@@ -16,14 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "common/exit_codes.h"
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial {
 
 // Exit status of `perennial train` when a signal made it checkpoint and stop: "requeue me".
-// (EX_TEMPFAIL from sysexits.h: a temporary failure; retrying is expected to succeed.)
-inline constexpr int kExitRequeue = 75;
+inline constexpr int kExitRequeue = exit_code::kRequeue;
 
 struct TrainOptions {
   std::string resume = "none";  // none | auto | PATH

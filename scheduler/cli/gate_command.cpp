@@ -17,6 +17,7 @@
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/document.h"
 #include "common/error.h"
+#include "common/exit_codes.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
 #include "common/log.h"
@@ -218,7 +219,7 @@ int validateCommand(const std::vector<std::string>& args) {
       std::cout << (v.passed ? "verdict: pass" : "verdict: reject") << " (" << out << ")\n";
     }
   }
-  return v.passed ? 0 : 1;
+  return v.passed ? exit_code::kGatePass : exit_code::kGateReject;
 }
 
 int registryCommand(const std::vector<std::string>& args) {

@@ -8,6 +8,8 @@ usage:
   chaos.py pids ROOT ROLE [RANK]                       pids of ROLE: rank, supervisor, launcher, child,
                                                        any (all of those)
   chaos.py snipe ROOT SKIP TIMEOUT_S                   SIGKILLs the next writer of a checkpoint
+  chaos.py deliver INCOMING PATH MODE DELIVERED        a hostile producer's delivery (see deliver())
+  chaos.py produce KIND INCOMING ID DELIVERED          a FIFO or a symlink to /dev/zero in INCOMING
   chaos.py settled BIN ROOT DELIVERED                  "yes" once nothing is left to do
   chaos.py check BIN ROOT DELIVERED WORK MPIRUN_ARGS   the invariants; prints a JSON summary
 """
@@ -33,13 +35,33 @@ BAD = ["hdf5--not-hdf5.h5", "hdf5--truncated.h5", "hdf5--zero-bytes.h5", "spec--
        "duplicate--same-bytes.h5"]
 
 
+# The producer's faults (RELIABILITY.md, SECURITY.md): what another user who can write incoming/
+# does, in every trial beside the kills. Two are arrivals (the MODE of an `arrive` line):
+#   name:HEX       the file arrives under a hostile name (HEX: its bytes): control characters, an
+#                  escape sequence, invalid UTF-8, 250 bytes long
+#   swap:BAD       the file arrives, and the moment the scheduler opens it (inotify IN_OPEN) the
+#                  producer exchanges it with BAD (renameat2 RENAME_EXCHANGE) and renames the
+#                  original to NAME-again.h5: a rename mid-validation
+# and two are faults at a random moment: a FIFO, and a symbolic link to /dev/zero, in incoming/.
+PRODUCER_FAULTS = ["producer-fifo", "producer-symlink"]
+
+
+def hostile_name(rng, length):
+    """A file name of LENGTH bytes that no terminal, log or JSON writer may take as it is."""
+    head = b"\x1b[2J\x1b]0;forged\x07 line\nbreak \xff\xfe\xc3( \xe2\x80\xae "
+    tail = b" %d.h5" % rng.randint(0, 999999)
+    return head + b"v" * (length - len(head) - len(tail)) + tail
+
+
 def plan(seed, stream_dir, bad_dir, enospc):
     """One line per action, in order (times in milliseconds):
       config KEY VALUE             a training setting for this trial
-      arrive GAP_MS PATH           a file arrives GAP_MS after the previous one
+      arrive GAP_MS PATH [MODE]    a file arrives GAP_MS after the previous one (MODE: see
+                                   PRODUCER_FAULTS; none: by the convention, under its own name)
       fault AT_MS KIND A B         a fault, not before AT_MS into the trial (A, B: see below)
     Faults: every kind once (enospc only when a small file system is available) and two more,
-    at random moments over the arrival window and up to 10 s after it."""
+    at random moments over the arrival window and up to 10 s after it; the producer's faults
+    come from a random generator of their own, so older seeds replay the same kills."""
     rng = random.Random(seed)
     ms = lambda lo, hi: int(rng.uniform(lo, hi) * 1000)
     out = []
@@ -82,7 +104,182 @@ def plan(seed, stream_dir, bad_dir, enospc):
         else:  # enospc
             a, b = rng.randint(0, 65536), ms(2, 6)    # A bytes left free, for B
         out.append("fault %d %s %d %d" % (at, kind, a, b))
+    # The producer's faults. Neither hostile delivery uses the first clean shard, whose bytes
+    # duplicate--same-bytes.h5 repeats.
+    prng = random.Random("producer-%d" % seed)
+    arrivals = [i for i, line in enumerate(out) if line.startswith("arrive ")]
+    clean_at = [i for i in arrivals if out[i].split()[2] in clean[1:]]
+    bad_at = [i for i in arrivals if out[i].split()[2] in bad and "duplicate--" not in out[i]]
+    named, swapped = prng.sample(clean_at, 2)
+    out[named] += " name:" + hostile_name(prng, 250).hex()
+    if bad_at:
+        i = prng.choice(bad_at)
+        out[i] += " name:" + hostile_name(prng, 240).hex()
+    spare = [b for b in BAD if os.path.join(bad_dir, b) not in bad and b != "duplicate--same-bytes.h5"]
+    out[swapped] += " swap:" + os.path.join(bad_dir, prng.choice(spare))
+    faults = [l for l in out if l.startswith("fault ")]
+    for kind in PRODUCER_FAULTS:
+        faults.append("fault %d %s %d 0" % (int(prng.uniform(1.0, window / 1000 + 10.0) * 1000), kind,
+                                            prng.randint(0, 999999)))
+    faults.sort(key=lambda l: int(l.split()[1]))
+    out = [l for l in out if not l.startswith("fault ")] + faults
     print("\n".join(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# The producer's faults. Each delivery is recorded in DELIVERED, one line per delivery:
+#   NAME PATH       a file delivered by the convention under its own (plain) name
+#   {JSON}          a hostile one: {"name": HEX, "path": PATH or null, "rule": RULE or null}, and
+#                   for a swap {"swap": {"a": PATH, "a_names": [HEX...], "b": PATH, "b_name": HEX}}
+#   "min" in the JSON is how many catalog records (shards and quarantined files) it must give.
+
+IN_OPEN, IN_ISDIR, IN_NONBLOCK, IN_CLOEXEC = 0x20, 0x40000000, 0o4000, 0o2000000
+RENAME_EXCHANGE = 2
+
+
+def record(delivered, entry):
+    with open(delivered, "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def place(incoming, src, name):
+    """SRC into INCOMING under the bytes NAME by the convention (a hidden temporary, renamed)."""
+    tmp = os.path.join(incoming, ".chaos-%d.tmp" % os.getpid())
+    try:
+        with open(src, "rb") as i, open(tmp, "wb") as o:
+            o.write(i.read())
+        os.rename(tmp, os.path.join(os.fsencode(incoming), name))
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def deliver(incoming, path, mode, delivered):
+    """MODE name:HEX: PATH under that name. MODE swap:BAD: PATH under its own name, exchanged
+    with BAD the moment the scheduler opens it, then renamed to NAME-again.h5. Exits 1 (nothing
+    delivered) when the disk is full; the feeder tries again."""
+    kind, arg = mode.split(":", 1)
+    try:
+        if kind == "name":
+            place(incoming, path, bytes.fromhex(arg))
+            record(delivered, {"name": arg, "path": path, "rule": None, "min": 1})
+            print("a file under a hostile name of %d bytes" % (len(arg) // 2))
+            return 0
+        return swap(incoming, path, arg, delivered)
+    except OSError as e:
+        print("not delivered: %s" % e)
+        return 1
+
+
+def swap(incoming, path, bad, delivered):
+    import ctypes
+    import select
+    import struct
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    name = os.fsencode(os.path.basename(path))
+    again = name[:-3] + b"-again.h5"
+    hidden = os.fsencode(".chaos-swap-%d.tmp" % os.getpid())
+    dfd = os.open(incoming, os.O_RDONLY | os.O_DIRECTORY)
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, os.fsencode(incoming), IN_OPEN) < 0:
+        sys.exit("inotify: " + os.strerror(ctypes.get_errno()))
+    try:
+        with open(bad, "rb") as i, open(os.path.join(os.fsencode(incoming), hidden), "wb") as o:
+            o.write(i.read())
+        place(incoming, path, name)
+    except OSError:
+        os.close(fd)
+        try:
+            os.unlink(os.path.join(os.fsencode(incoming), hidden))
+        except OSError:
+            pass
+        raise
+    # Delivered: from here on every outcome is recorded.
+    deadline = time.monotonic() + 60
+    opened = False
+    while not opened and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not r:
+            continue
+        try:
+            buf = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        off = 0
+        while off + 16 <= len(buf):
+            _wd, mask, _cookie, ln = struct.unpack_from("iIII", buf, off)
+            n = buf[off + 16: off + 16 + ln].rstrip(b"\0")
+            off += 16 + ln
+            if not mask & IN_ISDIR and n == name:
+                opened = True
+    os.close(fd)
+    entry = {"swap": {"a": path, "a_names": [name.hex()], "b": bad, "b_name": name.hex()}, "name": name.hex(),
+             "path": None, "rule": None}
+    if not opened:
+        os.unlink(hidden, dir_fd=dfd)
+        entry["swap"]["b"] = None
+        entry["min"] = 1
+        record(delivered, entry)
+        print("swap: the scheduler never opened %s in 60 s; delivered as it is" % name.decode())
+        return 0
+    if libc.renameat2(dfd, name, dfd, hidden, RENAME_EXCHANGE) == 0:
+        # The original, now under the hidden name, comes back under a name of its own.
+        os.rename(hidden, again, src_dir_fd=dfd, dst_dir_fd=dfd)
+        entry["swap"]["a_names"].append(again.hex())
+        how = "exchanged with %s the moment it was opened; the original renamed to %s" % (
+            os.path.basename(bad), again.decode())
+    else:
+        # Ingested before the producer could act (it is gone from incoming/): BAD comes after it.
+        os.rename(hidden, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        how = "ingested before the exchange (%s); %s renamed to its name after" % (
+            os.strerror(ctypes.get_errno()), os.path.basename(bad))
+    os.close(dfd)
+    entry["min"] = 2
+    record(delivered, entry)
+    print("swap: %s %s" % (name.decode(), how))
+    return 0
+
+
+def produce(kind, incoming, ident, delivered):
+    """A FIFO (kind producer-fifo) or a symbolic link to /dev/zero (producer-symlink) in
+    INCOMING: never opened for reading, never followed, quarantined as rule 'type'."""
+    name = ("fifo-%s.h5" if kind == "producer-fifo" else "zero-%s.h5") % ident
+    path = os.path.join(incoming, name)
+    if kind == "producer-fifo":
+        os.mkfifo(path, 0o644)
+    else:
+        os.symlink("/dev/zero", path)
+    record(delivered, {"name": name.encode().hex(), "path": None, "rule": "type", "min": 1})
+    print("%s %s in incoming/" % ("a FIFO" if kind == "producer-fifo" else "a symbolic link to /dev/zero", name))
+
+
+def shown(name_hex):
+    """A delivered name as the scheduler's JSON gives it (invalid UTF-8 replaced by U+FFFD; how
+    many U+FFFD per invalid sequence is the JSON writer's business, so runs are compared as one)."""
+    return squash(bytes.fromhex(name_hex).decode("utf-8", errors="replace"))
+
+
+def squash(text):
+    out = []
+    for c in text:
+        if c == "\ufffd" and out and out[-1] == "\ufffd":
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+def read_delivered(path):
+    """(plain, hostile): plain [(name, path)], hostile [dict] (see record())."""
+    plain, hostile = [], []
+    for line in open(path).read().splitlines():
+        if line.startswith("{"):
+            hostile.append(json.loads(line))
+        elif line.strip():
+            plain.append(tuple(line.split(None, 1)))
+    return plain, hostile
 
 
 def processes(root):
@@ -166,7 +363,8 @@ def snipe(root, skip, timeout):
 def settled(bin_, root, delivered):
     """Prints "yes" when every delivered file was ingested or quarantined and no run is pending
     or active, else what is still going on."""
-    n = len([l for l in open(delivered).read().splitlines() if l.strip()])
+    plain, hostile = read_delivered(delivered)
+    n = len(plain) + sum(h["min"] for h in hostile)
     try:
         s = json.loads(subprocess.run([bin_, "sched", "status", "--root", root, "--json"], stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True, check=True).stdout)
@@ -176,7 +374,8 @@ def settled(bin_, root, delivered):
     seen = s["shards"]["count"] + s["shards"]["quarantined"]
     busy = {k: v for k, v in s["runs"].items() if k not in ("promoted", "rejected", "failed", "cancelled") and v}
     incoming = os.listdir(os.path.join(root, "incoming"))
-    if seen == n and not busy and not incoming:
+    # At least N: a swap's original may come back under its second name as a duplicate.
+    if seen >= n and not busy and not incoming:
         print("yes")
     else:
         print("no: %d of %d files handled, incoming %s, runs %s" % (seen, n, incoming, busy))
@@ -190,7 +389,10 @@ class Checker:
     def __init__(self, bin_, root, delivered, work, mpirun_args):
         self.bin, self.root, self.work = bin_, root, work
         self.mpirun_args = mpirun_args.split()
-        self.delivered = [l.split(None, 1) for l in open(delivered).read().splitlines() if l.strip()]
+        plain, self.hostile = read_delivered(delivered)
+        # (name as the scheduler's JSON shows it, path) of every file delivered with its bytes.
+        self.delivered = [(squash(n), p) for n, p in plain] + [(shown(h["name"]), h["path"]) for h in self.hostile
+                                                               if h["path"]]
         self.problems = []
         self.summary = {}
 
@@ -238,10 +440,19 @@ class Checker:
             by_hash.setdefault(h, []).append((name, rule))
         ingested = {}
         for s in shards:
-            ingested.setdefault(s["sha256"], []).append(s["source"])
+            ingested.setdefault(s["sha256"], []).append(squash(s["source"]))
         quarantined = {}
         for q in quarantine:
-            quarantined.setdefault(q["source"], []).append(q["rule"])
+            quarantined.setdefault(squash(q["source"]), []).append(q["rule"])
+        names = {n for n, _ in self.delivered}
+        for h in self.hostile:
+            names.add(shown(h["name"]))
+            if h["rule"]:  # a FIFO, a symbolic link: quarantined unread, once
+                if quarantined.get(shown(h["name"])) != [h["rule"]]:
+                    self.bad("%s: quarantined as %s, expected once as %s" % (shown(h["name"]),
+                                                                            quarantined.get(shown(h["name"])), h["rule"]))
+            if "swap" in h:
+                self.swapped(h["swap"], ingested, quarantined, by_hash, names)
         for h, files in by_hash.items():
             valid = [n for n, rule in files if rule in ("", "duplicate")]
             if valid:
@@ -262,10 +473,16 @@ class Checker:
         for h, srcs in ingested.items():
             if h not in by_hash:
                 self.bad("shard %s ingested from %s was never delivered" % (h[:16], srcs))
-        names = {n for n, _ in self.delivered}
         for src in quarantined:
             if src not in names:
                 self.bad("quarantined %s was never delivered" % src)
+        # What is stored is what was validated, and the producer cannot change it.
+        for sh in shards:
+            path = os.path.join(self.root, sh["file"])
+            st = os.lstat(path)
+            if hashlib.sha256(open(path, "rb").read()).hexdigest() != sh["sha256"] or st.st_mode & 0o222:
+                self.bad("%s: not the validated bytes of shard %s (or writable: mode %o)" % (sh["file"], sh["sha256"][:16],
+                                                                                              st.st_mode & 0o7777))
         data = sorted(os.listdir(os.path.join(self.root, "data")))
         if data != sorted(os.path.basename(s["file"]) for s in shards):
             self.bad("data/ holds %s, the catalog %d shards" % (data, len(shards)))
@@ -277,6 +494,28 @@ class Checker:
             self.bad("incoming/ still holds %s" % left)
         self.summary["shards_ingested"] = len(shards)
         self.summary["files_quarantined"] = len(quarantine)
+
+    def swapped(self, sw, ingested, quarantined, by_hash, names):
+        """A file exchanged with a bad one mid-validation: its bytes ingested once, under its name
+        or the one it came back under (the other, if seen, a duplicate), and the bad file that took
+        its name quarantined once for its rule."""
+        a_names = [shown(n) for n in sw["a_names"]]
+        names.update(a_names)
+        h = hashlib.sha256(open(sw["a"], "rb").read()).hexdigest()
+        by_hash.setdefault(h, [])  # delivered (checked here, not by the plain rule)
+        got = ingested.get(h, [])
+        if len(got) != 1 or got[0] not in a_names:
+            self.bad("swap: %s ingested %d times as %s, expected once as one of %s" % (a_names[0], len(got), got, a_names))
+        elif got[0] != a_names[-1] and len(a_names) > 1:
+            if quarantined.get(a_names[-1]) != ["duplicate"]:
+                self.bad("swap: %s (the original, back under a second name) quarantined as %s, not once as duplicate"
+                         % (a_names[-1], quarantined.get(a_names[-1])))
+        if sw["b"]:
+            rule = os.path.basename(sw["b"]).split("--")[0]
+            if quarantined.get(shown(sw["b_name"])) != [rule]:
+                self.bad("swap: %s (the bad file exchanged in) quarantined as %s, expected once as %s"
+                         % (shown(sw["b_name"]), quarantined.get(shown(sw["b_name"])), rule))
+        self.summary.setdefault("swaps", []).append("exchanged" if len(a_names) > 1 else "not exchanged")
 
     def runs(self):
         """Every run ended; a failed one says why; each attempt was started once."""
@@ -448,6 +687,10 @@ def main():
         pids(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     elif cmd == "snipe":
         sys.exit(snipe(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    elif cmd == "deliver":
+        sys.exit(deliver(*sys.argv[2:6]))
+    elif cmd == "produce":
+        produce(*sys.argv[2:6])
     elif cmd == "settled":
         settled(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "check":

@@ -11,8 +11,17 @@
 #   fsize-daemon     lower RLIMIT_FSIZE of the scheduler (and what it starts) for a few seconds
 #   enospc           fill the root's file system for a few seconds (a tmpfs of its own, in a
 #                    private mount namespace; skipped where the machine does not allow mounts)
+# and, as a hostile producer would (SECURITY.md), in every trial:
+#   producer-name    a valid shard and a bad file arrive under names of control characters,
+#                    escape sequences and invalid UTF-8, 240-250 bytes long
+#   producer-swap    a valid shard is exchanged with a bad file (renameat2 RENAME_EXCHANGE) the
+#                    moment the scheduler opens it (inotify), and comes back under a second name
+#   producer-fifo    a FIFO in incoming/
+#   producer-symlink a symbolic link to /dev/zero in incoming/
 # then lets the scheduler settle and checks (tests/chaos/chaos.py check): every valid shard
-# ingested exactly once and every bad file quarantined once, every run ended (a failed one with
+# ingested exactly once and every bad file quarantined once (a swapped shard once under one of its
+# two names, the file swapped in quarantined; a FIFO and a link quarantined unread), the stored
+# shards the validated bytes, read-only, every run ended (a failed one with
 # its reason), every committed checkpoint and weights file verifies, every retried run that
 # trained ended with the weights of an uninterrupted run of its configuration, the registry
 # verifies and agrees with the catalog, and no rejected run was ever the champion. The scheduler
@@ -222,15 +231,28 @@ fault() {
         rm -f "$fs/ballast"
         note "enospc skipped: cannot fill the file system ($avail bytes free)"
       fi ;;
+    producer-fifo|producer-symlink)
+      local out
+      if out=$(chaos produce "$kind" "$root/incoming" "$a" "$dir/delivered.txt" 2>&1); then note "$kind applied: $out"
+      else note "$kind skipped: $out"; fi ;;
   esac
 }
 
 # The producer: each file arrives by the convention (written under a hidden .tmp name, renamed),
-# trying again while the disk is full.
+# trying again while the disk is full; a hostile one (a MODE: tests/chaos/chaos.py) through
+# chaos.py, which records it in delivered.txt itself.
 feed() {
-  local gap path name
-  while read -r gap path; do
+  local gap path mode name out
+  while read -r gap path mode; do
     sleep "${gap}e-3"
+    if [ -n "$mode" ]; then
+      until out=$(chaos deliver "$root/incoming" "$path" "$mode" "$dir/delivered.txt"); do
+        [ -d "$root/incoming" ] || return 0
+        sleep 0.5
+      done
+      note "producer-${mode%%:*} applied: $out"
+      continue
+    fi
     name=$(basename "$path")
     until cp "$path" "$root/incoming/.$name.tmp" 2>/dev/null && mv "$root/incoming/.$name.tmp" "$root/incoming/$name"; do
       [ -d "$root/incoming" ] || return 0  # the trial is over
@@ -238,7 +260,7 @@ feed() {
       sleep 0.5
     done
     echo "$name $path" >>"$dir/delivered.txt"
-  done < <(awk '$1 == "arrive" {print $2, $3}' "$dir/plan")
+  done < <(awk '$1 == "arrive" {print $2, $3, $4}' "$dir/plan")
 }
 
 trial() {

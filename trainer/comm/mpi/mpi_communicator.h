@@ -5,6 +5,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/exit_codes.h"
 #include "trainer/comm/communicator.h"
 
 namespace perennial {
@@ -23,7 +24,7 @@ namespace perennial {
 // launcher (mpirun, srun) tears the job down instead of letting it hang. This is the one place
 // where Perennial ends a process from library code; a timeout of zero disables the watchdog.
 // Exit status of a process ended by the collective watchdog.
-inline constexpr int kExitCommTimeout = 124;
+inline constexpr int kExitCommTimeout = exit_code::kTimeout;
 
 class MpiCommunicator final : public Communicator {
  public:
