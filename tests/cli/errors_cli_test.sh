@@ -78,7 +78,8 @@ expect 2 "command line: unexpected argument 'extra'" -- data info "$work/fm/test
 expect 2 "command line: unexpected argument 'extra'" -- data import-fashion-mnist --out "$work/imp3" extra
 expect 2 "command line: unexpected argument 'stray'" -- train --run-dir "$work/run" stray
 for sub in "ckpt inspect" "ckpt verify" "ckpt diff" "data info" "data import-fashion-mnist" "data import-csv" "data add" \
-           ckpt data; do
+           ckpt data "registry list" "registry show" "registry promote" "registry rollback" "registry verify" \
+           "registry export" registry docs "docs config"; do
   # shellcheck disable=SC2086
   expect 0 "usage: perennial ${sub%% *}" -- $sub --help
 done
