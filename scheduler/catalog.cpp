@@ -95,6 +95,8 @@ const char* kRunColumns =
     "seq, id, state, trigger, reason, snapshot_id, config, config_sha256, warm_start, attempt, max_attempts, "
     "executor, exec_id, exit_code, message, result, cancel_requested, created_at, updated_at, finished_at";
 
+std::string resultText(const RunRecord& r) { return r.result ? dumpJson(r.result->toJson()) : std::string(); }
+
 RunRecord readRun(const Statement& s) {
   RunRecord r;
   r.seq = s.int64(0);
@@ -112,7 +114,13 @@ RunRecord readRun(const Statement& s) {
   r.execId = s.text(12);
   if (!s.isNull(13)) r.exitCode = s.int64(13);
   r.message = s.text(14);
-  r.result = s.text(15);
+  if (const std::string text = s.text(15); !text.empty()) {
+    try {
+      r.result = TrainResult::parse(text, "run " + r.id + ": result");
+    } catch (const DataError&) {
+      r.result.reset();
+    }
+  }
   r.cancelRequested = s.int64(16) != 0;
   r.createdAt = s.real(17);
   r.updatedAt = s.real(18);
@@ -142,13 +150,28 @@ bool isTerminalState(const std::string& s) {
 }
 
 // The host record is checked before SQLite opens the file (NOTE [Catalog host]).
-Catalog::Catalog(const std::string& path) : db_((claimCatalogHost(path), path)) {
+Catalog::Catalog(const std::string& path, Access access) : db_((claimCatalogHost(path), path)) {
   // Owner read-write, group read: the catalog decides what is trained and published. (SQLite
   // gives its -wal and -shm files the database file's permissions.) A catalog someone made
   // group- or world-writable keeps what they chose.
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0644) ::chmod(path.c_str(), 0640);
   migrate();
+  if (access == Access::kReadOnly) db_.exec("PRAGMA query_only=1");
+}
+
+void Catalog::readTransaction(const std::function<void()>& body) {
+  db_.exec("BEGIN");
+  try {
+    body();
+  } catch (...) {
+    try {
+      db_.exec("ROLLBACK");
+    } catch (const std::exception&) {
+    }
+    throw;
+  }
+  db_.exec("COMMIT");
 }
 
 int Catalog::schemaVersion() {
@@ -225,9 +248,49 @@ int64_t Catalog::shardCount() {
   return s.int64(0);
 }
 
-void Catalog::insertQuarantine(const QuarantineRecord& q) {
+bool Catalog::insertQuarantine(const QuarantineRecord& q) {
   db_.prepare("INSERT OR IGNORE INTO quarantine(file, source, rule, reason, at) VALUES (?,?,?,?,?)")
       .bind(1, q.file).bind(2, q.source).bind(3, q.rule).bind(4, q.reason).bind(5, q.at).run();
+  return db_.changes() > 0;
+}
+
+std::vector<std::pair<std::string, int64_t>> Catalog::quarantineCountsByRule() {
+  Statement s = db_.prepare("SELECT rule, COUNT(*) FROM quarantine GROUP BY rule ORDER BY rule");
+  std::vector<std::pair<std::string, int64_t>> out;
+  while (s.step()) out.emplace_back(s.text(0), s.int64(1));
+  return out;
+}
+
+std::map<std::string, int64_t> Catalog::runCountsByState() {
+  Statement s = db_.prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
+  std::map<std::string, int64_t> out;
+  while (s.step()) out[s.text(0)] = s.int64(1);
+  return out;
+}
+
+std::optional<RunRecord> Catalog::lastTrainedRun() {
+  Statement s = db_.prepare(std::string("SELECT ") + kRunColumns +
+                            " FROM runs WHERE state IN (?, ?, ?) AND result <> '' "
+                            "ORDER BY COALESCE(finished_at, updated_at) DESC, seq DESC LIMIT 1");
+  s.bind(1, state::kSucceeded).bind(2, state::kPromoted).bind(3, state::kRejected);
+  if (!s.step()) return std::nullopt;
+  return readRun(s);
+}
+
+std::optional<EventRecord> Catalog::lastEvent(const std::string& kind, const std::string& subject) {
+  Statement s = db_.prepare(
+      "SELECT id, at, kind, subject, detail FROM events WHERE kind = ? AND subject = ? ORDER BY id DESC LIMIT 1");
+  s.bind(1, kind).bind(2, subject);
+  if (!s.step()) return std::nullopt;
+  return EventRecord{s.int64(0), s.real(1), s.text(2), s.text(3), s.text(4)};
+}
+
+std::map<std::string, int64_t> Catalog::eventCountsBySubject(const std::string& kind) {
+  Statement s = db_.prepare("SELECT subject, COUNT(*) FROM events WHERE kind = ? GROUP BY subject");
+  s.bind(1, kind);
+  std::map<std::string, int64_t> out;
+  while (s.step()) out[s.text(0)] = s.int64(1);
+  return out;
 }
 
 std::vector<QuarantineRecord> Catalog::quarantined(int64_t limit) {
@@ -303,7 +366,7 @@ void Catalog::insertRun(RunRecord& r) {
       .bind(6, r.config).bind(7, r.configSha256).bind(8, r.warmStart).bind(9, r.attempt).bind(10, r.maxAttempts)
       .bind(11, r.executor).bind(12, r.execId)
       .bindNull(13)
-      .bind(14, r.message).bind(15, r.result).bind(16, static_cast<int64_t>(r.cancelRequested))
+      .bind(14, r.message).bind(15, resultText(r)).bind(16, static_cast<int64_t>(r.cancelRequested))
       .bind(17, r.createdAt).bind(18, r.updatedAt)
       .bindNull(19)
       .run();
@@ -317,7 +380,7 @@ void Catalog::updateRun(const RunRecord& r) {
       "updated_at=?, finished_at=? WHERE id=?");
   s.bind(1, r.state).bind(2, r.attempt).bind(3, r.execId);
   if (r.exitCode) s.bind(4, *r.exitCode); else s.bindNull(4);
-  s.bind(5, r.message).bind(6, r.result).bind(7, static_cast<int64_t>(r.cancelRequested)).bind(8, r.updatedAt);
+  s.bind(5, r.message).bind(6, resultText(r)).bind(7, static_cast<int64_t>(r.cancelRequested)).bind(8, r.updatedAt);
   if (r.finishedAt) s.bind(9, *r.finishedAt); else s.bindNull(9);
   s.bind(10, r.id).run();
   PERENNIAL_CHECK(db_.changes() == 1, "run " << r.id << " not in the catalog");

@@ -5,6 +5,8 @@
 // so the scheduler may be killed at any point and restarted. The catalog is used from one host
 // only (catalog_host.h): every process that opens it checks that first.
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scheduler/sqlite.h"
+#include "trainer/results.h"
 
 namespace perennial::sched {
 
@@ -75,7 +78,9 @@ struct RunRecord {
   std::string execId;    // the executor's handle of the current attempt (pid, Slurm job id)
   std::optional<int64_t> exitCode;
   std::string message;
-  std::string result;    // result.json of a succeeded run
+  // result.json of a succeeded run (absent before; also when the stored text does not read as one,
+  // which only a catalog edited by hand can hold).
+  std::optional<TrainResult> result;
   bool cancelRequested = false;
   double createdAt = 0, updatedAt = 0;
   std::optional<double> finishedAt;
@@ -122,13 +127,17 @@ struct NewDataStats {
 
 class Catalog {
  public:
+  enum class Access { kReadWrite, kReadOnly };
   // Opens or creates PATH and migrates it to kCatalogSchemaVersion. Refuses (IoError) a catalog
   // written by a newer Perennial, and (ConfigError) one that belongs to another host, before
-  // SQLite opens it (NOTE [Catalog host], catalog_host.h).
-  explicit Catalog(const std::string& path);
+  // SQLite opens it (NOTE [Catalog host], catalog_host.h). With kReadOnly, every statement after
+  // the migration that would write fails (the metrics endpoint's connections).
+  explicit Catalog(const std::string& path, Access access = Access::kReadWrite);
 
-  Database& db() { return db_; }
+  // Runs BODY as one write transaction (BEGIN IMMEDIATE): all of its changes or none.
   void transaction(const std::function<void()>& body) { db_.transaction(body); }
+  // Runs BODY as one read transaction: every read in it sees the same state of the catalog.
+  void readTransaction(const std::function<void()>& body);
   int schemaVersion();
 
   // Shards.
@@ -140,10 +149,11 @@ class Catalog {
   int64_t shardCount();
   int64_t maxShardSeq();  // 0 when there is none
 
-  // Quarantine. Insert is idempotent on FILE.
-  void insertQuarantine(const QuarantineRecord& q);
+  // Quarantine. Insert is idempotent on FILE: returns false when FILE was already recorded.
+  bool insertQuarantine(const QuarantineRecord& q);
   std::vector<QuarantineRecord> quarantined(int64_t limit);
   int64_t quarantineCount();
+  std::vector<std::pair<std::string, int64_t>> quarantineCountsByRule();  // by rule name
 
   // Snapshots. Insert is idempotent on the id.
   void insertSnapshot(const SnapshotRecord& s);
@@ -163,10 +173,15 @@ class Catalog {
   std::vector<RunRecord> recentRuns(int64_t limit);
   int64_t activeRunCount();
   std::optional<double> lastRunCreatedAt();
+  std::map<std::string, int64_t> runCountsByState();  // only the states some run is in
+  // The run that most recently finished training (succeeded, promoted or rejected) with a result.
+  std::optional<RunRecord> lastTrainedRun();
 
   // Events.
   void addEvent(double at, const std::string& kind, const std::string& subject, const nlohmann::json& detail);
   std::vector<EventRecord> events(int64_t limit, const std::string& kind = "");
+  std::optional<EventRecord> lastEvent(const std::string& kind, const std::string& subject);
+  std::map<std::string, int64_t> eventCountsBySubject(const std::string& kind);
 
   // Trigger states (the latest evaluation of each trigger).
   void saveTriggerState(const TriggerStateRecord& t);
@@ -183,6 +198,9 @@ class Catalog {
   void setMeta(const std::string& key, const std::string& value);
 
  private:
+  // Raw SQL for tests and benchmarks that fill or break a catalog on purpose
+  // (tests/sched/catalog_test_peer.h); the scheduler's code goes through the methods above.
+  friend struct CatalogTestPeer;
   void migrate();
   Database db_;
 };

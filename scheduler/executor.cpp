@@ -22,6 +22,7 @@
 #include "common/read_file.h"
 #include "common/fs_util.h"
 #include "scheduler/process.h"
+#include "scheduler/run_paths.h"
 
 namespace perennial::sched {
 namespace {
@@ -57,7 +58,7 @@ LocalExecutor::LocalExecutor(LocalExecutorOptions options) : o_(std::move(option
 }
 
 std::string LocalExecutor::attemptDir(const AttemptSpec& spec) {
-  return spec.runDir + "/attempt-" + std::to_string(spec.attempt);
+  return RunPaths(spec.runDir).attempt(spec.attempt);
 }
 
 std::string LocalExecutor::submit(const AttemptSpec& spec) {

@@ -44,8 +44,8 @@ std::string fmt(double v) {
 constexpr double kTolerance = 1e-9;
 
 double metricOf(const ModelEval& m, const std::string& metric) {
-  if (metric == "accuracy") return m.accuracy;
-  if (metric == "loss") return m.loss;
+  if (metric == "accuracy") return m.metrics.accuracy;
+  if (metric == "loss") return m.metrics.loss;
   throw InternalError("unknown metric " + metric);
 }
 
@@ -131,7 +131,7 @@ std::optional<CheckResult> IntegrityCheck::run(const ModelEval& c, const ModelEv
 
 std::optional<CheckResult> SanityCheck::run(const ModelEval& c, const ModelEval*) const {
   CheckResult r{name(), true, json::object(), json::object(), ""};
-  r.value = {{"non_finite_weights", c.nonFiniteWeights}, {"non_finite_outputs", c.nonFiniteOutputs},
+  r.value = {{"non_finite_weights", c.nonFiniteWeights}, {"non_finite_outputs", c.metrics.nonFiniteOutputs},
              {"feature_shape", c.featureShape}, {"classes", c.numClasses}};
   r.threshold = {{"non_finite_weights", 0}, {"non_finite_outputs", 0}, {"feature_shape", shape_}, {"classes", classes_}};
   if (!c.evalError.empty()) {
@@ -140,9 +140,9 @@ std::optional<CheckResult> SanityCheck::run(const ModelEval& c, const ModelEval*
   } else if (c.nonFiniteWeights > 0) {
     r.passed = false;
     r.detail = std::to_string(c.nonFiniteWeights) + " weight value(s) are NaN or infinite";
-  } else if (c.nonFiniteOutputs > 0) {
+  } else if (c.metrics.nonFiniteOutputs > 0) {
     r.passed = false;
-    r.detail = std::to_string(c.nonFiniteOutputs) + " holdout row(s) give NaN or infinite outputs";
+    r.detail = std::to_string(c.metrics.nonFiniteOutputs) + " holdout row(s) give NaN or infinite outputs";
   } else if (!shape_.empty() && (c.featureShape != shape_ || c.numClasses != classes_)) {
     r.passed = false;
     r.detail = "the holdout's feature shape or class count differs from the dataset spec";
@@ -178,10 +178,11 @@ std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* 
   double worst = -INFINITY;
   int64_t worstClass = -1;
   json drops = json::object();
-  const size_t n = std::min(c.classTotal.size(), champion->classTotal.size());
+  const EvalMetrics &cm = c.metrics, &hm = champion->metrics;
+  const size_t n = std::min(cm.classTotal.size(), hm.classTotal.size());
   for (size_t k = 0; k < n; ++k) {
-    if (c.classTotal[k] < minSamples_) continue;
-    const double drop = champion->classAccuracy(k) - c.classAccuracy(k);
+    if (cm.classTotal[k] < minSamples_) continue;
+    const double drop = hm.classAccuracy(k) - cm.classAccuracy(k);
     drops[std::to_string(k)] = drop;
     if (drop > worst) {
       worst = drop;
@@ -191,8 +192,8 @@ std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* 
   r.value = {{"worst_class", worstClass}, {"worst_drop", worstClass >= 0 ? json(worst) : json(nullptr)}, {"drops", drops}};
   if (worstClass >= 0 && worst > margin_ + kTolerance) {
     r.passed = false;
-    r.detail = "class " + std::to_string(worstClass) + " accuracy " + fmt(c.classAccuracy(static_cast<size_t>(worstClass))) +
-               " vs champion " + fmt(champion->classAccuracy(static_cast<size_t>(worstClass))) + ": drop " + fmt(worst) +
+    r.detail = "class " + std::to_string(worstClass) + " accuracy " + fmt(cm.classAccuracy(static_cast<size_t>(worstClass))) +
+               " vs champion " + fmt(hm.classAccuracy(static_cast<size_t>(worstClass))) + ": drop " + fmt(worst) +
                " > " + fmt(margin_);
   } else {
     r.detail = worstClass >= 0 ? "largest class drop " + fmt(worst) + " (class " + std::to_string(worstClass) + ") <= " + fmt(margin_)
@@ -203,7 +204,7 @@ std::optional<CheckResult> SliceCheck::run(const ModelEval& c, const ModelEval* 
 
 std::optional<CheckResult> ImprovementCheck::run(const ModelEval& c, const ModelEval* champion) const {
   if (!champion) return std::nullopt;
-  const double gain = c.accuracy - champion->accuracy;
+  const double gain = c.metrics.accuracy - champion->metrics.accuracy;
   CheckResult r{name(), gain >= minGain_ - kTolerance, gain, minGain_, ""};
   r.detail = "accuracy gain " + fmt(gain) + (r.passed ? " >= " : " < ") + fmt(minGain_);
   return r;
@@ -235,6 +236,9 @@ std::vector<std::string> Verdict::failed() const {
 
 Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion) {
   Verdict v;
+  v.candidate = candidate;
+  if (champion) v.champion = *champion;
+  v.device = !candidate.device.empty() ? candidate.device : champion ? champion->device : "";
   const bool evaluated = candidate.evalError.empty();
   for (const auto& check : checks) {
     // A file that does not verify is judged by integrity alone; metric checks need an
@@ -249,13 +253,38 @@ Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval
   return v;
 }
 
-nlohmann::json Verdict::toJson(const ModelEval& candidate, const ModelEval* champion) const {
-  auto modelJson = [](const ModelEval& m) {
-    std::vector<double> perClass;
-    for (size_t k = 0; k < m.classTotal.size(); ++k) perClass.push_back(m.classAccuracy(k));
-    return json{{"path", m.path}, {"accuracy", m.accuracy}, {"loss", m.loss}, {"samples", m.samples},
-                {"class_accuracy", perClass}, {"param_sha256", m.paramSha256}};
+json ModelEval::toJson() const {
+  json j = metrics.toJson();
+  j.update({{"path", path}, {"param_sha256", paramSha256}, {"recorded_param_sha256", recordedParamSha256},
+            {"non_finite_weights", nonFiniteWeights}, {"device", device}});
+  if (!fileError.empty()) j["file_error"] = fileError;
+  if (!evalError.empty()) j["eval_error"] = evalError;
+  return j;
+}
+
+ModelEval ModelEval::fromJson(const json& j, const std::string& what) {
+  if (!j.is_object()) throw DataError(what + ": not a JSON object");
+  ModelEval m;
+  m.metrics = EvalMetrics::fromJson(j, what);
+  auto str = [&](const char* key) {
+    if (!j.contains(key) || j[key].is_null()) return std::string();
+    if (!j[key].is_string()) throw DataError(what + ": '" + key + "' must be a string");
+    return j[key].get<std::string>();
   };
+  m.path = str("path");
+  m.paramSha256 = str("param_sha256");
+  m.recordedParamSha256 = str("recorded_param_sha256");
+  m.device = str("device");
+  m.fileError = str("file_error");
+  m.evalError = str("eval_error");
+  if (j.contains("non_finite_weights")) {
+    if (!j["non_finite_weights"].is_number_integer()) throw DataError(what + ": 'non_finite_weights' must be an integer");
+    m.nonFiniteWeights = j["non_finite_weights"].get<int64_t>();
+  }
+  return m;
+}
+
+json Verdict::toJson() const {
   json checksJson = json::array();
   for (const auto& c : checks) {
     checksJson.push_back({{"name", c.name}, {"passed", c.passed}, {"value", c.value}, {"threshold", c.threshold},
@@ -264,8 +293,49 @@ nlohmann::json Verdict::toJson(const ModelEval& candidate, const ModelEval* cham
   return {{"decision", passed ? "pass" : "reject"},
           {"failed", failed()},
           {"checks", checksJson},
-          {"candidate", modelJson(candidate)},
-          {"champion", champion ? modelJson(*champion) : json(nullptr)}};
+          {"candidate", candidate.toJson()},
+          {"champion", champion ? champion->toJson() : json(nullptr)},
+          {"holdout", holdout},
+          {"config", config},
+          {"device", device}};
+}
+
+Verdict Verdict::fromJson(const json& j, const std::string& what) {
+  if (!j.is_object()) throw DataError(what + ": not a JSON object");
+  Verdict v;
+  const json decision = j.value("decision", json());
+  if (decision != "pass" && decision != "reject") {
+    throw DataError(what + ": 'decision' must be \"pass\" or \"reject\" (got " + decision.dump() + ")");
+  }
+  v.passed = decision == "pass";
+  if (!j.contains("checks") || !j["checks"].is_array()) throw DataError(what + ": 'checks' must be an array");
+  for (const auto& c : j["checks"]) {
+    if (!c.is_object() || !c.contains("name") || !c["name"].is_string() || !c.contains("passed") ||
+        !c["passed"].is_boolean()) {
+      throw DataError(what + ": each of 'checks' needs a string 'name' and a boolean 'passed'");
+    }
+    v.checks.push_back({c["name"].get<std::string>(), c["passed"].get<bool>(), c.value("value", json()),
+                        c.value("threshold", json()), c.value("detail", "")});
+  }
+  // The decision and the checks must agree: a verdict that rejects names a failed check.
+  bool allPassed = true;
+  for (const auto& c : v.checks) allPassed = allPassed && c.passed;
+  if (allPassed != v.passed) throw DataError(what + ": 'decision' " + decision.dump() + " disagrees with its checks");
+  if (!j.contains("candidate")) throw DataError(what + ": 'candidate' is missing");
+  v.candidate = ModelEval::fromJson(j["candidate"], what + ": candidate");
+  if (j.contains("champion") && !j["champion"].is_null()) {
+    v.champion = ModelEval::fromJson(j["champion"], what + ": champion");
+  }
+  if (j.contains("holdout")) {
+    if (!j["holdout"].is_array()) throw DataError(what + ": 'holdout' must be an array of paths");
+    for (const auto& h : j["holdout"]) {
+      if (!h.is_string()) throw DataError(what + ": 'holdout' must be an array of paths");
+      v.holdout.push_back(h.get<std::string>());
+    }
+  }
+  v.config = j.value("config", json("")).is_string() ? j.value("config", "") : "";
+  v.device = j.value("device", json("")).is_string() ? j.value("device", "") : "";
+  return v;
 }
 
 }  // namespace perennial::sched

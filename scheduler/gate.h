@@ -2,13 +2,15 @@
 // The validation gate: named checks that a candidate model must pass before it may replace the
 // champion. Each check produces a result with its value, threshold and outcome; the verdict
 // holds them all and the decision. The checks only compare measurements (ModelEval), so they
-// are tested without a model; `perennial validate` measures (gate_command.cpp).
+// are tested without a model; `perennial validate` measures (cli/validate_command.cpp).
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "trainer/results.h"
 
 namespace boost::program_options {
 class options_description;
@@ -19,12 +21,8 @@ namespace perennial::sched {
 // What the gate knows about one model after evaluating it on the holdout.
 struct ModelEval {
   std::string path;
-  double accuracy = 0;
-  double loss = 0;
-  int64_t samples = 0;
-  std::vector<int64_t> classCorrect, classTotal;
+  EvalMetrics metrics;               // on the holdout (trainer/results.h)
   int64_t nonFiniteWeights = 0;
-  int64_t nonFiniteOutputs = 0;
   std::string paramSha256;           // computed
   std::string recordedParamSha256;   // in the weights file
   std::string trainerParamSha256;    // in the run's result.json ("" when there is none)
@@ -34,9 +32,10 @@ struct ModelEval {
   std::string evalError;             // why the model could not be evaluated on the holdout
   std::string device;                // where it was evaluated ("cpu", "cuda:0"; "" when it was not)
 
-  double classAccuracy(size_t k) const {
-    return classTotal.at(k) > 0 ? static_cast<double>(classCorrect.at(k)) / static_cast<double>(classTotal.at(k)) : 0;
-  }
+  // metrics.toJson() with "path", "param_sha256", "recorded_param_sha256", "non_finite_weights",
+  // "device", and "file_error" / "eval_error" when there is one.
+  nlohmann::json toJson() const;
+  static ModelEval fromJson(const nlohmann::json& j, const std::string& what);
 };
 
 struct GateConfig {
@@ -148,11 +147,22 @@ class ImprovementCheck : public Check {
 std::vector<std::unique_ptr<Check>> makeChecks(const GateConfig& config, const std::vector<int64_t>& featureShape,
                                                int64_t numClasses);
 
+// The gate's judgement of a candidate: verdict.json, and what the scheduler publishes.
 struct Verdict {
   bool passed = true;
   std::vector<CheckResult> checks;
+  ModelEval candidate;
+  std::optional<ModelEval> champion;  // none for the first model
+  std::vector<std::string> holdout;   // what both were evaluated on (directories or files)
+  std::string config;                 // the gate configuration file ("" for the defaults)
+  std::string device;                 // where they were evaluated
+
   std::vector<std::string> failed() const;
-  nlohmann::json toJson(const ModelEval& candidate, const ModelEval* champion) const;
+  // {"decision": "pass"|"reject", "failed", "checks", "candidate", "champion" (or null),
+  // "holdout", "config", "device"}.
+  nlohmann::json toJson() const;
+  // Throws DataError naming WHAT and the field on a verdict that does not fit.
+  static Verdict fromJson(const nlohmann::json& j, const std::string& what);
 };
 
 Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion);

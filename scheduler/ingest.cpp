@@ -304,8 +304,7 @@ IngestOutcome Ingester::quarantine(Candidate& c, const std::string& hash, const 
   const std::string rel = "quarantine/" + qname;
   const double now = clock_.now();
   cat_.transaction([&] {
-    cat_.insertQuarantine({0, rel, c.name, rule, reason, now});
-    if (cat_.db().changes() > 0) {
+    if (cat_.insertQuarantine({0, rel, c.name, rule, reason, now})) {
       cat_.addEvent(now, "quarantine", hash, {{"source", c.name}, {"file", rel}, {"rule", rule}, {"reason", reason}});
     }
   });

@@ -71,21 +71,6 @@ class Writer {
 };
 
 // A read transaction: every query sees the same catalog state.
-class ReadTransaction {
- public:
-  explicit ReadTransaction(Database& db) : db_(db) { db_.exec("BEGIN"); }
-  ~ReadTransaction() {
-    try {
-      db_.exec("ROLLBACK");  // nothing was written
-    } catch (const std::exception&) {
-    }
-  }
-  ReadTransaction(const ReadTransaction&) = delete;
-  ReadTransaction& operator=(const ReadTransaction&) = delete;
-
- private:
-  Database& db_;
-};
 
 json parseObject(const std::string& text) {
   json j = json::parse(text, nullptr, false);
@@ -116,18 +101,15 @@ std::string escapeLabelValue(const std::string& value) {
   return out;
 }
 
-std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const MetricsContext& context) {
-  Database& db = catalog.db();
-  ReadTransaction txn(db);
+namespace {
+
+std::string renderMetricsOf(Catalog& catalog, const TickStats& ticks, const MetricsContext& context) {
   Writer w;
 
   // Runs by state.
   std::map<std::string, int64_t> byState;
   for (const char* s : kRunStates) byState[s] = 0;
-  {
-    Statement s = db.prepare("SELECT state, COUNT(*) FROM runs GROUP BY state");
-    while (s.step()) byState[s.text(0)] = s.int64(1);
-  }
+  for (const auto& [st, n] : catalog.runCountsByState()) byState[st] = n;
   w.family("perennial_runs", "gauge", "Runs in the catalog by state.");
   for (const char* st : kRunStates)
     w.sample("perennial_runs", {{"state", st}}, formatValue(byState[st]));
@@ -138,22 +120,11 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   }
 
   // Shards and quarantine.
-  int64_t shards = 0, rows = 0, quarantined = 0;
-  {
-    Statement s = db.prepare("SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM shards");
-    if (s.step()) {
-      shards = s.int64(0);
-      rows = s.int64(1);
-    }
-  }
-  std::vector<std::pair<std::string, int64_t>> byRule;
-  {
-    Statement s = db.prepare("SELECT rule, COUNT(*) FROM quarantine GROUP BY rule ORDER BY rule");
-    while (s.step()) {
-      byRule.emplace_back(s.text(0), s.int64(1));
-      quarantined += s.int64(1);
-    }
-  }
+  const NewDataStats all = catalog.shardsAfter(0);
+  const int64_t shards = all.shards, rows = all.rows;
+  const std::vector<std::pair<std::string, int64_t>> byRule = catalog.quarantineCountsByRule();
+  int64_t quarantined = 0;
+  for (const auto& [rule, n] : byRule) quarantined += n;
   w.family("perennial_shards_ingested_total", "counter",
            "Shards ingested (validated and stored in data/).");
   w.sample("perennial_shards_ingested_total", {}, formatValue(shards));
@@ -170,18 +141,11 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   // Triggers: firings (events) and the latest evaluation (trigger_state).
   std::map<std::string, int64_t> firings;
   std::vector<std::pair<std::string, bool>> fired;
-  {
-    Statement s = db.prepare("SELECT name, fired FROM trigger_state ORDER BY name");
-    while (s.step()) {
-      fired.emplace_back(s.text(0), s.int64(1) != 0);
-      firings[s.text(0)] = 0;
-    }
+  for (const auto& t : catalog.triggerStates()) {
+    fired.emplace_back(t.name, t.fired);
+    firings[t.name] = 0;
   }
-  {
-    Statement s =
-        db.prepare("SELECT subject, COUNT(*) FROM events WHERE kind = 'trigger' GROUP BY subject");
-    while (s.step()) firings[s.text(0)] = s.int64(1);
-  }
+  for (const auto& [name, n] : catalog.eventCountsBySubject("trigger")) firings[name] = n;
   w.family("perennial_trigger_firings_total", "counter",
            "Trigger firings recorded as events (a firing that creates a run, or one that starts "
            "being held).");
@@ -196,17 +160,10 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   w.family("perennial_last_training_duration_seconds", "gauge",
            "Wall time (else training-loop time) of the most recently finished run that trained a "
            "model.");
-  {
-    Statement s = db.prepare(
-        "SELECT result FROM runs WHERE state IN (?, ?, ?) AND result <> '' "
-        "ORDER BY COALESCE(finished_at, updated_at) DESC, seq DESC LIMIT 1");
-    s.bind(1, state::kSucceeded).bind(2, state::kPromoted).bind(3, state::kRejected);
-    if (s.step()) {
-      const json result = parseObject(s.text(0));
-      auto seconds = numberField(result, "wall_seconds");
-      if (!seconds) seconds = numberField(result, "train_seconds");
-      if (seconds) w.sample("perennial_last_training_duration_seconds", {}, formatValue(*seconds));
-    }
+  if (const std::optional<RunRecord> last = catalog.lastTrainedRun(); last && last->result) {
+    // 0 is "not measured" (TrainResult's default).
+    const double seconds = last->result->wallSeconds > 0 ? last->result->wallSeconds : last->result->trainSeconds;
+    if (seconds > 0) w.sample("perennial_last_training_duration_seconds", {}, formatValue(seconds));
   }
 
   // The champion.
@@ -216,13 +173,9 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   if (const auto championRun = catalog.meta("champion")) {
     const std::optional<RunRecord> run = catalog.run(*championRun);
     std::string model, version;
-    {
-      Statement s = db.prepare(
-          "SELECT detail FROM events WHERE kind = 'champion' AND subject = ? ORDER BY id DESC "
-          "LIMIT 1");
-      s.bind(1, *championRun);
-      if (s.step()) {
-        const json detail = parseObject(s.text(0));
+    if (const auto event = catalog.lastEvent("champion", *championRun)) {
+      {
+        const json detail = parseObject(event->detail);
         if (detail.contains("model") && detail["model"].is_string())
           model = detail["model"].get<std::string>();
         if (detail.contains("version") && detail["version"].is_string())
@@ -234,7 +187,7 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
     if (model.empty() && !version.empty()) model = context.model;
     w.sample("perennial_champion_info",
              {{"model", model}, {"version", version}, {"run", *championRun}}, "1");
-    if (run) accuracy = numberField(parseObject(run->result), "test_accuracy");
+    if (run && run->result && !run->result->test.regression) accuracy = run->result->test.accuracy;
     if (!accuracy && !context.registryDir.empty() && !model.empty() && !version.empty()) {
       std::ifstream in(context.registryDir + "/" + model + "/versions/" + version +
                        "/metrics.json");
@@ -269,6 +222,15 @@ std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const Metric
   return w.text;
 }
 
+}  // namespace
+
+// One read transaction: every figure comes from the same state of the catalog.
+std::string renderMetrics(Catalog& catalog, const TickStats& ticks, const MetricsContext& context) {
+  std::string text;
+  catalog.readTransaction([&] { text = renderMetricsOf(catalog, ticks, context); });
+  return text;
+}
+
 struct MetricsServer::Impl {
   std::string catalogPath;
   const TickStats* ticks = nullptr;
@@ -281,8 +243,7 @@ struct MetricsServer::Impl {
 
   std::string scrape() {
     if (!std::filesystem::exists(catalogPath)) throw IoError(catalogPath + ": no catalog");
-    Catalog cat(catalogPath);  // this thread's own connection
-    cat.db().exec("PRAGMA query_only=1");
+    Catalog cat(catalogPath, Catalog::Access::kReadOnly);  // this thread's own connection
     return renderMetrics(cat, ticks ? *ticks : none, context);
   }
 };

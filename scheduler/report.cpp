@@ -23,6 +23,7 @@
 #include "perennial/build_config.h"
 #include "scheduler/catalog.h"
 #include "scheduler/registry.h"
+#include "scheduler/run_paths.h"
 
 namespace perennial::sched {
 
@@ -545,16 +546,13 @@ Model load(const ReportOptions& opt) {
     m.shards = all.shards;
     m.rows = all.rows;
     m.quarantinedCount = cat.quarantineCount();
-    {
-      Statement s = cat.db().prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
-      while (s.step()) m.byState[s.text(0)] = s.int64(1);
-    }
+    m.byState = cat.runCountsByState();
     std::vector<RunRecord> recs = cat.recentRuns(100000);
     std::reverse(recs.begin(), recs.end());
     for (auto& r : recs) {
       RunInfo ri;
       ri.rec = std::move(r);
-      ri.result = parseJson(ri.rec.result);
+      if (ri.rec.result) ri.result = ri.rec.result->toJson();
       ri.accuracy = number(ri.result, "test_accuracy");
       m.runIndex[ri.rec.id] = m.runs.size();
       m.runs.push_back(std::move(ri));
@@ -570,7 +568,7 @@ Model load(const ReportOptions& opt) {
   // Verdicts of judged runs, newest first, and colours of the runs whose curves are drawn.
   for (auto& r : m.runs) {
     if (r.rec.state == state::kPromoted || r.rec.state == state::kRejected || r.rec.state == state::kFailed) {
-      r.verdict = parseJson(fs::readFileIfPresent(opt.root + "/runs/" + r.rec.id + "/verdict.json"));
+      r.verdict = parseJson(fs::readFileIfPresent(RunPaths::of(opt.root, r.rec.id).verdict()));
     }
   }
   // The registry: the model whose champion is the catalog's, else the first one.
@@ -853,7 +851,7 @@ std::string curvesSection(const Model& m, const std::string& championRun) {
   std::vector<const RunInfo*> shown;
   std::vector<Curves> curves;
   for (auto it = m.runs.rbegin(); it != m.runs.rend() && shown.size() < m.opt.curveRuns; ++it) {
-    Curves cv = readCurves(m.opt.root + "/runs/" + it->rec.id + "/train/metrics.jsonl");
+    Curves cv = readCurves(RunPaths::of(m.opt.root, it->rec.id).metrics());
     if (cv.loss.empty() && cv.accuracy.empty()) continue;
     shown.push_back(&*it);
     curves.push_back(std::move(cv));

@@ -22,6 +22,7 @@
 #include "common/snapshot_id.h"
 #include "common/text.h"
 #include "scheduler/process.h"
+#include "scheduler/run_paths.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::sched {
@@ -97,14 +98,14 @@ void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
 }
 
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
-  const std::string runDir = root_ + "/runs/" + runId;
-  std::vector<std::string> args{"--config", config_.trainConfig, "--run-dir", runDir + "/train",
-                                "--data.train=" + runDir + "/data", "--data.test=" + config_.holdout,
-                                // The trainer checks every shard against it before training.
-                                "--data.snapshot=" + runDir + "/snapshot.json"};
-  if (!warmFrom.empty()) args.push_back("--model.init=" + root_ + "/runs/" + warmFrom + "/train/model.h5");
+  const RunPaths run = RunPaths::of(root_, runId);
   try {
-    TrainConfig c = parseTrainArgs(args).config;
+    std::map<std::string, std::string> settings{{"data.train", run.data()},
+                                                {"data.test", config_.holdout},
+                                                // The trainer checks every shard against it before training.
+                                                {"data.snapshot", run.snapshot()}};
+    if (!warmFrom.empty()) settings["model.init"] = RunPaths::of(root_, warmFrom).model();
+    TrainConfig c = loadTrainConfigFile(config_.trainConfig, settings);
     // A TorchScript file named relative to the training configuration, as the scheduler's own
     // paths are relative to its configuration: runs start in other directories.
     if (!c.modelPath.empty() && std::filesystem::path(c.modelPath).is_relative()) {
@@ -123,9 +124,10 @@ AttemptSpec Scheduler::attemptSpec(const RunRecord& run) const {
   AttemptSpec s;
   s.runId = run.id;
   s.attempt = run.attempt;
-  s.runDir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  s.runDir = paths.dir();
   s.ranks = config_.ranks;
-  s.trainArgs = {"train", "--config", s.runDir + "/config.cfg", "--run-dir", s.runDir + "/train", "--resume", "auto"};
+  s.trainArgs = {"train", "--config", paths.config(), "--run-dir", paths.train(), "--resume", "auto"};
   return s;
 }
 
@@ -251,17 +253,25 @@ void Scheduler::followActiveRuns(TickReport& report) {
 }
 
 void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickReport& report) {
-  const std::string runDir = root_ + "/runs/" + run.id;
-  const std::string log = runDir + "/attempt-" + std::to_string(run.attempt) + "/log";
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  const std::string log = paths.attemptLog(run.attempt);
   const bool exited = st.state == AttemptState::kExited;
   std::string outcome;
   std::string message;
   bool retry = false;
+  std::optional<TrainResult> result;
   if (run.cancelRequested) {
     outcome = state::kCancelled;
     message = "cancelled";
-  } else if (exited && st.exitCode == 0 && stdfs::exists(runDir + "/train/result.json")) {
-    outcome = state::kSucceeded;
+  } else if (exited && st.exitCode == 0 && stdfs::exists(paths.result())) {
+    try {
+      result = TrainResult::parse(fs::readFileIfPresent(paths.result()), paths.result());
+      outcome = state::kSucceeded;
+    } catch (const DataError& e) {
+      // The trainer wrote something else than its contract: a bug, not a fault to retry.
+      outcome = state::kFailed;
+      message = std::string("exit 0 with a result that does not read: ") + e.what();
+    }
   } else if (exited && st.exitCode == exit_code::kRequeue) {
     outcome = state::kPreempted;
     message = "the trainer checkpointed and stopped on a signal (exit 75)";
@@ -281,7 +291,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   transaction([&] {
     if (exited) run.exitCode = st.exitCode;
     if (outcome == state::kSucceeded) {
-      run.result = fs::readFileIfPresent(runDir + "/train/result.json");
+      run.result = result;
       if (gatekeeper_) {
         setState(run, state::kValidating, "", report, {{"exit_code", st.exitCode}});
         return;
@@ -310,9 +320,8 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
 }
 
 json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
-  const std::string dir = root_ + "/runs/" + run.id;
-  json result = json::parse(run.result, nullptr, false);
-  json snapshot = json::parse(fs::readFileIfPresent(dir + "/snapshot.json"), nullptr, false);
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  json snapshot = json::parse(fs::readFileIfPresent(paths.snapshot()), nullptr, false);
   std::vector<std::string> shards;
   if (snapshot.is_object()) {
     for (const auto& s : snapshot["manifest"]) shards.push_back(s.value("sha256", ""));
@@ -321,7 +330,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
   std::string ckptSha, ckptFile;
   std::error_code ec;
   std::vector<std::string> manifests;
-  for (const auto& e : stdfs::directory_iterator(dir + "/train/checkpoints", ec)) {
+  for (const auto& e : stdfs::directory_iterator(paths.checkpoints(), ec)) {
     if (e.path().extension() == ".json") manifests.push_back(e.path().string());
   }
   std::sort(manifests.begin(), manifests.end());
@@ -332,7 +341,7 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
       ckptFile = m.value("file", "");
     }
   }
-  auto field = [&](const char* k) { return result.is_object() && result.contains(k) ? result[k] : json(nullptr); };
+  const std::optional<TrainResult>& result = run.result;
   json lineage{{"run_id", run.id},
                {"trigger", run.trigger},
                {"reason", run.reason},
@@ -342,19 +351,18 @@ json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion
                {"warm_start_run", run.warmStart},
                {"config", run.config},
                {"config_sha256", run.configSha256},
-               {"code_version", field("perennial_version")},
+               {"code_version", result ? json(result->perennialVersion) : json(nullptr)},
                {"checkpoint", ckptFile},
                {"checkpoint_sha256", ckptSha},
-               {"param_sha256", field("param_sha256")},
-               {"world_size", field("world_size")}};
+               {"param_sha256", result ? json(result->paramSha256) : json(nullptr)},
+               {"world_size", result ? json(result->worldSize) : json(nullptr)}};
   // One recipe (common/snapshot_id.h): the trainer's data_snapshot is the run's snapshot id, and
   // its shards were checked against snapshot.json. A trainer that read other data (a run from
   // before that check) is recorded, not hidden.
-  const json trainerSnapshot = field("data_snapshot");
-  if (trainerSnapshot.is_string() && trainerSnapshot.get<std::string>() != run.snapshotId) {
-    lineage["trainer_data_snapshot"] = trainerSnapshot;
+  if (result && !result->dataSnapshot.empty() && result->dataSnapshot != run.snapshotId) {
+    lineage["trainer_data_snapshot"] = result->dataSnapshot;
     log::get("sched")->warn("run {}: the trainer's data snapshot {} differs from the run's {}", run.id,
-                            trainerSnapshot.get<std::string>(), run.snapshotId);
+                            result->dataSnapshot, run.snapshotId);
   }
   return lineage;
 }
@@ -438,7 +446,7 @@ Scheduler::ChampionHealth Scheduler::checkChampion() {
 }
 
 void Scheduler::validateRun(RunRecord& run, TickReport& report) {
-  const std::string dir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
   const std::string name = config_.modelName;
   // NOTE [Damaged champion]: a champion that cannot be read holds every candidate, unjudged, in
   // validating (docs/scheduler.md, "A damaged champion"): no comparison is skipped and no
@@ -466,42 +474,38 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   if (config_.gate.newestShards > 0) {
     for (const auto& s : cat_.recentShards(config_.gate.newestShards)) holdout.push_back(root_ + "/" + s.file);
   }
-  GateOutcome g = gatekeeper_->validate(dir + "/train/model.h5", championModel, holdout, dir + "/verdict.json");
+  GateOutcome g = gatekeeper_->validate(paths.model(), championModel, holdout, paths.verdict());
   fault("validated-run");
   // A rejection is a verdict that says so; exit 1 without one is an error, not a judgement.
-  const bool rejected = g.exitCode == 1 && g.verdict.is_object() && g.verdict.value("decision", "") == "reject";
-  if (g.exitCode == 1 && !rejected) {
-    g.exitCode = 2;
+  const bool rejected = g.exitCode == exit_code::kGateReject && g.verdict && !g.verdict->passed;
+  if (g.exitCode == exit_code::kGateReject && !rejected) {
+    g.exitCode = exit_code::kGateNoVerdict;
     if (g.error.empty()) {
-      const std::string seen = g.verdict.is_object() ? "its decision is " + g.verdict.value("decision", json()).dump()
-                               : stdfs::exists(dir + "/verdict.json") ? "it does not parse"
-                                                                       : "there is none";
-      g.error = "exit 1 without a verdict that rejects the candidate (" + dir + "/verdict.json: " + seen +
-                "); log: " + tail(dir + "/validate.log", 3);
+      const std::string seen = g.verdict ? "it passes the candidate" : g.verdictProblem;
+      g.error = "exit 1 without a verdict that rejects the candidate (" + paths.verdict() + ": " + seen +
+                "); log: " + tail(paths.validateLog(), 3);
     }
   }
   if (rejected) {
+    const std::vector<std::string> failedChecks = g.verdict->failed();
     std::string failed;
-    if (g.verdict.is_object()) {
-      for (const auto& f : g.verdict.value("failed", json::array())) failed += (failed.empty() ? "" : ", ") + f.get<std::string>();
-    }
+    for (const auto& f : failedChecks) failed += (failed.empty() ? "" : ", ") + f;
     transaction([&] {
       setState(run, state::kRejected, "failed checks: " + failed, report,
-               {{"failed", g.verdict.value("failed", json::array())},
-                {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
+               {{"failed", failedChecks}, {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
     });
     return;
   }
-  if (g.exitCode != 0) {
+  if (g.exitCode != exit_code::kGatePass || !g.verdict) {
+    if (g.error.empty()) g.error = "exit 0 without a verdict (" + paths.verdict() + ": " + g.verdictProblem + ")";
     transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
     return;
   }
   PublishRequest req;
   req.name = name;
-  req.weights = dir + "/train/model.h5";
+  req.weights = paths.model();
   req.runId = run.id;
-  json result = json::parse(run.result, nullptr, false);
-  req.spec = {{"arch", result.is_object() ? result.value("arch", "") : ""},
+  req.spec = {{"arch", run.result ? run.result->arch : ""},
               {"dataset", {{"name", config_.dataset.name},
                            {"features", config_.dataset.features},
                            {"labels", config_.dataset.labels},
@@ -510,12 +514,14 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
                            {"num_classes", config_.dataset.numClasses}}},
               {"config", run.config}};
   req.lineage = lineageOf(run, championVersion.value_or(""));
-  const json cand = g.verdict.is_object() ? g.verdict.value("candidate", json::object()) : json::object();
-  req.metrics = {{"accuracy", cand.value("accuracy", 0.0)}, {"loss", cand.value("loss", 0.0)},
-                 {"class_accuracy", cand.value("class_accuracy", json::array())},
-                 {"holdout_samples", cand.value("samples", 0)},
-                 {"train_test_accuracy", result.is_object() ? result.value("test_accuracy", 0.0) : 0.0}};
-  req.verdict = g.verdict;
+  const EvalMetrics& cand = g.verdict->candidate.metrics;
+  std::vector<double> classAccuracy;
+  for (size_t k = 0; k < cand.classTotal.size(); ++k) classAccuracy.push_back(cand.classAccuracy(k));
+  req.metrics = {{"accuracy", cand.accuracy}, {"loss", cand.loss},
+                 {"class_accuracy", classAccuracy},
+                 {"holdout_samples", cand.samples},
+                 {"train_test_accuracy", run.result ? run.result->test.accuracy : 0.0}};
+  req.verdict = g.verdict->toJson();
   const std::string version = registry_.publish(req);
   fault("published");
   const auto old = registry_.promote(name, version, "run " + run.id + " passed the validation gate");
@@ -529,7 +535,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
                                                    {"previous", old ? json(*old) : json(nullptr)}});
   });
   if (!config_.onPromote.empty()) {
-    const std::string log = dir + "/on_promote.log";
+    const std::string log = paths.onPromoteLog();
     int rc = -1;
     std::string error;
     try {
@@ -736,13 +742,14 @@ std::string Scheduler::createRun(const std::string& trigger, const std::string& 
 
 void Scheduler::materialize(const RunRecord& run) {
   // Idempotent: a restart may materialize the same run again.
-  const std::string dir = root_ + "/runs/" + run.id;
+  const RunPaths paths = RunPaths::of(root_, run.id);
+  const std::string& dir = paths.dir();
   std::optional<SnapshotRecord> snap = cat_.snapshot(run.snapshotId);
   PERENNIAL_CHECK(snap, "run " << run.id << " has no snapshot " << run.snapshotId);
   stdfs::create_directories(dir);
-  if (fs::readFileIfPresent(dir + "/config.cfg") != run.config) fs::writeFileAtomic(dir + "/config.cfg", run.config);
-  if (stdfs::exists(dir + "/data")) return;
-  const std::string tmp = dir + "/data.tmp";
+  if (fs::readFileIfPresent(paths.config()) != run.config) fs::writeFileAtomic(paths.config(), run.config);
+  if (stdfs::exists(paths.data())) return;
+  const std::string tmp = paths.data() + ".tmp";
   std::error_code ec;
   stdfs::remove_all(tmp, ec);
   stdfs::create_directories(tmp);
@@ -766,9 +773,9 @@ void Scheduler::materialize(const RunRecord& run) {
     first = false;
   }
   manifest += "\n]}\n";
-  fs::writeFileAtomic(dir + "/snapshot.json", manifest);
+  fs::writeFileAtomic(paths.snapshot(), manifest);
   fs::fsyncDir(tmp);
-  stdfs::rename(tmp, dir + "/data");
+  stdfs::rename(tmp, paths.data());
   fs::fsyncDir(dir);
 }
 

@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "common/exit_codes.h"
 #include "scheduler/catalog.h"
 #include "scheduler/clock.h"
 #include "scheduler/executor.h"
+#include "scheduler/gate.h"
 #include "scheduler/ingest.h"
 #include "scheduler/registry.h"
 #include "scheduler/sched_config.h"
@@ -30,8 +32,9 @@ struct TickReport {
 
 // Runs the validation gate on a candidate (the CLI runs `perennial validate` in a child process).
 struct GateOutcome {
-  int exitCode = 2;        // 0 pass, 1 reject, other: could not judge
-  nlohmann::json verdict;  // verdict.json when written
+  int exitCode = exit_code::kGateNoVerdict;  // kGatePass, kGateReject, other: could not judge
+  std::optional<Verdict> verdict;            // verdict.json, when written and readable
+  std::string verdictProblem;                // why there is none ("" when there is one)
   std::string error;
 };
 class Gatekeeper {

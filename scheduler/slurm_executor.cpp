@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "scheduler/process.h"
+#include "scheduler/run_paths.h"
 
 namespace perennial::sched {
 namespace {
@@ -27,7 +28,7 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
-std::string attemptDir(const AttemptSpec& spec) { return spec.runDir + "/attempt-" + std::to_string(spec.attempt); }
+std::string attemptDir(const AttemptSpec& spec) { return RunPaths(spec.runDir).attempt(spec.attempt); }
 
 // KEY=value from `scontrol show job -o` output.
 std::string field(const std::string& line, const std::string& key) {

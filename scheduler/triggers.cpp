@@ -1,4 +1,5 @@
 #include "scheduler/triggers.h"
+#include "scheduler/run_paths.h"
 
 #include <cmath>
 
@@ -120,13 +121,11 @@ TriggerDecision DecayTrigger::evaluate(TriggerContext& ctx) {
     d.reason = "no champion to measure";
     return d;
   }
-  double validation = -1;
-  try {
-    validation = json::parse(ctx.champion->result).at("test_accuracy").get<double>();
-  } catch (const std::exception&) {
+  if (!ctx.champion->result || ctx.champion->result->test.regression) {
     d.reason = "the champion has no recorded validation accuracy";
     return d;
   }
+  const double validation = ctx.champion->result->test.accuracy;
   d.values["validation_accuracy"] = validation;
   if (ctx.newData.rows < minRows_) {
     d.reason = "too few new rows to measure (" + std::to_string(ctx.newData.rows) + ")";
@@ -148,7 +147,7 @@ TriggerDecision DecayTrigger::evaluate(TriggerContext& ctx) {
     for (const auto& s : ctx.catalog->shards(ctx.coveredSeq, ctx.newData.maxSeq, false)) {
       files.push_back(ctx.root + "/" + s.file);
     }
-    const std::string model = ctx.root + "/runs/" + ctx.champion->id + "/train/model.h5";
+    const std::string model = RunPaths::of(ctx.root, ctx.champion->id).model();
     cachedAccuracy_ = ctx.evaluator->accuracy(model, files);
     cacheKey_ = key;
   }

@@ -1,4 +1,5 @@
 #include "trainer/trainer.h"
+#include "trainer/run_dir.h"
 #include "common/text.h"
 
 #include <torch/torch.h>
@@ -179,22 +180,7 @@ torch::Tensor batchLoss(const torch::Tensor& out, data::Batch& b, const data::Da
   return spec.regression() ? torch::mse_loss(out, y) : torch::nn::functional::cross_entropy(out, y);
 }
 
-struct EvalResult {
-  bool regression = false;
-  double loss = 0, accuracy = 0;  // loss: mean cross-entropy, or MSE for regression
-  double mse = 0, mae = 0, r2 = 0;  // regression
-  int64_t samples = 0;
-  int64_t nonFiniteOutputs = 0;  // rows whose outputs hold a NaN or an infinity
-  std::vector<int64_t> classCorrect, classTotal;
-};
-
-// The test metrics of an evaluation by name, as checkpoints and metrics.jsonl record them.
-std::map<std::string, double> metricsOf(const EvalResult& e) {
-  if (e.regression) return {{"test_loss", e.loss}, {"test_mse", e.mse}, {"test_mae", e.mae}, {"test_r2", e.r2}};
-  return {{"test_accuracy", e.accuracy}, {"test_loss", e.loss}};
-}
-
-std::string describe(const EvalResult& e) {
+std::string describe(const EvalMetrics& e) {
   char line[200];
   if (e.regression) {
     std::snprintf(line, sizeof(line), "test R2 %.4f, MSE %.6g, MAE %.6g (%lld samples)", e.r2, e.mse, e.mae,
@@ -206,9 +192,9 @@ std::string describe(const EvalResult& e) {
   return line;
 }
 
-nlohmann::json evalRecord(const EvalResult& e, const TrainProgress& p) {
+nlohmann::json evalRecord(const EvalMetrics& e, const TrainProgress& p) {
   nlohmann::json j = {{"kind", "eval"}, {"epoch", p.epoch}, {"step", p.step}};
-  for (const auto& [k, v] : metricsOf(e)) j[k] = v;
+  for (const auto& [k, v] : e.testMetrics()) j[k] = v;
   j["test_samples"] = e.samples;
   return j;
 }
@@ -229,7 +215,7 @@ void saveTorchScriptAtomically(const Model& model, const std::string& path) {
 
 // Each rank evaluates a contiguous block of the test set; sums are all-reduced, so every sample
 // is counted exactly once whatever the world size.
-EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Communicator& comm,
+EvalMetrics evaluateRegression(const Model& model, data::ShardedDataset& test, Communicator& comm,
                               std::vector<std::vector<int64_t>> batches, size_t prefetch,
                               const Normalization& norm, const std::string& arch, const torch::Device& device) {
   // squared error, absolute error, sum y, sum y^2, samples, non-finite outputs
@@ -248,7 +234,7 @@ EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Co
     sums[5] += torch::logical_not(torch::isfinite(out)).sum().item<double>();
   }
   comm.allReduceSum(sums.data(), sums.size());
-  EvalResult e;
+  EvalMetrics e;
   e.regression = true;
   const double n = sums[4];
   e.samples = static_cast<int64_t>(n);
@@ -266,7 +252,7 @@ EvalResult evaluateRegression(const Model& model, data::ShardedDataset& test, Co
 
 // The model and NORM's tensors are on DEVICE; COMM is the host communicator (the sums are doubles
 // in host memory).
-EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator& comm, int64_t batchSize,
+EvalMetrics evaluate(const Model& model, data::ShardedDataset& test, Communicator& comm, int64_t batchSize,
                     size_t prefetch, const Normalization& norm, const std::string& arch, const torch::Device& device) {
   const int64_t n = test.size(), w = comm.size(), r = comm.rank();
   const int64_t begin = n * r / w, end = n * (r + 1) / w;
@@ -306,7 +292,7 @@ EvalResult evaluate(const Model& model, data::ShardedDataset& test, Communicator
     }
   }
   comm.allReduceSum(sums.data(), sums.size());
-  EvalResult e;
+  EvalMetrics e;
   e.samples = static_cast<int64_t>(sums[2]);
   e.loss = sums[2] > 0 ? sums[0] / sums[2] : 0;
   e.accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0;
@@ -442,17 +428,7 @@ EvalSummary evaluateWeights(const std::string& modelPath, const std::string& dat
   configureDeterminism(dev, /*deterministic=*/true);
   model->to(dev.device);
   norm.moveTo(dev.device);
-  EvalResult e = evaluate(model, ds, comm, batchSize, 4, norm, c.arch, dev.device);
-  out.regression = e.regression;
-  out.accuracy = e.accuracy;
-  out.loss = e.loss;
-  out.mse = e.mse;
-  out.mae = e.mae;
-  out.r2 = e.r2;
-  out.samples = e.samples;
-  out.nonFiniteOutputs = e.nonFiniteOutputs;
-  out.classCorrect = e.classCorrect;
-  out.classTotal = e.classTotal;
+  out.metrics = evaluate(model, ds, comm, batchSize, 4, norm, c.arch, dev.device);
   if (logits > 0) {
     const int64_t n = std::min(logits, ds.size());
     data::BatchLoader loader(ds, {[&] {
@@ -687,7 +663,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   retention.keepLast = c.ckptKeepLast;
   retention.bestMetric = keepBest == "none" ? "" : keepBest;
   retention.higherIsBetter = keepBest != "test_loss";
-  checkpoint::CheckpointStore store(runDir + "/checkpoints", retention);
+  checkpoint::CheckpointStore store(runDir + "/" + run_dir::kCheckpoints, retention);
 
   // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
   // as on any cluster).
@@ -792,9 +768,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   TrainResult result;
   result.worldSize = world;
   result.configSha256 = configSha;
+  result.globalBatch = globalBatch;
+  result.arch = c.arch;
+  result.parameters = numParams;
+  result.perennialVersion = PERENNIAL_VERSION;
   if (lead) {
     std::filesystem::create_directories(runDir);
-    fs::writeFileAtomic(runDir + "/config.cfg", configText);
+    fs::writeFileAtomic(runDir + "/" + run_dir::kConfig, configText);
     log->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
               "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
               c.arch, numParams, trainSet.size(), testSet.size(), world, globalBatch, localBatch,
@@ -802,12 +782,12 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
               tcomm.backendVersion(), tensorCommWhy);
   }
-  MetricsLog metrics(runDir + "/metrics.jsonl", lead, /*append=*/!resumedFrom.empty(), progress.step);
-  SampleLog sampleLog(options.logSamples, runDir + "/samples", comm, resumedFrom.empty() ? -1 : progress.step);
+  MetricsLog metrics(runDir + "/" + run_dir::kMetrics, lead, /*append=*/!resumedFrom.empty(), progress.step);
+  SampleLog sampleLog(options.logSamples, runDir + "/" + run_dir::kSamples, comm, resumedFrom.empty() ? -1 : progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 
-  EvalResult lastEval;
+  EvalMetrics lastEval;
   int64_t lastEvalStep = -1;
   std::future<void> inflight;  // at most one asynchronous save
   auto checkInflight = [&](bool wait) {
@@ -834,7 +814,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     // Metrics belong to a checkpoint only if they were measured on its weights.
     nlohmann::json m = nlohmann::json::object();
     if (lastEvalStep == progress.step) {
-      meta.metrics = metricsOf(lastEval);
+      meta.metrics = lastEval.testMetrics();
       for (const auto& [k, v] : meta.metrics) m[k] = v;
     }
     const bool async = allowAsync && c.ckptAsync;
@@ -986,18 +966,18 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
 
   result.paramSha256 = paramSha256(*model);
   checkSameWeights(result.paramSha256, comm);
-  result.regression = lastEval.regression;
-  result.testAccuracy = lastEval.accuracy;
-  result.testLoss = lastEval.loss;
-  result.testMse = lastEval.mse;
-  result.testMae = lastEval.mae;
-  result.testR2 = lastEval.r2;
+  result.test = lastEval;
   result.epochs = progress.epoch + (progress.cursor > 0 ? 1 : 0);
   result.steps = progress.step;
   result.samplesSeen = progress.samplesSeen;
   result.trainSeconds = trainSeconds;
   result.samplesPerSecond =
       trainSeconds > 0 ? static_cast<double>(result.samplesSeen - samplesBefore) / trainSeconds : 0;
+  result.dataSnapshot = dataSnapshot;
+  result.resumedFrom = resumedFrom;
+  result.commBackend = tcomm.backend();
+  result.device = dev.name();
+  result.deterministic = c.deterministic || !dev.cuda();
 
   if (lead) {
     std::vector<checkpoint::TensorView> views;
@@ -1011,35 +991,13 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (norm.active()) extra.push_back(normalizationGroup(spec.featureShape, norm.mean, norm.stdev));
     // The model as TorchScript with its trained weights (model.pt), so that the run directory and
     // the registry version that copies it are self-contained and load in PyTorch and LibTorch.
-    saveTorchScriptAtomically(model, runDir + "/model.pt");
-    checkpoint::writeTensorFile(runDir + "/model.h5", views,
+    saveTorchScriptAtomically(model, runDir + "/" + run_dir::kTorchScript);
+    checkpoint::writeTensorFile(runDir + "/" + run_dir::kModel, views,
                                 {{"arch", c.arch}, {"param_sha256", result.paramSha256},
                                  {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},
                                 std::move(extra));
     result.wallSeconds = secondsSince(wallStart);
-    json j = json::object();
-    for (const auto& [k, v] : metricsOf(lastEval)) j[k] = v;
-    j["task"] = spec.regression() ? "regression" : "classification";
-    j.update({{"epochs", result.epochs},
-              {"steps", result.steps},
-              {"samples_seen", result.samplesSeen},
-              {"world_size", result.worldSize},
-              {"global_batch", globalBatch},
-              {"samples_per_second", result.samplesPerSecond},
-              {"train_seconds", result.trainSeconds},
-              {"wall_seconds", result.wallSeconds},
-              {"param_sha256", result.paramSha256},
-              {"config_sha256", result.configSha256},
-              {"data_snapshot", dataSnapshot},
-              {"resumed_from", resumedFrom},
-              {"model", "model.h5"},
-              {"arch", c.arch},
-              {"parameters", numParams},
-              {"comm_backend", tcomm.backend()},
-              {"device", dev.name()},
-              {"deterministic", c.deterministic || !dev.cuda()},
-              {"perennial_version", PERENNIAL_VERSION}});
-    fs::writeFileAtomic(runDir + "/result.json", dumpJson(j, 2) + "\n");
+    fs::writeFileAtomic(runDir + "/" + run_dir::kResult, dumpJson(result.toJson(), 2) + "\n");
     log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,
               result.samplesPerSecond, result.paramSha256);
   }

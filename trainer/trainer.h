@@ -19,6 +19,7 @@
 #include "common/exit_codes.h"
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
+#include "trainer/results.h"
 
 namespace perennial {
 
@@ -32,37 +33,15 @@ struct TrainOptions {
   std::function<void(int)> faultHook;
 };
 
-struct TrainResult {
-  bool preempted = false;      // stopped by a signal after checkpointing; nothing else is set
-  bool regression = false;     // the task (float32 targets); else classification
-  double testAccuracy = 0;     // classification (-1 for regression)
-  double testLoss = 0;         // mean cross-entropy, or MSE for regression
-  double testMse = 0, testMae = 0, testR2 = 0;  // regression
-  int64_t epochs = 0;          // epochs started (the last may be partial with train.max_steps)
-  int64_t steps = 0;           // optimizer steps
-  int64_t samplesSeen = 0;     // training samples consumed by all ranks together
-  int worldSize = 1;
-  double samplesPerSecond = 0; // training samples per second, all ranks together, loop only
-  double trainSeconds = 0;     // time in the training loop (no evaluation, no start-up)
-  double wallSeconds = 0;      // whole call
-  std::string paramSha256;     // see NOTE [param_sha256]
-  std::string configSha256;    // SHA-256 of the resolved configuration text
-};
-
+// What evaluateWeights() found: the metrics and what it checked of the weights on the way.
 struct EvalSummary {
-  bool regression = false;
-  double accuracy = 0;  // classification (-1 for regression)
-  double loss = 0;      // mean cross-entropy, or MSE for regression
-  double mse = 0, mae = 0, r2 = 0;  // regression
-  int64_t samples = 0;
+  EvalMetrics metrics;
   std::string paramSha256;          // computed from the loaded weights
   std::string recordedParamSha256;  // as the file records it ("" when it records none)
   std::string arch;
   std::vector<int64_t> featureShape;  // of the data evaluated on, which the model accepted
   int64_t numClasses = 0;
   int64_t nonFiniteWeights = 0;   // NaN or infinite parameter values
-  int64_t nonFiniteOutputs = 0;   // rows whose logits hold a NaN or an infinity
-  std::vector<int64_t> classCorrect, classTotal;
   std::vector<std::vector<float>> logits;  // outputs for the dataset's first rows, when asked for
   std::string device;        // where it was evaluated: "cpu", "cuda:0"
   std::string deviceReason;  // why there

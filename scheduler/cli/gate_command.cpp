@@ -91,13 +91,8 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
   try {
     EvalSummary s = evaluateWeights(path, holdout, comm, 1000, 0, /*requireRecordedHash=*/false, device);
     m.device = s.device;
-    m.accuracy = s.accuracy;
-    m.loss = s.loss;
-    m.samples = s.samples;
-    m.classCorrect = s.classCorrect;
-    m.classTotal = s.classTotal;
+    m.metrics = s.metrics;
     m.nonFiniteWeights = s.nonFiniteWeights;
-    m.nonFiniteOutputs = s.nonFiniteOutputs;
     m.paramSha256 = s.paramSha256;
     m.recordedParamSha256 = s.recordedParamSha256;
     m.featureShape = s.featureShape;
@@ -206,10 +201,9 @@ int validateCommand(const std::vector<std::string>& args) {
   }
   auto checks = makeChecks(gate, {}, 0);
   Verdict v = judge(checks, cand, champ ? &*champ : nullptr);
-  json j = v.toJson(cand, champ ? &*champ : nullptr);
-  j["holdout"] = holdout;
-  j["config"] = config;
-  j["device"] = !cand.device.empty() ? cand.device : champ ? champ->device : "";
+  v.holdout = holdout;
+  v.config = config;
+  const json j = v.toJson();
   if (comm->rank() == 0) {
     fs::writeFileAtomic(out, dumpJson(j, 2) + "\n");
     if (asJson) {

@@ -21,6 +21,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/read_file.h"
 #include "common/text.h"
 #include "scheduler/catalog.h"
 #include "scheduler/executor.h"
@@ -172,9 +173,16 @@ class SubprocessGatekeeper : public Gatekeeper {
     stdfs::remove(verdictPath, ec);
     GateOutcome g;
     g.exitCode = runProcess(argv, log, 3600);
-    if (stdfs::exists(verdictPath)) {
-      std::ifstream in(verdictPath);
-      g.verdict = json::parse(in, nullptr, false);
+    if (!stdfs::exists(verdictPath)) {
+      g.verdictProblem = "there is none";
+    } else {
+      try {
+        const json j = json::parse(fs::readFileIfPresent(verdictPath), nullptr, false);
+        if (j.is_discarded()) throw DataError(verdictPath + ": not JSON");
+        g.verdict = Verdict::fromJson(j, verdictPath);
+      } catch (const DataError& e) {
+        g.verdictProblem = std::string("it does not read: ") + e.what();
+      }
     }
     if (g.exitCode != 0 && g.exitCode != 1) {
       std::ifstream in(log);
@@ -373,25 +381,16 @@ json runJson(const RunRecord& r) {
          {"cancel_requested", r.cancelRequested}, {"created_at", r.createdAt}, {"updated_at", r.updatedAt}};
   j["exit_code"] = r.exitCode ? json(*r.exitCode) : json(nullptr);
   j["finished_at"] = r.finishedAt ? json(*r.finishedAt) : json(nullptr);
-  if (!r.result.empty()) {
-    try {
-      j["result"] = json::parse(r.result);
-    } catch (const std::exception&) {
-      j["result"] = r.result;
-    }
-  }
+  if (r.result) j["result"] = r.result->toJson();
   return j;
 }
 
 std::string accuracyOf(const RunRecord& r) {
-  if (r.result.empty()) return "-";
-  try {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%.4f", json::parse(r.result).at("test_accuracy").get<double>());
-    return buf;
-  } catch (const std::exception&) {
-    return "?";
-  }
+  if (!r.result) return "-";
+  if (r.result->test.regression) return "-";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.4f", r.result->test.accuracy);
+  return buf;
 }
 
 int statusCommand(const Common& c) {
@@ -403,10 +402,7 @@ int statusCommand(const Common& c) {
   const json damaged = json::parse(cat->meta("champion_damaged").value_or(""), nullptr, false);
   j["champion_damaged"] = damaged.is_object() ? damaged : json(nullptr);
   json byState = json::object();
-  {
-    Statement s = cat->db().prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state");
-    while (s.step()) byState[s.text(0)] = s.int64(1);
-  }
+  for (const auto& [st, n] : cat->runCountsByState()) byState[st] = n;
   j["runs"] = byState;
   const NewDataStats all = cat->shardsAfter(0);
   j["shards"] = {{"count", all.shards}, {"rows", all.rows}, {"quarantined", cat->quarantineCount()}};

@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "common/sha256.h"
 #include "common/text.h"
+#include "tests/sched/catalog_test_peer.h"
 #include "scheduler/catalog.h"
 #include "scheduler/catalog_host.h"
 #include "scheduler/clock.h"
@@ -140,7 +141,7 @@ class CatalogTest : public TempDirTest {
 TEST_F(CatalogTest, FreshCatalogHasTheCurrentSchemaInWalMode) {
   Catalog c(dbPath());
   EXPECT_EQ(c.schemaVersion(), kCatalogSchemaVersion);
-  Statement s = c.db().prepare("PRAGMA journal_mode");
+  Statement s = CatalogTestPeer::db(c).prepare("PRAGMA journal_mode");
   ASSERT_TRUE(s.step());
   EXPECT_EQ(s.text(0), "wal");
   EXPECT_EQ(c.shardCount(), 0);
@@ -172,7 +173,7 @@ TEST_F(CatalogTest, ReopeningKeepsTheData) {
 TEST_F(CatalogTest, NewerSchemaIsRefused) {
   {
     Catalog c(dbPath());
-    c.db().exec("PRAGMA user_version=" + std::to_string(kCatalogSchemaVersion + 1));
+    CatalogTestPeer::db(c).exec("PRAGMA user_version=" + std::to_string(kCatalogSchemaVersion + 1));
   }
   try {
     Catalog c(dbPath());
@@ -286,9 +287,9 @@ TEST_F(CatalogTest, DuplicateShardHashIsRefused) {
 TEST_F(CatalogTest, QuarantineInsertIsIdempotentOnFile) {
   Catalog c(dbPath());
   c.insertQuarantine({0, "quarantine/a.h5.1234", "a.h5", "hdf5", "not HDF5", 5});
-  EXPECT_EQ(c.db().changes(), 1);
+  EXPECT_EQ(CatalogTestPeer::db(c).changes(), 1);
   c.insertQuarantine({0, "quarantine/a.h5.1234", "a.h5", "spec", "other reason", 6});
-  EXPECT_EQ(c.db().changes(), 0);
+  EXPECT_EQ(CatalogTestPeer::db(c).changes(), 0);
   c.insertQuarantine({0, "quarantine/b.h5.5678", "b.h5", "labels", "bad label", 7});
   EXPECT_EQ(c.quarantineCount(), 2);
   const auto q = c.quarantined(10);
@@ -547,7 +548,7 @@ TEST_F(CatalogTest, ConnectionIsUsableAfterAFailedCommit) {
   // open: the failed writes are gone and later transactions work.
   Catalog c(dbPath());
   EXPECT_THROW(c.transaction([&] {
-                 c.db().exec("PRAGMA defer_foreign_keys=ON");
+                 CatalogTestPeer::db(c).exec("PRAGMA defer_foreign_keys=ON");
                  RunRecord r = run(c, "no-such-snapshot", state::kPending);
                  c.insertRun(r);
                }),

@@ -88,9 +88,9 @@ size_t countLines(const std::string& path) {
 ModelEval evalOf(double accuracy, double loss, const std::string& path = "/runs/r1/model.h5") {
   ModelEval m;
   m.path = path;
-  m.accuracy = accuracy;
-  m.loss = loss;
-  m.samples = 1000;
+  m.metrics.accuracy = accuracy;
+  m.metrics.loss = loss;
+  m.metrics.samples = 1000;
   m.paramSha256 = "aa11";
   m.recordedParamSha256 = "aa11";
   m.featureShape = {28, 28};
@@ -100,8 +100,8 @@ ModelEval evalOf(double accuracy, double loss, const std::string& path = "/runs/
 
 // Per-class counts: CORRECT[k] right out of TOTAL[k].
 ModelEval withClasses(ModelEval m, std::vector<int64_t> correct, std::vector<int64_t> total) {
-  m.classCorrect = std::move(correct);
-  m.classTotal = std::move(total);
+  m.metrics.classCorrect = std::move(correct);
+  m.metrics.classTotal = std::move(total);
   return m;
 }
 
@@ -207,7 +207,7 @@ TEST(GateSanity, FailsForNonFiniteWeights) {
 
 TEST(GateSanity, FailsForNonFiniteOutputs) {
   ModelEval c = evalOf(0.9, 0.3);
-  c.nonFiniteOutputs = 2;
+  c.metrics.nonFiniteOutputs = 2;
   const auto r = SanityCheck({28, 28}, 10).run(c, nullptr);
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE(r->passed);
@@ -605,7 +605,7 @@ TEST(GateVerdict, ToJson) {
   const auto checks = makeChecks(allOn(), {28, 28}, 10);
   const ModelEval cand = withClasses(evalOf(0.375, 0.5, "/runs/r2/model.h5"), {30, 45}, {100, 100});
   const Verdict first = judge(checks, cand, nullptr);
-  const json j = first.toJson(cand, nullptr);
+  const json j = first.toJson();
   EXPECT_EQ(j["decision"], "reject");
   EXPECT_EQ(j["failed"], json({"threshold.accuracy"}));
   ASSERT_TRUE(j["checks"].is_array());
@@ -631,12 +631,67 @@ TEST(GateVerdict, ToJson) {
   const ModelEval champion = withClasses(evalOf(0.5, 0.75, "/registry/m/versions/v1/model.h5"), {50, 50}, {100, 100});
   const ModelEval better = withClasses(evalOf(0.75, 0.5), {75, 75}, {100, 100});
   const Verdict second = judge(checks, better, &champion);
-  const json k = second.toJson(better, &champion);
+  const json k = second.toJson();
   EXPECT_EQ(k["decision"], "pass");
   EXPECT_EQ(k["failed"], json::array());
   EXPECT_EQ(k["checks"].size(), 10u);
   EXPECT_EQ(k["champion"]["path"], "/registry/m/versions/v1/model.h5");
   EXPECT_EQ(k["champion"]["accuracy"], 0.5);
+}
+
+// verdict.json is read back as the Verdict that wrote it (the scheduler publishes from it).
+TEST(GateVerdict, RoundTripsThroughJson) {
+  const auto checks = makeChecks(allOn(), {28, 28}, 10);
+  const ModelEval champion = withClasses(evalOf(0.5, 0.75, "/registry/m/versions/v1/model.h5"), {50, 50}, {100, 100});
+  ModelEval cand = withClasses(evalOf(0.375, 0.5, "/runs/r2/model.h5"), {30, 45}, {100, 100});
+  cand.device = "cpu";
+  Verdict v = judge(checks, cand, &champion);
+  v.holdout = {"/data/holdout", "/root/data/abc.h5"};
+  v.config = "/etc/sched.cfg";
+  ASSERT_FALSE(v.passed);
+  const Verdict back = Verdict::fromJson(json::parse(v.toJson().dump(2)), "RUN/verdict.json");
+  EXPECT_EQ(back.toJson(), v.toJson());
+  EXPECT_FALSE(back.passed);
+  EXPECT_EQ(back.failed(), v.failed());
+  EXPECT_EQ(back.candidate.metrics, cand.metrics);
+  ASSERT_TRUE(back.champion.has_value());
+  EXPECT_EQ(back.champion->metrics, champion.metrics);
+  EXPECT_EQ(back.champion->path, champion.path);
+  EXPECT_EQ(back.holdout, v.holdout);
+  EXPECT_EQ(back.device, "cpu");
+
+  // A regression candidate keeps its regression metrics; the first model has no champion.
+  ModelEval reg = evalOf(-1, 0.25, "/runs/r3/model.h5");
+  reg.metrics.regression = true;
+  reg.metrics.mse = 0.25;
+  reg.metrics.mae = 0.5;
+  reg.metrics.r2 = 0.75;
+  const Verdict first = judge(makeChecks(GateConfig{}, {}, 0), reg, nullptr);
+  const Verdict firstBack = Verdict::fromJson(first.toJson(), "v");
+  EXPECT_EQ(firstBack.candidate.metrics, reg.metrics);
+  EXPECT_EQ(firstBack.toJson()["candidate"]["r2"], 0.75);
+  EXPECT_FALSE(firstBack.champion.has_value());
+}
+
+TEST(GateVerdict, FromJsonRefusesWhatIsNotAVerdict) {
+  const auto expectRefused = [](const json& j, const std::string& message) {
+    try {
+      Verdict::fromJson(j, "RUN/verdict.json");
+      ADD_FAILURE() << "read " << j.dump();
+    } catch (const DataError& e) {
+      EXPECT_EQ(std::string(e.what()), message);
+    }
+  };
+  const json candidate{{"path", "m.h5"}, {"accuracy", 0.5}, {"loss", 1.0}};
+  expectRefused(json::array(), "RUN/verdict.json: not a JSON object");
+  expectRefused({{"decision", "maybe"}, {"checks", json::array()}, {"candidate", candidate}},
+                "RUN/verdict.json: 'decision' must be \"pass\" or \"reject\" (got \"maybe\")");
+  expectRefused({{"decision", "reject"}, {"checks", json::array()}, {"candidate", candidate}},
+                "RUN/verdict.json: 'decision' \"reject\" disagrees with its checks");
+  expectRefused({{"decision", "pass"}, {"checks", json::array()}},
+                "RUN/verdict.json: 'candidate' is missing");
+  expectRefused({{"decision", "pass"}, {"checks", json::array()}, {"candidate", {{"path", "m.h5"}, {"loss", 1.0}}}},
+                "RUN/verdict.json: candidate: 'accuracy' is missing");
 }
 
 // ---------------------------------------------------------------------------------------------

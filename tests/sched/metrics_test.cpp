@@ -159,7 +159,18 @@ class MetricsTest : public ::testing::Test {
     r.createdAt = r.updatedAt = 1;
     catalog->insertRun(r);
     r.state = st;
-    if (!result.is_null()) r.result = result.dump();
+    if (!result.is_null()) {
+      json j = result;
+      // A result without test_accuracy is a regression model's: no accuracy recorded.
+      const json required = j.contains("test_accuracy")
+                                ? json{{"test_loss", 0.0}, {"param_sha256", "p"}}
+                                : json{{"task", "regression"}, {"test_loss", 0.0}, {"test_mse", 0.0}, {"test_mae", 0.0},
+                                       {"test_r2", 0.0}, {"param_sha256", "p"}};
+      for (const auto& [k, v] : required.items()) {
+        if (!j.contains(k)) j[k] = v;
+      }
+      r.result = TrainResult::fromJson(j, "test result");
+    }
     if (finishedAt > 0) r.finishedAt = r.updatedAt = finishedAt;
     catalog->updateRun(r);
     return r.id;

@@ -164,7 +164,8 @@ TEST_F(ReportTest, EscapesEveryStringFromTheCatalogAndTheRegistry) {
     r.createdAt = r.updatedAt = 1002;
     cat.insertRun(r);
     r.message = "failed checks: " + evil;
-    r.result = json{{"test_accuracy", 0.5}}.dump();
+    r.result = TrainResult{};
+    r.result->test.accuracy = 0.5;
     r.finishedAt = r.updatedAt = 1010;
     cat.updateRun(r);
     cat.addEvent(1010, "run", r.id, {{"state", "rejected"}, {"message", r.message}});
@@ -261,7 +262,10 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
         r.message = "exit status 1";
       } else {
         r.state = i % 4 == 0 ? state::kRejected : state::kPromoted;
-        r.result = json{{"test_accuracy", accuracy}, {"param_sha256", std::string(64, 'p')}, {"perennial_version", "0.1.0"}}.dump();
+        r.result = TrainResult{};
+        r.result->test.accuracy = accuracy;
+        r.result->paramSha256 = std::string(64, 'p');
+        r.result->perennialVersion = "0.1.0";
       }
       r.attempt = 1;
       r.updatedAt = at + 1200;

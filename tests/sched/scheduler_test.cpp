@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/read_file.h"
 #include "common/snapshot_id.h"
+#include "tests/sched/catalog_test_peer.h"
 #include "scheduler/metrics.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
@@ -102,15 +103,22 @@ class FakeGatekeeper : public Gatekeeper {
     lastHoldout = holdout;
     GateOutcome g;
     g.exitCode = exitCode;
-    g.verdict = {{"decision", exitCode == 0 ? "pass" : "reject"},
-                 {"failed", exitCode == 1 ? json::array({"change.accuracy", "slices"}) : json::array()},
-                 {"candidate", {{"accuracy", 0.8}, {"loss", 0.5}, {"samples", 100}}}};
     if (exitCode > 1) g.error = "could not evaluate";
     if (noVerdict) {
-      g.verdict = json();
+      g.verdictProblem = "there is none";
       return g;
     }
-    fs::writeFileAtomic(verdictPath, g.verdict.dump());
+    Verdict v;
+    v.passed = exitCode == 0;
+    if (exitCode == 1) {
+      for (const char* failed : {"change.accuracy", "slices"}) v.checks.push_back({failed, false, 0.0, 0.0, ""});
+    }
+    v.candidate.path = candidate;
+    v.candidate.metrics.accuracy = 0.8;
+    v.candidate.metrics.loss = 0.5;
+    v.candidate.metrics.samples = 100;
+    g.verdict = v;
+    fs::writeFileAtomic(verdictPath, v.toJson().dump());
     return g;
   }
   int exitCode = 0;
@@ -225,7 +233,8 @@ TEST_F(SchedulerTest, NewDataFiresAtTheThresholdAndOnlyOncePerData) {
   executor.finish(id, 1, 0, 0.85);
   r = sched().tick();
   EXPECT_EQ(run(id).state, state::kSucceeded);
-  EXPECT_EQ(json::parse(run(id).result)["test_accuracy"], 0.85);
+  ASSERT_TRUE(run(id).result);
+  EXPECT_EQ(run(id).result->test.accuracy, 0.85);
   EXPECT_EQ(catalog->meta("champion").value_or(""), id);
   EXPECT_TRUE(r.created.empty());
   EXPECT_EQ(catalog->events(100, "trigger").size(), 1u);  // one firing, one event
@@ -401,7 +410,7 @@ TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
   request();
   const std::string id = sched().tick().created.at(0);
   executor.finish(id, 1, 1);
-  catalog->db().exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
+  CatalogTestPeer::db(*catalog).exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON runs WHEN NEW.state = 'pending' "
                      "BEGIN SELECT RAISE(ABORT, 'injected: database or disk is full'); END");
   std::ostringstream out;
   auto logger = log::get("sched");
@@ -413,7 +422,7 @@ TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
   EXPECT_EQ(run(id).state, state::kRunning);
   EXPECT_EQ(run(id).attempt, 1);
   // The cause gone, the same pass goes through, and is logged.
-  catalog->db().exec("DROP TRIGGER full_disk");
+  CatalogTestPeer::db(*catalog).exec("DROP TRIGGER full_disk");
   logger->sinks() = {std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
   sched().tick();
   logger->sinks() = sinks;

@@ -245,15 +245,15 @@ TEST(Device, ExactResumeAndCpuEvaluation) {
 
   EvalSummary e = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 0);
   EXPECT_EQ(e.paramSha256, whole.paramSha256) << "the CPU reads the weights the device wrote";
-  EXPECT_NEAR(e.loss, whole.testLoss, 1e-4) << "CPU evaluation of weights trained on " << dev.name();
+  EXPECT_NEAR(e.metrics.loss, whole.test.loss, 1e-4) << "CPU evaluation of weights trained on " << dev.name();
   EXPECT_EQ(e.device, "cpu");
   // perennial eval --device auto: the same numbers on the best device.
   EvalSummary onDevice = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 2, true, "auto");
   EXPECT_EQ(onDevice.device, dev.name());
   EXPECT_EQ(onDevice.paramSha256, e.paramSha256);
-  EXPECT_EQ(onDevice.samples, e.samples);
-  EXPECT_NEAR(onDevice.loss, e.loss, 1e-4) << "evaluation on " << dev.name() << " against the CPU's";
-  EXPECT_NEAR(onDevice.accuracy, e.accuracy, 1.0 / static_cast<double>(e.samples) + 1e-12);
+  EXPECT_EQ(onDevice.metrics.samples, e.metrics.samples);
+  EXPECT_NEAR(onDevice.metrics.loss, e.metrics.loss, 1e-4) << "evaluation on " << dev.name() << " against the CPU's";
+  EXPECT_NEAR(onDevice.metrics.accuracy, e.metrics.accuracy, 1.0 / static_cast<double>(e.metrics.samples) + 1e-12);
   ASSERT_EQ(onDevice.logits.size(), 2u);
   EvalSummary cpuLogits = evaluateWeights(base + "/whole/model.h5", c.testDir, comm, 100, 2, true, "cpu");
   for (size_t i = 0; i < 2; ++i) {

@@ -67,17 +67,9 @@ int evalCommand(const std::vector<std::string>& args) {
   if (logitsRows < 0) throw ConfigError("--logits: must be >= 0");
   EvalSummary s = evaluateWeights(model, data, *comm, batch, logitsRows, /*requireRecordedHash=*/true, device);
   if (comm->rank() == 0) {
-    nlohmann::json j = {{"model", model}, {"data", data}, {"accuracy", s.accuracy}, {"loss", s.loss},
-                        {"samples", s.samples}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()},
-                        {"device", s.device},
-                        {"task", s.regression ? "regression" : "classification"}};
-    if (s.regression) j.update({{"mse", s.mse}, {"mae", s.mae}, {"r2", s.r2}});
-    std::vector<double> perClass;
-    for (size_t k = 0; k < s.classTotal.size(); ++k) {
-      perClass.push_back(s.classTotal[k] > 0 ? static_cast<double>(s.classCorrect[k]) / static_cast<double>(s.classTotal[k]) : 0.0);
-    }
-    j["class_accuracy"] = perClass;
-    j["class_samples"] = s.classTotal;
+    nlohmann::json j = s.metrics.toJson();
+    j.update({{"model", model}, {"data", data}, {"param_sha256", s.paramSha256}, {"world_size", comm->size()},
+              {"device", s.device}});
     if (logitsRows > 0) j["logits"] = s.logits;
     std::cout << dumpJson(j, 2) << "\n";
     if (!out.empty()) fs::writeFileAtomic(out, dumpJson(j, 2) + "\n");

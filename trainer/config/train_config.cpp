@@ -471,6 +471,34 @@ TrainConfig parseTrainConfigText(const std::string& text, const std::string& sou
   }
 }
 
+TrainConfig loadTrainConfigFile(const std::string& file, const std::map<std::string, std::string>& settings) {
+  po::options_description keys;
+  addTrainOptions(keys);
+  po::variables_map vm;
+  try {
+    // Stored first, so that they win over the file's values.
+    po::parsed_options given(&keys);
+    for (const auto& [key, value] : settings) {
+      if (!keys.find_nothrow(key, false)) throw ConfigError(key + ": unknown key");
+      given.options.emplace_back(key, std::vector<std::string>{value});
+    }
+    po::store(given, vm);
+  } catch (const po::error& e) {
+    throw ConfigError(programOptionsMessage(e));
+  }
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file + ": cannot open configuration file");
+  try {
+    po::store(parseIniFile(in, keys), vm);
+    po::notify(vm);
+    return trainConfigFrom(vm);
+  } catch (const po::error& e) {
+    throw ConfigError(file + ": " + programOptionsMessage(e));
+  } catch (const ConfigError& e) {
+    throw ConfigError(file + ": " + e.what());
+  }
+}
+
 TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   po::options_description general("perennial train options");
   general.add_options()

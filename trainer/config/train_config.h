@@ -120,6 +120,11 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args);
 // Parses a whole configuration from INI TEXT (for example the one stored in model.h5); SOURCE
 // names it in errors.
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source);
+// The configuration in the INI file FILE with SETTINGS ("section.key" -> value, as the file
+// would write them) taking precedence, every rule checked: what `perennial train --config FILE
+// --section.key=value ...` resolves, for programs that start training runs (the scheduler sets
+// the run's data and warm start this way). ConfigError naming FILE and the key.
+TrainConfig loadTrainConfigFile(const std::string& file, const std::map<std::string, std::string>& settings = {});
 
 // NOTE [INI quoting] Boost.Program_options' INI parser ends a value at the first '#' (the rest of
 // the line is a comment, even inside quotes), trims white space around it and never removes
