@@ -20,6 +20,9 @@ namespace perennial::sched {
 
 inline constexpr int kCatalogSchemaVersion = 2;
 
+// Where a scheduler root keeps its catalog.
+inline std::string catalogPath(const std::string& root) { return root + "/catalog.db"; }
+
 struct ShardRecord {
   int64_t seq = 0;       // ingest order, 1-based, never reused
   std::string hash;      // SHA-256 of the file's bytes

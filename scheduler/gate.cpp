@@ -3,10 +3,12 @@
 #include <boost/program_options.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/read_file.h"
 #include "trainer/config/train_config.h"  // programOptionsMessage, checkDeviceSetting
 
 namespace perennial::sched {
@@ -27,6 +29,8 @@ po::options_description gateOptions() {
       ("gate.min_class_samples", po::value<int64_t>()->default_value(20), "classes with fewer holdout samples are not judged by max_class_drop")
       ("gate.min_improvement", po::value<double>()->default_value(0), "accuracy must beat the champion's by at least this to replace it (0: off)")
       ("gate.newest_shards", po::value<int64_t>()->default_value(0), "the scheduler adds this many of the newest labelled shards to the holdout")
+      ("gate.timeout_s", po::value<double>()->default_value(3600),
+       "the longest one validation (perennial validate) or one decay measurement (perennial eval) started by the scheduler may run, in seconds; one that runs longer is killed and the run fails with the reason")
       ("gate.device", po::value<std::string>()->default_value("cpu"),
        "auto | cpu | cuda: where the gate (and the scheduler's decay trigger) evaluate; cpu by default, so they never compete with training for a GPU (perennial validate --device overrides it)");
   return d;
@@ -96,6 +100,8 @@ GateConfig loadGateConfig(const std::string& file) {
   if (g.newestShards < 0) throw ConfigError(file + ": gate.newest_shards: must be >= 0");
   g.device = vm["gate.device"].as<std::string>();
   checkDeviceSetting(g.device, file + ": gate.device");
+  g.timeoutS = d("gate.timeout_s");
+  if (!(g.timeoutS > 0)) throw ConfigError(file + ": gate.timeout_s: must be > 0 seconds (got " + fmt(g.timeoutS) + ")");
   return g;
 }
 
@@ -336,6 +342,18 @@ Verdict Verdict::fromJson(const json& j, const std::string& what) {
   v.config = j.value("config", json("")).is_string() ? j.value("config", "") : "";
   v.device = j.value("device", json("")).is_string() ? j.value("device", "") : "";
   return v;
+}
+
+std::optional<Verdict> Verdict::read(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  const json j = json::parse(fs::readFile(path), nullptr, false);
+  if (j.is_discarded()) throw DataError(path + ": not JSON");
+  try {
+    return fromJson(j, path);
+  } catch (const json::exception& e) {  // a field of another type than fromJson reads
+    throw DataError(path + ": " + e.what());
+  }
 }
 
 }  // namespace perennial::sched

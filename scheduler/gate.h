@@ -51,6 +51,7 @@ struct GateConfig {
   double minImprovement = 0;      // accuracy gain over the champion needed to replace it (0: off)
   std::string device = "cpu";     // where the models are evaluated: auto | cpu | cuda
   int64_t newestShards = 0;       // the scheduler adds this many newest shards to the holdout (0: none)
+  double timeoutS = 3600;         // the longest a validation or a decay measurement may run
 };
 
 // Reads the [gate] section of FILE (other sections are ignored, so the scheduler's
@@ -163,6 +164,9 @@ struct Verdict {
   nlohmann::json toJson() const;
   // Throws DataError naming WHAT and the field on a verdict that does not fit.
   static Verdict fromJson(const nlohmann::json& j, const std::string& what);
+  // Reads a verdict.json: none when PATH does not exist; throws DataError naming PATH when it is
+  // not JSON or does not fit, IoError when it cannot be read.
+  static std::optional<Verdict> read(const std::string& path);
 };
 
 Verdict judge(const std::vector<std::unique_ptr<Check>>& checks, const ModelEval& candidate, const ModelEval* champion);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -248,13 +249,8 @@ std::string Registry::rollback(const std::string& name, const std::string& reaso
   const std::string to = a["previous"].get<std::string>();
   // The new `previous` is the champion that `to` replaced when it was promoted, if any.
   std::optional<std::string> before;
-  {
-    std::ifstream in(modelDir(name) + "/history.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty()) continue;
-      json e = json::parse(line, nullptr, false);
-      if (e.is_object() && e.value("to", "") == to && e["from"].is_string()) before = e["from"].get<std::string>();
-    }
+  for (const HistoryEntry& e : history(name)) {
+    if (e.to == to && !e.from.empty()) before = e.from;
   }
   a["champion"] = to;
   if (before && *before != to && *before != from) {
@@ -281,6 +277,24 @@ VersionInfo Registry::show(const std::string& name, const std::string& version) 
     if (it.value() == v.version) v.aliases.push_back(it.key());
   }
   return v;
+}
+
+std::vector<HistoryEntry> Registry::history(const std::string& name) const {
+  std::vector<HistoryEntry> out;
+  std::ifstream in(modelDir(name) + "/history.jsonl");
+  auto str = [](const json& e, const char* key) {
+    auto it = e.find(key);
+    return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  for (std::string line; std::getline(in, line);) {
+    const json e = json::parse(line, nullptr, false);
+    if (!e.is_object()) continue;
+    HistoryEntry entry{str(e, "action"), str(e, "from"), str(e, "to"), str(e, "reason"), std::nullopt};
+    auto at = e.find("at");
+    if (at != e.end() && at->is_number() && std::isfinite(at->get<double>())) entry.at = at->get<double>();
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 std::vector<std::string> Registry::verify(const std::string& name, const std::string& version) const {

@@ -28,6 +28,15 @@ struct PublishRequest {
   nlohmann::json spec, lineage, metrics, verdict;
 };
 
+// One line of <name>/history.jsonl: a promotion or a rollback.
+struct HistoryEntry {
+  std::string action;        // promote | rollback
+  std::string from;          // the champion before ("" for the first promotion)
+  std::string to;            // the champion after
+  std::string reason;
+  std::optional<double> at;  // Unix seconds
+};
+
 struct VersionInfo {
   std::string name, version, dir;
   nlohmann::json spec, lineage, metrics, verdict;
@@ -57,6 +66,10 @@ class Registry {
   // "v3", "champion" or "previous" -> a version; throws ConfigError when there is none.
   std::string resolve(const std::string& name, const std::string& versionOrAlias) const;
   VersionInfo show(const std::string& name, const std::string& version) const;
+  // Every promotion and rollback of NAME, oldest first (none when it has no history). A line that
+  // is not a JSON object (cut short by a crash) is skipped; a field that does not have the type
+  // the registry writes reads as absent ("", or no time for a non-finite or non-number "at").
+  std::vector<HistoryEntry> history(const std::string& name) const;
   // The directory of a version (v<N>), from its name alone: nothing in it is read.
   std::string path(const std::string& name, const std::string& version) const { return versionDir(name, version); }
   // Problems found (empty: the version's files match files.json and are read-only).

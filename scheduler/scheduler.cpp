@@ -23,6 +23,7 @@
 #include "common/text.h"
 #include "scheduler/process.h"
 #include "scheduler/run_paths.h"
+#include "scheduler/shard_links.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::sched {
@@ -750,9 +751,6 @@ void Scheduler::materialize(const RunRecord& run) {
   if (fs::readFileIfPresent(paths.config()) != run.config) fs::writeFileAtomic(paths.config(), run.config);
   if (stdfs::exists(paths.data())) return;
   const std::string tmp = paths.data() + ".tmp";
-  std::error_code ec;
-  stdfs::remove_all(tmp, ec);
-  stdfs::create_directories(tmp);
   // The manifest is written as it is built (an nlohmann array of 100,000 objects took a fifth of
   // a second; BENCHMARKS.md, "Scheduler").
   std::string manifest;
@@ -761,18 +759,18 @@ void Scheduler::materialize(const RunRecord& run) {
               ", \"rows\": " + std::to_string(snap->rows) + ", \"manifest\": [";
   char name[64];
   bool first = true;
+  std::vector<std::string> files, names;
   for (const auto& s : cat_.shards(0, snap->maxSeq, false)) {
     // Named so that the trainer's file-name order is the ingest order.
     std::snprintf(name, sizeof name, "%09lld-%.16s.h5", static_cast<long long>(s.seq), s.hash.c_str());
-    const std::string target = root_ + "/" + s.file;
-    if (::link(target.c_str(), (tmp + "/" + name).c_str()) != 0) {
-      stdfs::create_symlink(target, tmp + "/" + name);
-    }
+    files.push_back(root_ + "/" + s.file);
+    names.push_back(name);
     manifest += std::string(first ? "\n" : ",\n") + " {\"seq\": " + std::to_string(s.seq) + ", \"sha256\": \"" + s.hash +
                 "\", \"rows\": " + std::to_string(s.rows) + ", \"source\": " + dumpJson(json(s.source)) + "}";
     first = false;
   }
   manifest += "\n]}\n";
+  linkShards(files, tmp, names);
   fs::writeFileAtomic(paths.snapshot(), manifest);
   fs::fsyncDir(tmp);
   stdfs::rename(tmp, paths.data());

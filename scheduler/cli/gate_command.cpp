@@ -24,6 +24,7 @@
 #include "scheduler/cli/sched_command.h"
 #include "scheduler/gate.h"
 #include "scheduler/registry.h"
+#include "scheduler/shard_links.h"
 #include "trainer/comm/communicator.h"
 #include "trainer/config/train_config.h"
 #include "trainer/trainer.h"
@@ -40,25 +41,17 @@ using namespace perennial::sched;
 // linked in the order given (file names keep that order).
 std::string holdoutDir(const std::vector<std::string>& parts, const std::string& scratch) {
   if (parts.size() == 1 && stdfs::is_directory(parts[0])) return parts[0];
-  std::error_code ec;
-  stdfs::remove_all(scratch, ec);
-  stdfs::create_directories(scratch);
-  int k = 0;
-  char name[32];
+  std::vector<std::string> files;
   for (const auto& p : parts) {
-    std::vector<std::string> files;
     if (stdfs::is_directory(p)) {
-      files = fs::listFiles(p, ".h5");
+      for (const auto& f : fs::listFiles(p, ".h5")) files.push_back(f);
     } else if (stdfs::is_regular_file(p)) {
       files.push_back(p);
     } else {
       throw ConfigError("--holdout: " + p + ": no such file or directory");
     }
-    for (const auto& f : files) {
-      std::snprintf(name, sizeof name, "%06d.h5", k++);
-      stdfs::create_symlink(stdfs::absolute(f), scratch + "/" + name);
-    }
   }
+  linkShards(files, scratch);
   return scratch;
 }
 

@@ -1,11 +1,11 @@
-// `perennial report`: an HTML page of what the scheduler did (scheduler/report.h).
+// `perennial report`: an HTML page of what the scheduler did (scheduler/report/report.h).
 #include <boost/program_options.hpp>
 
 #include <iostream>
 
 #include "common/error.h"
 #include "scheduler/cli/sched_command.h"
-#include "scheduler/report.h"
+#include "scheduler/report/report.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::cli {

@@ -1,35 +1,25 @@
 #include "scheduler/cli/sched_command.h"
 
-#include <poll.h>
 #include <signal.h>
-#include <sys/inotify.h>
-#include <unistd.h>
 
+#include <atomic>
 #include <boost/program_options.hpp>
-#include <chrono>
-#include <csignal>
-#include <cstdlib>
-#include <memory>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/log.h"
-#include "common/read_file.h"
 #include "common/text.h"
 #include "scheduler/catalog.h"
-#include "scheduler/executor.h"
+#include "scheduler/daemon.h"
 #include "scheduler/ingest.h"
-#include "scheduler/metrics.h"
 #include "scheduler/process.h"
 #include "scheduler/scheduler.h"
-#include "scheduler/slurm_executor.h"
 #include "trainer/config/train_config.h"
 
 namespace perennial::cli {
@@ -52,9 +42,6 @@ const char* kSchedUsage =
     "  trigger  [--reason TEXT] start a run on demand (at the next tick)\n"
     "  cancel   RUN [--config FILE]  cancel a run (at once when no daemon runs and --config is given)\n\n"
     "The scheduler configuration's keys (configs/scheduler.cfg is an example):\n";
-
-volatile std::sig_atomic_t gStop = 0;
-void onStop(int) { gStop = 1; }
 
 std::string isoTime(double t) {
   if (t <= 0) return "-";
@@ -113,8 +100,6 @@ Common parseCommon(const std::vector<std::string>& args, po::options_description
   return c;
 }
 
-std::string catalogPath(const std::string& root) { return root + "/catalog.db"; }
-
 std::unique_ptr<Catalog> openExisting(const std::string& root) {
   if (!stdfs::exists(catalogPath(root))) {
     throw ConfigError("--root: " + root + " has no catalog (start the scheduler with `perennial sched run` or `tick`)");
@@ -122,134 +107,9 @@ std::unique_ptr<Catalog> openExisting(const std::string& root) {
   return std::make_unique<Catalog>(catalogPath(root));
 }
 
-// Evaluates with `perennial eval` in a child process, so the scheduler itself never loads a model.
-class SubprocessEvaluator : public Evaluator {
- public:
-  SubprocessEvaluator(std::string root, std::string device) : root_(std::move(root)), device_(std::move(device)) {}
-  double accuracy(const std::string& model, const std::vector<std::string>& shards) override {
-    const std::string dir = root_ + "/tmp/eval-" + std::to_string(::getpid());
-    std::error_code ec;
-    stdfs::remove_all(dir, ec);
-    stdfs::create_directories(dir + "/data");
-    int k = 0;
-    char name[32];
-    for (const auto& s : shards) {
-      std::snprintf(name, sizeof name, "%09d.h5", k++);
-      stdfs::create_symlink(s, dir + "/data/" + name);
-    }
-    const int rc = runProcess({selfExecutable(), "eval", "--model", model, "--data", dir + "/data", "--json",
-                               dir + "/eval.json", "--device", device_},
-                              dir + "/log", 3600);
-    if (rc != 0) {
-      std::ifstream in(dir + "/log");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      stdfs::remove_all(dir, ec);
-      throw DataError("perennial eval of " + model + " failed (exit " + std::to_string(rc) + "): " + ss.str());
-    }
-    std::ifstream in(dir + "/eval.json");
-    const double acc = json::parse(in).at("accuracy").get<double>();
-    stdfs::remove_all(dir, ec);
-    return acc;
-  }
-
- private:
-  std::string root_;
-  std::string device_;  // gate.device
-};
-
-// Runs the validation gate as `perennial validate` in a child process.
-class SubprocessGatekeeper : public Gatekeeper {
- public:
-  explicit SubprocessGatekeeper(std::string config) : config_(std::move(config)) {}
-  GateOutcome validate(const std::string& candidate, const std::string& champion,
-                       const std::vector<std::string>& holdout, const std::string& verdictPath) override {
-    std::vector<std::string> argv{selfExecutable(), "validate", "--candidate", candidate, "--config", config_,
-                                  "--out", verdictPath};
-    if (!champion.empty()) argv.insert(argv.end(), {"--champion", champion});
-    for (const auto& h : holdout) argv.insert(argv.end(), {"--holdout", h});
-    const std::string log = stdfs::path(verdictPath).parent_path().string() + "/validate.log";
-    std::error_code ec;
-    stdfs::remove(verdictPath, ec);
-    GateOutcome g;
-    g.exitCode = runProcess(argv, log, 3600);
-    if (!stdfs::exists(verdictPath)) {
-      g.verdictProblem = "there is none";
-    } else {
-      try {
-        const json j = json::parse(fs::readFileIfPresent(verdictPath), nullptr, false);
-        if (j.is_discarded()) throw DataError(verdictPath + ": not JSON");
-        g.verdict = Verdict::fromJson(j, verdictPath);
-      } catch (const DataError& e) {
-        g.verdictProblem = std::string("it does not read: ") + e.what();
-      }
-    }
-    if (g.exitCode != 0 && g.exitCode != 1) {
-      std::ifstream in(log);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      std::string text = ss.str();
-      g.error = "perennial validate exited " + std::to_string(g.exitCode) + ": " +
-                (text.size() > 400 ? text.substr(text.size() - 400) : text);
-    }
-    return g;
-  }
-
- private:
-  std::string config_;
-};
-
-struct Daemon {
-  SchedConfig config;
-  std::unique_ptr<Catalog> catalog;
-  std::unique_ptr<Executor> executor;
-  SystemClock clock;
-  std::unique_ptr<SubprocessEvaluator> evaluator;
-  std::unique_ptr<SubprocessGatekeeper> gatekeeper;
-  std::unique_ptr<Scheduler> scheduler;
-};
-
-std::unique_ptr<Daemon> openScheduler(const Common& c) {
-  if (c.config.empty()) throw ConfigError("--config: required (the scheduler configuration file)");
-  auto d = std::make_unique<Daemon>();
-  d->config = loadSchedConfig(c.config, c.overrides);
-  stdfs::create_directories(c.root);
-  ensureRootLayout(c.root);
-  d->catalog = std::make_unique<Catalog>(catalogPath(c.root));
-  if (d->config.executor == "slurm") {
-    SlurmExecutorOptions so;
-    so.script = d->config.slurmScript;
-    so.partition = d->config.slurmPartition;
-    so.account = d->config.slurmAccount;
-    so.time = d->config.slurmTime;
-    so.cpusPerTask = d->config.slurmCpusPerTask;
-    so.gpusPerNode = d->config.slurmGpusPerNode;
-    so.sbatchArgs = d->config.slurmSbatchArgs;
-    d->executor = std::make_unique<SlurmExecutor>(so);
-  } else {
-    LocalExecutorOptions lo;
-    lo.mpirun = d->config.mpirun;
-    lo.mpirunArgs = d->config.mpirunArgs;
-    lo.cancelGraceS = d->config.cancelGraceS;
-    d->executor = std::make_unique<LocalExecutor>(lo);
-  }
-  d->evaluator = std::make_unique<SubprocessEvaluator>(stdfs::absolute(c.root).string(), loadGateConfig(c.config).device);
-  d->gatekeeper = std::make_unique<SubprocessGatekeeper>(stdfs::absolute(c.config).string());
-  d->scheduler = std::make_unique<Scheduler>(d->config, stdfs::absolute(c.root).string(), *d->catalog, *d->executor,
-                                             d->clock, d->evaluator.get(), d->gatekeeper.get());
-  // Test hook for the kill tests: PERENNIAL_SCHED_KILL_AT=STEP[:N] SIGKILLs this process at the
-  // Nth time (default 1st) it reaches STEP (see the fault() calls in scheduler/).
-  if (const char* at = std::getenv("PERENNIAL_SCHED_KILL_AT")) {
-    std::string spec(at);
-    const auto colon = spec.find(':');
-    const std::string step = spec.substr(0, colon);
-    const int nth = colon == std::string::npos ? 1 : std::stoi(spec.substr(colon + 1));
-    auto count = std::make_shared<int>(0);
-    d->scheduler->setFaultHook([step, nth, count](const std::string& s) {
-      if (s == step && ++*count == nth) ::kill(::getpid(), SIGKILL);
-    });
-  }
-  return d;
+// The scheduler opened on the root and configuration of the command line.
+std::unique_ptr<SchedulerService> openService(const Common& c) {
+  return std::make_unique<SchedulerService>(c.root, c.config, c.overrides);
 }
 
 json outcomeJson(const IngestOutcome& o) {
@@ -280,10 +140,7 @@ json tickJson(const TickReport& r) {
 }
 
 int tickCommand(const Common& c) {
-  auto d = openScheduler(c);
-  RootLock lock(c.root, false);
-  if (!lock.held()) throw IoError(c.root + ": another scheduler holds " + c.root + "/scheduler.lock");
-  TickReport r = d->scheduler->tick(true);
+  TickReport r = openService(c)->tickOnce();
   if (c.json) {
     std::cout << dumpJson(tickJson(r), 2) << "\n";
   } else {
@@ -294,63 +151,20 @@ int tickCommand(const Common& c) {
   return 0;
 }
 
+std::atomic<bool> gStop{false};
+void onStop(int) { gStop.store(true); }
+
 int runCommand(const Common& c, int64_t metricsPort) {
   if (metricsPort < 0 || metricsPort > 65535) {
     throw ConfigError("--metrics-port: " + std::to_string(metricsPort) + " is not a port (1 to 65535; 0: off)");
   }
-  auto d = openScheduler(c);
-  RootLock lock(c.root, false);
-  if (!lock.held()) throw IoError(c.root + ": another scheduler holds " + c.root + "/scheduler.lock");
-  auto log = log::get("sched");
-  // The metrics endpoint reads the catalog through connections of its own (metrics.h).
-  TickStats ticks;
-  MetricsServer metrics(catalogPath(c.root), &ticks, {d->scheduler->registry().dir(), d->config.modelName});
-  if (metricsPort > 0) {
-    metrics.start(static_cast<int>(metricsPort));
-    log->info("metrics on http://127.0.0.1:{}/metrics", metricsPort);
-  }
+  auto service = openService(c);
   struct sigaction sa {};
   sa.sa_handler = onStop;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
-  const std::string incoming = c.root + "/incoming";
-  const int ino = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (ino < 0 || ::inotify_add_watch(ino, incoming.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
-    log->warn("inotify unavailable for {}; rescanning every {} s", incoming, d->config.rescanS);
-  }
-  log->info("scheduler running on {} (tick {} s, rescan {} s); stop with SIGTERM", c.root, d->config.tickS,
-            d->config.rescanS);
-  auto lastScan = std::chrono::steady_clock::time_point{};
-  bool scan = true;
-  while (!gStop) {
-    try {
-      const auto now = std::chrono::steady_clock::now();
-      if (std::chrono::duration<double>(now - lastScan).count() >= d->config.rescanS) scan = true;
-      if (scan) lastScan = now;
-      const TickReport report = d->scheduler->tick(scan);
-      ticks.recordTick(report.seconds, d->clock.now());
-    } catch (const ConfigError&) {
-      throw;
-    } catch (const std::exception& e) {
-      // One bad pass (a full disk, an unreadable file) must not end the daemon; that includes
-      // the std::filesystem errors of the library calls a pass makes.
-      ticks.failures.fetch_add(1);
-      log->error("tick failed: {}", e.what());
-    }
-    scan = false;
-    pollfd p{ino, POLLIN, 0};
-    const int r = ::poll(&p, ino >= 0 ? 1 : 0, static_cast<int>(d->config.tickS * 1000));
-    if (r > 0) {
-      char buf[4096];
-      while (::read(ino, buf, sizeof buf) > 0) {
-      }
-      scan = true;
-    }
-  }
-  if (ino >= 0) ::close(ino);
-  metrics.stop();
-  log->info("scheduler stopped; runs in progress go on and are followed again at the next start");
+  service->runDaemon(gStop, static_cast<int>(metricsPort));
   return 0;
 }
 
@@ -580,11 +394,11 @@ int schedCommand(const std::vector<std::string>& args) {
     cat->transaction([&] { cat->addRequest("cancel", id, clock.now()); });
     RootLock lock(c.root, false);
     if (lock.held() && !c.config.empty()) {
-      auto d = openScheduler(c);
+      auto d = openService(c);
       TickReport r;
-      d->scheduler->handleCancelRequests(r);
-      auto run = d->catalog->run(id);
-      if (run && isActiveState(run->state)) d->executor->cancel(d->scheduler->attemptSpec(*run), run->execId);
+      d->scheduler().handleCancelRequests(r);
+      auto run = d->catalog().run(id);
+      if (run && isActiveState(run->state)) d->executor().cancel(d->scheduler().attemptSpec(*run), run->execId);
       std::cout << "run " << id << ": " << (run ? run->state : "?")
                 << (run && isActiveState(run->state) ? " (signalled; recorded as cancelled at the next tick)" : "") << "\n";
     } else {
@@ -608,8 +422,8 @@ int dataAddCommand(const std::vector<std::string>& args) {
   if (c.positional.empty()) throw ConfigError("data add: no files given");
   log::init(0, 1, "info");
   // A bad configuration is reported before anything is copied.
-  std::unique_ptr<Daemon> d;
-  if (!c.config.empty()) d = openScheduler(c);
+  std::unique_ptr<SchedulerService> d;
+  if (!c.config.empty()) d = openService(c);
   ensureRootLayout(c.root);
   std::vector<std::string> names = stageFiles(c.root, c.positional);
   RootLock lock(c.root, false);
@@ -620,7 +434,7 @@ int dataAddCommand(const std::vector<std::string>& args) {
   int rejected = 0;
   json out = json::array();
   for (const auto& n : names) {
-    IngestOutcome o = d->scheduler->ingester().ingest(n);
+    IngestOutcome o = d->scheduler().ingester().ingest(n);
     if (!o.accepted) ++rejected;
     out.push_back(outcomeJson(o));
     if (!c.json) printOutcome(o);

@@ -694,6 +694,27 @@ TEST(GateVerdict, FromJsonRefusesWhatIsNotAVerdict) {
                 "RUN/verdict.json: candidate: 'accuracy' is missing");
 }
 
+// Verdict::read: none for a file that is not there; DataError naming the file for one that is
+// not JSON or does not fit, whatever the field's type.
+TEST(GateVerdict, ReadNamesTheFileThatDoesNotRead) {
+  TempDir tmp;
+  const std::string path = tmp.path() + "/verdict.json";
+  EXPECT_FALSE(Verdict::read(path).has_value());
+
+  const Verdict first = judge(makeChecks(GateConfig{}, {}, 0), evalOf(0.5, 0.75, "m.h5"), nullptr);
+  writeText(path, first.toJson().dump());
+  const std::optional<Verdict> back = Verdict::read(path);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->toJson(), first.toJson());
+
+  writeText(path, "{\"decision\": \"pa");
+  EXPECT_EQ(messageOf<DataError>([&] { Verdict::read(path); }), path + ": not JSON");
+  json wrongType = first.toJson();
+  wrongType["checks"][0]["detail"] = 7;  // a number where the gate writes text
+  writeText(path, wrongType.dump());
+  EXPECT_EQ(messageOf<DataError>([&] { Verdict::read(path); }).rfind(path + ": ", 0), 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // loadGateConfig
 
@@ -1011,6 +1032,44 @@ TEST_F(RegistryTest, RollbackRestoresThePreviousChampions) {
   EXPECT_EQ(entries[3]["to"], "v2");
   EXPECT_EQ(entries[3]["reason"], "v3 is bad");
   EXPECT_EQ(entries[4]["to"], "v1");
+}
+
+// history(): every promotion and rollback, oldest first, as the registry wrote them; a torn
+// line is skipped and a field of another type reads as absent.
+TEST_F(RegistryTest, HistoryListsPromotionsAndRollbacks) {
+  Registry reg(root_);
+  EXPECT_TRUE(reg.history("m").empty());
+  for (const char* run : {"r1", "r2"}) publish(reg, run);
+  reg.promote("m", "v1", "first");
+  reg.promote("m", "v2", "better");
+  reg.rollback("m", "v2 is bad");
+  std::vector<HistoryEntry> h = reg.history("m");
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[0].action, "promote");
+  EXPECT_EQ(h[0].from, "");
+  EXPECT_EQ(h[0].to, "v1");
+  EXPECT_EQ(h[0].reason, "first");
+  ASSERT_TRUE(h[0].at.has_value());
+  EXPECT_NEAR(*h[0].at, static_cast<double>(::time(nullptr)), 60);
+  EXPECT_EQ(h[1].from, "v1");
+  EXPECT_EQ(h[1].to, "v2");
+  EXPECT_EQ(h[2].action, "rollback");
+  EXPECT_EQ(h[2].from, "v2");
+  EXPECT_EQ(h[2].to, "v1");
+  EXPECT_EQ(h[2].reason, "v2 is bad");
+
+  {
+    std::ofstream out(root_ + "/m/history.jsonl", std::ios::app);
+    out << "{\"action\":\"promote\",\"to\":5,\"from\":null,\"reason\":[],\"at\":\"noon\"}\n";
+    out << "[]\n\n{\"action\":\"prom";
+  }
+  h = reg.history("m");
+  ASSERT_EQ(h.size(), 4u);
+  EXPECT_EQ(h[3].action, "promote");
+  EXPECT_EQ(h[3].to, "");
+  EXPECT_EQ(h[3].reason, "");
+  EXPECT_FALSE(h[3].at.has_value());
+  EXPECT_THROW(reg.history("../m"), ConfigError);
 }
 
 TEST_F(RegistryTest, RollbackWithNoPreviousThrows) {

@@ -1,4 +1,4 @@
-// `perennial report` (scheduler/report.h) on hand-built roots: HTML escaping, an empty root, a
+// `perennial report` (scheduler/report/report.h) on hand-built roots: HTML escaping, an empty root, a
 // catalog full of hostile strings, and a root with many runs, versions and long curves.
 // PERENNIAL_REPORT_UNIT_OUT=DIR keeps the pages for a look in a browser.
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@
 #include "common/error.h"
 #include "scheduler/catalog.h"
 #include "scheduler/registry.h"
-#include "scheduler/report.h"
+#include "scheduler/report/report.h"
 
 namespace perennial::sched {
 namespace {
@@ -176,7 +176,7 @@ TEST_F(ReportTest, EscapesEveryStringFromTheCatalogAndTheRegistry) {
         json{{"decision", "reject"},
              {"failed", {"check" + evil}},
              {"checks", {{{"name", "check" + evil}, {"passed", false}, {"value", evil}, {"threshold", {{"k" + evil, evil}}}, {"detail", evil}}}},
-             {"candidate", {{"accuracy", 0.5}}},
+             {"candidate", {{"accuracy", 0.5}, {"loss", 1.0}}},
              {"champion", nullptr}}
             .dump());
   write(root_ + "/runs/r000001/train/metrics.jsonl",
@@ -203,6 +203,59 @@ TEST_F(ReportTest, EscapesEveryStringFromTheCatalogAndTheRegistry) {
   EXPECT_NE(page.find("&lt;img src=x onerror=alert(1)&gt;&amp;&quot;&#39;"), std::string::npos);
   EXPECT_NE(page.find("m&lt;b&gt;&amp;&quot;x&#39;:v1"), std::string::npos) << "the champion's name, escaped";
   EXPECT_EQ(count(page, "<script"), 1u);
+}
+
+// A judged run's verdict is its own verdict.json (Verdict, gate.h), else the one its registry
+// version holds; one that does not read says why instead of its checks.
+TEST_F(ReportTest, VerdictsComeFromTheRunElseItsRegistryVersion) {
+  const auto verdict = [](const std::string& check, bool pass) {
+    return json{{"decision", pass ? "pass" : "reject"},
+                {"checks", {{{"name", check}, {"passed", pass}, {"value", 0.5}, {"threshold", 0.25}, {"detail", "d"}}}},
+                {"candidate", {{"accuracy", 0.875}, {"loss", 0.5}}},
+                {"champion", nullptr}};
+  };
+  {
+    Catalog cat(root_ + "/catalog.db");
+    cat.insertSnapshot({"snap", 0, 0, 0, "{}"});
+    for (const char* id : {"r000001", "r000002", "r000003"}) {
+      RunRecord r;
+      r.id = id;
+      r.snapshotId = "snap";
+      r.state = std::string(id) == "r000001" ? state::kPromoted : state::kRejected;
+      r.trigger = "manual";
+      r.executor = "local";
+      r.createdAt = r.updatedAt = 1000;
+      cat.insertRun(r);
+      r.finishedAt = r.updatedAt = 1100;
+      cat.updateRun(r);
+    }
+    cat.setMeta("champion", "r000001");
+  }
+  // r000001: no verdict.json of its own; its registry version holds one.
+  write(dir_ + "/weights.h5", "weights");
+  Registry reg(root_ + "/registry");
+  PublishRequest req;
+  req.name = "m";
+  req.weights = dir_ + "/weights.h5";
+  req.runId = "r000001";
+  req.lineage = {{"run_id", "r000001"}};
+  req.metrics = {{"accuracy", 0.875}};
+  req.verdict = verdict("from-the-registry", true);
+  reg.promote("m", reg.publish(req), "first");
+  // r000002: a verdict.json that does not read; r000003: its own.
+  write(root_ + "/runs/r000002/verdict.json", "{\"decision\": ");
+  write(root_ + "/runs/r000003/verdict.json", verdict("from-the-run", false).dump());
+
+  const std::string page = render();
+  keep(page, "verdicts.html");
+  expectWellFormedPage(page);
+  const std::string verdicts = page.substr(page.find("<section id=\"verdicts\""));
+  EXPECT_EQ(count(verdicts, "<details class=\"verdict\""), 3u);
+  EXPECT_NE(verdicts.find("<code>from-the-registry</code>"), std::string::npos);
+  EXPECT_NE(verdicts.find("<code>from-the-run</code>"), std::string::npos);
+  EXPECT_NE(verdicts.find("candidate 0.8750 vs champion none (first model)"), std::string::npos);
+  EXPECT_NE(verdicts.find("The verdict does not read: " + htmlEscape(root_) + "/runs/r000002/verdict.json: not JSON"),
+            std::string::npos);
 }
 
 TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
@@ -276,8 +329,8 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
         const json verdict{{"decision", r.state == state::kPromoted ? "pass" : "reject"},
                            {"checks", {{{"name", "threshold.accuracy"}, {"passed", true}, {"value", accuracy}, {"threshold", 0.5}, {"detail", "ok"}},
                                        {{"name", "improvement"}, {"passed", r.state == state::kPromoted}, {"value", 0.001}, {"threshold", 0.002}, {"detail", "gain"}}}},
-                           {"candidate", {{"accuracy", accuracy}}},
-                           {"champion", parent.empty() ? json(nullptr) : json{{"accuracy", accuracy - 0.002}}}};
+                           {"candidate", {{"accuracy", accuracy}, {"loss", 1.0}}},
+                           {"champion", parent.empty() ? json(nullptr) : json{{"accuracy", accuracy - 0.002}, {"loss", 1.0}}}};
         write(root_ + "/runs/" + r.id + "/verdict.json", verdict.dump());
         if (r.state == state::kPromoted) {
           PublishRequest req;

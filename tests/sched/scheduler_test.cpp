@@ -2,7 +2,10 @@
 // evaluator: no process is started here (tests/sched/*.sh run the real thing).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <future>
+#include <thread>
 #include <fstream>
 #include <map>
 #include <random>
@@ -17,6 +20,7 @@
 #include "common/read_file.h"
 #include "common/snapshot_id.h"
 #include "tests/sched/catalog_test_peer.h"
+#include "scheduler/daemon.h"
 #include "scheduler/metrics.h"
 #include "scheduler/scheduler.h"
 #include "tests/sched/shard_fixtures.h"
@@ -840,6 +844,38 @@ TEST_F(GatedSchedulerTest, OnPromoteRunsAfterThePromotionAndItsFailureIsRecorded
   EXPECT_NE(text.find("PERENNIAL_VERSION=v2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("PERENNIAL_PREVIOUS=v1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("PERENNIAL_RUN=" + second + "\n"), std::string::npos) << text;
+}
+
+// The daemon loop (scheduler/daemon.h) ends when its stop token is set, from another thread as
+// from a signal handler, between ticks or while it waits for the next one; it holds the root's
+// lock while it runs, and a second scheduler on the root is refused.
+TEST_F(SchedulerTest, DaemonStopsWhenItsStopTokenIsSetAndHoldsTheRootMeanwhile) {
+  std::ofstream(root + "/sched.cfg") << "[dataset]\nfeature_shape = 28,28\n[train]\nconfig = train.cfg\nholdout = holdout\n"
+                                        "[sched]\ntick_s = 30\n";
+  SchedulerService service(root, root + "/sched.cfg", {"--sched.tick_s=30"});
+  std::atomic<bool> stop{false};
+  auto running = std::async(std::launch::async, [&] { service.runDaemon(stop, 0); });
+  // The first tick records itself; then the daemon waits 30 s for the next.
+  for (int i = 0; i < 500 && !service.catalog().meta("last_tick_at"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(service.catalog().meta("last_tick_at")) << "the daemon never ticked";
+  EXPECT_THROW(SchedulerService(root, root + "/sched.cfg", {}).tickOnce(), IoError) << "a second scheduler on the root";
+  stop.store(true);
+  // The wait is cut short at the latest by the next inotify event; a signal cuts it at once
+  // (sched.cli). Here a file arriving wakes it.
+  std::ofstream(root + "/incoming/wake.h5") << "x";
+  ASSERT_EQ(running.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "the daemon did not stop";
+  running.get();
+  EXPECT_NO_THROW(SchedulerService(root, root + "/sched.cfg", {}).tickOnce()) << "the lock went with the daemon";
+}
+
+TEST_F(SchedulerTest, ServiceRefusesABadConfigurationBeforeItTouchesTheRoot) {
+  const std::string fresh = root + "/fresh-root";
+  std::ofstream(root + "/bad.cfg") << "[train]\nconfig = train.cfg\nholdout = holdout\nranks = 0\n";
+  EXPECT_THROW(SchedulerService(fresh, root + "/bad.cfg", {}), ConfigError);
+  EXPECT_FALSE(stdfs::exists(fresh)) << "a bad configuration created the root";
+  EXPECT_THROW(SchedulerService(fresh, "", {}), ConfigError) << "no configuration";
 }
 
 }  // namespace

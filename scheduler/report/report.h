@@ -3,6 +3,15 @@
 // It reads the scheduler root (catalog.db, runs/<id>/train/metrics.jsonl, runs/<id>/verdict.json)
 // and the model registry, and draws its charts as inline SVG: nothing is loaded from the network
 // and nothing in the root is changed. Every string from the catalog or a JSON file is escaped.
+//
+// The parts, in this folder:
+//   report_model.h     what the page shows, read through Catalog, Registry and the typed
+//                      contracts (TrainResult, Verdict, the run's metrics curves)
+//   svg_chart.h        the chart kit: ticks, frames, axes, markers, legends, labels, downsampling
+//   report_sections.h  the page's sections, each a function of the model
+//   report_text.h      escaping; numbers, times and JSON values as text
+//   report_palette.h   the colours and markers of run states and event kinds
+//   report.css         the page's style sheet, embedded at build time (scheduler/CMakeLists.txt)
 #include <cstddef>
 #include <string>
 #include <string_view>
