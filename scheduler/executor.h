@@ -14,6 +14,8 @@ struct AttemptSpec {
   std::string runDir;                  // absolute: ROOT/runs/<id>
   std::vector<std::string> trainArgs;  // arguments after `perennial`: train --config ... --resume auto
   int64_t ranks = 1;
+  std::string nodes;         // "" : ranks on whatever nodes; else "N" or "A-B" nodes (train.nodes)
+  int64_t ranksPerNode = 0;  // with nodes: ranks on each node
 };
 
 enum class AttemptState {

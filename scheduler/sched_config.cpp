@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "common/error.h"
@@ -32,7 +33,9 @@ po::options_description schedOptions() {
       ("ingest.settle_s", po::value<double>()->default_value(0), "ignore files modified less than this many seconds ago")
       ("train.config", po::value<std::string>()->default_value(""), "the trainer's configuration file (required)")
       ("train.holdout", po::value<std::string>()->default_value(""), "shard directory every run evaluates on (required)")
-      ("train.ranks", po::value<int64_t>()->default_value(2), "ranks per training run")
+      ("train.ranks", po::value<int64_t>()->default_value(2), "ranks per training run (or give train.nodes and train.ranks_per_node)")
+      ("train.nodes", po::value<std::string>()->default_value(""), "nodes of each run with executor.kind = slurm: a count N, or a range A-B (the run takes as many free nodes as it can, and a run requeued after losing a node resumes on the nodes that are up); with train.ranks_per_node, instead of train.ranks")
+      ("train.ranks_per_node", po::value<int64_t>()->default_value(0), "ranks on each node with train.nodes (required with it)")
       ("train.warm_start", po::value<std::string>()->default_value("scratch"), "scratch | champion: start from the champion's weights")
       ("train.max_attempts", po::value<int64_t>()->default_value(3), "attempts per run (failed or preempted attempts are retried with --resume auto)")
       ("triggers.on_demand", po::value<bool>()->default_value(true), "`perennial sched trigger` starts a run")
@@ -72,6 +75,16 @@ std::string absoluteFrom(const std::string& base, const std::string& p) {
   stdfs::path path(p);
   if (path.is_relative()) path = stdfs::path(base) / path;
   return path.lexically_normal().string();
+}
+
+// The largest node count of "N" or "A-B" (1 <= A <= B), or 0 when SPEC is neither.
+int64_t nodeRangeMax(const std::string& spec) {
+  static const std::regex form("([1-9][0-9]{0,5})(-([1-9][0-9]{0,5}))?");
+  std::smatch m;
+  if (!std::regex_match(spec, m, form)) return 0;
+  const int64_t lo = std::stoll(m[1].str());
+  const int64_t hi = m[3].matched ? std::stoll(m[3].str()) : lo;
+  return hi >= lo ? hi : 0;
 }
 
 std::vector<std::string> splitSpaces(const std::string& s) {
@@ -171,6 +184,21 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   if (!stdfs::is_directory(c.holdout)) bad(file, "train.holdout", "no such directory: " + c.holdout);
   c.ranks = i64("train.ranks");
   atLeast("train.ranks", static_cast<double>(c.ranks), 1);
+  c.nodes = str("train.nodes");
+  c.ranksPerNode = i64("train.ranks_per_node");
+  if (c.nodes.empty()) {
+    if (c.ranksPerNode != 0) bad(file, "train.ranks_per_node", "needs train.nodes (the nodes whose ranks it counts)");
+  } else {
+    const int64_t maxNodes = nodeRangeMax(c.nodes);
+    if (maxNodes == 0) {
+      bad(file, "train.nodes", "must be a node count N or a range A-B with 1 <= A <= B (got '" + c.nodes + "')");
+    }
+    if (c.ranksPerNode < 1) bad(file, "train.ranks_per_node", "required with train.nodes: at least 1 (got " + std::to_string(c.ranksPerNode) + ")");
+    if (!vm["train.ranks"].defaulted()) {
+      bad(file, "train.ranks", "give either train.ranks or train.nodes with train.ranks_per_node, not both");
+    }
+    c.ranks = maxNodes * c.ranksPerNode;
+  }
   c.warmStart = str("train.warm_start");
   if (c.warmStart != "scratch" && c.warmStart != "champion") {
     bad(file, "train.warm_start", "must be scratch or champion (got '" + c.warmStart + "')");
@@ -198,6 +226,9 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
 
   c.executor = str("executor.kind");
   if (c.executor != "local" && c.executor != "slurm") bad(file, "executor.kind", "must be local or slurm (got '" + c.executor + "')");
+  if (c.executor == "local" && !c.nodes.empty() && nodeRangeMax(c.nodes) > 1) {
+    bad(file, "train.nodes", "runs on several nodes need executor.kind = slurm (the local executor runs mpirun on this machine)");
+  }
   c.slurmScript = absoluteFrom(base, str("slurm.script"));
   if (c.executor == "slurm" && (c.slurmScript.empty() || !stdfs::is_regular_file(c.slurmScript))) {
     bad(file, "slurm.script", c.slurmScript.empty() ? "required with executor.kind = slurm (slurm/train.sbatch)"

@@ -30,7 +30,9 @@ struct SchedConfig {
   // [train]
   std::string trainConfig;  // absolute path of the trainer's INI file
   std::string holdout;      // absolute path of the evaluation shard directory
-  int64_t ranks = 2;
+  int64_t ranks = 2;         // ranks of a run (with nodes: the largest, maxNodes() x ranksPerNode)
+  std::string nodes;         // "" (ranks as above), "N" or a range "A-B": nodes of each run (Slurm)
+  int64_t ranksPerNode = 0;  // with nodes: ranks on each node
   std::string warmStart = "scratch";  // scratch | champion
   int64_t maxAttempts = 3;
   // [triggers]

@@ -128,6 +128,8 @@ AttemptSpec Scheduler::attemptSpec(const RunRecord& run) const {
   const RunPaths paths = RunPaths::of(root_, run.id);
   s.runDir = paths.dir();
   s.ranks = config_.ranks;
+  s.nodes = config_.nodes;
+  s.ranksPerNode = config_.ranksPerNode;
   s.trainArgs = {"train", "--config", paths.config(), "--run-dir", paths.train(), "--resume", "auto"};
   return s;
 }

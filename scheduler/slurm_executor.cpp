@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -144,13 +145,28 @@ std::string SlurmExecutor::submit(const AttemptSpec& spec) {
   std::error_code ec;
   stdfs::remove(dir + "/exit.json", ec);
   stdfs::remove(dir + "/started.json", ec);
-  std::vector<std::string> argv{o_.sbatch, "--parsable", "--job-name=" + jobName(spec),
-                                "--ntasks=" + std::to_string(spec.ranks), "--output=" + logPattern,
-                                "--open-mode=append", "--chdir=" + spec.runDir, "--comment=" + token};
+  std::vector<std::string> env{"PERENNIAL=" + o_.perennial, "PERENNIAL_EXIT_FILE=" + dir + "/exit.json",
+                               "PERENNIAL_START_FILE=" + dir + "/started.json", "PERENNIAL_JOB_TOKEN=" + token};
+  // With train.nodes: one task per node, holding the CPUs of its ranks, and train.sbatch starts
+  // ranksPerNode ranks on each node (PERENNIAL_RANKS_PER_NODE). Not --ntasks-per-node: with it
+  // Slurm would allocate the smallest node count of a range (slurm/README.md, Several nodes).
+  const bool byNode = !spec.nodes.empty();
+  int64_t cpusPerTask = o_.cpusPerTask;
+  if (byNode) cpusPerTask = spec.ranksPerNode * std::max<int64_t>(1, o_.cpusPerTask);
+  // Set either way: a value in the scheduler's own environment must not reach a run without nodes.
+  env.push_back("PERENNIAL_RANKS_PER_NODE=" + (byNode ? std::to_string(spec.ranksPerNode) : std::string()));
+  std::vector<std::string> argv{o_.sbatch,
+                                "--parsable",
+                                "--job-name=" + jobName(spec),
+                                byNode ? "--nodes=" + spec.nodes : "--ntasks=" + std::to_string(spec.ranks),
+                                "--output=" + logPattern,
+                                "--open-mode=append",
+                                "--chdir=" + spec.runDir,
+                                "--comment=" + token};
   if (!o_.partition.empty()) argv.push_back("--partition=" + o_.partition);
   if (!o_.account.empty()) argv.push_back("--account=" + o_.account);
   if (!o_.time.empty()) argv.push_back("--time=" + o_.time);
-  if (o_.cpusPerTask > 0) argv.push_back("--cpus-per-task=" + std::to_string(o_.cpusPerTask));
+  if (cpusPerTask > 0) argv.push_back("--cpus-per-task=" + std::to_string(cpusPerTask));
   if (!o_.gpusPerNode.empty()) argv.push_back("--gpus-per-node=" + o_.gpusPerNode);
   argv.insert(argv.end(), o_.sbatchArgs.begin(), o_.sbatchArgs.end());
   argv.push_back(o_.script);
@@ -163,9 +179,7 @@ std::string SlurmExecutor::submit(const AttemptSpec& spec) {
     }
     argv.push_back(spec.trainArgs[i]);
   }
-  ProcessOutput out = captureProcess(argv, o_.commandTimeoutS,
-                                     {"PERENNIAL=" + o_.perennial, "PERENNIAL_EXIT_FILE=" + dir + "/exit.json",
-                                      "PERENNIAL_START_FILE=" + dir + "/started.json", "PERENNIAL_JOB_TOKEN=" + token});
+  ProcessOutput out = captureProcess(argv, o_.commandTimeoutS, env);
   const std::string id = trim(out.out).substr(0, trim(out.out).find(';'));
   if (out.status != 0 || !isJobId(id)) {
     throw IoError("sbatch failed (exit " + std::to_string(out.status) + "): " + trim(out.err) + trim(out.out));

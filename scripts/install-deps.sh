@@ -31,6 +31,8 @@ packages=(
   dataset-fashion-mnist
   # a real one-node Slurm cluster for the tests (tests/slurm/local-cluster.sh)
   slurmctld slurmd slurm-client munge
+  # network namespaces, veth pairs and a bridge: the multi-node cluster (tests/slurm/multi-node-cluster.sh)
+  iproute2
   # the peer in benchmarks (PyTorch DDP) and cross-checks with h5py
   python3 python3-torch python3-h5py python3-numpy
   # headless rendering test of the report (tests/sched/report_test.sh)

@@ -34,6 +34,13 @@ bool torchHasCuda() { return PERENNIAL_TORCH_CUDA != 0; }
 int64_t cudaDeviceCount() { return torchHasCuda() ? static_cast<int64_t>(torch::cuda::device_count()) : 0; }
 
 TrainDevice resolveDevice(const std::string& setting, const std::string& key) {
+  LocalRank local;
+  local.rank = launcherLocalRank();
+  local.source = "the launcher";
+  return resolveDevice(setting, local, key);
+}
+
+TrainDevice resolveDevice(const std::string& setting, const LocalRank& local, const std::string& key) {
   TrainDevice d;
   checkDeviceSetting(setting, key);
   if (setting == "cpu") {
@@ -55,10 +62,10 @@ TrainDevice resolveDevice(const std::string& setting, const std::string& key) {
     d.reason = "auto: " + missing + ", so the CPU";
     return d;
   }
-  const int index = static_cast<int>(launcherLocalRank() % gpus);
+  const int index = gpuForLocalRank(local.rank, gpus);
   d.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   d.reason = (setting == "auto" ? "auto: " : key + " = cuda: ") + std::to_string(gpus) + " GPU(s) visible, local rank " +
-             std::to_string(launcherLocalRank()) + " takes cuda:" + std::to_string(index);
+             std::to_string(local.rank) + " (" + local.source + ") takes cuda:" + std::to_string(index);
   return d;
 }
 

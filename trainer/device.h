@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "trainer/comm/communicator.h"
+
 namespace perennial {
 
 struct TrainDevice {
@@ -29,9 +31,12 @@ struct TrainDevice {
 };
 
 // Resolves a device setting (auto | cpu | cuda), train.device or KEY. cuda takes the GPU of the
-// rank's local index (launcherLocalRank() modulo the visible GPUs). Throws ConfigError naming
-// KEY, and what is missing when cuda is asked for and unavailable (a LibTorch without CUDA, or
-// no GPU visible), or the values allowed; auto falls back to the CPU and says why in `reason`.
+// rank's node-local index LOCAL (gpuForLocalRank: LOCAL.rank modulo the visible GPUs; NOTE [Rank
+// placement]). Throws ConfigError naming KEY, and what is missing when cuda is asked for and
+// unavailable (a LibTorch without CUDA, or no GPU visible), or the values allowed; auto falls
+// back to the CPU and says why in `reason`.
+TrainDevice resolveDevice(const std::string& setting, const LocalRank& local, const std::string& key = "train.device");
+// The same with the launcher's local rank (launcherLocalRank()), for single-process commands.
 TrainDevice resolveDevice(const std::string& setting, const std::string& key = "train.device");
 
 // Applies NOTE [GPU determinism] for DEVICE (nothing on the CPU, whose kernels are deterministic

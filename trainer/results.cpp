@@ -1,5 +1,7 @@
 #include "trainer/results.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 
 namespace perennial {
@@ -126,6 +128,8 @@ json TrainResult::toJson() const {
             {"steps", steps},
             {"samples_seen", samplesSeen},
             {"world_size", worldSize},
+            {"nodes", nodes},
+            {"hosts", hosts},
             {"global_batch", globalBatch},
             {"samples_per_second", samplesPerSecond},
             {"train_seconds", trainSeconds},
@@ -161,6 +165,14 @@ TrainResult TrainResult::fromJson(const json& j, const std::string& what) {
   r.steps = optional(j, "steps", what, int64_t{0}, integer);
   r.samplesSeen = optional(j, "samples_seen", what, int64_t{0}, integer);
   r.worldSize = static_cast<int>(optional(j, "world_size", what, int64_t{1}, integer));
+  r.nodes = static_cast<int>(optional(j, "nodes", what, int64_t{1}, integer));
+  if (j.contains("hosts")) {
+    const json& h = j["hosts"];
+    if (!h.is_array() || !std::all_of(h.begin(), h.end(), [](const json& x) { return x.is_string(); })) {
+      throw DataError(what + ": 'hosts' must be an array of host names");
+    }
+    r.hosts = h.get<std::vector<std::string>>();
+  }
   r.globalBatch = optional(j, "global_batch", what, int64_t{0}, integer);
   r.samplesPerSecond = optional(j, "samples_per_second", what, 0.0, number);
   r.trainSeconds = optional(j, "train_seconds", what, 0.0, number);

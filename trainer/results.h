@@ -47,6 +47,8 @@ struct TrainResult {
   int64_t steps = 0;             // optimizer steps
   int64_t samplesSeen = 0;       // training samples consumed by all ranks together
   int worldSize = 1;
+  int nodes = 1;                   // distinct hosts of the ranks
+  std::vector<std::string> hosts;  // every rank's host, in rank order (empty in older results)
   int64_t globalBatch = 0;       // samples per optimizer step, all ranks together
   double samplesPerSecond = 0;   // samples trained by this call per second of its loop
   double trainSeconds = 0;       // time in the training loop (no evaluation, no start-up)

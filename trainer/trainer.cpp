@@ -570,6 +570,28 @@ DataIdentity dataIdentity(const data::ShardedDataset& ds, const std::string& sna
   return out;
 }
 
+// "node1 (ranks 0-1), node2 (ranks 2-3)": the ranks of each host, in order of first appearance.
+std::string ranksByHost(const std::vector<std::string>& hosts) {
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
+  for (int r = 0; r < static_cast<int>(hosts.size()); ++r) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == hosts[r]; });
+    if (it == groups.end()) it = groups.insert(groups.end(), {hosts[r], {}});
+    it->second.push_back(r);
+  }
+  std::string out;
+  for (const auto& [host, ranks] : groups) {
+    std::string list;
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      size_t j = i;
+      while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+      list += (list.empty() ? "" : ",") + std::to_string(ranks[i]) + (j > i ? "-" + std::to_string(ranks[j]) : "");
+      i = j;
+    }
+    out += (out.empty() ? "" : ", ") + host + (ranks.size() == 1 ? " (rank " : " (ranks ") + list + ")";
+  }
+  return out;
+}
+
 }  // namespace
 
 TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm,
@@ -580,9 +602,25 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   auto log = log::get("train");
 
   requireRegisteredModel(c.arch);  // before any data are read
-  // The device first: determinism settings must precede the first CUDA call.
-  const TrainDevice dev = resolveDevice(c.device);
+  // The device first: determinism settings must precede the first CUDA call. A rank takes the
+  // GPU of its node-local rank (NOTE [Rank placement]).
+  const RankPlacement where = comm.placement();
+  const LocalRank local = localRankOf(comm);
+  const TrainDevice dev = resolveDevice(c.device, local);
   const std::string determinism = configureDeterminism(dev, c.deterministic);
+  // Every rank says where it runs: the host, its local rank and the GPU it takes by it, and the
+  // interfaces its MPI traffic may use; rank 0 adds the layout of the whole job.
+  log->info("on host {}: local rank {} of {} on this node (from {}); {}; MPI over TCP: {}", where.host, local.rank,
+            local.size, local.source,
+            dev.cuda() ? "trains on " + dev.name()
+                       : "device cpu (on GPUs it would take local GPU " + std::to_string(local.rank) +
+                             ": local rank modulo the GPUs visible)",
+            where.network);
+  if (!local.note.empty()) log->warn("{}", local.note);
+  if (dev.cuda() && local.size > cudaDeviceCount()) {
+    log->warn("{} ranks on this node share {} GPU(s)", local.size, cudaDeviceCount());
+  }
+  if (lead && world > 1) log->info("world size {} on {} node(s): {}", world, where.nodes(), ranksByHost(where.hosts));
   {
     // Every rank must train on the same kind of device (the generator states gathered at each
     // save, and the tensor communicator, assume it).
@@ -975,6 +1013,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
       trainSeconds > 0 ? static_cast<double>(result.samplesSeen - samplesBefore) / trainSeconds : 0;
   result.dataSnapshot = dataSnapshot;
   result.resumedFrom = resumedFrom;
+  result.hosts = where.hosts;
+  result.nodes = where.nodes();
   result.commBackend = tcomm.backend();
   result.device = dev.name();
   result.deterministic = c.deterministic || !dev.cuda();

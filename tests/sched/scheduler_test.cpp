@@ -878,5 +878,50 @@ TEST_F(SchedulerTest, ServiceRefusesABadConfigurationBeforeItTouchesTheRoot) {
   EXPECT_THROW(SchedulerService(fresh, "", {}), ConfigError) << "no configuration";
 }
 
+// train.nodes and train.ranks_per_node: checked with messages naming the file, key and rule.
+TEST(SchedConfigTest, NodesAndRanksPerNode) {
+  const std::string dir = (stdfs::temp_directory_path() / ("perennial-schedcfg-" + std::to_string(::getpid()))).string();
+  stdfs::create_directories(dir + "/holdout");
+  std::ofstream(dir + "/train.cfg") << "[train]\nepochs = 1\n";
+  std::ofstream(dir + "/train.sbatch") << "#!/bin/bash\n";
+  auto load = [&](const std::string& extra) {
+    const std::string file = dir + "/sched.cfg";
+    std::ofstream(file) << "[train]\nconfig = train.cfg\nholdout = holdout\n" << extra;
+    return loadSchedConfig(file);
+  };
+  auto refused = [&](const std::string& extra) {
+    try {
+      load(extra);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  const std::string slurm = "[executor]\nkind = slurm\n[slurm]\nscript = train.sbatch\n";
+  SchedConfig c = load("nodes = 1-2\nranks_per_node = 2\n" + slurm);
+  EXPECT_EQ(c.nodes, "1-2");
+  EXPECT_EQ(c.ranksPerNode, 2);
+  EXPECT_EQ(c.ranks, 4) << "the largest world size";
+  c = load("nodes = 3\nranks_per_node = 1\n" + slurm);
+  EXPECT_EQ(c.ranks, 3);
+  c = load("nodes = 1\nranks_per_node = 2\n");
+  EXPECT_EQ(c.ranks, 2) << "one node also works with the local executor";
+  c = load("ranks = 3\n");
+  EXPECT_EQ(c.nodes, "");
+  EXPECT_EQ(c.ranks, 3);
+  const std::string file = dir + "/sched.cfg: ";
+  for (const char* bad : {"0", "2-1", "a", "1-", "-2", "1-2-3", "1 - 2", "01"}) {
+    EXPECT_EQ(refused(std::string("nodes = ") + bad + "\nranks_per_node = 1\n" + slurm),
+              file + "train.nodes: must be a node count N or a range A-B with 1 <= A <= B (got '" + bad + "')");
+  }
+  EXPECT_EQ(refused("nodes = 2\n" + slurm), file + "train.ranks_per_node: required with train.nodes: at least 1 (got 0)");
+  EXPECT_EQ(refused("ranks_per_node = 2\n"), file + "train.ranks_per_node: needs train.nodes (the nodes whose ranks it counts)");
+  EXPECT_EQ(refused("ranks = 4\nnodes = 2\nranks_per_node = 2\n" + slurm),
+            file + "train.ranks: give either train.ranks or train.nodes with train.ranks_per_node, not both");
+  EXPECT_EQ(refused("nodes = 1-2\nranks_per_node = 1\n"),
+            file + "train.nodes: runs on several nodes need executor.kind = slurm (the local executor runs mpirun on this machine)");
+  stdfs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace perennial::sched

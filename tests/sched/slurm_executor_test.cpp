@@ -36,7 +36,7 @@ class SlurmExecutorTest : public ::testing::Test {
     // The stand-in sbatch also records its environment and the attempt's token file as it was
     // when sbatch ran (token-at-sbatch.txt).
     tool("sbatch", "printf '%s\\n' \"PERENNIAL_EXIT_FILE=$PERENNIAL_EXIT_FILE\" \"PERENNIAL_START_FILE=$PERENNIAL_START_FILE\" "
-                   "\"PERENNIAL_JOB_TOKEN=$PERENNIAL_JOB_TOKEN\" >>\"" + dir + "/calls.txt\"\n"
+                   "\"PERENNIAL_JOB_TOKEN=$PERENNIAL_JOB_TOKEN\" \"PERENNIAL_RANKS_PER_NODE=${PERENNIAL_RANKS_PER_NODE-unset}\" >>\"" + dir + "/calls.txt\"\n"
                    "cat \"${PERENNIAL_EXIT_FILE%/exit.json}/token\" >\"" + dir + "/token-at-sbatch.txt\" 2>/dev/null\n"
                    "echo '4242;cluster'");
     // squeue --name=... (finding a job by name) prints by-name.out ("id|uid|comment" lines, every
@@ -98,7 +98,7 @@ TEST_F(SlurmExecutorTest, SubmitPassesEveryValueAsItsOwnArgument) {
                            token.substr(0, 32) + "\n--partition=debug\n--time=01:00:00\n" + o.script + "\n--config\n" +
                            spec.runDir + "/config.cfg\n--run-dir\n" + spec.runDir + "/train\nPERENNIAL_EXIT_FILE=" + attempt +
                            "/exit.json\nPERENNIAL_START_FILE=" + attempt + "/started.json\nPERENNIAL_JOB_TOKEN=" +
-                           token.substr(0, 32) + "\n";
+                           token.substr(0, 32) + "\nPERENNIAL_RANKS_PER_NODE=\n";
   EXPECT_EQ(calls, want);
   EXPECT_EQ(SlurmExecutor::jobName(spec).rfind("perennial-r000007-a2-", 0), 0u);
   // Another attempt, another token.
@@ -106,6 +106,23 @@ TEST_F(SlurmExecutorTest, SubmitPassesEveryValueAsItsOwnArgument) {
   ex.submit(spec);
   EXPECT_NE(readText(spec.runDir + "/attempt-3/token"), token);
   EXPECT_FALSE(stdfs::exists(dir + "/pwned")) << "a value was interpreted by a shell";
+}
+
+TEST_F(SlurmExecutorTest, NodesAskForOneTaskPerNodeWithTheCpusOfItsRanks) {
+  // train.nodes = 1-2, train.ranks_per_node = 2, slurm.cpus_per_task = 3: no --ntasks (nor
+  // --ntasks-per-node, with which Slurm allocates the smallest count of a range); each node's
+  // task holds 2 x 3 CPUs and train.sbatch starts 2 ranks on each node.
+  spec.nodes = "1-2";
+  spec.ranksPerNode = 2;
+  spec.ranks = 4;
+  o.cpusPerTask = 3;
+  SlurmExecutor ex(o);
+  EXPECT_EQ(ex.submit(spec), "4242");
+  const std::string calls = readText(dir + "/calls.txt");
+  EXPECT_NE(calls.find("\n--nodes=1-2\n"), std::string::npos) << calls;
+  EXPECT_NE(calls.find("\n--cpus-per-task=6\n"), std::string::npos) << calls;
+  EXPECT_NE(calls.find("\nPERENNIAL_RANKS_PER_NODE=2\n"), std::string::npos) << calls;
+  EXPECT_EQ(calls.find("--ntasks"), std::string::npos) << calls;
 }
 
 TEST_F(SlurmExecutorTest, PollFollowsTheJobThroughSlurmsStates) {

@@ -27,21 +27,9 @@ if ((${#DIR} > 64)); then
   DIR=$(mktemp -d /tmp/slurm-smoke.XXXXXX)
 fi
 
-port_free() {
-  local hex
-  hex=$(printf '%04X' "$1")
-  ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-    awk -v h=":$hex" 'substr($2, length($2) - 4) == h { found = 1 } END { exit !found }'
-}
-if [[ -z ${LOCAL_SLURM_CTLD_PORT:-} ]]; then
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 5000 * 2))
-    if port_free "$p" && port_free $((p + 1)); then
-      export LOCAL_SLURM_CTLD_PORT=$p LOCAL_SLURM_SLURMD_PORT=$((p + 1))
-      break
-    fi
-  done
-fi
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+free_ports LOCAL_SLURM_CTLD_PORT LOCAL_SLURM_SLURMD_PORT
 
 KEEP=0
 cleanup() {

@@ -20,6 +20,7 @@ set -euo pipefail
 bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
+. "$src/tests/slurm/lib.sh"
 py=/usr/bin/python3
 cases=${PERENNIAL_SLURM_TEST_CASES:-percent crash}
 if ! command -v slurmctld >/dev/null; then
@@ -42,22 +43,8 @@ cleanup() {
 trap cleanup EXIT
 started=$SECONDS
 
-# Ports of our own (as cluster_smoke_test.sh), so a system Slurm or another cluster may run beside.
-port_free() {
-  local hex
-  hex=$(printf '%04X' "$1")
-  ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-    awk -v h=":$hex" 'substr($2, length($2) - 4) == h { found = 1 } END { exit !found }'
-}
-if [ -z "${LOCAL_SLURM_CTLD_PORT:-}" ]; then
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 5000 * 2))
-    if port_free "$p" && port_free $((p + 1)); then
-      export LOCAL_SLURM_CTLD_PORT=$p LOCAL_SLURM_SLURMD_PORT=$((p + 1))
-      break
-    fi
-  done
-fi
+# Ports of our own, so a system Slurm or another cluster may run beside.
+free_ports LOCAL_SLURM_CTLD_PORT LOCAL_SLURM_SLURMD_PORT
 "$src/tests/slurm/local-cluster.sh" start "$cluster" >/dev/null
 export SLURM_CONF=$cluster/etc/slurm.conf
 export PERENNIAL=$bin

@@ -15,19 +15,13 @@ set -euo pipefail
 bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
+. "$src/tests/slurm/lib.sh"
 py=/usr/bin/python3
 if ! command -v slurmctld >/dev/null; then
   echo "SKIP: Slurm is not installed (scripts/install-deps.sh installs slurmctld slurmd slurm-client munge)"
   exit 77
 fi
-t=$(mktemp -d /tmp/pslurm.XXXXXX)
-chmod 755 "$t"  # munged needs every folder on its socket path searchable by all
-cluster=$t/c
-cleanup() {
-  "$src/tests/slurm/local-cluster.sh" stop "$cluster" >/dev/null 2>&1 || true
-  rm -rf "$t"
-}
-trap cleanup EXIT
+slurm_test_dir pslurm "$src/tests/slurm/local-cluster.sh"
 
 # 0. The step's exit status as train.sbatch sees it (srun exits 128 + N for a task killed by N).
 mkdir -p "$t/stub"
@@ -55,9 +49,7 @@ echo "train.sbatch: a step killed by SIGUSR1 before its handler is requeued; SIG
 export SLURM_CONF=$cluster/etc/slurm.conf
 export PERENNIAL=$bin
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
-mkdir -p "$t/holdout"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
+fm_fixture "$bin"
 cat >"$t/train.cfg" <<CFG
 [model]
 arch = mlp
@@ -75,18 +67,6 @@ keep_last = 2
 progress = lines
 CFG
 
-# job_state JOB: Slurm's state of a job (empty once forgotten).
-job_state() { scontrol show job "$1" -o 2>/dev/null | sed -n 's/.* JobState=\([^ ]*\).*/\1/p'; }
-# wait_job JOB SECONDS: until the job has ended; prints its final state.
-wait_job() {
-  local deadline=$((SECONDS + $2)) s
-  while [ $SECONDS -lt "$deadline" ]; do
-    s=$(job_state "$1")
-    case $s in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) echo "$s"; return 0 ;; esac
-    sleep 1
-  done
-  echo "TIMEDOUT"
-}
 # submit NAME DATA [sbatch options...] [-- trainer options...]: a 2-task training job into
 # $t/NAME; prints the job id.
 submit() {

@@ -106,6 +106,57 @@ TEST(Device, LocalRankComesFromTheLauncher) {
   EXPECT_EQ(launcherLocalRank(), 0) << "a malformed value is ignored";
 }
 
+// A rank that MPI_COMM_TYPE_SHARED places second of two on its node.
+class SecondOnNodeComm : public MarkingComm {
+ public:
+  RankPlacement placement() const override {
+    RankPlacement p;
+    p.host = "node2";
+    p.localRank = 1;
+    p.localSize = 2;
+    p.hosts = {"node1", "node1", "node2", "node2"};
+    return p;
+  }
+};
+
+TEST(Device, LocalRankFromTheLauncherElseFromMpi) {
+  ScopedEnv ompi("OMPI_COMM_WORLD_LOCAL_RANK", nullptr), slurm("SLURM_LOCALID", nullptr),
+      mpich("MPI_LOCALRANKID", nullptr), pmix("PMIX_LOCAL_RANK", nullptr);
+  SecondOnNodeComm comm;
+  EXPECT_EQ(comm.placement().nodes(), 2);
+  LocalRank l = localRankOf(comm);
+  EXPECT_EQ(l.rank, 1);
+  EXPECT_EQ(l.size, 2);
+  EXPECT_EQ(l.source, "MPI_COMM_TYPE_SHARED");
+  EXPECT_EQ(l.note, "");
+  {
+    ScopedEnv s("SLURM_LOCALID", "1");
+    l = localRankOf(comm);
+    EXPECT_EQ(l.rank, 1);
+    EXPECT_EQ(l.source, "SLURM_LOCALID");
+    EXPECT_EQ(l.note, "") << "they agree";
+  }
+  ScopedEnv s("SLURM_LOCALID", "0");
+  l = localRankOf(comm);
+  EXPECT_EQ(l.rank, 0) << "the launcher's local rank wins";
+  EXPECT_NE(l.note.find("SLURM_LOCALID=0 but MPI_COMM_TYPE_SHARED gives local rank 1 of 2"), std::string::npos) << l.note;
+}
+
+TEST(Device, TheGpuIsTheLocalRankModuloTheGpusVisible) {
+  EXPECT_EQ(gpuForLocalRank(0, 2), 0);
+  EXPECT_EQ(gpuForLocalRank(1, 2), 1);
+  EXPECT_EQ(gpuForLocalRank(3, 2), 1);
+  EXPECT_EQ(gpuForLocalRank(3, 4), 3);
+  EXPECT_EQ(gpuForLocalRank(5, 1), 0);
+  EXPECT_THROW(gpuForLocalRank(0, 0), InternalError);
+  if (cudaDeviceCount() > 0) {
+    LocalRank local;
+    local.rank = 1;
+    local.source = "test";
+    EXPECT_EQ(resolveDevice("cuda", local).cudaIndex(), gpuForLocalRank(1, cudaDeviceCount()));
+  }
+}
+
 TEST(Device, TensorCommunicatorFollowsTheDevice) {
   MarkingComm host;
   const auto timeout = std::chrono::seconds(5);

@@ -39,6 +39,8 @@ TrainResult resultWith(const EvalMetrics& test) {
   r.steps = 1500;
   r.samplesSeen = 96000;
   r.worldSize = 2;
+  r.nodes = 2;
+  r.hosts = {"node1", "node2"};
   r.globalBatch = 64;
   r.samplesPerSecond = 51234.5;
   r.trainSeconds = 1.875;
@@ -69,6 +71,8 @@ void expectSameResult(const TrainResult& a, const TrainResult& b) {
   EXPECT_EQ(a.steps, b.steps);
   EXPECT_EQ(a.samplesSeen, b.samplesSeen);
   EXPECT_EQ(a.worldSize, b.worldSize);
+  EXPECT_EQ(a.nodes, b.nodes);
+  EXPECT_EQ(a.hosts, b.hosts);
   EXPECT_EQ(a.globalBatch, b.globalBatch);
   EXPECT_EQ(a.samplesPerSecond, b.samplesPerSecond);
   EXPECT_EQ(a.trainSeconds, b.trainSeconds);
@@ -138,7 +142,7 @@ TEST(TrainResult, ClassificationRoundTrips) {
   const TrainResult r = resultWith(classification());
   const json j = r.toJson();
   // The names result.json has always used.
-  for (const char* key : {"test_accuracy", "test_loss", "task", "epochs", "steps", "samples_seen", "world_size",
+  for (const char* key : {"test_accuracy", "test_loss", "task", "epochs", "steps", "samples_seen", "world_size", "nodes", "hosts",
                           "global_batch", "samples_per_second", "train_seconds", "wall_seconds", "param_sha256",
                           "config_sha256", "data_snapshot", "resumed_from", "model", "arch", "parameters",
                           "comm_backend", "device", "deterministic", "perennial_version"}) {
@@ -164,6 +168,8 @@ TEST(TrainResult, OnlyWhatReadersActOnIsRequired) {
       TrainResult::fromJson(json{{"test_accuracy", 0.5}, {"test_loss", 1.0}, {"param_sha256", "p"}}, "old/result.json");
   EXPECT_EQ(r.test.accuracy, 0.5);
   EXPECT_EQ(r.worldSize, 1);
+  EXPECT_EQ(r.nodes, 1);
+  EXPECT_TRUE(r.hosts.empty());
   EXPECT_EQ(r.model, "model.h5");
   try {
     TrainResult::fromJson(json{{"test_accuracy", 0.5}, {"test_loss", 1.0}}, "RUN/result.json");
@@ -176,6 +182,15 @@ TEST(TrainResult, OnlyWhatReadersActOnIsRequired) {
                                      "r"),
                DataError)
       << "an optional field of the wrong type";
+  for (const json& hosts : {json("node1"), json{"node1", 2}}) {
+    try {
+      TrainResult::fromJson(json{{"test_accuracy", 0.5}, {"test_loss", 1.0}, {"param_sha256", "p"}, {"hosts", hosts}},
+                            "RUN/result.json");
+      FAIL() << "hosts " << hosts.dump() << " was read";
+    } catch (const DataError& e) {
+      EXPECT_STREQ(e.what(), "RUN/result.json: 'hosts' must be an array of host names");
+    }
+  }
   EXPECT_THROW(TrainResult::parse("{\"test_accuracy\": 0.5", "RUN/result.json"), DataError);
   EXPECT_THROW(TrainResult::parse("", "RUN/result.json"), DataError);
 }

@@ -1,11 +1,14 @@
 #include "trainer/comm/communicator.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <set>
 
 #include "common/error.h"
 #include "common/log.h"
 #include "perennial/build_config.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/comm/stall_inspector.h"
 #if PERENNIAL_HAVE_NCCL
 #include "trainer/comm/nccl/nccl_communicator.h"
 #endif
@@ -33,15 +36,59 @@ std::vector<std::string> availableBackends() {
   return {"mpi"};
 }
 
-int launcherLocalRank() {
+int launcherLocalRank(std::string* variable) {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"}) {
     if (const char* v = std::getenv(var)) {
       char* end = nullptr;
       const long n = std::strtol(v, &end, 10);
-      if (end != v && *end == '\0' && n >= 0) return static_cast<int>(n);
+      if (end != v && *end == '\0' && n >= 0) {
+        if (variable) *variable = var;
+        return static_cast<int>(n);
+      }
     }
   }
-  return 0;
+  return -1;
+}
+
+int launcherLocalRank() { return std::max(0, launcherLocalRank(nullptr)); }
+
+int RankPlacement::nodes() const {
+  return static_cast<int>(std::set<std::string>(hosts.begin(), hosts.end()).size());
+}
+
+RankPlacement Communicator::placement() const {
+  RankPlacement p;
+  p.host = hostName();
+  p.localRank = rank();
+  p.localSize = size();
+  p.hosts.assign(static_cast<size_t>(size()), p.host);
+  return p;
+}
+
+LocalRank localRankOf(const Communicator& comm) {
+  const RankPlacement p = comm.placement();
+  LocalRank out;
+  out.size = p.localSize;
+  std::string variable;
+  const int launcher = launcherLocalRank(&variable);
+  if (launcher < 0) {
+    out.rank = p.localRank;
+    out.source = "MPI_COMM_TYPE_SHARED";
+    return out;
+  }
+  out.rank = launcher;
+  out.source = variable;
+  if (launcher != p.localRank) {
+    out.note = variable + "=" + std::to_string(launcher) + " but MPI_COMM_TYPE_SHARED gives local rank " +
+               std::to_string(p.localRank) + " of " + std::to_string(p.localSize) +
+               " (the launcher's is used; ranks of one node may take the same GPU)";
+  }
+  return out;
+}
+
+int gpuForLocalRank(int localRank, int64_t gpus) {
+  PERENNIAL_CHECK(gpus > 0, "gpuForLocalRank needs at least one GPU, got " << gpus);
+  return static_cast<int>(localRank % gpus);
 }
 
 std::unique_ptr<Communicator> makeCommunicator(const CommOptions& options) {

@@ -23,6 +23,21 @@ namespace perennial {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
+// NOTE [Rank placement]: where a rank runs. The node-local rank decides which GPU a rank takes;
+// the launcher's local rank (launcherLocalRank) wins where the launcher sets one, since the
+// launcher also binds devices and CPUs by it, and MPI's (MPI_COMM_TYPE_SHARED: the ranks that
+// can share memory, i.e. one node) serves otherwise and checks it.
+struct RankPlacement {
+  std::string host;                // this rank's host name
+  int localRank = 0;               // its index among the ranks of its node (MPI_COMM_TYPE_SHARED)
+  int localSize = 1;               // the ranks of its node
+  std::vector<std::string> hosts;  // every rank's host, in rank order
+  std::string network;             // the interfaces MPI's TCP traffic may use, for the log ("" : unknown)
+
+  // The number of distinct hosts.
+  int nodes() const;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -34,6 +49,8 @@ class Communicator {
   virtual std::string backendVersion() const = 0;
   // True when data pointers must be GPU memory (NCCL); false for host memory (MPI).
   virtual bool deviceMemory() const { return false; }
+  // NOTE [Rank placement]. The default (for single-process fakes): every rank on this host.
+  virtual RankPlacement placement() const;
 
   // In-place reduction of COUNT elements of TYPE at DATA across all ranks.
   virtual void allReduce(void* data, size_t count, DType type, ReduceOp op) = 0;
@@ -83,5 +100,19 @@ std::unique_ptr<Communicator> makeTensorCommunicator(Communicator& host, const s
 // The launcher's local rank of this process (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID,
 // MPI_LOCALRANKID, PMIX_LOCAL_RANK), or 0: which GPU of the node this rank takes.
 int launcherLocalRank();
+// The same, or -1 when no launcher variable is set; VARIABLE receives the variable's name.
+int launcherLocalRank(std::string* variable);
+
+// The node-local rank that picks this rank's GPU (NOTE [Rank placement]) and where it came from.
+struct LocalRank {
+  int rank = 0;
+  int size = 1;        // ranks on this node
+  std::string source;  // "SLURM_LOCALID", "MPI_COMM_TYPE_SHARED", ...
+  std::string note;    // a disagreement between the launcher and MPI, for a warning ("" : none)
+};
+LocalRank localRankOf(const Communicator& comm);
+
+// The GPU index that node-local rank LOCAL_RANK takes among GPUS visible ones: LOCAL_RANK mod GPUS.
+int gpuForLocalRank(int localRank, int64_t gpus);
 
 }  // namespace perennial

@@ -311,7 +311,7 @@ void addTrainOptions(po::options_description& desc) {
       ("lr.min_lr", f(d.minLr), "cosine: final learning rate (>= 0)")
       ("comm.backend", s(d.backend), "auto | mpi | nccl: the communicator for the model's tensors (auto: NCCL for CUDA tensors when this build has it, MPI otherwise; mpi on a GPU stages each collective through host memory)")
       ("comm.bucket_cap_mb", f(d.bucketCapMb), "gradient bucket cap in MiB (> 0; PyTorch DDP uses 25)")
-      ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0)")
+      ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0); then the ranks and hosts that did not join are named and the job ends with status 124")
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
       ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
       ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")

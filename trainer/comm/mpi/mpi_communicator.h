@@ -1,12 +1,13 @@
 #pragma once
 #include <mpi.h>
 
-#include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "common/exit_codes.h"
 #include "trainer/comm/communicator.h"
+#include "trainer/comm/stall_inspector.h"
 
 namespace perennial {
 
@@ -19,10 +20,13 @@ namespace perennial {
 // NOTE [Blocking collectives and the watchdog]: collectives are the blocking MPI calls, because
 // Open MPI 4.1's non-blocking ones (libnbc) run all-reduce 2-3x slower at gradient sizes (see
 // BENCHMARKS.md). A blocked MPI collective cannot be cancelled, so the timeout is enforced by a
-// watchdog thread: when one collective has waited longer than the timeout, it prints which call,
-// collective number, rank and host are stuck and ends the process with kExitCommTimeout, so the
-// launcher (mpirun, srun) tears the job down instead of letting it hang. This is the one place
-// where Perennial ends a process from library code; a timeout of zero disables the watchdog.
+// watchdog thread: when one collective has waited longer than the timeout, it asks the other
+// ranks what they are doing (NOTE [Stall inspector], stall_inspector.h; at most kProbeBudget,
+// then kLinger answering the others' questions),
+// prints which call, collective number, rank and host are stuck and which ranks on which hosts
+// have not joined, and ends the process with kExitCommTimeout, so the launcher (mpirun, srun)
+// tears the job down instead of letting it hang. This is the one place where Perennial ends a
+// process from library code; a timeout of zero disables the watchdog.
 // Exit status of a process ended by the collective watchdog.
 inline constexpr int kExitCommTimeout = exit_code::kTimeout;
 
@@ -41,7 +45,14 @@ class MpiCommunicator final : public Communicator {
   void allGather(const void* in, void* out, size_t bytes) override;
   void barrier() override;
 
+  RankPlacement placement() const override { return placement_; }
+
   MPI_Comm comm() const { return comm_; }
+
+  // How long the watchdog spends asking the other ranks before it ends the process.
+  static constexpr std::chrono::milliseconds kProbeBudget{3000};
+  // How long it still answers the others' probes after printing, before it ends the process.
+  static constexpr std::chrono::milliseconds kLinger{1000};
 
   // Ensures MPI is initialised (for code that needs MPI before building a communicator).
   static void ensureInitialized();
@@ -56,21 +67,29 @@ class MpiCommunicator final : public Communicator {
   // Marks the start and end of a blocking collective for the watchdog.
   void begin(const char* call);
   void end();
+  RankActivity activity();
+  // Learns where every rank runs (MPI_COMM_TYPE_SHARED, an all-gather of host names and stall
+  // inspector cards) and starts the watchdog. Collective: every rank calls it at construction.
+  void meetPeers();
   void watch();
+  [[noreturn]] void timedOut(const char* call, uint64_t seq, std::chrono::milliseconds waited);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds timeout_;
-  std::string host_;
+  std::string host_;  // host:pid
+  RankPlacement placement_;
+  std::unique_ptr<StallInspector> inspector_;
 
-  // Watchdog state: the collective in flight (name, number, start), guarded by mu_.
+  // Watchdog state: the collective in flight or last begun (name, number, start or end), guarded
+  // by mu_.
   std::mutex mu_;
-  std::condition_variable cv_;
-  const char* inflight_ = nullptr;
+  const char* call_ = nullptr;
+  bool inflight_ = false;
   uint64_t seq_ = 0;
-  std::chrono::steady_clock::time_point started_;
-  bool stop_ = false;
+  std::chrono::steady_clock::time_point changed_ = std::chrono::steady_clock::now();
+  int wake_[2] = {-1, -1};  // a pipe: the destructor writes to stop the watchdog
   std::thread watchdog_;
 };
 
