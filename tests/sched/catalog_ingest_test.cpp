@@ -184,40 +184,50 @@ TEST_F(CatalogTest, NewerSchemaIsRefused) {
   }
 }
 
-// NOTE [Catalog host]: the first open records the host; another host is refused before SQLite
-// touches the file; the same host after a reboot updates the record.
-TEST_F(CatalogTest, BelongsToTheHostThatOpenedItFirst) {
+// NOTE [Catalog host]: whoever opens the catalog holds a lease on its host record; another host
+// is refused while the catalog is open, before SQLite touches the file, and takes it over when
+// it is idle. (Another host is a lease taken with another identity.)
+TEST_F(CatalogTest, IsOpenOnOneHostAtATime) {
   const HostIdentity me = thisHost();
+  const HostIdentity other{"node-b", "b00t"};
   ASSERT_FALSE(me.host.empty());
+  ASSERT_NE(me.host, other.host);
   const std::string record = catalogHostFile(dbPath());
   auto recorded = [&] { return json::parse(std::ifstream(record)); };
-  { Catalog c(dbPath()); }
-  EXPECT_EQ(recorded()["host"], me.host);
-  EXPECT_EQ(recorded()["boot_id"], me.bootId);
-
-  // Another host: refused with both names and the file, and SQLite never opens the catalog.
-  stdfs::remove(dbPath() + "-wal");
-  stdfs::remove(dbPath() + "-shm");
-  const std::string message = messageOf<ConfigError>([&] { claimCatalogHost(dbPath(), {"node-b", "b00t"}); });
-  EXPECT_CONTAINS(message, dbPath() + ": the catalog belongs to host '" + me.host + "'");
-  EXPECT_CONTAINS(message, "this is 'node-b'");
-  EXPECT_CONTAINS(message, record);
-  std::ofstream(record) << json{{"host", "node-a"}, {"boot_id", me.bootId}}.dump();
-  EXPECT_CONTAINS(messageOf<ConfigError>([&] { Catalog c(dbPath()); }), "belongs to host 'node-a'");
-  EXPECT_FALSE(stdfs::exists(dbPath() + "-wal"));
-  EXPECT_FALSE(stdfs::exists(dbPath() + "-shm"));
-
-  // The same host name with another boot id: this host rebooted; the record follows.
-  std::ofstream(record) << json{{"host", me.host}, {"boot_id", "an-earlier-boot"}}.dump();
-  { Catalog c(dbPath()); }
-  EXPECT_EQ(recorded()["boot_id"], me.bootId);
-
-  // A record that is not one is named, not taken for another host's.
-  std::ofstream(record) << "{\"host\": 7}";
-  EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog c(dbPath()); }), record + ": not a catalog host record");
-  // No record (a catalog from before records existed): the first open writes one.
-  stdfs::remove(record);
-  { Catalog c(dbPath()); }
+  {
+    Catalog c(dbPath());
+    EXPECT_EQ(recorded()["host"], me.host);
+    EXPECT_EQ(recorded()["boot_id"], me.bootId);
+    // Open here: another host is refused, naming both hosts and the file.
+    const std::string message = messageOf<IoError>([&] { CatalogHostLease lease(dbPath(), other); });
+    EXPECT_CONTAINS(message, dbPath() + ": the catalog is in use on host '" + me.host + "' (recorded in " + record +
+                                 "), this is 'node-b'");
+    EXPECT_CONTAINS(message, "run this command on '" + me.host + "'");
+    Catalog second(dbPath());  // this host again: fine
+    // A machine with this name but another boot (a namesake elsewhere) is refused too.
+    EXPECT_CONTAINS(messageOf<IoError>([&] { CatalogHostLease lease(dbPath(), {me.host, "another-boot"}); }),
+                    "in use on another machine named '" + me.host + "' (boot id " + me.bootId);
+  }
+  // Idle: the other host takes it over; while it holds it, this host is refused, and SQLite never
+  // opened the database here (its -wal and -shm files, removed at the last close, stay away).
+  ASSERT_FALSE(stdfs::exists(dbPath() + "-shm"));
+  {
+    CatalogHostLease lease(dbPath(), other);
+    EXPECT_EQ(recorded()["host"], "node-b");
+    EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog c(dbPath()); }), "in use on host 'node-b'");
+    EXPECT_FALSE(stdfs::exists(dbPath() + "-wal"));
+    EXPECT_FALSE(stdfs::exists(dbPath() + "-shm"));
+  }
+  // Released: this host opens it again and records itself.
+  {
+    Catalog c(dbPath());
+    EXPECT_EQ(recorded()["host"], me.host);
+    // A record that is not one, found while the catalog is open, is named.
+    std::ofstream(record) << "{\"host\": 7}";
+    EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog again(dbPath()); }), record + ": not a catalog host record");
+  }
+  // ... and rewritten by the next process that finds the catalog idle.
+  Catalog c(dbPath());
   EXPECT_EQ(recorded()["host"], me.host);
 }
 
