@@ -119,7 +119,7 @@ int runCli(int argc, char** argv) {
     if (command == "version" || command == "--version") {
       std::cout << "perennial " << PERENNIAL_VERSION << "\n"
                 << "LibTorch " << PERENNIAL_TORCH_VERSION << " (CUDA: " << (PERENNIAL_TORCH_CUDA ? "yes" : "no")
-                << "), NCCL communicator: " << (PERENNIAL_HAVE_NCCL ? "yes" : "no") << "\n";
+                << "), NCCL communicator: " << PERENNIAL_NCCL_STATUS << "\n";
       return 0;
     }
     std::cerr << "perennial: unknown command '" << command << "'\n" << kUsage;

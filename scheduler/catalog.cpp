@@ -148,7 +148,8 @@ bool isTerminalState(const std::string& s) {
          s == state::kRejected;
 }
 
-Catalog::Catalog(const std::string& path, Access access) : db_(path) {
+// The lease (NOTE [Catalog host]) is taken before SQLite opens the file: lease_ precedes db_.
+Catalog::Catalog(const std::string& path, Access access) : lease_(path), db_(path) {
   // Owner read-write, group read: the catalog decides what is trained and published. (SQLite
   // gives its -wal and -shm files the database file's permissions.) A catalog someone made
   // group- or world-writable keeps what they chose.

@@ -2,7 +2,8 @@
 // The scheduler's catalog: one SQLite database (ROOT/catalog.db) holding shards, quarantined
 // files, data snapshots, runs, events, trigger states and requests. The schema is versioned
 // (PRAGMA user_version) and migrated forward on open; every state change is one transaction,
-// so the scheduler may be killed at any point and restarted.
+// so the scheduler may be killed at any point and restarted. The catalog is open on one host at
+// a time (catalog_host.h): every process that opens it takes a lease first.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -12,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "scheduler/catalog_host.h"
 #include "scheduler/sqlite.h"
 #include "trainer/results.h"
 
@@ -131,8 +133,10 @@ class Catalog {
  public:
   enum class Access { kReadWrite, kReadOnly };
   // Opens or creates PATH and migrates it to kCatalogSchemaVersion. Refuses (IoError) a catalog
-  // written by a newer Perennial. With kReadOnly, every statement after the migration that would
-  // write fails (the metrics endpoint's connections).
+  // written by a newer Perennial, and (IoError) one that is open on another host, before SQLite
+  // opens it (NOTE [Catalog host], catalog_host.h: the catalog holds a lease while it is open).
+  // With kReadOnly, every statement after the migration that would write fails (the metrics
+  // endpoint's connections).
   explicit Catalog(const std::string& path, Access access = Access::kReadWrite);
 
   // Runs BODY as one write transaction (BEGIN IMMEDIATE): all of its changes or none.
@@ -203,6 +207,7 @@ class Catalog {
   // (tests/sched/catalog_test_peer.h); the scheduler's code goes through the methods above.
   friend struct CatalogTestPeer;
   void migrate();
+  CatalogHostLease lease_;  // taken before, and released after, the database connection
   Database db_;
 };
 

@@ -3,5 +3,7 @@
 # for example `scripts/build.sh --target perennial`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Of CMake's output only the summary of what this build has: the NCCL communicator (left out
+# without a CUDA toolkit) and the LibTorch with its CUDA.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release | { grep -E '^-- (NCCL communicator:|LibTorch )' || true; }
 cmake --build build -j"$(nproc)" "$@"

@@ -305,6 +305,8 @@ RestoredState restoreState(const Document& doc, const std::string& source, torch
       s->momentum_buffer(need("momentum_buffer", item.key(), item.value()));
       states[key] = std::move(s);
     } else {
+      PERENNIAL_CHECK(optimizerName == "adam" || optimizerName == "adamw",
+                      "optimizer '" << optimizerName << "' has no checkpoint state");
       torch::Tensor step = groupTensor("step", item.key());
       if (!step.defined()) continue;
       if (step.numel() != 1 || step.scalar_type() != torch::kInt64) {

@@ -41,6 +41,7 @@
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
 #include "trainer/step_timer.h"
+#include "trainer/run_logs.h"
 #include "trainer/stop_signal.h"
 
 namespace perennial {
@@ -194,9 +195,16 @@ nlohmann::json evalRecord(const EvalMetrics& e, const TrainProgress& p) {
   return j;
 }
 
+// model.pt (NOTE [TorchScript export]), written whole or not at all; a model that cannot be
+// exported leaves none (not even one of an earlier run in the same directory).
 void saveTorchScriptAtomically(const Model& model, const std::string& path) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  saveTorchScript(model, tmp);
+  std::string whyNot;
+  if (!saveAsTorchScript(model, tmp, &whyNot)) {
+    std::filesystem::remove(path);
+    log::get("train")->info("no {}: {}", path, whyNot);
+    return;
+  }
   fs::fsyncFile(tmp);
   fs::publish(tmp, path);
 }
@@ -307,73 +315,6 @@ void checkSameWeights(const std::string& localHash, Communicator& comm) {
                         "); data-parallel replicas diverged");
   }
 }
-
-// NOTE [Resumed metrics]: a run resumed from the checkpoint at step S trains steps S+1.. again,
-// so the records an interrupted run wrote after S (and a line cut short by a kill) are dropped
-// before appending: the resumed run's metrics.jsonl then lists each step once, as an
-// uninterrupted run's does (TensorBoard's purge_step does the same for event files). Lines it
-// cannot place (no integer "step") are kept. A resumed run with nothing left to train does not
-// log again the evaluation already recorded at S. A write that fails (a full disk) stops the run
-// like a failed checkpoint: a silently short log would pass for a complete one.
-class MetricsLog {
- public:
-  MetricsLog(const std::string& path, bool active, bool append, int64_t resumeStep)
-      : path_(path), resumeStep_(append ? resumeStep : -1) {
-    if (!active) return;
-    if (append) dropAfter(resumeStep);
-    out_.open(path, append ? std::ios::app : std::ios::trunc);
-    if (!out_) throw IoError(path + ": cannot open for writing: " + std::strerror(errno));
-  }
-  void write(const json& j) {
-    if (!out_.is_open()) return;
-    errno = 0;
-    out_ << dumpJson(j) << '\n';
-    out_.flush();
-    if (!out_) {
-      throw IoError(path_ + ": cannot append a record" + (errno ? std::string(": ") + std::strerror(errno) : ""));
-    }
-  }
-  // Whether the file kept an evaluation record at STEP from before the resume.
-  bool hasEvalAt(int64_t step) const { return evalAtResume_ && step == resumeStep_; }
-
- private:
-  void dropAfter(int64_t step) {
-    const std::string text = fs::readFileIfPresent(path_);
-    std::string kept;
-    size_t dropped = 0;
-    for (size_t pos = 0; pos < text.size();) {
-      size_t end = text.find('\n', pos);
-      const bool whole = end != std::string::npos;
-      if (!whole) end = text.size();
-      const std::string line = text.substr(pos, end - pos);
-      pos = end + 1;
-      const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      const bool hasStep = j.is_object() && j.contains("step") && j["step"].is_number_integer();
-      bool keep;
-      if (hasStep) {
-        keep = j["step"].get<int64_t>() <= step;
-        if (keep && j["step"].get<int64_t>() == step && j.value("kind", "") == "eval") evalAtResume_ = true;
-      } else {  // a last line without its newline was cut short by a kill unless it is a whole record
-        keep = !line.empty() && (whole || !j.is_discarded());
-      }
-      if (keep) {
-        kept += line + '\n';
-      } else {
-        ++dropped;
-      }
-    }
-    if (dropped == 0 && (text.empty() || text.back() == '\n')) return;
-    fs::writeFileAtomic(path_, kept);
-    if (dropped > 0) {
-      log::get("train")->info("{}: dropped {} record(s) after step {}, which this run trains again", path_, dropped, step);
-    }
-  }
-
-  std::string path_;
-  int64_t resumeStep_;          // -1: not resumed
-  bool evalAtResume_ = false;   // an evaluation record at resumeStep_ was kept
-  std::ofstream out_;
-};
 
 // The model's state_dict: parameters, then buffers (PyTorch's order within each module differs,
 // but names are what files match on).
@@ -731,7 +672,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
   }
   // The schedule spans all epochs; train.max_steps only stops early, so a run stopped by it and
   // resumed follows the same learning rates as one that never stopped.
-  const int64_t scheduleSteps = c.epochs * stepsPerEpoch;
+  int64_t scheduleSteps = c.epochs * stepsPerEpoch;
   const double lossScale = static_cast<double>(c.gradAccum) * static_cast<double>(world);
 
   // Initialised on the CPU from the shared seed (the same weights whatever the device), then moved.
@@ -803,6 +744,16 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     if (!chosen.empty()) {
       RestoredState restored = loadCheckpoint(chosen, *model, *optimizer, c.optimizer, rank, world);
       progress = restored.progress;
+      if (progress.epoch < c.epochs) {
+        // NOTE [Resharded resume]: the schedule ends after the steps left: the rest of the
+        // interrupted epoch (re-sharded by the sample cursor at another world size), then the
+        // remaining whole epochs. At the world size the whole run had, that is epochs x steps per
+        // epoch, as without a resume; but steps taken at another world size took another global
+        // batch, and counting them as this world's steps made a run resumed on more ranks find
+        // its step already past the end and skip the rest of its data.
+        const int64_t restOfEpoch = (trainSet.size() - std::min(progress.cursor, trainSet.size())) / world / perStep;
+        scheduleSteps = progress.step + restOfEpoch + (c.epochs - progress.epoch - 1) * stepsPerEpoch;
+      }
       if (dev.cuda() && !restored.deviceRngState.empty()) {
         setDeviceGeneratorState(dev, restored.deviceRngState);
         deviceRngRestored = true;
@@ -822,8 +773,8 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
                   progress.step, progress.cursor);
         if (restored.worldSize != world) {
           log->warn("the checkpoint was written at world size {}, this run has {}: the rest of the epoch is "
-                    "re-sharded by the global sample cursor; results will not be bitwise identical to an "
-                    "uninterrupted run", restored.worldSize, world);
+                    "re-sharded by the global sample cursor ({} steps left in all); results will not be bitwise "
+                    "identical to an uninterrupted run", restored.worldSize, world, scheduleSteps - progress.step);
         }
         if (restored.configSha256 != configSha) {
           log->warn("resuming with a changed configuration: {}", configDiff(restored.configText, configText));
@@ -888,6 +839,7 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
               controlInBucket ? "in the last bucket" : "in collectives of their own");
   }
   MetricsLog metrics(runDir + "/" + run_dir::kMetrics, lead, /*append=*/!resumedFrom.empty(), progress.step);
+  SampleLog sampleLog(options.logSamples, runDir + "/" + run_dir::kSamples, comm, resumedFrom.empty() ? -1 : progress.step);
   Progress bar(c.progress, stopAt, c.epochs, lead);
   StopSignals signals;
 
@@ -959,11 +911,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
     const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
     const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt - progress.step);
-    std::vector<std::vector<int64_t>> batches;
-    batches.reserve(static_cast<size_t>(stepsThisEpoch * c.gradAccum));
-    for (int64_t m = 0; m < stepsThisEpoch * c.gradAccum; ++m) {
-      batches.emplace_back(mine.begin() + m * localBatch, mine.begin() + (m + 1) * localBatch);
-    }
+    std::vector<std::vector<int64_t>> batches =
+        data::DistributedSampler::microBatches(mine, stepsThisEpoch, c.gradAccum, localBatch);
+    std::vector<std::vector<int64_t>> logged;  // the micro-batches again, for the sample log
+    if (options.logSamples) logged = batches;
     model->train();
     auto epochStart = Clock::now();
     {
@@ -1031,6 +982,10 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
         ++progress.step;
         progress.cursor += globalBatch;
         progress.samplesSeen += globalBatch;
+        if (options.logSamples) {
+          const auto first = logged.begin() + s * c.gradAccum;
+          sampleLog.write(progress.epoch, progress.step, {first, first + c.gradAccum});
+        }
         if (windowEnds) {
           // The mean loss over the window, across all ranks: from the control block, or one
           // small all-reduce per window.
@@ -1160,9 +1115,9 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     }
     std::vector<checkpoint::Group> extra;
     if (norm.active()) extra.push_back(normalizationGroup(spec.featureShape, norm.mean, norm.stdev));
-    // A TorchScript model is saved again with its trained weights (model.pt), so that the run
-    // directory and the registry version that copies it are self-contained.
-    if (isTorchScript(model)) saveTorchScriptAtomically(model, runDir + "/" + run_dir::kTorchScript);
+    // The model as TorchScript with its trained weights (model.pt), so that the run directory and
+    // the registry version that copies it are self-contained and load in PyTorch and LibTorch.
+    saveTorchScriptAtomically(model, runDir + "/" + run_dir::kTorchScript);
     checkpoint::writeTensorFile(runDir + "/" + run_dir::kModel, views,
                                 {{"arch", c.arch}, {"param_sha256", result.paramSha256},
                                  {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},

@@ -7,6 +7,9 @@
 //                  {"kind":"eval",...} after each epoch's evaluation
 //   model.h5       the final weights (checkpoint/tensor_file.h)
 //   checkpoints/   training checkpoints and their manifests (checkpoint/checkpoint_store.h)
+//   model.pt       the final model as TorchScript, when it can be scripted (NOTE [TorchScript
+//                  export], trainer/models/model_factory.h)
+//   samples/       with TrainOptions::logSamples, the rows each rank trained (trainer/run_logs.h)
 //   result.json    the final result (TrainResult), written last and atomically
 #include <cstdint>
 #include <functional>
@@ -25,6 +28,7 @@ inline constexpr int kExitRequeue = exit_code::kRequeue;
 
 struct TrainOptions {
   std::string resume = "none";  // none | auto | PATH
+  bool logSamples = false;       // RUN/samples/rank-R.jsonl: NOTE [Sample log] (trainer/run_logs.h)
   // Test hook passed to checkpoint writes (see checkpoint::FaultHook); null in production.
   std::function<void(int)> faultHook;
 };

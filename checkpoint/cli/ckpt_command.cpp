@@ -2,20 +2,25 @@
 #include "common/text.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/tensor_file.h"
+#include "common/command_line.h"
 #include "common/error.h"
+#include "common/half.h"
 #include "common/sha256.h"
 
 namespace perennial::cli {
 namespace {
 
+namespace po = boost::program_options;
 using checkpoint::Document;
 using json = nlohmann::json;
 
@@ -25,6 +30,30 @@ const char* kUsage =
     "       perennial ckpt diff A B [--json]       which tensors and attributes differ, and by how much\n"
     "FILE is a training checkpoint (RUN/checkpoints/ckpt-*.h5) or a weights file (RUN/model.h5).\n"
     "diff exits 0 when A and B hold the same tensors and attributes, 1 when they differ.\n";
+
+// A subcommand's command line: --help, and --json where ASJSON is given; between MIN and MAX
+// FILE arguments (WHAT names them when too few). Returns the files, or nothing after --help.
+struct Parsed {
+  bool help = false;
+  std::vector<std::string> files;
+};
+Parsed parse(const std::string& sub, const std::vector<std::string>& args, size_t min, size_t max,
+             const std::string& what, bool* asJson) {
+  po::options_description desc("perennial ckpt " + sub + " options");
+  desc.add_options()("help,h", "print this help");
+  if (asJson) desc.add_options()("json", po::bool_switch(asJson), "print JSON");
+  po::variables_map vm;
+  Parsed out;
+  out.files = parseCommandLine(args, desc, vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << kUsage << "\n" << desc;
+    out.help = true;
+    return out;
+  }
+  expectArguments(out.files, min, max, what);
+  return out;
+}
 
 // Reads either kind of Perennial file with full verification.
 Document load(const std::string& path) {
@@ -67,15 +96,17 @@ json describe(const std::string& path, const Document& doc) {
 }
 
 int inspect(const std::vector<std::string>& args) {
-  if (args.empty()) throw ConfigError("ckpt inspect: FILE required\n" + std::string(kUsage));
-  const bool asJson = args.size() > 1 && args[1] == "--json";
-  Document doc = load(args[0]);
-  json j = describe(args[0], doc);
+  bool asJson = false;
+  const Parsed p = parse("inspect", args, 1, 1, "FILE", &asJson);
+  if (p.help) return 0;
+  const std::string& file = p.files[0];
+  Document doc = load(file);
+  json j = describe(file, doc);
   if (asJson) {
     std::cout << dumpJson(j, 2) << "\n";
     return 0;
   }
-  std::cout << args[0] << ": " << doc.format << " v" << doc.formatVersion << ", sha256 " << j["sha256"].get<std::string>()
+  std::cout << file << ": " << doc.format << " v" << doc.formatVersion << ", sha256 " << j["sha256"].get<std::string>()
             << "\n";
   for (const auto& [k, v] : j["attributes"].items()) {
     std::string text = v.is_string() ? v.get<std::string>() : dumpJson(v);
@@ -101,9 +132,10 @@ int inspect(const std::vector<std::string>& args) {
 }
 
 int verify(const std::vector<std::string>& args) {
-  if (args.empty()) throw ConfigError("ckpt verify: at least one FILE required\n" + std::string(kUsage));
+  const Parsed p = parse("verify", args, 1, SIZE_MAX, "at least one FILE", nullptr);
+  if (p.help) return 0;
   int bad = 0;
-  for (const auto& path : args) {
+  for (const auto& path : p.files) {
     try {
       load(path);
       std::cout << "OK    " << path << "\n";
@@ -123,14 +155,18 @@ double asDouble(const checkpoint::Tensor& t, int64_t i) {
     case DType::kInt64: { int64_t v; std::memcpy(&v, p + i * 8, 8); return static_cast<double>(v); }
     case DType::kFloat32: { float v; std::memcpy(&v, p + i * 4, 4); return v; }
     case DType::kFloat64: { double v; std::memcpy(&v, p + i * 8, 8); return v; }
+    case DType::kBFloat16: { uint16_t v; std::memcpy(&v, p + i * 2, 2); return bf16ToFloat(v); }
+    case DType::kFloat16: { uint16_t v; std::memcpy(&v, p + i * 2, 2); return halfToFloat(v); }
   }
   return 0;
 }
 
 int diff(const std::vector<std::string>& args) {
-  if (args.size() < 2) throw ConfigError("ckpt diff: two files required\n" + std::string(kUsage));
-  const bool asJson = args.size() > 2 && args[2] == "--json";
-  Document a = load(args[0]), b = load(args[1]);
+  bool asJson = false;
+  const Parsed p = parse("diff", args, 2, 2, "two files A B", &asJson);
+  if (p.help) return 0;
+  const std::string &fileA = p.files[0], &fileB = p.files[1];
+  Document a = load(fileA), b = load(fileB);
   json attrs = json::array(), tensors = json::array();
   auto describeAttrs = [](const Document& d) {
     std::map<std::string, std::string> m;
@@ -183,7 +219,7 @@ int diff(const std::vector<std::string>& args) {
   }
   const bool same = attrs.empty() && tensors.empty();
   if (asJson) {
-    std::cout << json{{"a", args[0]}, {"b", args[1]}, {"identical", same}, {"attributes", attrs}, {"tensors", tensors}}.dump(2)
+    std::cout << json{{"a", fileA}, {"b", fileB}, {"identical", same}, {"attributes", attrs}, {"tensors", tensors}}.dump(2)
               << "\n";
   } else if (same) {
     std::cout << "identical tensors and attributes\n";

@@ -58,8 +58,14 @@ void table(std::ostream& os, const po::options_description& desc) {
 }  // namespace
 
 int docsCommand(const std::vector<std::string>& args) {
+  const char* usage = "usage: perennial docs config   (prints docs/configuration.md)\n";
+  const bool help = !args.empty() && (args.back() == "--help" || args.back() == "-h");
+  if (help && args.size() <= 2 && (args.size() == 1 || args[0] == "config")) {
+    std::cout << usage;
+    return 0;
+  }
   if (args.size() != 1 || args[0] != "config") {
-    std::cerr << "usage: perennial docs config   (prints docs/configuration.md)\n";
+    std::cerr << usage;
     return 2;
   }
   std::ostringstream os;

@@ -227,7 +227,8 @@ int registryCommand(const std::vector<std::string>& args) {
   std::string registry, root, reason, out;
   bool asJson = false;
   std::vector<std::string> pos;
-  desc.add_options()("registry", po::value<std::string>(&registry))("root", po::value<std::string>(&root))(
+  desc.add_options()("help,h", "print this help")("registry", po::value<std::string>(&registry))(
+      "root", po::value<std::string>(&root))(
       "reason", po::value<std::string>(&reason)->default_value("by hand"))("out", po::value<std::string>(&out))(
       "json", po::bool_switch(&asJson))("positional", po::value<std::vector<std::string>>(&pos));
   po::positional_options_description p;
@@ -241,6 +242,10 @@ int registryCommand(const std::vector<std::string>& args) {
     po::notify(vm);
   } catch (const po::error& e) {
     throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
+  }
+  if (vm.count("help")) {
+    std::cout << usage;
+    return 0;
   }
   Registry reg(registryDir(registry, root));
   auto need = [&](size_t n, const char* what) {

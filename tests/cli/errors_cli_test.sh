@@ -53,4 +53,34 @@ expect 1 "metrics.jsonl: cannot append a record: No space left on device" -- tra
   --data.train "$work/fm/train" --data.test "$work/fm/test" --run-dir "$work/full" --train.max_steps 30 \
   --train.log_every 10 --log.progress none
 [ ! -e "$work/full/result.json" ] || fail "a run whose metrics could not be written left a result.json"
+
+# ckpt and data parse their command lines as every command does (Boost.Program_options): options
+# before or after the arguments, --help (exit 0) on every subcommand, an unknown option or an
+# argument too many refused with exit 2 and the argument named.
+"$bin" train --config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" --data.test "$work/fm/test" \
+  --run-dir "$work/ok" --model.hidden 8 --train.max_steps 3 --log.progress none >"$work/ok.log" 2>&1 ||
+  { cat "$work/ok.log"; fail "a short run for the ckpt tools"; }
+weights=$work/ok/model.h5
+expect 0 '"format": "perennial-weights"' -- ckpt inspect --json "$weights"
+expect 0 '"format": "perennial-weights"' -- ckpt inspect "$weights" --json
+expect 0 "perennial-weights v" -- ckpt inspect "$weights"
+expect 2 "command line: unexpected argument '$weights'" -- ckpt inspect "$weights" "$weights"
+expect 2 "command line: unrecognised option '--jsn'" -- ckpt inspect "$weights" --jsn
+expect 2 "command line: FILE required" -- ckpt inspect
+expect 0 '"identical": true' -- ckpt diff --json "$weights" "$weights"
+expect 2 "command line: unexpected argument 'extra'" -- ckpt diff "$weights" "$weights" extra
+expect 2 "command line: two files A B required" -- ckpt diff "$weights"
+expect 0 "OK    $weights" -- ckpt verify "$weights" "$weights"
+expect 2 "command line: unrecognised option '--json'" -- ckpt verify --json "$weights"
+expect 0 '"rows": 10000' -- data info --json "$work/fm/test"
+expect 0 "10000 rows in 1 shard(s)" -- data info "$work/fm/test"
+expect 2 "command line: unexpected argument 'extra'" -- data info "$work/fm/test" extra
+expect 2 "command line: unexpected argument 'extra'" -- data import-fashion-mnist --out "$work/imp3" extra
+expect 2 "command line: unexpected argument 'stray'" -- train --run-dir "$work/run" stray
+for sub in "ckpt inspect" "ckpt verify" "ckpt diff" "data info" "data import-fashion-mnist" "data import-csv" "data add" \
+           ckpt data "registry list" "registry show" "registry promote" "registry rollback" "registry verify" \
+           "registry export" registry docs "docs config"; do
+  # shellcheck disable=SC2086
+  expect 0 "usage: perennial ${sub%% *}" -- $sub --help
+done
 echo "cli error tests passed"

@@ -91,5 +91,22 @@ run 3 three --lr.schedule step --lr.step_size 20
 [ "$(json "$work/replay/result.json" param_sha256)" = "$sha_a" ] || fail "config.cfg does not reproduce the run"
 
 # The CNN trains too.
-run 2 cnn --model.arch cnn --model.conv_channels 4,8 --model.fc_hidden 16
+run 2 cnn --model.arch cnn --model.conv_channels 4,8 --model.fc_hidden 16 --model.dropout 0.1
+
+# Both built-in models are handed over as TorchScript (RUN/model.pt): PyTorch loads it alone and
+# reproduces the trainer's logits; LibTorch loads it as a model to train on (model.arch torchscript).
+for name in a cnn; do
+  [ -s "$work/$name/model.pt" ] || fail "$name: no model.pt"
+  "$bin" eval --model "$work/$name/model.h5" --data "$work/fm/test" --logits 64 --json "$work/$name-logits.json" \
+    >"$work/$name-logits.log" 2>&1 || { cat "$work/$name-logits.log" >&2; fail "eval --logits of $name"; }
+  /usr/bin/python3 "$src/tests/python/check_torchscript_export.py" "$work/$name/model.pt" "$work/$name/model.h5" \
+    "$work/fm/test" "$work/$name-logits.json" || fail "$name/model.pt does not reproduce the trainer's logits"
+done
+# One step at a learning rate far below the weights' precision leaves them as loaded.
+"$mpiexec" -np 1 "$bin" train --config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" \
+  --data.test "$work/fm/test" --run-dir "$work/from-pt" --model.arch torchscript --model.path "$work/cnn/model.pt" \
+  --train.max_steps 1 --optim.lr 1e-30 --log.progress none >"$work/from-pt.log" 2>&1 ||
+  { cat "$work/from-pt.log" >&2; fail "training from the exported CNN's model.pt"; }
+[ "$(json "$work/from-pt/result.json" param_sha256)" = "$(json "$work/cnn/result.json" param_sha256)" ] ||
+  fail "the exported CNN, loaded by LibTorch, does not hold the trained weights"
 echo "cli train tests passed"

@@ -26,6 +26,7 @@
 #include "common/text.h"
 #include "tests/sched/catalog_test_peer.h"
 #include "scheduler/catalog.h"
+#include "scheduler/catalog_host.h"
 #include "scheduler/clock.h"
 #include "scheduler/ingest.h"
 #include "dataset/profile.h"
@@ -42,6 +43,7 @@ using data::DatasetRules;
 using data::Profile;
 
 using testing::fashionSpec;
+using testing::messageOf;
 using testing::kElems;
 using testing::kRows;
 
@@ -182,6 +184,53 @@ TEST_F(CatalogTest, NewerSchemaIsRefused) {
     EXPECT_CONTAINS(std::string(e.what()), std::string("newer"));
     EXPECT_CONTAINS(std::string(e.what()), dbPath());
   }
+}
+
+// NOTE [Catalog host]: whoever opens the catalog holds a lease on its host record; another host
+// is refused while the catalog is open, before SQLite touches the file, and takes it over when
+// it is idle. (Another host is a lease taken with another identity.)
+TEST_F(CatalogTest, IsOpenOnOneHostAtATime) {
+  const HostIdentity me = thisHost();
+  const HostIdentity other{"node-b", "b00t"};
+  ASSERT_FALSE(me.host.empty());
+  ASSERT_NE(me.host, other.host);
+  const std::string record = catalogHostFile(dbPath());
+  auto recorded = [&] { return json::parse(std::ifstream(record)); };
+  {
+    Catalog c(dbPath());
+    EXPECT_EQ(recorded()["host"], me.host);
+    EXPECT_EQ(recorded()["boot_id"], me.bootId);
+    // Open here: another host is refused, naming both hosts and the file.
+    const std::string message = messageOf<IoError>([&] { CatalogHostLease lease(dbPath(), other); });
+    EXPECT_CONTAINS(message, dbPath() + ": the catalog is in use on host '" + me.host + "' (recorded in " + record +
+                                 "), this is 'node-b'");
+    EXPECT_CONTAINS(message, "run this command on '" + me.host + "'");
+    Catalog second(dbPath());  // this host again: fine
+    // A machine with this name but another boot (a namesake elsewhere) is refused too.
+    EXPECT_CONTAINS(messageOf<IoError>([&] { CatalogHostLease lease(dbPath(), {me.host, "another-boot"}); }),
+                    "in use on another machine named '" + me.host + "' (boot id " + me.bootId);
+  }
+  // Idle: the other host takes it over; while it holds it, this host is refused, and SQLite never
+  // opened the database here (its -wal and -shm files, removed at the last close, stay away).
+  ASSERT_FALSE(stdfs::exists(dbPath() + "-shm"));
+  {
+    CatalogHostLease lease(dbPath(), other);
+    EXPECT_EQ(recorded()["host"], "node-b");
+    EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog c(dbPath()); }), "in use on host 'node-b'");
+    EXPECT_FALSE(stdfs::exists(dbPath() + "-wal"));
+    EXPECT_FALSE(stdfs::exists(dbPath() + "-shm"));
+  }
+  // Released: this host opens it again and records itself.
+  {
+    Catalog c(dbPath());
+    EXPECT_EQ(recorded()["host"], me.host);
+    // A record that is not one, found while the catalog is open, is named.
+    std::ofstream(record) << "{\"host\": 7}";
+    EXPECT_CONTAINS(messageOf<IoError>([&] { Catalog again(dbPath()); }), record + ": not a catalog host record");
+  }
+  // ... and rewritten by the next process that finds the catalog idle.
+  Catalog c(dbPath());
+  EXPECT_EQ(recorded()["host"], me.host);
 }
 
 TEST_F(CatalogTest, ShardsAreNumberedInIngestOrder) {

@@ -140,6 +140,14 @@ assert [c["name"] for c in v["checks"]] == ["integrity", "sanity", "threshold.ac
 PY
 "$bin" registry list --root "$root" | grep "fashion  v1 .*\[champion\]" >/dev/null || fail "registry list shows v1 as champion"
 "$bin" registry verify --root "$root" fashion:v1 >/dev/null || fail "registry verify"
+# The hand-off: the exported version has the MLP as TorchScript too, which PyTorch loads alone
+# and which reproduces the trainer's logits.
+"$bin" registry export --root "$root" fashion:v1 --out "$t/export" >/dev/null || fail "registry export"
+[ -s "$t/export/model.pt" ] || fail "registry export gave no model.pt for the built-in MLP"
+"$bin" eval --model "$t/export/model.h5" --data "$t/holdout" --logits 32 --json "$t/export-logits.json" >/dev/null 2>&1 ||
+  fail "eval --logits of the exported model"
+$py "$src/tests/python/check_torchscript_export.py" "$t/export/model.pt" "$t/export/model.h5" "$t/holdout" \
+  "$t/export-logits.json" || fail "the exported model.pt does not reproduce the trainer's logits"
 "$bin" registry show --root "$root" fashion >"$t/show.json"
 $py - "$t/show.json" "$run" <<'PY' || fail "lineage"
 import json, sys

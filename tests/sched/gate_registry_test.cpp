@@ -33,6 +33,7 @@ namespace perennial::sched {
 namespace {
 
 namespace stdfs = std::filesystem;
+using testing::messageOf;
 using nlohmann::json;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -81,18 +82,6 @@ json readJsonFile(const std::string& path) { return json::parse(readText(path));
 size_t countLines(const std::string& path) {
   const std::string s = readText(path);
   return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
-}
-
-// Runs FN, expects it to throw E, and returns the message ("" when it did not throw E).
-template <typename E>
-std::string messageOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return "";
 }
 
 // A candidate whose integrity holds and which was evaluated.

@@ -73,5 +73,37 @@ TEST(Sampler, GlobalBatchIsTheSameAtEveryWorldSize) {
   }
 }
 
+// NOTE [Micro-batches]: W ranks with A micro-batches train, micro-batch by micro-batch, what A*W
+// ranks without accumulation train: micro-batch m of rank r is rank m*W + r's batch.
+TEST(Sampler, MicroBatchesAreTheBatchesOfAWorldAccumTimesLarger) {
+  const int64_t n = 2000, batch = 5, steps = 7;
+  for (int world : {1, 2, 3}) {
+    for (int64_t accum : {1, 2, 4}) {
+      const int big = static_cast<int>(accum) * world;
+      for (int r = 0; r < world; ++r) {
+        const auto micro = DistributedSampler::microBatches(DistributedSampler(n, world, r, 5).indices(1, 10 * big),
+                                                            steps, accum, batch);
+        ASSERT_EQ(static_cast<int64_t>(micro.size()), steps * accum);
+        for (int64_t m = 0; m < accum; ++m) {
+          const auto alone = DistributedSampler::microBatches(
+              DistributedSampler(n, big, static_cast<int>(m) * world + r, 5).indices(1, 10 * big), steps, 1, batch);
+          for (int64_t s = 0; s < steps; ++s) {
+            EXPECT_EQ(micro[static_cast<size_t>(s * accum + m)], alone[static_cast<size_t>(s)])
+                << "world " << world << " rank " << r << " micro-batch " << m << " of " << accum << ", step " << s;
+          }
+        }
+      }
+    }
+  }
+  // Each step's micro-batches together are the step's share of the rank's list, each sample once.
+  const auto mine = DistributedSampler(n, 2, 1, 5).indices(0);
+  const auto micro = DistributedSampler::microBatches(mine, 3, 4, 5);
+  for (int64_t s = 0; s < 3; ++s) {
+    std::multiset<int64_t> got, want(mine.begin() + s * 20, mine.begin() + (s + 1) * 20);
+    for (int64_t m = 0; m < 4; ++m) got.insert(micro[s * 4 + m].begin(), micro[s * 4 + m].end());
+    EXPECT_EQ(got, want) << "step " << s;
+  }
+}
+
 }  // namespace
 }  // namespace perennial::data

@@ -1,6 +1,7 @@
 // LibTorch-dependent unit tests: model shapes and names, and the gradient reducer over a fake
 // communicator (the multi-rank behaviour is tested under mpiexec in tests/mpi/).
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <unistd.h>
@@ -82,6 +83,57 @@ TEST(Models, SameSeedSameInitialWeights) {
   auto b = makeModel(c, {{28, 28}, 10});
   auto pa = a->parameters(), pb = b->parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i]));
+}
+
+// NOTE [TorchScript export]: the built-in models as TorchScript that LibTorch loads, giving the
+// trainer's outputs bit for bit (the same operators), with trainable parameters of the same names.
+TEST(Models, BuiltInModelsExportAsTorchScript) {
+  const std::string dir = ::testing::TempDir() + "/perennial-export-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  TrainConfig mlp = config("mlp");
+  mlp.hidden = {32, 16};
+  mlp.dropout = 0.2;
+  TrainConfig cnn = config("cnn");
+  cnn.convChannels = {4, 8};
+  cnn.kernelSize = 3;
+  cnn.fcHidden = {16};
+  cnn.dropout = 0.1;
+  for (const auto& [c, shape] : {std::pair{mlp, std::vector<int64_t>{28, 28}}, std::pair{cnn, std::vector<int64_t>{28, 28}},
+                                 std::pair{cnn, std::vector<int64_t>{3, 12, 12}}}) {
+    SCOPED_TRACE(c.arch + " on " + c10::str(c10::IntArrayRef(shape)));
+    torch::manual_seed(3);
+    Model m = makeModel(c, {shape, 10});
+    const std::string path = dir + "/" + c.arch + ".pt";
+    std::string whyNot;
+    ASSERT_TRUE(saveAsTorchScript(m, path, &whyNot)) << whyNot;
+    torch::jit::Module loaded = torch::jit::load(path);
+    std::vector<int64_t> batch{5};
+    batch.insert(batch.end(), shape.begin(), shape.end());
+    const torch::Tensor x = torch::rand(batch);
+    m->eval();
+    EXPECT_FALSE(loaded.is_training()) << "exported for inference";
+    torch::NoGradGuard noGrad;
+    EXPECT_TRUE(torch::equal(loaded.forward({x}).toTensor(), m.forward(x)));
+    std::vector<std::string> got;
+    for (const auto& p : loaded.named_parameters()) {
+      got.push_back(p.name);
+      EXPECT_TRUE(p.value.requires_grad()) << p.name;
+    }
+    EXPECT_EQ(got, names(m));
+    loaded.train();  // dropout on: outputs vary, and the module still runs
+    EXPECT_EQ(loaded.forward({x}).toTensor().sizes(), (std::vector<int64_t>{5, 10}));
+  }
+  // A Sequential with a layer that has no translation, and a module that is not a Sequential:
+  // nothing is written, and the reason names the layer.
+  std::string whyNot;
+  auto bn = torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Linear(4, 3), torch::nn::BatchNorm1d(3));
+  EXPECT_FALSE(saveAsTorchScript(wrapModule(bn), dir + "/bn.pt", &whyNot));
+  EXPECT_NE(whyNot.find("layer 2 ("), std::string::npos) << whyNot;
+  EXPECT_NE(whyNot.find(") has no TorchScript translation"), std::string::npos) << whyNot;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bn.pt"));
+  EXPECT_FALSE(saveAsTorchScript(wrapModule(std::make_shared<torch::nn::LinearImpl>(4, 3)), dir + "/lin.pt", &whyNot));
+  EXPECT_NE(whyNot.find("neither TorchScript nor a torch::nn::Sequential"), std::string::npos) << whyNot;
+  std::filesystem::remove_all(dir);
 }
 
 // The C++ API (examples/custom_model): a model of one's own, built by name with its options.

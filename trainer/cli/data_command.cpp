@@ -2,6 +2,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/command_line.h"
 #include "common/error.h"
 #include "trainer/cli/commands.h"
 #include "trainer/config/train_config.h"
@@ -18,7 +19,8 @@ namespace {
 const char* kUsage =
     "usage: perennial data import-fashion-mnist --out DIR [--source DIR] [--shard-size N]\n"
     "       perennial data import-csv --schema SCHEMA.json --out DIR [--shard-size N] [--delimiter C] CSV...\n"
-    "       perennial data info DIR [--json]\n";
+    "       perennial data info DIR [--json]\n"
+    "       perennial data add --root DIR [--config FILE] FILE...\n";
 
 int importCommand(const std::vector<std::string>& args) {
   po::options_description desc("perennial data import-fashion-mnist options");
@@ -52,17 +54,11 @@ int importCsvCommand(const std::vector<std::string>& args) {
       ("shard-size", po::value<int64_t>(&o.shardSize)->default_value(o.shardSize), "rows per shard (> 0)")
       ("delimiter", po::value<std::string>(&delimiter)->default_value(","), "field delimiter: one character, or 'tab'")
       ("max-rows", po::value<int64_t>(&o.maxRows)->default_value(0), "refuse inputs with more rows than this in all (0: no limit)")
-      ("csv", po::value<std::vector<std::string>>(&o.inputs), "CSV files with a header row (also as positional arguments)");
-  po::positional_options_description pos;
-  pos.add("csv", -1);
+      ("csv", po::value<std::vector<std::string>>(&o.inputs), "CSV files with a header row (also as arguments)");
   po::variables_map vm;
-  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).style(style).run(), vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
-  }
-  po::notify(vm);
+  const std::vector<std::string> files = parseCommandLine(args, desc, vm);
+  po::notify(vm);  // the --csv files first
+  o.inputs.insert(o.inputs.end(), files.begin(), files.end());
   if (vm.count("help")) {
     std::cout << kUsage << "\n" << desc;
     return 0;
@@ -81,12 +77,18 @@ int importCsvCommand(const std::vector<std::string>& args) {
 }
 
 int infoCommand(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << kUsage;
-    return args.empty() ? 2 : 0;
+  po::options_description desc("perennial data info options");
+  bool asJson = false;
+  desc.add_options()("help,h", "print this help")("json", po::bool_switch(&asJson), "print JSON");
+  po::variables_map vm;
+  const std::vector<std::string> dirs = parseCommandLine(args, desc, vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << kUsage << "\n" << desc;
+    return 0;
   }
-  data::ShardedDataset ds(args[0]);
-  const bool asJson = args.size() > 1 && args[1] == "--json";
+  expectArguments(dirs, 1, 1, "DIR (a directory of shards)");
+  data::ShardedDataset ds(dirs[0]);
   nlohmann::json j = {{"dir", ds.dir()},
                       {"name", ds.spec().name},
                       {"rows", ds.size()},

@@ -32,6 +32,7 @@ int trainCommand(const std::vector<std::string>& args) {
   auto comm = makeCommunicator(options);
   TrainOptions options2;
   options2.resume = parsed.resume;
+  options2.logSamples = parsed.logSamples;
   TrainResult r = train(c, parsed.runDir, *comm, options2);
   return r.preempted ? kExitRequeue : 0;
 }

@@ -32,6 +32,12 @@ std::string fmt(double v) {
   return s;
 }
 
+std::string joinWords(const std::vector<std::string>& words, const std::string& separator) {
+  std::string s;
+  for (const auto& w : words) s += (s.empty() ? "" : separator) + w;
+  return s;
+}
+
 std::string joinInts(const std::vector<int64_t>& v) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
@@ -64,14 +70,6 @@ void oneOf(const std::string& key, const std::string& v, const std::vector<std::
   for (const auto& a : allowed) list += (list.empty() ? "" : "|") + a;
   bad(key, "must be one of " + list, "'" + v + "'");
 }
-
-// Reaches the protected substitutions of a Boost.Program_options error (a pointer to a member
-// named through a derived class may be applied to the base).
-struct SubstitutionsOf : po::error_with_option_name {
-  static std::map<std::string, std::string>& of(po::error_with_option_name& e) {
-    return e.*(&SubstitutionsOf::m_substitutions);
-  }
-};
 
 // "key=value, key=value" (keys are model names' characters; values have no ',' or '=').
 std::map<std::string, std::string> parseModelOptions(const std::string& text) {
@@ -248,21 +246,6 @@ double TrainConfig::optionReal(const std::string& key, double fallback) const {
   return v;
 }
 
-std::string programOptionsMessage(const po::error& e) {
-  if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
-    // The exception object is not const (it was thrown by value); only its message changes.
-    auto& subs = SubstitutionsOf::of(const_cast<po::error_with_option_name&>(*named));
-    // Every '%' of the substituted text: Boost's placeholders are not one fixed set
-    // (%invalid_line% is another).
-    for (auto& [key, value] : subs) {
-      for (size_t at = value.find('%'); at != std::string::npos; at = value.find('%', at)) {
-        value.replace(at, 1, "\xef\xbc\x85");  // U+FF05 FULLWIDTH PERCENT SIGN
-      }
-    }
-  }
-  return e.what();
-}
-
 std::vector<int64_t> parseIntList(const std::string& key, const std::string& text) {
   std::vector<int64_t> out;
   std::stringstream ss(text);
@@ -314,7 +297,7 @@ void addTrainOptions(po::options_description& desc) {
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
       ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
       ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
-      ("optim.name", s(d.optimizer), "sgd | adam | adamw (adamw: Adam with decoupled weight decay, as torch.optim.AdamW)")
+      ("optim.name", s(d.optimizer), joinWords(kOptimizers, " | ").c_str())
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
       ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")
@@ -411,7 +394,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.device = choice("train.device", {"auto", "cpu", "cuda"});
   c.deterministic = vm["train.deterministic"].as<bool>();
 
-  c.optimizer = choice("optim.name", {"sgd", "adam", "adamw"});
+  c.optimizer = choice("optim.name", kOptimizers);
   c.lr = realPositive("optim.lr");
   c.momentum = realIn("optim.momentum", 0.0, 1.0, true);
   c.nesterov = vm["optim.nesterov"].as<bool>();
@@ -482,17 +465,6 @@ std::string TrainConfig::toIni() const {
   return os.str();
 }
 
-void storeCommandLine(const std::vector<std::string>& args, const po::options_description& desc,
-                      po::variables_map& vm) {
-  // No prefix guessing: --train.epoch must not silently mean --train.epochs.
-  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-  try {
-    po::store(po::command_line_parser(args).options(desc).style(style).run(), vm);
-  } catch (const po::error& e) {
-    throw ConfigError(std::string("command line: ") + programOptionsMessage(e));
-  }
-}
-
 TrainConfig parseTrainConfigText(const std::string& text, const std::string& source) {
   po::options_description keys;
   addTrainOptions(keys);
@@ -544,7 +516,10 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
       ("config", po::value<std::string>(), "INI configuration file ([section] key = value)")
       ("run-dir", po::value<std::string>(), "run directory (created if missing): result.json, metrics.jsonl, model.h5, checkpoints/")
       ("resume", po::value<std::string>()->default_value("none"),
-       "none | auto (the newest checkpoint in RUN/checkpoints that verifies) | PATH of a checkpoint");
+       "none | auto (the newest checkpoint in RUN/checkpoints that verifies) | PATH of a checkpoint")
+      ("log-samples", po::bool_switch(),
+       "also write the dataset rows each rank trains, step by step, to RUN/samples/rank-R.jsonl (an audit of the "
+       "data order, kept across resumes)");
   po::options_description keys("Configuration keys (in the file as [section] key = value, on the command line as --section.key=value)");
   addTrainOptions(keys);
   po::options_description all;
@@ -579,6 +554,7 @@ TrainArgs parseTrainArgs(const std::vector<std::string>& args) {
   out.runDir = vm["run-dir"].as<std::string>();
   out.resume = vm["resume"].as<std::string>();
   if (out.resume.empty()) throw ConfigError("--resume: must be none, auto or a checkpoint path");
+  out.logSamples = vm["log-samples"].as<bool>();
   try {
     out.config = trainConfigFrom(vm);
   } catch (const ConfigError& e) {

@@ -9,13 +9,16 @@
 #include <string>
 #include <vector>
 
-namespace boost::program_options {
-class error;
-class options_description;
-class variables_map;
-}  // namespace boost::program_options
+// storeCommandLine, programOptionsMessage; declares boost::program_options' error,
+// options_description and variables_map
+#include "common/command_line.h"
 
 namespace perennial {
+
+// The optimizers (optim.name). Each has its state in checkpoints (trainer/checkpointing.cpp) and
+// an exact-resume test, which takes this list from `perennial train --help`
+// (tests/cli/equivalence_test.sh).
+inline const std::vector<std::string> kOptimizers{"sgd", "adam", "adamw"};
 
 struct TrainConfig {
   // [data]
@@ -112,6 +115,7 @@ struct TrainArgs {
   std::string configFile;
   std::string runDir;
   std::string resume = "none";  // none | auto | PATH
+  bool logSamples = false;      // --log-samples (NOTE [Sample log], trainer/run_logs.h)
   bool help = false;
   std::string helpText;
 };
@@ -125,18 +129,6 @@ TrainConfig parseTrainConfigText(const std::string& text, const std::string& sou
 // --section.key=value ...` resolves, for programs that start training runs (the scheduler sets
 // the run's data and warm start this way). ConfigError naming FILE and the key.
 TrainConfig loadTrainConfigFile(const std::string& file, const std::map<std::string, std::string>& settings = {});
-
-// Parses a subcommand's command line into VM. Option prefixes are never guessed; errors are
-// ConfigError("command line: ...").
-void storeCommandLine(const std::vector<std::string>& args,
-                      const boost::program_options::options_description& desc,
-                      boost::program_options::variables_map& vm);
-
-// The message of a Boost.Program_options error, for every catch of one. Boost 1.74's what()
-// replaces each placeholder (%value%, %option%, ...) until none is left, so a value or option name
-// that itself contains one (a configuration with "x = %value%") made it loop forever: every '%'
-// of the user's text in the message is shown as a fullwidth percent sign instead.
-std::string programOptionsMessage(const boost::program_options::error& e);
 
 // NOTE [INI quoting] Boost.Program_options' INI parser ends a value at the first '#' (the rest of
 // the line is a comment, even inside quotes), trims white space around it and never removes

@@ -52,4 +52,19 @@ std::vector<int64_t> DistributedSampler::indices(int64_t epoch, int64_t cursor) 
   return out;
 }
 
+std::vector<std::vector<int64_t>> DistributedSampler::microBatches(const std::vector<int64_t>& mine, int64_t steps,
+                                                                   int64_t accum, int64_t batch) {
+  PERENNIAL_CHECK(steps >= 0 && accum >= 1 && batch >= 1 && steps * accum * batch <= static_cast<int64_t>(mine.size()),
+                  steps << " steps of " << accum << " x " << batch << " from " << mine.size() << " indices");
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(steps * accum));
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t m = 0; m < accum; ++m) {
+      std::vector<int64_t>& micro = out[static_cast<size_t>(s * accum + m)];
+      micro.reserve(static_cast<size_t>(batch));
+      for (int64_t i = 0; i < batch; ++i) micro.push_back(mine[static_cast<size_t>(s * accum * batch + i * accum + m)]);
+    }
+  }
+  return out;
+}
+
 }  // namespace perennial::data

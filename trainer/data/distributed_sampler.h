@@ -33,6 +33,18 @@ class DistributedSampler {
   // The full permutation for EPOCH (the same on every rank).
   static std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch);
 
+  // NOTE [Micro-batches]: the micro-batches of STEPS optimizer steps drawn from MINE (a rank's
+  // indices()), ACCUM micro-batches of BATCH samples per step, in training order. Step s uses
+  // MINE[s*A*B, (s+1)*A*B) (A = ACCUM, B = BATCH), one batch of A*B samples split by taking every
+  // A-th: micro-batch m gets MINE[s*A*B + i*A + m], i < B. So with W ranks, micro-batch m of rank
+  // r trains exactly the samples that rank m*W + r of a world of A*W ranks without accumulation
+  // trains in the same step, and A micro-batches of B update like one batch of A*B: the same
+  // samples, the gradient averaged the same way. Only the order of the floating-point sums
+  // differs, and with A*W = 2 not even that (a sum of two terms does not depend on its order):
+  // 1 rank x 2 micro-batches and 2 ranks x 1 give the same weights bit for bit.
+  static std::vector<std::vector<int64_t>> microBatches(const std::vector<int64_t>& mine, int64_t steps, int64_t accum,
+                                                        int64_t batch);
+
  private:
   int64_t numSamples_;
   int worldSize_;

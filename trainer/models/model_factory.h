@@ -69,9 +69,19 @@ std::vector<std::string> registeredModels();
 // size allows, or a TorchScript module whose output has the wrong shape).
 Model makeModel(const TrainConfig& config, const ModelInput& input);
 
-// The TorchScript builder's module, saved with its current weights (model.pt). Throws
-// InternalError when MODEL was not built by the torchscript builder.
-void saveTorchScript(const Model& model, const std::string& path);
-bool isTorchScript(const Model& model);
+// NOTE [TorchScript export]: a trained model is handed over as TorchScript (model.pt), which
+// PyTorch loads with torch.jit.load and LibTorch with torch::jit::load, with no Perennial code.
+// saveAsTorchScript writes MODEL with its current weights to PATH, in eval mode, and returns true:
+//  - a torchscript model: its scripted module as it is;
+//  - a torch::nn::Sequential of Linear, Conv2d (zero padding), ReLU, Dropout, Flatten, Unflatten
+//    and MaxPool2d layers (the built-in mlp and cnn): a module built in C++ whose forward() is
+//    TorchScript source calling, layer by layer, the operators the C++ layers call (so its
+//    outputs are the trainer's), with the parameters copied under their state_dict names
+//    ("1.weight"), as trainable parameters (requires_grad).
+// Any other model (a registered C++ module of another shape): writes nothing, returns false and
+// says why in WHY_NOT. The module takes what the model takes: float32 [N, ...feature_shape],
+// uint8 images scaled to [0, 1], standardised features when the run normalises them (the mean and
+// standard deviation are in model.h5, docs/checkpoint-format.md).
+bool saveAsTorchScript(const Model& model, const std::string& path, std::string* whyNot);
 
 }  // namespace perennial

@@ -10,6 +10,9 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <iomanip>
+#include <sstream>
+#include <variant>
 
 #include "common/error.h"
 #include "trainer/models/model_factory.h"
@@ -115,14 +118,113 @@ Model makeTorchScriptModel(const TrainConfig& c, const ModelInput& in) {
   return m;
 }
 
-bool isTorchScript(const Model& model) {
-  return dynamic_cast<ScriptedModule*>(model.module.get()) != nullptr;
+namespace {
+
+template <size_t N>
+std::string intList(const torch::ExpandingArray<N>& a) {
+  std::string out = "[";
+  for (size_t i = 0; i < N; ++i) out += (i ? ", " : "") + std::to_string((*a)[i]);
+  return out + "]";
 }
 
-void saveTorchScript(const Model& model, const std::string& path) {
-  auto* s = dynamic_cast<ScriptedModule*>(model.module.get());
-  PERENNIAL_CHECK(s != nullptr, "saveTorchScript: not a TorchScript model");
-  s->script().save(path);
+std::string realText(double v) {
+  std::ostringstream os;
+  os << std::setprecision(17) << v;
+  std::string s = os.str();
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+torch::jit::Module scriptModule(const std::string& className) {
+  torch::jit::Module m(c10::QualifiedName("__torch__.perennial." + className));
+  m.register_attribute("training", c10::BoolType::get(), false);
+  return m;
+}
+
+// Registers layer NAME of ROOT as a submodule with WEIGHT and BIAS (if defined) and returns how
+// forward() names it.
+std::string addLayer(torch::jit::Module& root, const std::string& name, const torch::Tensor& weight,
+                     const torch::Tensor& bias) {
+  torch::jit::Module layer = scriptModule("Layer" + name);
+  auto copy = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).clone().requires_grad_(true); };
+  layer.register_parameter("weight", copy(weight), /*is_buffer=*/false);
+  if (bias.defined()) layer.register_parameter("bias", copy(bias), /*is_buffer=*/false);
+  root.register_module(name, layer);
+  return "getattr(self, \"" + name + "\")";
+}
+
+// NOTE [TorchScript export] for a torch::nn::Sequential; false with WHY_NOT for a layer it cannot
+// translate.
+bool scriptSequential(torch::nn::SequentialImpl& seq, torch::jit::Module& root, std::string* whyNot) {
+  std::string body = "def forward(self, x: Tensor) -> Tensor:\n";
+  for (const auto& child : seq.named_children()) {
+    const std::string& name = child.key();
+    torch::nn::Module& m = *child.value();
+    std::string line;
+    if (auto* l = m.as<torch::nn::Linear>()) {
+      const std::string self = addLayer(root, name, l->weight, l->bias);
+      line = "torch.linear(x, " + self + ".weight, " + (l->bias.defined() ? self + ".bias" : "None") + ")";
+    } else if (auto* c = m.as<torch::nn::Conv2d>()) {
+      const auto& o = c->options;
+      // Unqualified: LibTorch 1.x has c10::variant, 2.x std::variant; lookup finds either.
+      using std::get_if;
+      using std::holds_alternative;
+      const auto* padding = get_if<torch::ExpandingArray<2>>(&o.padding());
+      if (!padding || !holds_alternative<torch::enumtype::kZeros>(o.padding_mode())) {
+        *whyNot = "layer " + name + " (Conv2d) pads other than with zeros by a fixed amount";
+        return false;
+      }
+      const std::string self = addLayer(root, name, c->weight, c->bias);
+      line = "torch.conv2d(x, " + self + ".weight, " + (c->bias.defined() ? self + ".bias" : "None") + ", " +
+             intList(o.stride()) + ", " + intList(*padding) + ", " + intList(o.dilation()) + ", " +
+             std::to_string(o.groups()) + ")";
+    } else if (m.as<torch::nn::ReLU>()) {
+      line = "torch.relu(x)";
+    } else if (auto* d = m.as<torch::nn::Dropout>()) {
+      line = "torch.dropout(x, " + realText(d->options.p()) + ", self.training)";
+    } else if (auto* f = m.as<torch::nn::Flatten>()) {
+      line = "torch.flatten(x, " + std::to_string(f->options.start_dim()) + ", " + std::to_string(f->options.end_dim()) + ")";
+    } else if (auto* u = m.as<torch::nn::Unflatten>()) {
+      if (!u->options.dimname().empty()) {
+        *whyNot = "layer " + name + " (Unflatten) uses a named dimension";
+        return false;
+      }
+      std::string sizes = "[";
+      for (size_t i = 0; i < u->options.sizes().size(); ++i) sizes += (i ? ", " : "") + std::to_string(u->options.sizes()[i]);
+      line = "x.unflatten(" + std::to_string(u->options.dim()) + ", " + sizes + "])";
+    } else if (auto* p = m.as<torch::nn::MaxPool2d>()) {
+      const auto& o = p->options;
+      line = "torch.max_pool2d(x, " + intList(o.kernel_size()) + ", " + intList(o.stride()) + ", " + intList(o.padding()) +
+             ", " + intList(o.dilation()) + ", " + (o.ceil_mode() ? "True" : "False") + ")";
+    } else {
+      *whyNot = "layer " + name + " (" + m.name() + ") has no TorchScript translation";
+      return false;
+    }
+    body += "    x = " + line + "\n";
+  }
+  root.define(body + "    return x\n");
+  return true;
+}
+
+}  // namespace
+
+bool saveAsTorchScript(const Model& model, const std::string& path, std::string* whyNot) {
+  if (auto* scripted = dynamic_cast<ScriptedModule*>(model.module.get())) {
+    torch::jit::Module copy = scripted->script().clone();
+    copy.eval();
+    copy.to(torch::kCPU);
+    copy.save(path);
+    return true;
+  }
+  auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(model.module.get());
+  if (!seq) {
+    *whyNot = "the model is neither TorchScript nor a torch::nn::Sequential";
+    return false;
+  }
+  torch::jit::Module root = scriptModule("Sequential");
+  if (!scriptSequential(*seq, root, whyNot)) return false;
+  root.save(path);
+  return true;
 }
 
 }  // namespace perennial
