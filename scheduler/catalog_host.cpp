@@ -109,7 +109,7 @@ CatalogHostLease::CatalogHostLease(const std::string& dbPath, const HostIdentity
                                  : "host '" + printable(holder.host) + "'";
       throw IoError(dbPath + ": the catalog is in use on " + other + " (recorded in " + path + "), this is '" +
                     printable(me.host) +
-                    "': SQLite's WAL mode is not safe from two hosts at once, so it is not opened here. Run "
+                    "': SQLite's WAL mode is not safe from two hosts at once, so it is not opened here: run "
                     "this command on '" + printable(holder.host) +
                     "', or once nothing there holds the catalog open (the scheduler stopped); see "
                     "docs/operations.md, \"Where the root may live\"");

@@ -21,7 +21,7 @@ mpiexec = sys.argv[3] if len(sys.argv) > 3 else "mpirun"
 
 # The project's own text: its C++ sources and scripts.
 sources = []
-for pattern in ("common/**/*", "checkpoint/**/*", "trainer/**/*", "scheduler/**/*", "cli/**/*", "slurm/*"):
+for pattern in ("common/**/*", "checkpoint/**/*", "dataset/**/*", "trainer/**/*", "scheduler/**/*", "cli/**/*", "slurm/*"):
     for path in glob.glob(os.path.join(src, pattern), recursive=True):
         if os.path.isfile(path) and path.endswith((".cpp", ".h", ".sbatch", ".sh")):
             sources.append(open(path, encoding="utf-8", errors="replace").read())

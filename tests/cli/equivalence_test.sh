@@ -62,7 +62,8 @@ close accum1x2 accum1big
 close accum2x2 accum2big
 
 # 2. Exact resume for every optimizer the trainer offers.
-optimizers=$("$bin" train --help | sed -n 's/^ *--optim.name arg (=[a-z]*) *//p' | tr -d ' ' | tr '|' ' ')
+optimizers=$("$bin" train --help | sed -n 's/^ *--optim.name arg (=[a-z]*) *//p' | grep -oE '^[a-z]+( \| [a-z]+)*' |
+  tr -d ' ' | tr '|' ' ')
 [ -n "$optimizers" ] && [[ " $optimizers " == *" adam "* ]] || fail "no optimizer list in train --help: '$optimizers'"
 for opt in $optimizers; do
   lr=0.05; [ "$opt" = adam ] && lr=0.002

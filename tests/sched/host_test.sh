@@ -19,6 +19,7 @@ t=$(mktemp -d)
 daemon=
 cleanup() {
   [ -n "$daemon" ] && kill -9 "$daemon" 2>/dev/null || true
+  pkill -9 -f "$t/" 2>/dev/null || true  # anything else started on this root
   rm -rf "$t"
 }
 trap cleanup EXIT
@@ -41,7 +42,10 @@ status_of() {  # status_of WHERE ARGS...: WHERE (here | other) runs perennial AR
 }
 start_daemon() {  # start_daemon WHERE: `sched run` on WHERE, waiting until it holds the catalog
   if [ "$1" = other ]; then
-    on_other sched run --root "$root" --config "$t/sched.cfg" >"$t/daemon-$1.log" 2>&1 &
+    # Not through on_other: a backgrounded function runs in a subshell, whose PID is not the
+    # daemon's (SIGTERM would stop the subshell and leave the daemon running).
+    unshare --uts sh -c 'hostname "$0" && exec "$@"' "$other" "$bin" sched run --root "$root" --config "$t/sched.cfg" \
+      >"$t/daemon-$1.log" 2>&1 &
   else
     "$bin" sched run --root "$root" --config "$t/sched.cfg" >"$t/daemon-$1.log" 2>&1 &
   fi
@@ -55,7 +59,9 @@ start_daemon() {  # start_daemon WHERE: `sched run` on WHERE, waiting until it h
 }
 stop_daemon() {
   kill -TERM "$daemon"
-  wait "$daemon" || { cat "$t"/daemon-*.log; fail "the daemon did not stop cleanly"; }
+  local rc=0
+  wait "$daemon" || rc=$?
+  [ "$rc" = 0 ] || { tail -n 5 "$t"/daemon-*.log; fail "the daemon did not stop cleanly (exit $rc)"; }
   daemon=
 }
 refused() {  # refused WHERE HOLDER CMD...: CMD on WHERE exits 1 naming HOLDER's host and its own

@@ -297,7 +297,7 @@ void addTrainOptions(po::options_description& desc) {
       ("train.log_every", i(d.logEvery), "steps between progress lines and metrics.jsonl records (>= 1)")
       ("train.device", s(d.device), "auto | cpu | cuda: where the model trains (auto: a GPU when this build's LibTorch has CUDA and one is visible, else the CPU; each rank takes the GPU of its local rank)")
       ("train.deterministic", po::value<bool>()->default_value(d.deterministic, "true"), "on a GPU: deterministic algorithms only (cuBLAS workspace, cuDNN, NCCL ring/simple), so a run can be repeated bit for bit; false: the fastest kernels")
-      ("optim.name", s(d.optimizer), joinWords(kOptimizers, " | ").c_str())
+      ("optim.name", s(d.optimizer), (joinWords(kOptimizers, " | ") + " (adamw: Adam with decoupled weight decay, as torch.optim.AdamW)").c_str())
       ("optim.lr", f(d.lr), "base learning rate (> 0)")
       ("optim.momentum", f(d.momentum), "sgd: momentum, [0, 1)")
       ("optim.nesterov", po::value<bool>()->default_value(d.nesterov, "false"), "sgd: Nesterov momentum")

@@ -210,9 +210,23 @@ bool scriptSequential(torch::nn::SequentialImpl& seq, torch::jit::Module& root, 
 
 bool saveAsTorchScript(const Model& model, const std::string& path, std::string* whyNot) {
   if (auto* scripted = dynamic_cast<ScriptedModule*>(model.module.get())) {
-    torch::jit::Module copy = scripted->script().clone();
+    // A copy through the serialised form, on the CPU. (Module::clone() is not used: the trained
+    // parameters are views into the optimizer's flat buffers (NOTE [Fused optimizer]), and the
+    // clone came out with its weights gone or flat, failing its first forward.) Each tensor is
+    // then made compact, so the file holds each weight once, in its own shape.
+    std::stringstream bytes;
+    scripted->script().save(bytes);
+    torch::jit::Module copy = torch::jit::load(bytes, torch::kCPU);
+    {
+      torch::NoGradGuard noGrad;
+      for (const auto& p : copy.named_parameters(/*recurse=*/true)) {
+        p.value.set_(p.value.detach().clone(torch::MemoryFormat::Contiguous));
+      }
+      for (const auto& b : copy.named_buffers(/*recurse=*/true)) {
+        b.value.set_(b.value.detach().clone(torch::MemoryFormat::Contiguous));
+      }
+    }
     copy.eval();
-    copy.to(torch::kCPU);
     copy.save(path);
     return true;
   }
