@@ -9,6 +9,7 @@
 #include <future>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fs_util.h"
 #include "common/sha256.h"
 
@@ -60,8 +61,7 @@ CheckpointStore::CheckpointStore(std::string dir, Retention retention)
 }
 
 CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t epoch,
-                                     const nlohmann::json& metrics, const std::string& protect,
-                                     const FaultHook& hook) {
+                                     const nlohmann::json& metrics, const std::string& protect) {
   stdfs::create_directories(dir_);
   removeStrays();
   CheckpointInfo info;
@@ -71,9 +71,8 @@ CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t 
   // Re-saving a step (for example after a resume) first uncommits the old file.
   std::error_code ec;
   if (stdfs::remove(info.manifest, ec)) fs::fsyncDir(dir_);  // durably uncommitted before rewriting
-  writeDocument(info.path, doc, hook, &info.sha256);
-  const int base = 1000;  // manifest points are numbered after the document's
-  if (hook) hook(base);
+  writeDocument(info.path, doc, &info.sha256);
+  fault::reached("checkpoint-document-written");
   info.record = {{"file", stdfs::path(info.path).filename().string()},
                  {"sha256", info.sha256},
                  {"bytes", static_cast<int64_t>(stdfs::file_size(info.path))},
@@ -83,9 +82,9 @@ CheckpointInfo CheckpointStore::save(const Document& doc, int64_t step, int64_t 
                  {"format", kCheckpointFormat},
                  {"format_version", kCheckpointFormatVersion},
                  {"created_at", nowIso()}};
-  if (hook) hook(base + 1);
+  fault::reached("checkpoint-record-ready");
   fs::writeFileAtomic(info.manifest, dumpJson(info.record, 2) + "\n");
-  if (hook) hook(base + 2);
+  fault::reached("checkpoint-manifest-written");
   applyRetention(protect.empty() ? info.path : protect);
   return info;
 }

@@ -46,7 +46,7 @@ class CheckpointStore {
   // Saves DOC as the checkpoint of STEP with METRICS (may be empty) and applies retention,
   // never deleting PROTECT (the checkpoint this run resumed from). Returns the commit.
   CheckpointInfo save(const Document& doc, int64_t step, int64_t epoch, const nlohmann::json& metrics,
-                      const std::string& protect = "", const FaultHook& hook = nullptr);
+                      const std::string& protect = "");
 
   // Committed checkpoints (manifest present and readable), oldest first. Not verified.
   std::vector<CheckpointInfo> committed() const;

@@ -14,6 +14,7 @@
 #include "checkpoint/file_image.h"
 #include "common/h5.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fs_util.h"
 #include "common/sha256.h"
 
@@ -201,14 +202,8 @@ void writeExtents(int fd, const std::string& name, const FileImage& image, bool 
 
 }  // namespace
 
-void writeDocument(const std::string& path, const Document& doc, const FaultHook& hook,
-                   std::string* sha256Hex) {
+void writeDocument(const std::string& path, const Document& doc, std::string* sha256Hex) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int point = 0;
-  auto reached = [&] {
-    if (hook) hook(point);
-    ++point;
-  };
   std::vector<const Tensor*> tensors;
   std::vector<std::pair<const void*, size_t>> stable;  // the tensors' bytes, unchanged during the write
   for (const auto& g : doc.groups) {
@@ -234,7 +229,7 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
   try {
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) failIo("create", tmp);
-    reached();
+    fault::reached("document-created");
     std::vector<uint64_t> dataEnds;
     const auto layout = buildImage(doc, tmp, stable, {}, &dataEnds);
     hashed = std::async(std::launch::async, [&, wantHash = sha256Hex != nullptr]() -> std::string {
@@ -259,10 +254,10 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
     writeExtents(fd, tmp, *layout, /*raw=*/true, [&](uint64_t written) {
       while (next < tensors.size() && dataEnds[next] <= written) {
         ++next;
-        reached();
+        fault::reached("document-tensor-written");
       }
     });
-    for (; next < tensors.size(); ++next) reached();
+    for (; next < tensors.size(); ++next) fault::reached("document-tensor-written");
     // The deferred values (the parameters' SHA-256) only go into the last metadata: computing
     // them now leaves the CPU to the digests and the copies into the page cache until here.
     for (const auto& [k, fn] : doc.deferredStrings) deferred.emplace_back(k, std::async(std::launch::async, fn));
@@ -285,17 +280,17 @@ void writeDocument(const std::string& path, const Document& doc, const FaultHook
     if (::ftruncate(fd, static_cast<off_t>(final->size())) != 0) failIo("truncate", tmp);
     finalPromise.set_value(final);
     finalSet = true;
-    reached();
+    fault::reached("document-truncated");
     // The hash of the last bytes runs on while fsync waits for the disk.
     if (::fsync(fd) != 0) failIo("fsync", tmp);
-    reached();
+    fault::reached("document-synced");
     std::string hex = hashed.get();
     if (sha256Hex) *sha256Hex = std::move(hex);
     const int closing = std::exchange(fd, -1);
     if (::close(closing) != 0) failIo("close", tmp);
-    reached();
+    fault::reached("document-closed");
     fs::publish(tmp, path);
-    reached();
+    fault::reached("document-published");
   } catch (...) {
     if (!finalSet) finalPromise.set_exception(std::make_exception_ptr(IoError(tmp + ": write abandoned")));
     if (hashed.valid()) hashed.wait();

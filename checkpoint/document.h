@@ -64,18 +64,14 @@ struct Document {
   double real(const std::string& key, const std::string& source) const;
 };
 
-// Called at numbered points of a write (after each step that touches the disk); tests use it
-// to kill the writer at every point. Null in production.
-using FaultHook = std::function<void(int point)>;
-
 // Writes DOC to PATH atomically: a temporary file in the same directory, fsync, rename, fsync of
 // the directory. A crash leaves either the old PATH or the new one, plus at most a stray
 // temporary file (named PATH.tmp.<pid>), never a partial PATH. With SHA256_HEX, also returns
 // the file's SHA-256, computed from the bytes as they are written (NOTE [File image] in
 // checkpoint/file_image.h), never by reading the file back. The tensors' memory must stay
-// unchanged until it returns.
-void writeDocument(const std::string& path, const Document& doc, const FaultHook& hook = nullptr,
-                   std::string* sha256Hex = nullptr);
+// unchanged until it returns. Reaches the fault points document-* after each step that touches
+// the disk (NOTE [Fault points], common/fault.h).
+void writeDocument(const std::string& path, const Document& doc, std::string* sha256Hex = nullptr);
 
 // Where readDocument puts a tensor's bytes: a pointer to t.byteSize() writable bytes of the
 // caller's (a model parameter, say), or nullptr to let the document own them. GROUP is the

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "perennial/build_config.h"
 #include "checkpoint/cli/ckpt_command.h"
+#include "cli/validate_command.h"
 #include "scheduler/cli/sched_command.h"
 #include "trainer/cli/commands.h"
 

@@ -49,16 +49,6 @@ SchedulerService::SchedulerService(const std::string& root, const std::string& c
   gatekeeper_ = std::make_unique<SubprocessGatekeeper>(stdfs::absolute(configFile).string(), config_.gate.timeoutS);
   scheduler_ = std::make_unique<Scheduler>(config_, root_, *catalog_, *executor_, clock_, evaluator_.get(),
                                            gatekeeper_.get());
-  if (const char* at = std::getenv("PERENNIAL_SCHED_KILL_AT")) {
-    const std::string spec(at);
-    const auto colon = spec.find(':');
-    const std::string step = spec.substr(0, colon);
-    const int nth = colon == std::string::npos ? 1 : std::stoi(spec.substr(colon + 1));
-    auto count = std::make_shared<int>(0);
-    scheduler_->setFaultHook([step, nth, count](const std::string& s) {
-      if (s == step && ++*count == nth) ::kill(::getpid(), SIGKILL);
-    });
-  }
 }
 
 TickReport SchedulerService::tickOnce() {

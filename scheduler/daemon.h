@@ -24,8 +24,7 @@ class SchedulerService {
  public:
   // Reads CONFIG_FILE (OVERRIDES, "--section.key=value", win over it), then creates ROOT's
   // layout and opens its catalog: ConfigError for a bad configuration before anything is
-  // created. PERENNIAL_SCHED_KILL_AT=STEP[:N] in the environment makes the process SIGKILL
-  // itself the Nth time (default 1st) the scheduler reaches fault point STEP (the kill tests).
+  // created. (The kill tests stop it at a fault point with PERENNIAL_FAULT_AT: common/fault.h.)
   SchedulerService(const std::string& root, const std::string& configFile, const std::vector<std::string>& overrides);
 
   const SchedConfig& config() const { return config_; }

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/exit_codes.h"
 #include "common/read_file.h"
 #include "common/fs_util.h"
@@ -186,12 +187,12 @@ std::string Registry::publish(const PublishRequest& r) {
   if (hasScript) files["model.pt"] = toHex(sha256File(tmp + "/model.pt"));
   writeReadOnly(tmp + "/files.json", dumpJson(files, 2) + "\n");
   fs::fsyncDir(tmp);
-  if (hook_) hook_("files-written");
+  fault::reached("publish-files-written");
   if (::rename(tmp.c_str(), (vroot + "/" + version).c_str()) != 0) {
     throw IoError(vroot + "/" + version + ": cannot publish: " + std::strerror(errno));
   }
   fs::fsyncDir(vroot);
-  if (hook_) hook_("renamed");
+  fault::reached("publish-renamed");
   return version;
 }
 
@@ -376,6 +377,18 @@ int runOnPromote(const std::vector<std::string>& argv, const VersionInfo& v, con
   }
   const int rc = runProcess(argv, log, timeoutS, env);
   return rc == -1 ? exit_code::kTimeout : rc;
+}
+
+std::string registryDirFrom(const std::string& registry, const std::string& root) {
+  if (!registry.empty()) return registry;
+  if (!root.empty()) return root + "/registry";
+  throw ConfigError("--registry DIR or --root DIR: required");
+}
+
+std::pair<std::string, std::string> splitModelRef(const std::string& ref, const std::string& defaultVersion) {
+  const auto colon = ref.find(':');
+  if (colon == std::string::npos) return {ref, defaultVersion};
+  return {ref.substr(0, colon), ref.substr(colon + 1)};
 }
 
 }  // namespace perennial::sched

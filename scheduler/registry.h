@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -81,9 +82,6 @@ class Registry {
   // Copies a version's files into OUT (created; must not exist).
   void exportTo(const std::string& name, const std::string& version, const std::string& out) const;
 
-  // Test hook, called with a step name during publish ("files-written", "renamed").
-  void setFaultHook(std::function<void(const std::string&)> hook) { hook_ = std::move(hook); }
-
  private:
   std::string modelDir(const std::string& name) const;
   std::string versionDir(const std::string& name, const std::string& version) const;
@@ -91,8 +89,13 @@ class Registry {
   // The files of version directory DIR against its files.json (with MODES: and read-only).
   std::vector<std::string> checkFiles(const std::string& dir, bool modes) const;
   std::string dir_;
-  std::function<void(const std::string&)> hook_;
 };
+
+// The registry a command names: --registry DIR, else ROOT/registry (--root); throws ConfigError
+// when neither is given.
+std::string registryDirFrom(const std::string& registry, const std::string& root);
+// NAME[:VERSION] -> (name, version or alias); the version is DEFAULT_VERSION when REF has none.
+std::pair<std::string, std::string> splitModelRef(const std::string& ref, const std::string& defaultVersion);
 
 // Runs the on_promote command ARGV (no shell) with the version's path and metadata in its
 // environment: PERENNIAL_MODEL, PERENNIAL_VERSION, PERENNIAL_VERSION_DIR, PERENNIAL_WEIGHTS,

@@ -92,11 +92,6 @@ Scheduler::Scheduler(SchedConfig config, std::string root, Catalog& catalog, Exe
   }
 }
 
-void Scheduler::setFaultHook(std::function<void(const std::string&)> hook) {
-  hook_ = hook;
-  ingester_.setFaultHook(hook);
-  registry_.setFaultHook([hook](const std::string& step) { hook("publish-" + step); });
-}
 
 std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::string& warmFrom) {
   const RunPaths run = RunPaths::of(root_, runId);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/exit_codes.h"
+#include "common/fault.h"
 #include "scheduler/catalog.h"
 #include "scheduler/clock.h"
 #include "scheduler/executor.h"
@@ -76,8 +77,6 @@ class Scheduler {
 
   Ingester& ingester() { return ingester_; }
   Registry& registry() { return registry_; }
-  // Test hook, called with a step name between the steps of run handling.
-  void setFaultHook(std::function<void(const std::string&)> hook);
 
   // The resolved training configuration of a run (INI text).
   std::string resolveTrainConfig(const std::string& runId, const std::string& warmFrom);
@@ -105,9 +104,8 @@ class Scheduler {
   std::string createRun(const std::string& trigger, const std::string& reason, TriggerContext& ctx);
   SnapshotRecord buildSnapshot(int64_t maxSeq);
   void materialize(const RunRecord& run);
-  void fault(const std::string& step) {
-    if (hook_) hook_(step);
-  }
+  // A fault point between the steps of run handling (NOTE [Fault points], common/fault.h).
+  static void fault(const std::string& step) { perennial::fault::reached(step); }
   // One catalog transaction; the lines logged inside it (state changes, new runs) are written
   // once it has committed, so a pass that fails (a full disk) never logs a change it did not make.
   void transaction(const std::function<void()>& body);
@@ -128,7 +126,6 @@ class Scheduler {
   std::set<std::string> cancelSent_;
   std::string championKey_;                     // what checkChampion last examined
   std::vector<std::string> championProblems_;  // and found
-  std::function<void(const std::string&)> hook_;
   int transactionDepth_ = 0;
   std::vector<std::string> uncommittedLog_;
 };

@@ -882,13 +882,12 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
     const int64_t step = progress.step, epoch = progress.epoch;
     if (async) {
       const double copySecs = secondsSince(t0);
-      inflight = std::async(std::launch::async, [&store, doc = std::move(doc), step, epoch, m, resumedFrom,
-                                                 hook = options.faultHook]() {
-        store.save(doc, step, epoch, m, resumedFrom, hook);
+      inflight = std::async(std::launch::async, [&store, doc = std::move(doc), step, epoch, m, resumedFrom]() {
+        store.save(doc, step, epoch, m, resumedFrom);
       });
       log->debug("checkpoint at step {}: state copied in {:.3f} s, writing in the background", step, copySecs);
     } else {
-      auto info = store.save(doc, step, epoch, m, resumedFrom, options.faultHook);
+      auto info = store.save(doc, step, epoch, m, resumedFrom);
       log->info("checkpoint {} (step {}, {:.2f} s)", info.path, step, secondsSince(t0));
     }
   };

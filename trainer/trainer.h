@@ -29,8 +29,6 @@ inline constexpr int kExitRequeue = exit_code::kRequeue;
 struct TrainOptions {
   std::string resume = "none";  // none | auto | PATH
   bool logSamples = false;       // RUN/samples/rank-R.jsonl: NOTE [Sample log] (trainer/run_logs.h)
-  // Test hook passed to checkpoint writes (see checkpoint::FaultHook); null in production.
-  std::function<void(int)> faultHook;
 };
 
 // What evaluateWeights() found: the metrics and what it checked of the weights on the way.

@@ -8,8 +8,6 @@ namespace perennial::cli {
 int schedCommand(const std::vector<std::string>& args);
 // `perennial data add --root DIR FILE...`
 int dataAddCommand(const std::vector<std::string>& args);
-// `perennial validate --candidate ... --holdout ...`: exit 0 pass, 1 reject, 2 bad input.
-int validateCommand(const std::vector<std::string>& args);
 // `perennial docs config`: the configuration reference, generated from the option definitions.
 int docsCommand(const std::vector<std::string>& args);
 // `perennial registry list|show|promote|rollback|verify|export ...`

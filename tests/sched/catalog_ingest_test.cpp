@@ -22,6 +22,7 @@
 
 #include "common/h5.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/sha256.h"
 #include "common/text.h"
 #include "tests/sched/catalog_test_peer.h"
@@ -937,13 +938,15 @@ TEST_P(IngestCrashTest, RestartFinishesTheIngestOnce) {
   const std::string badHash = hashOf(incoming("bad.h5"));
 
   int hits = 0;
-  ingester_->setFaultHook([&](const std::string& step) {
-    if (step == point) {
-      ++hits;
-      throw Crash("crash at " + step);
-    }
-  });
-  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  {
+    fault::ScopedHandler faults([&](const std::string& step) {
+      if (step == point) {
+        ++hits;
+        throw Crash("crash at " + step);
+      }
+    });
+    EXPECT_THROW(ingester_->ingestPending(), Crash);
+  }
   EXPECT_EQ(hits, 1);
 
   // Restart: a new catalog object and ingester (the old ones are gone with the process).
@@ -1002,11 +1005,11 @@ TEST_P(IngestCrashTest, CrashRepeatedAtTheSameStepStillConverges) {
   writeValidShard(incoming("good.h5"));
   const std::string goodHash = hashOf(incoming("good.h5"));
   for (int crash = 0; crash < 2; ++crash) {
-    ingester_->setFaultHook([&](const std::string& step) {
-      if (step == point) throw Crash("crash at " + step);
-    });
-    // On the second try a step already done may be skipped, so the hook need not fire again.
+    // On the second try a step already done may be skipped, so the point need not be reached again.
     try {
+      fault::ScopedHandler faults([&](const std::string& step) {
+        if (step == point) throw Crash("crash at " + step);
+      });
       ingester_->ingestPending();
     } catch (const Crash&) {
     }
@@ -1038,10 +1041,12 @@ TEST_F(IngestTest, CrashAfterLinkingThenADuplicateArrives) {
   // the original, and a later copy of the same bytes is a duplicate of it.
   writeValidShard(incoming("orig.h5"));
   const std::string hash = hashOf(incoming("orig.h5"));
-  ingester_->setFaultHook([](const std::string& step) {
-    if (step == "linked") throw Crash(step);
-  });
-  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  {
+    fault::ScopedHandler faults([](const std::string& step) {
+      if (step == "linked") throw Crash(step);
+    });
+    EXPECT_THROW(ingester_->ingestPending(), Crash);
+  }
   EXPECT_EQ(files("data"), std::vector<std::string>{hash + ".h5"});
   open();
   ASSERT_TRUE(ingester_->ingestPending().at(0).accepted);
@@ -1059,10 +1064,12 @@ TEST_F(IngestTest, CrashAfterLinkingThenADuplicateArrives) {
 TEST_F(IngestTest, CopyStoredThenCrashThenOriginalArrives) {
   writeValidShard(incoming("b-copy.h5"));
   const std::string hash = hashOf(incoming("b-copy.h5"));
-  ingester_->setFaultHook([](const std::string& step) {
-    if (step == "linked") throw Crash(step);
-  });
-  EXPECT_THROW(ingester_->ingestPending(), Crash);
+  {
+    fault::ScopedHandler faults([](const std::string& step) {
+      if (step == "linked") throw Crash(step);
+    });
+    EXPECT_THROW(ingester_->ingestPending(), Crash);
+  }
   open();
   writeValidShard(incoming("a-orig.h5"));
   const auto out = ingester_->ingestPending();
@@ -1205,7 +1212,7 @@ TEST_F(IngestTest, AnErrorOnOneFileLeavesItForTheNextPass) {
   writeValidShard(incoming("a.h5"), 1);
   writeValidShard(incoming("b.h5"), 2);
   int calls = 0;
-  ingester_->setFaultHook([&](const std::string& step) {
+  fault::ScopedHandler faults([&](const std::string& step) {
     if (step == "validated" && calls++ == 0) throw IoError("injected: no space left on device");
   });
   auto out = ingester_->ingestPending();

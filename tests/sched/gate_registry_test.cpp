@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/sha256.h"
 #include "scheduler/gate.h"
 #include "scheduler/registry.h"
@@ -1243,10 +1244,12 @@ TEST_F(RegistryTest, ExportCopiesTheFilesAndRefusesAnExistingDestination) {
 
 TEST_F(RegistryTest, CrashAfterFilesWrittenLeavesNoVersion) {
   Registry reg(root_);
-  reg.setFaultHook([](const std::string& step) {
-    if (step == "files-written") throw std::runtime_error("injected at " + step);
-  });
-  EXPECT_THROW(publish(reg, "r1"), std::runtime_error);
+  {
+    fault::ScopedHandler faults([](const std::string& step) {
+      if (step == "publish-files-written") throw std::runtime_error("injected at " + step);
+    });
+    EXPECT_THROW(publish(reg, "r1"), std::runtime_error);
+  }
   EXPECT_TRUE(reg.versions("m").empty());
   const auto left = entriesOf(versionsDir());
   ASSERT_EQ(left.size(), 1u);
@@ -1262,12 +1265,14 @@ TEST_F(RegistryTest, CrashAfterFilesWrittenLeavesNoVersion) {
 TEST_F(RegistryTest, CrashAfterRenameLeavesACompleteVersion) {
   Registry reg(root_);
   std::vector<std::string> steps;
-  reg.setFaultHook([&](const std::string& step) {
-    steps.push_back(step);
-    if (step == "renamed") throw std::runtime_error("injected at " + step);
-  });
-  EXPECT_THROW(publish(reg, "r1"), std::runtime_error);
-  EXPECT_EQ(steps, (std::vector<std::string>{"files-written", "renamed"}));
+  {
+    fault::ScopedHandler faults([&](const std::string& step) {
+      steps.push_back(step);
+      if (step == "publish-renamed") throw std::runtime_error("injected at " + step);
+    });
+    EXPECT_THROW(publish(reg, "r1"), std::runtime_error);
+  }
+  EXPECT_EQ(steps, (std::vector<std::string>{"publish-files-written", "publish-renamed"}));
   EXPECT_EQ(reg.versions("m"), (std::vector<std::string>{"v1"}));
   EXPECT_EQ(entriesOf(versionsDir()), (std::vector<std::string>{"v1"}));
   EXPECT_TRUE(reg.verify("m", "v1").empty());

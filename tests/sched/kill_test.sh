@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIGKILL the scheduler at each step of ingest and run handling (PERENNIAL_SCHED_KILL_AT), restart
+# SIGKILL the scheduler at each step of ingest and run handling (PERENNIAL_FAULT_AT, NOTE [Fault points] in common/fault.h), restart
 # it, let it settle, and check the invariants: every valid shard ingested exactly once, the bad
 # one quarantined exactly once, incoming/ empty, exactly one run, started exactly once (one
 # attempt, one training in its log), validated and promoted once (one registry version, the
@@ -28,7 +28,7 @@ trial() {
   if [ -n "$at" ]; then
     for _ in $(seq 300); do
       set +e
-      PERENNIAL_SCHED_KILL_AT=$at "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$root.log" 2>&1
+      PERENNIAL_FAULT_AT=$at "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$root.log" 2>&1
       rc=$?
       set -e
       if [ $rc = 137 ]; then killed=1; break; fi

@@ -15,6 +15,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/read_file.h"
@@ -503,10 +504,12 @@ TEST_F(SchedulerTest, RestartNeverSubmitsTwice) {
     executor = FakeExecutor{};
     drop("a.h5", 5);
     request();
-    sched().setFaultHook([&](const std::string& s) {
-      if (s == point) throw Crash(s);
-    });
-    EXPECT_THROW(sched().tick(), Crash);
+    {
+      fault::ScopedHandler faults([&](const std::string& s) {
+        if (s == point) throw Crash(s);
+      });
+      EXPECT_THROW(sched().tick(), Crash);
+    }
     restart();
     sched().tick();
     sched().tick();
@@ -523,10 +526,12 @@ TEST_F(SchedulerTest, CrashAfterAnAttemptEndsIsHandledOnce) {
   request();
   const std::string id = sched().tick().created.at(0);
   executor.finish(id, 1, 1);
-  sched().setFaultHook([](const std::string& s) {
-    if (s == "attempt-ended") throw Crash(s);
-  });
-  EXPECT_THROW(sched().tick(), Crash);
+  {
+    fault::ScopedHandler faults([](const std::string& s) {
+      if (s == "attempt-ended") throw Crash(s);
+    });
+    EXPECT_THROW(sched().tick(), Crash);
+  }
   EXPECT_EQ(run(id).attempt, 1);
   restart();
   sched().tick();
@@ -713,10 +718,12 @@ TEST_F(GatedSchedulerTest, CrashWhileValidatingOrPublishingIsFinishedOnce) {
     request();
     const std::string id = sched().tick().created.at(0);
     executor.finish(id, 1, 0);
-    sched().setFaultHook([&](const std::string& s) {
-      if (s == point) throw Crash(s);
-    });
-    EXPECT_THROW(sched().tick(), Crash);
+    {
+      fault::ScopedHandler faults([&](const std::string& s) {
+        if (s == point) throw Crash(s);
+      });
+      EXPECT_THROW(sched().tick(), Crash);
+    }
     restart();
     sched().tick();
     EXPECT_EQ(run(id).state, state::kPromoted);

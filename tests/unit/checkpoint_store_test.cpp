@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint_store.h"
 #include "checkpoint/file_image.h"
+#include "common/fault.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -279,7 +280,7 @@ TEST(FileImage, WriteDocumentHashIsTheFileHash) {
     doc.deferredStrings["param_sha256"] = [deferredChars] { return std::string(deferredChars, 'f'); };
     const std::string path = (dir / ("doc-" + std::to_string(deferredChars) + ".h5")).string();
     std::string hex;
-    writeDocument(path, doc, nullptr, &hex);
+    writeDocument(path, doc, &hex);
     EXPECT_EQ(hex, toHex(sha256File(path)));
     Document back = readDocument(path, "perennial-test");
     EXPECT_EQ(back.str("param_sha256", path), std::string(deferredChars, 'f'));
@@ -296,27 +297,39 @@ TEST(FileImage, WriteDocumentHashIsTheFileHash) {
   EXPECT_NO_THROW(verifyCheckpoint(info.path));
 }
 
-// NOTE [Kill points]: a child process saves a checkpoint and SIGKILLs itself at point P of the
-// write (after each tensor, around flush, fsync, renames and the manifest). Whatever P, the
-// directory must hold only committed checkpoints that verify, and the newest valid one must be
-// the previous checkpoint, or the new one when the kill came after its commit.
+// NOTE [Kill points]: a child process saves a checkpoint and SIGKILLs itself at the Pth fault
+// point it reaches (common/fault.h: after each tensor, around truncate, fsync, close, publish and
+// the manifest). Whatever P, the directory must hold only committed checkpoints that verify, and
+// the newest valid one must be the previous checkpoint, or the new one when the kill came after
+// its commit.
 TEST(CheckpointStore, KilledWriterNeverLeavesACommittedCorruptCheckpoint) {
-  std::vector<int> points;
-  for (int p = 0; p < 21; ++p) points.push_back(p);  // open, 16 tensors, flush, close, fsync, publish
-  for (int p : {1000, 1001, 1002}) points.push_back(p);
+  // The points of one save, in order: every one of them is a kill point below.
+  std::vector<std::string> names;
+  {
+    auto dir = freshDir("kill-points");
+    CheckpointStore store(dir.string(), {});
+    fault::ScopedHandler record([&](const std::string& point) { names.push_back(point); });
+    store.save(makeDoc(2), 2, 0, {});
+  }
+  ASSERT_EQ(names.size(), 24u) << "open, 16 tensors, truncate, fsync, close, publish, 3 of the manifest";
+  EXPECT_EQ(names.front(), "document-created");
+  EXPECT_EQ(names.back(), "checkpoint-manifest-written");
+  const int commitPoint = static_cast<int>(names.size()) - 1;
   int killedBeforeCommit = 0, killedAfterCommit = 0;
-  for (int p : points) {
-    SCOPED_TRACE("kill point " + std::to_string(p));
+  for (int p = 0; p < static_cast<int>(names.size()); ++p) {
+    SCOPED_TRACE("kill point " + std::to_string(p) + " (" + names[static_cast<size_t>(p)] + ")");
     auto dir = freshDir("kill-" + std::to_string(p));
     CheckpointStore store(dir.string(), {});
     store.save(makeDoc(1), 1, 0, {});
     pid_t child = fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-      CheckpointStore s(dir.string(), {});
-      s.save(makeDoc(2), 2, 0, {}, "", [p](int point) {
-        if (point == p) ::kill(::getpid(), SIGKILL);
+      int reached = 0;
+      fault::ScopedHandler kill([&](const std::string&) {
+        if (reached++ == p) ::kill(::getpid(), SIGKILL);
       });
+      CheckpointStore s(dir.string(), {});
+      s.save(makeDoc(2), 2, 0, {});
       _exit(0);  // the point was never reached
     }
     int status = 0;
@@ -328,7 +341,7 @@ TEST(CheckpointStore, KilledWriterNeverLeavesACommittedCorruptCheckpoint) {
     if (!killed) continue;
     if (valid->step == 2) {
       ++killedAfterCommit;
-      EXPECT_GE(p, 1002) << "committed before the manifest was written";
+      EXPECT_GE(p, commitPoint) << "committed before the manifest was written";
     } else {
       ++killedBeforeCommit;
       EXPECT_EQ(valid->step, 1);

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
 #include "trainer/config/train_config.h"
@@ -253,11 +254,12 @@ TEST(Trainer, FailedAsyncSaveSurfacesAndFailsTheRun) {
   c.progress = "none";
   MpiCommunicator comm(std::chrono::seconds(30));
   TrainOptions options;
-  options.faultHook = [](int point) {
-    if (point == 1) throw IoError("injected: disk full while writing the checkpoint");
-  };
   const std::string run = c.trainDir + "-run";
   try {
+    // The first tensor of the first checkpoint fails to reach the disk.
+    fault::ScopedHandler faults([](const std::string& point) {
+      if (point == "document-tensor-written") throw IoError("injected: disk full while writing the checkpoint");
+    });
     train(c, run, comm, options);
     FAIL() << "a failed asynchronous save went unnoticed";
   } catch (const IoError& e) {
