@@ -118,6 +118,12 @@ int runCli(int argc, char** argv) {
     if (command == "docs") return perennial::cli::docsCommand(rest);
     if (command == "report") return perennial::cli::reportCommand(rest);
     if (command == "version" || command == "--version") {
+      if (!rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {
+        std::cout << "usage: perennial version   the version, the LibTorch it was built with (and whether it has "
+                     "CUDA), and whether the NCCL communicator is built\n";
+        return 0;
+      }
+      if (!rest.empty()) throw perennial::ConfigError("command line: unexpected argument '" + rest[0] + "'");
       std::cout << "perennial " << PERENNIAL_VERSION << "\n"
                 << "LibTorch " << PERENNIAL_TORCH_VERSION << " (CUDA: " << (PERENNIAL_TORCH_CUDA ? "yes" : "no")
                 << "), NCCL communicator: " << PERENNIAL_NCCL_STATUS << "\n";

@@ -18,22 +18,8 @@ namespace perennial::sched {
 namespace stdfs = std::filesystem;
 
 std::unique_ptr<Executor> makeExecutor(const SchedConfig& c) {
-  if (c.executor == "slurm") {
-    SlurmExecutorOptions so;
-    so.script = c.slurmScript;
-    so.partition = c.slurmPartition;
-    so.account = c.slurmAccount;
-    so.time = c.slurmTime;
-    so.cpusPerTask = c.slurmCpusPerTask;
-    so.gpusPerNode = c.slurmGpusPerNode;
-    so.sbatchArgs = c.slurmSbatchArgs;
-    return std::make_unique<SlurmExecutor>(so);
-  }
-  LocalExecutorOptions lo;
-  lo.mpirun = c.mpirun;
-  lo.mpirunArgs = c.mpirunArgs;
-  lo.cancelGraceS = c.cancelGraceS;
-  return std::make_unique<LocalExecutor>(lo);
+  if (c.executor == "slurm") return std::make_unique<SlurmExecutor>(c.slurm);
+  return std::make_unique<LocalExecutor>(c.local);
 }
 
 SchedulerService::SchedulerService(const std::string& root, const std::string& configFile,

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <iostream>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -147,6 +148,10 @@ void LocalExecutor::cancel(const AttemptSpec& spec, const std::string&) {
   }
 }
 
+namespace {
+const char* const kExecUsage = "usage: perennial sched exec --dir DIR [--grace S] -- COMMAND...";
+}  // namespace
+
 int execSupervisorMain(const std::vector<std::string>& args) {
   std::string dir;
   double grace = 30;
@@ -156,15 +161,26 @@ int execSupervisorMain(const std::vector<std::string>& args) {
       ++i;
       break;
     }
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::cout << kExecUsage << "\n  the supervisor the local executor starts for each attempt: it runs COMMAND in its own\n"
+                   "  process group, holds DIR's attempt lock while it runs, forwards SIGTERM and gives it\n"
+                   "  --grace seconds (default 30) before SIGKILL, and records its exit in DIR\n";
+      return 0;
+    }
     if (args[i] == "--dir" && i + 1 < args.size()) {
       dir = args[++i];
     } else if (args[i] == "--grace" && i + 1 < args.size()) {
-      grace = std::stod(args[++i]);
+      const std::string value = args[++i];
+      char* end = nullptr;
+      grace = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(grace >= 0)) {
+        throw ConfigError("sched exec: --grace: seconds, at least 0 (got '" + value + "')");
+      }
     } else {
       throw ConfigError("sched exec: unexpected argument '" + args[i] + "'");
     }
   }
-  if (dir.empty() || i >= args.size()) throw ConfigError("usage: perennial sched exec --dir DIR [--grace S] -- COMMAND...");
+  if (dir.empty() || i >= args.size()) throw ConfigError(kExecUsage);
   std::vector<std::string> command(args.begin() + static_cast<long>(i), args.end());
 
   struct sigaction sa {};

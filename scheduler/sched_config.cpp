@@ -245,23 +245,23 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   if (c.executor == "local" && !c.nodes.empty() && nodeRangeMax(c.nodes) > 1) {
     bad(file, "train.nodes", "runs on several nodes need executor.kind = slurm (the local executor runs mpirun on this machine)");
   }
-  c.slurmScript = absoluteFrom(base, str("slurm.script"));
-  if (c.executor == "slurm" && (c.slurmScript.empty() || !stdfs::is_regular_file(c.slurmScript))) {
-    bad(file, "slurm.script", c.slurmScript.empty() ? "required with executor.kind = slurm (slurm/train.sbatch)"
-                                                    : "no such file: " + c.slurmScript);
+  c.slurm.script = absoluteFrom(base, str("slurm.script"));
+  if (c.executor == "slurm" && (c.slurm.script.empty() || !stdfs::is_regular_file(c.slurm.script))) {
+    bad(file, "slurm.script", c.slurm.script.empty() ? "required with executor.kind = slurm (slurm/train.sbatch)"
+                                                    : "no such file: " + c.slurm.script);
   }
-  c.slurmPartition = str("slurm.partition");
-  c.slurmAccount = str("slurm.account");
-  c.slurmTime = str("slurm.time");
-  c.slurmGpusPerNode = str("slurm.gpus_per_node");
-  c.slurmCpusPerTask = i64("slurm.cpus_per_task");
-  atLeast("slurm.cpus_per_task", static_cast<double>(c.slurmCpusPerTask), 0);
-  c.slurmSbatchArgs = splitSpaces(str("slurm.sbatch_args"));
-  c.mpirun = str("executor.mpirun");
-  if (c.mpirun.empty()) bad(file, "executor.mpirun", "must not be empty");
-  c.mpirunArgs = splitSpaces(str("executor.mpirun_args"));
-  c.cancelGraceS = dbl("executor.cancel_grace_s");
-  atLeast("executor.cancel_grace_s", c.cancelGraceS, 0);
+  c.slurm.partition = str("slurm.partition");
+  c.slurm.account = str("slurm.account");
+  c.slurm.time = str("slurm.time");
+  c.slurm.gpusPerNode = str("slurm.gpus_per_node");
+  c.slurm.cpusPerTask = i64("slurm.cpus_per_task");
+  atLeast("slurm.cpus_per_task", static_cast<double>(c.slurm.cpusPerTask), 0);
+  c.slurm.sbatchArgs = splitSpaces(str("slurm.sbatch_args"));
+  c.local.mpirun = str("executor.mpirun");
+  if (c.local.mpirun.empty()) bad(file, "executor.mpirun", "must not be empty");
+  c.local.mpirunArgs = splitSpaces(str("executor.mpirun_args"));
+  c.local.cancelGraceS = dbl("executor.cancel_grace_s");
+  atLeast("executor.cancel_grace_s", c.local.cancelGraceS, 0);
   c.tickS = dbl("sched.tick_s");
   atLeast("sched.tick_s", c.tickS, 0.05);
   c.gate = loadGateConfig(file);

@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "scheduler/gate.h"
 #include "dataset/shard_validator.h"
+#include "scheduler/executor.h"
+#include "scheduler/gate.h"
+#include "scheduler/slurm_executor.h"
 
 namespace boost::program_options {
 class options_description;
@@ -47,14 +49,10 @@ struct SchedConfig {
   int64_t maxConcurrent = 1;
   // [executor]
   std::string executor = "local";
-  std::string mpirun = "mpirun";
-  std::vector<std::string> mpirunArgs;
-  double cancelGraceS = 30;
-  // [slurm] (executor.kind = slurm)
-  std::string slurmScript;  // absolute path of slurm/train.sbatch
-  std::string slurmPartition, slurmAccount, slurmTime, slurmGpusPerNode;
-  int64_t slurmCpusPerTask = 0;
-  std::vector<std::string> slurmSbatchArgs;
+  LocalExecutorOptions local;  // mpirun, mpirun_args, cancel_grace_s
+  // [slurm] (executor.kind = slurm): script (absolute path of slurm/train.sbatch), partition,
+  // account, time, cpus_per_task, gpus_per_node, sbatch_args
+  SlurmExecutorOptions slurm;
   // [sched]
   double tickS = 2;
   // [gate] (gate.h)

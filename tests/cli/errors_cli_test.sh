@@ -77,10 +77,15 @@ expect 0 "10000 rows in 1 shard(s)" -- data info "$work/fm/test"
 expect 2 "command line: unexpected argument 'extra'" -- data info "$work/fm/test" extra
 expect 2 "command line: unexpected argument 'extra'" -- data import-fashion-mnist --out "$work/imp3" extra
 expect 2 "command line: unexpected argument 'stray'" -- train --run-dir "$work/run" stray
-for sub in "ckpt inspect" "ckpt verify" "ckpt diff" "data info" "data import-fashion-mnist" "data import-csv" "data add" \
+# Every command and subcommand answers --help with its usage and exit 0.
+for sub in train eval validate report version \
+           "ckpt inspect" "ckpt verify" "ckpt diff" "data info" "data import-fashion-mnist" "data import-csv" "data add" \
            ckpt data "registry list" "registry show" "registry promote" "registry rollback" "registry verify" \
-           "registry export" registry docs "docs config"; do
+           "registry export" registry docs "docs config" sched "sched run" "sched tick" "sched status" "sched runs" \
+           "sched shards" "sched events" "sched trigger" "sched cancel" "sched exec"; do
   # shellcheck disable=SC2086
-  expect 0 "usage: perennial ${sub%% *}" -- $sub --help
+  expect 0 "usage: " -- $sub --help
+  # shellcheck disable=SC2086
+  expect 0 "perennial ${sub%% *}" -- $sub --help
 done
 echo "cli error tests passed"
