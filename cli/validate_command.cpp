@@ -27,6 +27,7 @@
 #include "common/read_file.h"
 #include "common/text.h"
 #include "dataset/shard_links.h"
+#include "dataset/snapshot.h"
 #include "scheduler/gate.h"
 #include "scheduler/registry.h"
 #include "trainer/comm/communicator.h"
@@ -178,6 +179,13 @@ int validateCommand(const std::vector<std::string>& args) {
   ModelEval cand = evaluateModel(candidate, data, *comm, true, device);
   std::optional<ModelEval> champ;
   if (!champion.empty()) champ = evaluateModel(champion, data, *comm, false, device);
+  // Which holdout this was (its shards' bytes, not its paths): registry versions carry it.
+  data::ShardSetIdentity held;
+  try {
+    held = data::identifyShards(data);
+  } catch (const Error& e) {
+    log::get("gate")->warn("the holdout's identity is not recorded: {}", e.what());
+  }
   if (data != holdout[0]) {
     std::error_code ec;
     stdfs::remove_all(data, ec);
@@ -185,6 +193,8 @@ int validateCommand(const std::vector<std::string>& args) {
   auto checks = makeChecks(gate, {}, 0);
   Verdict v = judge(checks, cand, champ ? &*champ : nullptr);
   v.holdout = holdout;
+  v.holdoutId = held.id;
+  v.holdoutRows = held.rows;
   v.config = config;
   const json j = v.toJson();
   if (comm->rank() == 0) {

@@ -1,5 +1,7 @@
 #include "dataset/snapshot.h"
 
+#include "dataset/shard_dataset.h"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -60,6 +62,13 @@ std::string checkSnapshot(const std::string& snapshotFile, const std::vector<Sha
                     text);
   }
   return recomputed;
+}
+
+ShardSetIdentity identifyShards(const std::string& dir) {
+  ShardedDataset ds(dir);
+  SnapshotIdBuilder b;
+  for (size_t k = 0; k < ds.numShards(); ++k) b.add(toHex(ds.hashShard(k)));
+  return {b.finish(), ds.size(), ds.numShards()};
 }
 
 }  // namespace perennial::data

@@ -35,6 +35,17 @@ inline std::string snapshotId(const std::vector<std::string>& shardSha256s) {
   return b.finish();
 }
 
+// The identity of the shard directory DIR as it would be read (its *.h5 files in name order):
+// the snapshot id over their SHA-256, and their rows. The validation gate records it for the
+// holdout, so that metrics measured on different holdouts are never compared unknowingly.
+// Throws DataError or IoError naming the directory or shard when it cannot be read as shards.
+struct ShardSetIdentity {
+  std::string id;
+  int64_t rows = 0;
+  size_t shards = 0;
+};
+ShardSetIdentity identifyShards(const std::string& dir);
+
 // NOTE [Snapshot check]: a scheduler run's snapshot.json ({"id", "shards", "rows", "manifest":
 // [{"seq", "sha256", "rows", "source"}, ...]} in ingest order, scheduler/scheduler.cpp) is what
 // was validated and recorded in the catalog. The trainer compares what it is about to read with

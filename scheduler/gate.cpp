@@ -302,6 +302,8 @@ json Verdict::toJson() const {
           {"candidate", candidate.toJson()},
           {"champion", champion ? champion->toJson() : json(nullptr)},
           {"holdout", holdout},
+          {"holdout_id", holdoutId},
+          {"holdout_rows", holdoutRows},
           {"config", config},
           {"device", device}};
 }
@@ -338,6 +340,16 @@ Verdict Verdict::fromJson(const json& j, const std::string& what) {
       if (!h.is_string()) throw DataError(what + ": 'holdout' must be an array of paths");
       v.holdout.push_back(h.get<std::string>());
     }
+  }
+  if (j.contains("holdout_id")) {
+    if (!j["holdout_id"].is_string()) throw DataError(what + ": 'holdout_id' must be a string");
+    v.holdoutId = j["holdout_id"].get<std::string>();
+  }
+  if (j.contains("holdout_rows")) {
+    if (!j["holdout_rows"].is_number_integer() || j["holdout_rows"].get<int64_t>() < 0) {
+      throw DataError(what + ": 'holdout_rows' must be a non-negative integer");
+    }
+    v.holdoutRows = j["holdout_rows"].get<int64_t>();
   }
   v.config = j.value("config", json("")).is_string() ? j.value("config", "") : "";
   v.device = j.value("device", json("")).is_string() ? j.value("device", "") : "";

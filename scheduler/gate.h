@@ -155,12 +155,18 @@ struct Verdict {
   ModelEval candidate;
   std::optional<ModelEval> champion;  // none for the first model
   std::vector<std::string> holdout;   // what both were evaluated on (directories or files)
+  // Which holdout that was, whatever its paths: data::snapshotId over its shards' SHA-256 in the
+  // order evaluated (dataset/snapshot.h), and its rows. Metrics measured on different holdouts
+  // are not comparable. "" and 0 when unknown (a verdict written before they were recorded, or a
+  // holdout that could not be read).
+  std::string holdoutId;
+  int64_t holdoutRows = 0;
   std::string config;                 // the gate configuration file ("" for the defaults)
   std::string device;                 // where they were evaluated
 
   std::vector<std::string> failed() const;
   // {"decision": "pass"|"reject", "failed", "checks", "candidate", "champion" (or null),
-  // "holdout", "config", "device"}.
+  // "holdout", "holdout_id", "holdout_rows", "config", "device"}.
   nlohmann::json toJson() const;
   // Throws DataError naming WHAT and the field on a verdict that does not fit.
   static Verdict fromJson(const nlohmann::json& j, const std::string& what);

@@ -519,6 +519,8 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   req.metrics = {{"accuracy", cand.accuracy}, {"loss", cand.loss},
                  {"class_accuracy", classAccuracy},
                  {"holdout_samples", cand.samples},
+                 {"holdout_id", g.verdict->holdoutId},
+                 {"holdout_rows", g.verdict->holdoutRows},
                  {"train_test_accuracy", run.result ? run.result->test.accuracy : 0.0}};
   req.verdict = g.verdict->toJson();
   const std::string version = registry_.publish(req);

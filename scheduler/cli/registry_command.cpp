@@ -1,7 +1,14 @@
 // `perennial registry`: the model registry (list, show, promote, rollback, verify, export).
 #include <boost/program_options.hpp>
 
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
 #include <iostream>
 #include <tuple>
 
@@ -13,7 +20,9 @@
 #include "common/fs_util.h"
 #include "common/text.h"
 #include "scheduler/cli/sched_command.h"
+#include "dataset/snapshot.h"
 #include "scheduler/registry.h"
+#include "scheduler/subprocess_gate.h"
 
 namespace perennial::cli {
 namespace po = boost::program_options;
@@ -24,7 +33,10 @@ using namespace perennial::sched;
 int registryCommand(const std::vector<std::string>& args) {
   const char* usage =
       "usage: perennial registry <command> (--registry DIR | --root ROOT) ...\n\n"
-      "  list                       [--json]  models, versions, aliases\n"
+      "  list                       [--json]  models, versions, aliases; each version's accuracy and the\n"
+      "                             holdout it was measured on (its id and rows)\n"
+      "  list --holdout DIR         [--device D] [--json]  also measures every version on DIR, one\n"
+      "                             holdout for all, so that they can be compared\n"
       "  show NAME[:VERSION|ALIAS]  [--json]  one version (default: the champion)\n"
       "  promote NAME VERSION       [--reason TEXT]\n"
       "  rollback NAME              [--reason TEXT]  the previous champion becomes champion again\n"
@@ -36,13 +48,14 @@ int registryCommand(const std::vector<std::string>& args) {
   }
   const std::string sub = args[0];
   po::options_description desc;
-  std::string registry, root, reason, out;
+  std::string registry, root, reason, out, holdout, device;
   bool asJson = false;
   std::vector<std::string> pos;
   desc.add_options()("help,h", "print this help")("registry", po::value<std::string>(&registry))(
       "root", po::value<std::string>(&root))(
       "reason", po::value<std::string>(&reason)->default_value("by hand"))("out", po::value<std::string>(&out))(
-      "json", po::bool_switch(&asJson))("positional", po::value<std::vector<std::string>>(&pos));
+      "json", po::bool_switch(&asJson))("holdout", po::value<std::string>(&holdout))(
+      "device", po::value<std::string>(&device)->default_value("auto"))("positional", po::value<std::vector<std::string>>(&pos));
   po::positional_options_description p;
   p.add("positional", -1);
   po::variables_map vm;
@@ -59,33 +72,92 @@ int registryCommand(const std::vector<std::string>& args) {
     std::cout << usage;
     return 0;
   }
+  if ((!holdout.empty() || !vm["device"].defaulted()) && sub != "list") {
+    throw ConfigError("command line: --holdout and --device go with `registry list` only");
+  }
   Registry reg(registryDirFrom(registry, root));
   auto need = [&](size_t n, const char* what) {
     if (pos.size() != n) throw ConfigError(std::string("usage: perennial registry ") + sub + " " + what);
   };
   if (sub == "list") {
     need(0, "");
+    // --holdout DIR: every version measured again on one holdout, in child processes
+    // (`perennial eval`), as the scheduler's decay trigger does.
+    std::optional<data::ShardSetIdentity> common;
+    std::unique_ptr<SubprocessEvaluator> evaluator;
+    std::string scratch;
+    if (!holdout.empty()) {
+      try {
+        common = data::identifyShards(holdout);
+      } catch (const Error& e) {
+        throw ConfigError(std::string("--holdout: ") + e.what());
+      }
+      char tmpl[] = "/tmp/perennial-registry-XXXXXX";
+      const char* made = ::mkdtemp(tmpl);
+      if (!made) throw IoError(std::string("cannot create a scratch folder in /tmp: ") + std::strerror(errno));
+      scratch = made;
+      evaluator = std::make_unique<SubprocessEvaluator>(scratch, device, 3600);
+    }
+    struct Cleanup {
+      std::string dir;
+      ~Cleanup() {
+        std::error_code ec;
+        if (!dir.empty()) stdfs::remove_all(dir, ec);
+      }
+    } cleanup{scratch};
     json j = json::array();
     for (const auto& m : reg.models()) {
       json versions = json::array();
       for (const auto& v : reg.versions(m)) {
         VersionInfo info = reg.show(m, v);
-        versions.push_back({{"version", v}, {"aliases", info.aliases}, {"metrics", info.metrics},
-                            {"run_id", info.lineage.value("run_id", "")}});
+        json row{{"version", v}, {"aliases", info.aliases}, {"metrics", info.metrics},
+                 {"run_id", info.lineage.value("run_id", "")}};
+        if (common) {
+          json again{{"holdout", holdout}, {"holdout_id", common->id}, {"holdout_rows", common->rows}};
+          try {
+            again["accuracy"] = evaluator->accuracy(info.dir + "/model.h5", fs::listFiles(holdout, ".h5"));
+          } catch (const Error& e) {
+            again["error"] = e.what();
+          }
+          row["remeasured"] = again;
+        }
+        versions.push_back(row);
       }
       j.push_back({{"model", m}, {"aliases", reg.aliases(m)}, {"versions", versions}});
     }
     if (asJson) {
       std::cout << dumpJson(j, 2) << "\n";
-    } else {
-      for (const auto& m : j) {
-        for (const auto& v : m["versions"]) {
-          std::string aliases;
-          for (const auto& a : v["aliases"]) aliases += (aliases.empty() ? "" : ",") + a.get<std::string>();
-          std::cout << m["model"].get<std::string>() << "  " << v["version"].get<std::string>() << "  accuracy "
-                    << v["metrics"].value("accuracy", 0.0) << "  run " << v["run_id"].get<std::string>()
-                    << (aliases.empty() ? "" : "  [" + aliases + "]") << "\n";
+      return 0;
+    }
+    auto shortId = [](const std::string& id) { return id.empty() ? std::string("(not recorded)") : id.substr(0, 12); };
+    for (const auto& m : j) {
+      std::set<std::string> holdouts;
+      for (const auto& v : m["versions"]) {
+        const json& metrics = v["metrics"];
+        const std::string id = metrics.is_object() ? metrics.value("holdout_id", "") : "";
+        holdouts.insert(id);
+        std::string aliases;
+        for (const auto& a : v["aliases"]) aliases += (aliases.empty() ? "" : ",") + a.get<std::string>();
+        std::cout << m["model"].get<std::string>() << "  " << v["version"].get<std::string>() << "  accuracy "
+                  << (metrics.is_object() ? metrics.value("accuracy", 0.0) : 0.0) << " on holdout " << shortId(id);
+        if (metrics.is_object() && metrics.value("holdout_rows", int64_t{0}) > 0) {
+          std::cout << " (" << metrics.value("holdout_rows", int64_t{0}) << " rows)";
         }
+        std::cout << "  run " << v["run_id"].get<std::string>() << (aliases.empty() ? "" : "  [" + aliases + "]") << "\n";
+        if (v.contains("remeasured")) {
+          const json& a = v["remeasured"];
+          if (a.contains("accuracy")) {
+            std::cout << "    on " << holdout << ": accuracy " << a["accuracy"].get<double>() << " (holdout "
+                      << shortId(common->id) << ", " << common->rows << " rows)\n";
+          } else {
+            std::cout << "    on " << holdout << ": not measured: " << printable(a.value("error", "")) << "\n";
+          }
+        }
+      }
+      if (holdouts.size() > 1 && !common) {
+        std::cout << "note: the versions of " << m["model"].get<std::string>() << " were measured on " << holdouts.size()
+                  << " different holdouts: their accuracies are not comparable; `perennial registry list --holdout DIR` "
+                     "measures them all on one\n";
       }
     }
     return 0;

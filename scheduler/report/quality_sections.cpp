@@ -45,8 +45,17 @@ std::string versionsChart(const Model& m, const Ticks& yt) {
   if (!m.model.empty()) o += " &middot; model <code>" + h(m.model) + "</code>";
   o += "</span></figcaption>";
   std::vector<const VersionRow*> rows;
+  std::set<std::string> holdouts;
   for (const auto& v : m.versions) {
-    if (v.accuracy) rows.push_back(&v);
+    if (!v.accuracy) continue;
+    rows.push_back(&v);
+    holdouts.insert(v.holdoutId);
+  }
+  if (holdouts.size() > 1) {
+    o.insert(o.rfind("</span></figcaption>"),
+             " &middot; <b>measured on " + std::to_string(holdouts.size()) +
+                 " different holdouts</b>: points are joined only where the holdout is the same "
+                 "(<code>perennial registry list --holdout DIR</code> measures every version on one)");
   }
   if (rows.empty()) {
     o += emptyState("No registry versions yet", m.registryError.empty()
@@ -69,7 +78,15 @@ std::string versionsChart(const Model& m, const Ticks& yt) {
   o += axes(f, xt, yt, "version", "holdout accuracy");
   std::vector<Point> pts;
   for (size_t i = 0; i < rows.size(); ++i) pts.push_back({static_cast<double>(i + 1), *rows[i]->accuracy});
-  o += polyline(f, pts, kVersionLine, 2, "");
+  // Accuracies measured on different holdouts are not comparable: the line joins only
+  // neighbours measured on the same one (the gate adds the newest shards to the holdout when
+  // gate.newest_shards is set, so it changes from run to run).
+  for (size_t begin = 0; begin < rows.size();) {
+    size_t end = begin + 1;
+    while (end < rows.size() && rows[end]->holdoutId == rows[begin]->holdoutId) ++end;
+    if (end - begin > 1) o += polyline(f, std::vector<Point>(pts.begin() + begin, pts.begin() + end), kVersionLine, 2, "");
+    begin = end;
+  }
   Labels labels;
   for (const auto& p : pts) labels.mark(f.px(p.x), f.py(p.y), 5);
   std::string marks, texts;
@@ -77,7 +94,11 @@ std::string versionsChart(const Model& m, const Ticks& yt) {
     const VersionRow& v = *rows[i];
     const bool champ = m.championVersion && *m.championVersion == v.version;
     const double x = f.px(pts[i].x), y = f.py(pts[i].y);
-    std::string tip = h(m.model + ":" + v.version) + " &#8212; holdout accuracy " + fixed(*v.accuracy, 4) + "&#10;run " +
+    std::string tip = h(m.model + ":" + v.version) + " &#8212; holdout accuracy " + fixed(*v.accuracy, 4) +
+                      "&#10;holdout " + (v.holdoutId.empty() ? std::string("not recorded")
+                                                             : h(v.holdoutId.substr(0, 12)) + " (" +
+                                                                   std::to_string(v.holdoutRows) + " rows)") +
+                      "&#10;run " +
                       h(v.runId) + (v.at ? "&#10;published " + h(isoUtc(*v.at)) + " UTC" : "") +
                       (champ ? "&#10;champion" : "");
     if (champ) {

@@ -105,6 +105,8 @@ std::map<std::string, VersionInfo> loadRegistry(Model& m) {
         row.lineage = info.lineage;
         row.runId = text(info.lineage, "run_id");
         row.accuracy = number(info.metrics, "accuracy");
+        row.holdoutId = text(info.metrics, "holdout_id");
+        if (const auto rows = number(info.metrics, "holdout_rows")) row.holdoutRows = static_cast<int64_t>(*rows);
         infos.emplace(v, std::move(info));
       } catch (const std::exception&) {
         // Shown without its details; `perennial registry show` says what is wrong with it.

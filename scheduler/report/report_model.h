@@ -51,6 +51,8 @@ struct VersionRow {
   std::string dir;                 // Registry::path
   std::string runId;               // lineage.json's run_id
   std::optional<double> accuracy;  // metrics.json's holdout accuracy
+  std::string holdoutId;           // which holdout it was measured on ("" : not recorded)
+  int64_t holdoutRows = 0;
   std::optional<double> at;        // when its run ended, else when it was first promoted
   nlohmann::json lineage;          // lineage.json (null when the version does not read)
 };

@@ -139,6 +139,32 @@ assert v["decision"] == "pass" and v["champion"] is None, v
 assert [c["name"] for c in v["checks"]] == ["integrity", "sanity", "threshold.accuracy"], v["checks"]
 PY
 "$bin" registry list --root "$root" | grep "fashion  v1 .*\[champion\]" >/dev/null || fail "registry list shows v1 as champion"
+# Registry versions say which holdout their accuracy comes from (its shards' snapshot id and rows),
+# and `registry list --holdout DIR` measures every version again on one holdout.
+holdout_rows=$("$bin" data info --json "$t/holdout" | $py -c 'import json,sys; print(json.load(sys.stdin)["rows"])')
+holdout_id=$($py - "$root/runs/$run/verdict.json" "$holdout_rows" <<'PY'
+import json, re, sys
+v = json.load(open(sys.argv[1]))
+assert re.fullmatch("[0-9a-f]{64}", v["holdout_id"]) and v["holdout_rows"] == int(sys.argv[2]), v
+print(v["holdout_id"])
+PY
+) || fail "the verdict records the holdout's identity"
+"$bin" registry list --root "$root" | grep -F "fashion  v1  accuracy" | grep -F "on holdout ${holdout_id:0:12} ($holdout_rows rows)" >/dev/null ||
+  { "$bin" registry list --root "$root"; fail "registry list does not name the holdout of v1"; }
+"$bin" registry list --root "$root" --holdout "$t/holdout" --json >"$t/remeasured.json" 2>"$t/remeasured.log" ||
+  { cat "$t/remeasured.log"; fail "registry list --holdout"; }
+$py - "$t/remeasured.json" "$root/runs/$run/verdict.json" <<'PY' || fail "registry list --holdout measures each version again"
+import json, sys
+versions = json.load(open(sys.argv[1]))[0]["versions"]
+v = json.load(open(sys.argv[2]))
+again = versions[0]["remeasured"]
+assert versions[0]["metrics"]["holdout_id"] == v["holdout_id"] == again["holdout_id"], (versions[0], v)
+# The same model on the same holdout: the same number of rows right.
+assert abs(again["accuracy"] - v["candidate"]["accuracy"]) < 1e-12, (again, v["candidate"])
+PY
+"$bin" registry show --root "$root" fashion:v1 --holdout "$t/holdout" >"$t/refused.log" 2>&1 &&
+  fail "registry show accepted --holdout"
+grep -qF -- "--holdout and --device go with \`registry list\` only" "$t/refused.log" || { cat "$t/refused.log"; fail "the refusal of --holdout"; }
 "$bin" registry verify --root "$root" fashion:v1 >/dev/null || fail "registry verify"
 # The hand-off: the exported version has the MLP as TorchScript too, which PyTorch loads alone
 # and which reproduces the trainer's logits.

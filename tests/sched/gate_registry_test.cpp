@@ -648,6 +648,8 @@ TEST(GateVerdict, RoundTripsThroughJson) {
   cand.device = "cpu";
   Verdict v = judge(checks, cand, &champion);
   v.holdout = {"/data/holdout", "/root/data/abc.h5"};
+  v.holdoutId = std::string(64, 'c');
+  v.holdoutRows = 12000;
   v.config = "/etc/sched.cfg";
   ASSERT_FALSE(v.passed);
   const Verdict back = Verdict::fromJson(json::parse(v.toJson().dump(2)), "RUN/verdict.json");
@@ -659,7 +661,16 @@ TEST(GateVerdict, RoundTripsThroughJson) {
   EXPECT_EQ(back.champion->metrics, champion.metrics);
   EXPECT_EQ(back.champion->path, champion.path);
   EXPECT_EQ(back.holdout, v.holdout);
+  EXPECT_EQ(back.holdoutId, std::string(64, 'c'));
+  EXPECT_EQ(back.holdoutRows, 12000);
   EXPECT_EQ(back.device, "cpu");
+  // A verdict written before the holdout's identity was recorded still reads, without it.
+  json old = v.toJson();
+  old.erase("holdout_id");
+  old.erase("holdout_rows");
+  const Verdict older = Verdict::fromJson(old, "RUN/verdict.json");
+  EXPECT_EQ(older.holdoutId, "");
+  EXPECT_EQ(older.holdoutRows, 0);
 
   // A regression candidate keeps its regression metrics; the first model has no champion.
   ModelEval reg = evalOf(-1, 0.25, "/runs/r3/model.h5");
@@ -693,6 +704,10 @@ TEST(GateVerdict, FromJsonRefusesWhatIsNotAVerdict) {
                 "RUN/verdict.json: 'candidate' is missing");
   expectRefused({{"decision", "pass"}, {"checks", json::array()}, {"candidate", {{"path", "m.h5"}, {"loss", 1.0}}}},
                 "RUN/verdict.json: candidate: 'accuracy' is missing");
+  expectRefused({{"decision", "pass"}, {"checks", json::array()}, {"candidate", candidate}, {"holdout_id", 7}},
+                "RUN/verdict.json: 'holdout_id' must be a string");
+  expectRefused({{"decision", "pass"}, {"checks", json::array()}, {"candidate", candidate}, {"holdout_rows", -1}},
+                "RUN/verdict.json: 'holdout_rows' must be a non-negative integer");
 }
 
 // Verdict::read: none for a file that is not there; DataError naming the file for one that is

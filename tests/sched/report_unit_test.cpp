@@ -388,5 +388,32 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
   EXPECT_NE(page.find("in flight"), std::string::npos);
 }
 
+// Versions measured on different holdouts: the chart says so, each point names its holdout, and
+// the line joins only the versions measured on the same one.
+TEST_F(ReportTest, VersionsOnDifferentHoldoutsAreLabelledAndNotJoined) {
+  write(dir_ + "/weights.h5", "weights");
+  Registry reg(root_ + "/registry");
+  const std::string a(64, 'a'), b(64, 'b');
+  int n = 0;
+  for (const auto& [accuracy, holdout] : std::vector<std::pair<double, std::string>>{{0.80, a}, {0.82, a}, {0.79, b}}) {
+    PublishRequest req;
+    req.name = "m";
+    req.weights = dir_ + "/weights.h5";
+    req.runId = "r00000" + std::to_string(++n);
+    req.lineage = {{"run_id", req.runId}};
+    req.metrics = {{"accuracy", accuracy}, {"holdout_id", holdout}, {"holdout_rows", 1000 * n}};
+    reg.promote("m", reg.publish(req), "test");
+  }
+  const std::string page = render();
+  keep(page, "holdouts.html");
+  expectWellFormedPage(page);
+  const std::string quality = page.substr(page.find("<section id=\"quality\""));
+  const std::string versions = quality.substr(0, quality.find("</figure>"));
+  EXPECT_NE(versions.find("measured on 2 different holdouts"), std::string::npos) << versions;
+  EXPECT_NE(versions.find("holdout aaaaaaaaaaaa (2000 rows)"), std::string::npos);
+  EXPECT_NE(versions.find("holdout bbbbbbbbbbbb (3000 rows)"), std::string::npos);
+  EXPECT_EQ(count(versions, "<polyline"), 1u) << "v1-v2 joined, v3 alone";
+}
+
 }  // namespace
 }  // namespace perennial::sched

@@ -14,8 +14,10 @@
 
 #include "common/h5.h"
 #include "common/error.h"
+#include "common/sha256.h"
 #include "dataset/profile.h"
 #include "dataset/shard_validator.h"
+#include "dataset/snapshot.h"
 #include "tests/sched/shard_fixtures.h"
 #include "dataset/shard_dataset.h"
 
@@ -821,6 +823,30 @@ TEST_F(ValidatorTest, RegressionShardsAreCheckedAgainstTheirOwnSpec) {
   const std::string bad = path("nan.h5");
   data::writeShard(bad, spec, x.data(), nan.data(), 2);
   expectRejected(bad, rules, "finite", {"y", "row 1", "NaN"});
+}
+
+// The identity the gate records for its holdout: the snapshot id of the shards' bytes (not of
+// their paths) and their rows.
+TEST_F(ValidatorTest, ShardSetIdentityFollowsTheBytesNotThePaths) {
+  const auto images = makeImages(kRows, kElems);
+  const auto labels = makeLabels(kRows);
+  stdfs::create_directories(path("a"));
+  stdfs::create_directories(path("b"));
+  data::writeShard(path("a/shard-0.h5"), fashionSpec(), images.data(), labels.data(), kRows);
+  auto other = images;
+  other[0] = 9;
+  data::writeShard(path("a/shard-1.h5"), fashionSpec(), other.data(), labels.data(), kRows);
+  stdfs::copy_file(path("a/shard-0.h5"), path("b/x-0.h5"));
+  stdfs::copy_file(path("a/shard-1.h5"), path("b/x-1.h5"));
+  const data::ShardSetIdentity a = data::identifyShards(path("a"));
+  const data::ShardSetIdentity b = data::identifyShards(path("b"));
+  EXPECT_EQ(a.id, b.id) << "the same bytes in the same order under other names";
+  EXPECT_EQ(a.rows, 2 * kRows);
+  EXPECT_EQ(a.shards, 2u);
+  EXPECT_EQ(a.id, data::snapshotId({toHex(sha256File(path("a/shard-0.h5"))), toHex(sha256File(path("a/shard-1.h5")))}));
+  stdfs::remove(path("b/x-1.h5"));
+  EXPECT_NE(data::identifyShards(path("b")).id, a.id) << "one shard fewer";
+  EXPECT_THROW(data::identifyShards(path("nowhere")), Error);
 }
 
 }  // namespace
