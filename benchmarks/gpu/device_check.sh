@@ -319,7 +319,7 @@ step_tests() {
   else
     sval nccl_test failed; note "NCCL test failed (rc $r1)"; rc=1
   fi
-  # the device tests (tests/unit/device_test.cpp) run on the GPU when there is one: collectives on
+  # the device tests (tests/trainer/device_test.cpp) run on the GPU when there is one: collectives on
   # GPU tensors, checkpoints between GPU and CPU, exact resume, CPU evaluation
   out=$(ours t "$MPIRUN" -np 1 "$BUILD/tests/perennial_model_tests" 2>&1); local r3=$?
   echo "$out" | grep -E 'device (cpu|cuda)|\[  (PASSED|FAILED|SKIPPED) \]|Failure|error' | sort -u | head -20

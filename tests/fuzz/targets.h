@@ -1,6 +1,6 @@
 #pragma once
 // The fuzz targets' entry points (tests/fuzz/*_fuzz.cpp wrap them for libFuzzer;
-// tests/unit/fuzz_regressions_test.cpp replays tests/fuzz/regressions/ through them with gcc).
+// tests/fuzz/regressions_replay_test.cpp replays tests/fuzz/regressions/ through them with gcc).
 //
 // Each entry point feeds one input to one parser and swallows the rejections that parser is
 // documented to throw; anything else escapes: another exception type (an uncaught

@@ -20,7 +20,9 @@ ControlValues roundTrip(int world, const std::vector<double>& losses, const std:
   for (int r = 0; r < world; ++r) {
     encodeControl(mine.data(), world, r, stops[r], losses[r], wire);
     for (size_t i = 0; i < sum.size(); ++i) {
-      if (r != 0 && i > 0) EXPECT_TRUE(mine[i] == 0 || sum[i] == 0) << "slot " << i << " written by two ranks";
+      if (r != 0 && i > 0) {
+        EXPECT_TRUE(mine[i] == 0 || sum[i] == 0) << "slot " << i << " written by two ranks";
+      }
       sum[i] += mine[i];
     }
   }

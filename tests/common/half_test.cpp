@@ -19,8 +19,12 @@ TEST(Half, EverySixteenBitValueConvertsAsLibTorch) {
     const float tf = static_cast<float>(c10::Half(h, c10::Half::from_bits()));
     ASSERT_TRUE(std::memcmp(&b, &tb, 4) == 0 || (std::isnan(b) && std::isnan(tb))) << std::hex << bits;
     ASSERT_TRUE(std::memcmp(&f, &tf, 4) == 0 || (std::isnan(f) && std::isnan(tf))) << std::hex << bits;
-    if (!std::isnan(b)) ASSERT_EQ(floatToBf16(b), h) << std::hex << bits;
-    if (!std::isnan(f)) ASSERT_EQ(floatToHalf(f), h) << std::hex << bits;
+    if (!std::isnan(b)) {
+      ASSERT_EQ(floatToBf16(b), h) << std::hex << bits;
+    }
+    if (!std::isnan(f)) {
+      ASSERT_EQ(floatToHalf(f), h) << std::hex << bits;
+    }
   }
 }
 
