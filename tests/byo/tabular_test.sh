@@ -10,8 +10,7 @@ bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
 py=/usr/bin/python3
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
+scratch
 mpirun=(mpirun -np 2 --oversubscribe)
 
 # A linear relation with features on very different scales and offsets, plus unit noise; an id

@@ -10,8 +10,7 @@ bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
 py=/usr/bin/python3
-t=$(mktemp -d)
-trap 'pkill -9 -f "$t/" 2>/dev/null || true; rm -rf "$t"' EXIT
+scratch
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
 mkdir -p "$t/holdout" "$t/root/incoming"

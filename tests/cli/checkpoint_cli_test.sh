@@ -5,9 +5,8 @@
 # usage: checkpoint_cli_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$src/tests/cli/lib.sh"
+scratch work
 sha() { json "$1/result.json" param_sha256; }
 # same_metrics RUN REF [STOPPED_AT]: every line of RUN's metrics.jsonl is whole, and it lists the
 # same records (kind and step, in order) as REF's with the same evaluations: a resumed run drops

@@ -6,8 +6,7 @@ set -euo pipefail
 bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
-t=$(mktemp -d)
-trap 'pkill -9 -f "$t/" 2>/dev/null || true; rm -rf "$t"' EXIT
+scratch
 bash "$src/scripts/demo-run.sh" "$bin" "$t/demo" --quick >"$t/out.txt" 2>&1 || { cat "$t/out.txt"; fail "the demo failed"; }
 root=$t/demo/root
 /usr/bin/python3 - "$root" <<'PY' || { cat "$t/out.txt"; fail "what the demo must show"; }

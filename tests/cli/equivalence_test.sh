@@ -13,9 +13,8 @@
 # usage: equivalence_test.sh PERENNIAL SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$src/tests/cli/lib.sh"
+scratch work
 py=/usr/bin/python3
 
 "$bin" data import-fashion-mnist --out "$work/fm" --shard-size 2000 >/dev/null

@@ -3,9 +3,8 @@
 # usage: errors_cli_test.sh PERENNIAL_BINARY SOURCE_DIR
 set -uo pipefail
 bin=$1 src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$src/tests/cli/lib.sh"
+scratch work
 
 expect() {  # expect CODE PATTERN -- ARGS...
   local code=$1 pattern=$2; shift 3

@@ -1,5 +1,15 @@
 # Helpers shared by the CLI test scripts (sourced).
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# scratch [VAR]: a fresh temporary folder in $VAR (default t), removed at exit together with every
+# process still running from it (a daemon, mpirun's ranks, a supervisor) so that a failing test
+# leaves nothing behind. Sets the EXIT trap; a test that needs more cleanup sets its own instead.
+scratch() {
+  local var=${1:-t} dir
+  dir=$(mktemp -d)
+  printf -v "$var" '%s' "$dir"
+  # shellcheck disable=SC2064  # the folder is known now
+  trap "pkill -9 -f '$dir/' 2>/dev/null || true; rm -rf '$dir'" EXIT
+}
 # json FILE KEY: prints a top-level value of a JSON file.
 json() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 # sched_until_promoted BIN ROOT SCHED_CFG LOG WHAT: ticks the scheduler (its output appended to LOG)

@@ -4,9 +4,8 @@
 # usage: train_cli_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$src/tests/cli/lib.sh"
+scratch work
 
 "$bin" data import-fashion-mnist --out "$work/fm" --shard-size 15000 >/dev/null
 [ "$(ls "$work/fm/train" | wc -l)" = 4 ] || fail "expected 4 training shards of 15000 rows"

@@ -8,9 +8,8 @@ set -euo pipefail
 bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
+scratch
 py=/usr/bin/python3
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 3000 >/dev/null
 mkdir -p "$t/train" "$t/holdout"

@@ -11,9 +11,8 @@ set -euo pipefail
 bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
+scratch
 py=/usr/bin/python3
-t=$(mktemp -d)
-trap 'pkill -9 -f "$t/" 2>/dev/null || true; rm -rf "$t"' EXIT
 
 sched_fixture "$bin" "$t"
 cat >>"$t/sched.cfg" <<CFG
