@@ -15,14 +15,8 @@ if [ "$(id -u)" != 0 ] || ! unshare --uts true 2>/dev/null; then
   echo "SKIP: simulating another host needs root and UTS namespaces (unshare --uts)"
   exit 77
 fi
-t=$(mktemp -d)
+scratch  # the daemons run with --root "$t/root": scratch's cleanup kills them too
 daemon=
-cleanup() {
-  [ -n "$daemon" ] && kill -9 "$daemon" 2>/dev/null || true
-  pkill -9 -f "$t/" 2>/dev/null || true  # anything else started on this root
-  rm -rf "$t"
-}
-trap cleanup EXIT
 
 mkdir -p "$t/holdout"
 printf '[model]\narch = mlp\n' >"$t/train.cfg"

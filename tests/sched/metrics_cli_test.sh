@@ -10,14 +10,8 @@ bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
 py=/usr/bin/python3
-t=$(mktemp -d)
+scratch  # the daemon runs with --root "$t/root": scratch's cleanup kills it too
 daemon=
-cleanup() {
-  [ -n "$daemon" ] && kill -9 "$daemon" 2>/dev/null || true
-  pkill -9 -f "$t/" 2>/dev/null || true
-  rm -rf "$t"
-}
-trap cleanup EXIT
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
 mkdir -p "$t/holdout"

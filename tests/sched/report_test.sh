@@ -17,12 +17,7 @@ if [ -z "$chromium" ]; then
 fi
 py=/usr/bin/python3
 start=$SECONDS
-t=$(mktemp -d)
-cleanup() {
-  pkill -9 -f "$t/" 2>/dev/null || true
-  rm -rf "$t"
-}
-trap cleanup EXIT
+scratch
 artifacts=${PERENNIAL_TEST_ARTIFACTS:-${TMPDIR:-/tmp}}
 mkdir -p "$artifacts"
 

@@ -9,9 +9,8 @@ bin=$1
 src=$2
 . "$src/tests/cli/lib.sh"
 py=/usr/bin/python3
-t=$(mktemp -d)
+scratch  # the daemon runs with --root "$t/root": scratch's cleanup kills it too
 daemon=
-trap '[ -z "$daemon" ] || kill -9 "$daemon" 2>/dev/null; pkill -9 -f "$t/" 2>/dev/null || true; rm -rf "$t"' EXIT
 
 sched_fixture "$bin" "$t"
 cat >>"$t/sched.cfg" <<CFG
