@@ -187,11 +187,11 @@ grep -q "PERENNIAL_WEIGHTS=$root/registry/fashion/versions/v1/model.h5" "$root/r
 
 # Cancel: an on-demand run is started, then cancelled while it trains.
 "$bin" sched trigger --root "$root" --reason "cancel test" >/dev/null
-wait_for 180 "len(R) == 2 and R[0]['state'] == 'running'"
+wait_for 120 "len(R) == 2 and R[0]['state'] == 'running'"
 run2=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
 for _ in $(seq 100); do grep -q "step " "$root/runs/$run2/attempt-1/log" 2>/dev/null && break; sleep 0.2; done
 "$bin" sched cancel --root "$root" "$run2" >/dev/null
-wait_for 180 "R[0]['state'] == 'cancelled'"
+wait_for 120 "R[0]['state'] == 'cancelled'"
 "$bin" sched runs --root "$root" --json | $py -c "
 import json,sys; r=json.load(sys.stdin)[0]; assert r['attempt'] == 1 and r['trigger'] == 'on_demand', r" ||
   fail "a cancelled run is not retried"
