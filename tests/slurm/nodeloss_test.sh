@@ -56,7 +56,8 @@ both_idle() {
 wait_for() {
   local deadline=$((SECONDS + $3))
   until grep -qF -- "$2" "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || { grep -v "step .* loss" "$1" 2>/dev/null | tail -40; fail "'$2' not in $1 after $3 s"; }
+    # To stderr: callers take this function's output as a time.
+    [ $SECONDS -lt $deadline ] || { grep -v "step .* loss" "$1" 2>/dev/null | tail -40 >&2; fail "'$2' not in $1 after $3 s"; }
     sleep 0.2
   done
   date +%s.%N
