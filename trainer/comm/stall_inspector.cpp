@@ -381,6 +381,13 @@ std::vector<PeerReport> StallInspector::probe(std::chrono::milliseconds budget) 
       for (;;) {
         const int fd = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) break;
+        // A flood of connections (anyone on the host may connect) costs descriptors: beyond
+        // twice the job's ranks (every other rank asking at once is the norm), or 64, waiting at
+        // once, a connection is closed unanswered.
+        if (clients.size() >= std::max<size_t>(64, 2 * peers_.size())) {
+          ::close(fd);
+          continue;
+        }
         clients.push_back({fd, "", Clock::now() + kServeWait});
       }
     }
