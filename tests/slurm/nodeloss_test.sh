@@ -113,7 +113,13 @@ for how in kill link; do
   reason="no connection within 3.0 s"
   if [ $how = kill ]; then reason="no connection: "; fi
   state=$(wait_job "$job" 300)
-  [ "$state" = COMPLETED ] || { cat "$t/$name.log"; fail "$name: job ended $state"; }
+  if [ "$state" != COMPLETED ]; then
+    sleep 2  # the script's last lines reach the log after the state changes
+    cat "$t/$name.log"
+    scontrol show job "$job" 2>&1 | sed 's/^/scontrol: /'
+    sinfo -N 2>&1 | sed 's/^/sinfo: /'
+    fail "$name: job ended $state"
+  fi
   check_loss "$name" "$t/$name.log" "$t/$name" "$reason"
   case $how in
     kill) "$cluster_sh" restart-node "$cluster" node2 2>/dev/null ;;
