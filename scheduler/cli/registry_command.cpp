@@ -11,6 +11,7 @@
 #include <set>
 #include <iostream>
 #include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -84,11 +85,13 @@ int registryCommand(const std::vector<std::string>& args) {
     // --holdout DIR: every version measured again on one holdout, in child processes
     // (`perennial eval`), as the scheduler's decay trigger does.
     std::optional<data::ShardSetIdentity> common;
+    std::vector<std::string> holdoutShards;  // listed once for every version
     std::unique_ptr<SubprocessEvaluator> evaluator;
     std::string scratch;
     if (!holdout.empty()) {
       try {
         common = data::identifyShards(holdout);
+        holdoutShards = fs::listFiles(holdout, ".h5");
       } catch (const Error& e) {
         throw ConfigError(std::string("--holdout: ") + e.what());
       }
@@ -115,7 +118,7 @@ int registryCommand(const std::vector<std::string>& args) {
         if (common) {
           json again{{"holdout", holdout}, {"holdout_id", common->id}, {"holdout_rows", common->rows}};
           try {
-            again["accuracy"] = evaluator->accuracy(info.dir + "/model.h5", fs::listFiles(holdout, ".h5"));
+            again["accuracy"] = evaluator->accuracy(info.dir + "/model.h5", holdoutShards);
           } catch (const Error& e) {
             again["error"] = e.what();
           }
