@@ -1,32 +1,22 @@
 #include "trainer/trainer.h"
-#include "trainer/evaluation.h"
-#include "trainer/run_dir.h"
-#include "common/text.h"
 
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstring>
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <future>
-#include <map>
-#include <sstream>
-#include <tuple>
+#include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/checkpoint_store.h"
-#include "checkpoint/tensor_file.h"
+#include "common/elapsed.h"
 #include "common/error.h"
 #include "common/fs_util.h"
-#include "common/read_file.h"
 #include "common/log.h"
 #include "common/sha256.h"
-#include "dataset/snapshot.h"
+#include "dataset/shard_dataset.h"
 #include "perennial/build_config.h"
 #include "trainer/blas_info.h"
 #include "trainer/checkpoint_staging.h"
@@ -35,63 +25,23 @@
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/data/batch_loader.h"
 #include "trainer/data/distributed_sampler.h"
-#include "dataset/shard_dataset.h"
+#include "trainer/data_identity.h"
 #include "trainer/device.h"
+#include "trainer/evaluation.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/fused_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
 #include "trainer/progress.h"
-#include "trainer/step_timer.h"
+#include "trainer/resume.h"
+#include "trainer/run_dir.h"
 #include "trainer/run_logs.h"
+#include "trainer/run_outputs.h"
+#include "trainer/step_timer.h"
 #include "trainer/stop_signal.h"
 #include "trainer/train_plan.h"
 
 namespace perennial {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-using json = nlohmann::json;
-
-double secondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// model.pt (NOTE [TorchScript export]), written whole or not at all; a model that cannot be
-// exported leaves none (not even one of an earlier run in the same directory).
-void saveTorchScriptAtomically(const Model& model, const std::string& path) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::string whyNot;
-  if (!saveAsTorchScript(model, tmp, &whyNot)) {
-    std::filesystem::remove(path);
-    log::get("train")->info("no {}: {}", path, whyNot);
-    return;
-  }
-  fs::fsyncFile(tmp);
-  fs::publish(tmp, path);
-}
-
-// A finished run's artefacts, written by rank 0 in this order: model.pt (the model as TorchScript
-// with its trained weights, so that the run directory and the registry version that copies it are
-// self-contained and load in PyTorch and LibTorch), model.h5 (the weights, the configuration and
-// the normalization), and result.json last: a result.json means the run is complete.
-void writeOutputs(const std::string& runDir, const std::string& arch, const std::string& configText, const Model& model,
-                  const Normalization& norm, const std::vector<int64_t>& featureShape, const TrainResult& result) {
-  std::vector<checkpoint::TensorView> views;
-  std::vector<torch::Tensor> keep;
-  for (const auto& [name, value] : stateDict(*model)) {
-    torch::Tensor t = value.detach().to(torch::kCPU).contiguous();
-    keep.push_back(t);
-    views.push_back({name, toDType(t.scalar_type()), t.sizes().vec(), t.data_ptr()});
-  }
-  std::vector<checkpoint::Group> extra;
-  if (norm.active()) extra.push_back(normalizationGroup(featureShape, norm.mean, norm.stdev));
-  saveTorchScriptAtomically(model, runDir + "/" + run_dir::kTorchScript);
-  checkpoint::writeTensorFile(runDir + "/" + run_dir::kModel, views,
-                              {{"arch", arch}, {"param_sha256", result.paramSha256},
-                               {"config", configText}, {"perennial_version", PERENNIAL_VERSION}},
-                              std::move(extra));
-  fs::writeFileAtomic(runDir + "/" + run_dir::kResult, dumpJson(result.toJson(), 2) + "\n");
-}
 
 void checkSameWeights(const std::string& localHash, Communicator& comm) {
   if (comm.size() == 1) return;
@@ -124,132 +74,6 @@ void broadcastBuffers(torch::nn::Module& model, Communicator& comm) {
   }
 }
 
-}  // namespace
-
-std::string resolveDeviceName(const std::string& setting, const std::string& key) {
-  return resolveDevice(setting, key).name();
-}
-
-namespace {
-
-// Lines "key = value" of two resolved configs that differ, for a resume warning.
-std::string configDiff(const std::string& before, const std::string& after) {
-  auto parse = [](const std::string& text) {
-    std::map<std::string, std::string> kv;
-    std::istringstream in(text);
-    std::string line, section;
-    while (std::getline(in, line)) {
-      if (line.size() > 2 && line.front() == '[') {
-        section = line.substr(1, line.size() - 2);
-      } else if (auto eq = line.find(" = "); eq != std::string::npos) {
-        kv[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
-      }
-    }
-    return kv;
-  };
-  auto a = parse(before), b = parse(after);
-  std::string out;
-  for (const auto& [k, v] : b) {
-    auto it = a.find(k);
-    const std::string old = it == a.end() ? "(unset)" : it->second;
-    if (old != v) out += (out.empty() ? "" : ", ") + k + " " + old + " -> " + v;
-  }
-  return out;
-}
-
-// Broadcasts a string from rank 0.
-std::string broadcastString(Communicator& comm, std::string value) {
-  int64_t n = static_cast<int64_t>(value.size());
-  comm.broadcast(&n, sizeof(n), 0);
-  value.resize(static_cast<size_t>(n));
-  comm.broadcast(value.data(), value.size(), 0);
-  return value;
-}
-
-// NOTE [Data identity]: every run start hashes each training shard once (SHA-256 of its bytes,
-// read through the descriptor the rows are read from), the ranks sharing the work: shards are
-// dealt out largest first to the rank with the fewest bytes so far (sizes from rank 0, so every
-// rank deals the same way), and the digests are summed across ranks (each is non-zero on its
-// owner only). The snapshot id is dataset/snapshot.h's recipe over them, the scheduler's, so a
-// scheduler run's result.json, checkpoints and lineage hold one id, the catalog's. With
-// data.snapshot the shards are checked against it (NOTE [Snapshot check], shard_dataset.h) on
-// every rank, which all stop with the same DataError on a mismatch.
-struct DataIdentity {
-  std::string snapshot;  // the id
-  std::string shards;    // "SHA-256 FILE-NAME" per line, for checkpoints
-};
-
-DataIdentity dataIdentity(const data::ShardedDataset& ds, const std::string& snapshotFile, Communicator& comm) {
-  std::error_code missing;
-  if (!snapshotFile.empty() && !std::filesystem::is_regular_file(snapshotFile, missing)) {
-    throw ConfigError("data.snapshot: " + snapshotFile + ": no such file");  // before any hashing
-  }
-  const auto t0 = Clock::now();
-  const size_t n = ds.numShards();
-  const int world = comm.size(), rank = comm.rank();
-  std::vector<int64_t> sizes(n, 0);
-  if (rank == 0) {
-    for (size_t i = 0; i < n; ++i) {
-      std::error_code ec;
-      const auto bytes = std::filesystem::file_size(ds.shardPaths()[i], ec);
-      sizes[i] = ec ? 0 : static_cast<int64_t>(bytes);
-    }
-  }
-  if (world > 1 && n > 0) comm.broadcast(sizes.data(), n * sizeof(int64_t), 0);
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
-  std::vector<int64_t> load(static_cast<size_t>(world), 0);
-  std::vector<int> owner(n, 0);
-  for (size_t i : order) {
-    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
-    owner[i] = r;
-    load[static_cast<size_t>(r)] += std::max<int64_t>(sizes[i], 1);
-  }
-  // 32 bytes per digest as 8 words of 32 bits, summed as int64 (exact; zero off the owner).
-  std::vector<int64_t> words(n * 8, 0);
-  for (size_t i = 0; i < n; ++i) {
-    if (owner[i] != rank) continue;
-    const Digest d = ds.hashShard(i);
-    for (size_t k = 0; k < 8; ++k) {
-      words[i * 8 + k] = (int64_t{d[4 * k]} << 24) | (int64_t{d[4 * k + 1]} << 16) | (int64_t{d[4 * k + 2]} << 8) |
-                         int64_t{d[4 * k + 3]};
-    }
-  }
-  const double mine = secondsSince(t0);
-  if (world > 1 && n > 0) comm.allReduceSum(words.data(), words.size());
-  std::vector<data::ShardIdentity> found(n);
-  data::SnapshotIdBuilder id;
-  DataIdentity out;
-  int64_t bytes = 0;
-  for (size_t i = 0; i < n; ++i) {
-    Digest d{};
-    for (size_t k = 0; k < 8; ++k) {
-      const auto w = static_cast<uint32_t>(words[i * 8 + k]);
-      d[4 * k] = static_cast<uint8_t>(w >> 24);
-      d[4 * k + 1] = static_cast<uint8_t>(w >> 16);
-      d[4 * k + 2] = static_cast<uint8_t>(w >> 8);
-      d[4 * k + 3] = static_cast<uint8_t>(w);
-    }
-    found[i] = {ds.shardPaths()[i], toHex(d), ds.shardRows(i)};
-    id.add(found[i].sha256);
-    out.shards += found[i].sha256 + " " + std::filesystem::path(found[i].path).filename().string() + "\n";
-    bytes += sizes[i];
-  }
-  out.snapshot = id.finish();
-  auto log = log::get("train");
-  char line[256];
-  std::snprintf(line, sizeof(line), "hashed %zu training shards (%.1f MiB) in %.2f s on %d rank(s) (rank 0's share: %.2f s)",
-                n, static_cast<double>(bytes) / (1 << 20), secondsSince(t0), world, mine);
-  if (snapshotFile.empty()) {
-    if (rank == 0) log->info("{}; data snapshot {}", line, out.snapshot);
-    return out;
-  }
-  data::checkSnapshot(snapshotFile, found);  // throws on every rank alike
-  if (rank == 0) log->info("{}; all match {} (snapshot {})", line, snapshotFile, out.snapshot);
-  return out;
-}
-
 // "node1 (ranks 0-1), node2 (ranks 2-3)": the ranks of each host, in order of first appearance.
 std::string ranksByHost(const std::vector<std::string>& hosts) {
   std::vector<std::pair<std::string, std::vector<int>>> groups;
@@ -272,54 +96,56 @@ std::string ranksByHost(const std::vector<std::string>& hosts) {
   return out;
 }
 
-}  // namespace
 
-TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm,
-                  const TrainOptions& options) {
-  const auto wallStart = Clock::now();
-  const int rank = comm.rank(), world = comm.size();
-  const bool lead = rank == 0;
+// The device a rank trains on, and the communicator that carries the model's tensors.
+struct Placement {
+  RankPlacement where;
+  LocalRank local;
+  TrainDevice dev;
+  std::string determinism;  // configureDeterminism's account, for the log
+  // NOTE [Two communicators] (communicator.h): the host communicator carries host values; this one
+  // the model's tensors. Null: the host communicator carries both.
+  std::unique_ptr<Communicator> tensorComm;
+  std::string tensorCommWhy;
+};
+
+// The device first: determinism settings must precede the first CUDA call. A rank takes the GPU
+// of its node-local rank (NOTE [Rank placement]). Collective: every rank must train on the same
+// kind of device.
+Placement placeRank(const TrainConfig& c, Communicator& comm) {
   auto log = log::get("train");
-
-  requireRegisteredModel(c.arch);  // before any data are read
-  // The device first: determinism settings must precede the first CUDA call. A rank takes the
-  // GPU of its node-local rank (NOTE [Rank placement]).
-  const RankPlacement where = comm.placement();
-  const LocalRank local = localRankOf(comm);
-  const TrainDevice dev = resolveDevice(c.device, local);
-  const std::string determinism = configureDeterminism(dev, c.deterministic);
+  const int world = comm.size();
+  Placement p{comm.placement(), localRankOf(comm), {}, {}, nullptr, {}};
+  p.dev = resolveDevice(c.device, p.local);
+  p.determinism = configureDeterminism(p.dev, c.deterministic);
   // Every rank says where it runs: the host, its local rank and the GPU it takes by it, and the
   // interfaces its MPI traffic may use; rank 0 adds the layout of the whole job.
-  log->info("on host {}: local rank {} of {} on this node (from {}); {}; MPI over TCP: {}", where.host, local.rank,
-            local.size, local.source,
-            dev.cuda() ? "trains on " + dev.name()
-                       : "device cpu (on GPUs it would take local GPU " + std::to_string(local.rank) +
-                             ": local rank modulo the GPUs visible)",
-            where.network);
-  if (!local.note.empty()) log->warn("{}", local.note);
-  if (dev.cuda() && local.size > cudaDeviceCount()) {
-    log->warn("{} ranks on this node share {} GPU(s)", local.size, cudaDeviceCount());
+  log->info("on host {}: local rank {} of {} on this node (from {}); {}; MPI over TCP: {}", p.where.host, p.local.rank,
+            p.local.size, p.local.source,
+            p.dev.cuda() ? "trains on " + p.dev.name()
+                         : "device cpu (on GPUs it would take local GPU " + std::to_string(p.local.rank) +
+                               ": local rank modulo the GPUs visible)",
+            p.where.network);
+  if (!p.local.note.empty()) log->warn("{}", p.local.note);
+  if (p.dev.cuda() && p.local.size > cudaDeviceCount()) {
+    log->warn("{} ranks on this node share {} GPU(s)", p.local.size, cudaDeviceCount());
   }
-  if (lead && world > 1) log->info("world size {} on {} node(s): {}", world, where.nodes(), ranksByHost(where.hosts));
-  {
-    // Every rank must train on the same kind of device (the generator states gathered at each
-    // save, and the tensor communicator, assume it).
-    int32_t cudaRanks = dev.cuda() ? 1 : 0;
-    comm.allReduce(&cudaRanks, 1, DType::kInt32, ReduceOp::kSum);
-    if (cudaRanks != 0 && cudaRanks != world) {
-      throw ConfigError("train.device: " + c.device + " resolved to a GPU on " + std::to_string(cudaRanks) + " of " +
-                        std::to_string(world) + " ranks (the others see no GPU); set train.device = cpu or cuda");
-    }
+  if (comm.rank() == 0 && world > 1) {
+    log->info("world size {} on {} node(s): {}", world, p.where.nodes(), ranksByHost(p.where.hosts));
   }
-  // NOTE [Two communicators] (communicator.h): COMM carries host values; TCOMM the model's tensors.
-  std::string tensorCommWhy;
-  std::unique_ptr<Communicator> tensorComm =
-      makeTensorCommunicator(comm, c.backend, dev.cudaIndex(), computeStream(dev),
-                             std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000)), &tensorCommWhy);
-  Communicator& tcomm = tensorComm ? *tensorComm : comm;
+  // The generator states gathered at each save, and the tensor communicator, assume one kind.
+  int32_t cudaRanks = p.dev.cuda() ? 1 : 0;
+  comm.allReduce(&cudaRanks, 1, DType::kInt32, ReduceOp::kSum);
+  if (cudaRanks != 0 && cudaRanks != world) {
+    throw ConfigError("train.device: " + c.device + " resolved to a GPU on " + std::to_string(cudaRanks) + " of " +
+                      std::to_string(world) + " ranks (the others see no GPU); set train.device = cpu or cuda");
+  }
+  p.tensorComm = makeTensorCommunicator(comm, c.backend, p.dev.cudaIndex(), computeStream(p.dev),
+                                        std::chrono::milliseconds(static_cast<int64_t>(c.timeoutS * 1000)),
+                                        &p.tensorCommWhy);
   torch::set_num_threads(static_cast<int>(c.threads));
   setBlasThreads(static_cast<int>(c.threads));
-  if (lead) {
+  if (comm.rank() == 0) {
     BlasInfo blas = detectBlas();
     log->info("BLAS: {} ({}){}", blas.vendor, blas.library.empty() ? "not loaded" : blas.library,
               blas.config.empty() ? "" : ", " + blas.config);
@@ -328,457 +154,530 @@ TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator&
                 "(apt-get install libopenblas0-pthread, or scripts/install-deps.sh)");
     }
   }
+  return p;
+}
 
-  data::ShardedDataset trainSet(c.trainDir);
-  data::ShardedDataset testSet(c.testDir);
-  const data::DatasetSpec& spec = trainSet.spec();
-  // The checks that need the data, and the step arithmetic (trainer/train_plan.h).
-  const TrainPlan plan = planTraining(c, spec, testSet.spec(), trainSet.size(), world);
-  const std::string& keepBest = plan.keepBest;
-  const int64_t localBatch = plan.localBatch, perStep = plan.perStep, globalBatch = plan.globalBatch;
-  const int64_t stepsPerEpoch = plan.stepsPerEpoch;
-  int64_t scheduleSteps = plan.scheduleSteps;  // shortened by a resharded resume below
-  const double lossScale = plan.lossScale;
-  data::DistributedSampler sampler(trainSet.size(), world, rank, c.seed);
-  PERENNIAL_CHECK(sampler.samplesPerRank() / perStep == stepsPerEpoch, "the plan's steps per epoch differ from the sampler's");
-
-  // Initialised on the CPU from the shared seed (the same weights whatever the device), then moved.
+// Initialised on the CPU from the shared seed (the same weights whatever the device), then moved.
+Model initialModel(const TrainConfig& c, const data::DatasetSpec& spec, const TrainDevice& dev) {
   torch::manual_seed(c.seed);
   Model model = makeModel(c, modelInput(spec));
   model->to(dev.device);
-  std::vector<torch::Tensor> params = model->parameters();
-  const auto capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
-  // NOTE [Control block]: on the CPU (tensors over the host communicator) the stop flag and the
-  // loss window ride in the last gradient bucket; a GPU's bucket would need a device-to-host
-  // read every step, so there they keep their own small host collectives.
-  const bool controlInBucket = !tensorComm && !dev.cuda();
-  ReducerOptions reducerOptions;
-  reducerOptions.capBytes = capBytes;
-  reducerOptions.controlSlots = controlInBucket ? controlSlots(world) : 0;
-  reducerOptions.compression = parseCompression(c.compression);
-  reducerOptions.overlap = c.overlap;
-  GradientReducer reducer(params, tcomm, reducerOptions);
-  // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
-  auto optimizer = makeOptimizer(
-      c, params, c.fusedOptimizer ? std::make_shared<FlatBuckets>(params, reducer.buckets(), reducer.gradBuffers()) : nullptr);
-  int64_t numParams = 0;
-  for (const auto& p : params) numParams += p.numel();
+  return model;
+}
 
-  const std::string configText = c.toIni();
-  const std::string configSha = toHex(sha256(configText.data(), configText.size()));
-  // Every rank: the shards are checked before anything is trained (NOTE [Data identity]).
-  const DataIdentity identity = dataIdentity(trainSet, c.snapshotFile, comm);
+ReducerOptions reducerOptions(const TrainConfig& c, size_t controlSlotCount) {
+  ReducerOptions o;
+  o.capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
+  o.controlSlots = controlSlotCount;
+  o.compression = parseCompression(c.compression);
+  o.overlap = c.overlap;
+  return o;
+}
+
+checkpoint::Retention retentionOf(const TrainConfig& c, const std::string& keepBest) {
+  checkpoint::Retention r;
+  r.keepLast = c.ckptKeepLast;
+  r.bestMetric = keepBest == "none" ? "" : keepBest;
+  r.higherIsBetter = keepBest != "test_loss";
+  return r;
+}
+
+std::string sha256Hex(const std::string& text) { return toHex(sha256(text.data(), text.size())); }
+
+// One training run, from its set-up to its outputs. The members are declared in the order they
+// are built, so the constructor's initializer list reads as the set-up sequence: the device, the
+// data and the plan (trainer/train_plan.h), the model, its gradient reducer and optimizer, the
+// data's identity, the checkpoint store. train() then calls start(), trainEpoch() until it says
+// the training is over, and finish().
+class TrainRun {
+ public:
+  TrainRun(const TrainConfig& c, const std::string& runDir, Communicator& comm, const TrainOptions& options,
+           SteadyClock::time_point wallStart)
+      : c_(c),
+        runDir_(runDir),
+        comm_(comm),
+        options_(options),
+        wallStart_(wallStart),
+        rank_(comm.rank()),
+        world_(comm.size()),
+        lead_(rank_ == 0),
+        log_(log::get("train")),
+        place_(placeRank(c, comm)),
+        dev_(place_.dev),
+        tcomm_(place_.tensorComm ? *place_.tensorComm : comm),
+        trainSet_(c.trainDir),
+        testSet_(c.testDir),
+        spec_(trainSet_.spec()),
+        plan_(planTraining(c, spec_, testSet_.spec(), trainSet_.size(), world_)),
+        sampler_(trainSet_.size(), world_, rank_, c.seed),
+        model_(initialModel(c, spec_, dev_)),
+        params_(model_->parameters()),
+        // NOTE [Control block]: on the CPU (tensors over the host communicator) the stop flag and
+        // the loss window ride in the last gradient bucket; a GPU's bucket would need a
+        // device-to-host read every step, so there they keep their own small host collectives.
+        controlInBucket_(!place_.tensorComm && !dev_.cuda()),
+        reducerOptions_(reducerOptions(c, controlInBucket_ ? controlSlots(world_) : 0)),
+        reducer_(params_, tcomm_, reducerOptions_),
+        // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
+        optimizer_(makeOptimizer(c, params_,
+                                 c.fusedOptimizer
+                                     ? std::make_shared<FlatBuckets>(params_, reducer_.buckets(), reducer_.gradBuffers())
+                                     : nullptr)),
+        hasBuffers_(!model_->buffers().empty()),
+        configText_(c.toIni()),
+        configSha_(sha256Hex(configText_)),
+        // Every rank: the shards are checked before anything is trained (NOTE [Data identity]).
+        identity_(dataIdentity(trainSet_, c.snapshotFile, comm)),
+        store_(runDir + "/" + run_dir::kCheckpoints, retentionOf(c, plan_.keepBest)),
+        lossOptions_(torch::TensorOptions().dtype(torch::kDouble).device(dev_.device)),
+        staging_(/*pinned=*/dev_.cuda()) {
+    PERENNIAL_CHECK(sampler_.samplesPerRank() / plan_.perStep == plan_.stepsPerEpoch,
+                    "the plan's steps per epoch differ from the sampler's");
+  }
+
+  void start();
+  bool trainEpoch();
+  TrainResult finish();
+
+ private:
+  bool trainStep(data::BatchLoader& loader, const std::vector<std::vector<int64_t>>& logged, int64_t s);
+  void endLogWindow(const ControlValues& control, double lr);
+  bool agreeToStop(const ControlValues& control);
+  void evaluateNow();
+  void save(bool allowAsync);
+  void checkInflight(bool wait);
+  TrainResult baseResult() const;
+
+  // Set up by the constructor, in this order.
+  const TrainConfig& c_;
+  const std::string runDir_;
+  Communicator& comm_;
+  const TrainOptions options_;
+  const SteadyClock::time_point wallStart_;
+  const int rank_, world_;
+  const bool lead_;
+  const std::shared_ptr<spdlog::logger> log_;
+  Placement place_;
+  const TrainDevice& dev_;
+  Communicator& tcomm_;
+  data::ShardedDataset trainSet_, testSet_;
+  const data::DatasetSpec& spec_;
+  const TrainPlan plan_;
+  data::DistributedSampler sampler_;
+  Model model_;
+  std::vector<torch::Tensor> params_;
+  const bool controlInBucket_;
+  const ReducerOptions reducerOptions_;
+  GradientReducer reducer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  const bool hasBuffers_;
+  const std::string configText_, configSha_;
+  const DataIdentity identity_;
+  checkpoint::CheckpointStore store_;
+  const torch::TensorOptions lossOptions_;
+
+  // Set by start().
+  TrainProgress progress_;
+  Normalization norm_;
+  std::string resumedFrom_;
+  int64_t lastSavedStep_ = -1;  // a checkpoint of this step exists: never re-save (and uncommit) it
+  LrSchedule schedule_;
+  int64_t stopAt_ = 0;
+  int64_t samplesBefore_ = 0;  // trained before a resume: not this run's time
+  std::optional<MetricsLog> metrics_;
+  std::optional<SampleLog> sampleLog_;
+  std::optional<Progress> bar_;
+  std::optional<StopSignals> signals_;
+
+  // The training's state.
+  EvalMetrics lastEval_;
+  int64_t lastEvalStep_ = -1;
+  double trainSeconds_ = 0;
+  bool preempted_ = false;
+  StepTimer timer_;
+  // The loss is summed where it is computed and read once per log window: on a GPU, reading it
+  // every step would make the host wait for the GPU before it could queue the backward pass. On
+  // the CPU it is read as it comes (no tensor arithmetic per step).
+  torch::Tensor windowLoss_;
+  double windowLossHost_ = 0;
+  int64_t windowSteps_ = 0;
+  SteadyClock::time_point windowStart_;
+  double windowPaused_ = 0;  // evaluation and checkpoint time inside the window: not training
+  // NOTE [Staging buffers]: allocated at the first asynchronous save. Declared before INFLIGHT_, so
+  // that a save still writing from it is waited for (the future's destructor) before it is freed.
+  StagingBuffers staging_;
+  std::future<void> inflight_;  // at most one asynchronous save, written from STAGING_
+};
+
+// Resume or warm start, equal replicas, normalization, generators; then the run directory's
+// config.ini, the logs, and the signal handlers.
+void TrainRun::start() {
   // NOTE [Row cache]: after the identity check, so the rows cached are the bytes checked.
-  if (c.cacheMb > 0) {
-    const auto t0 = Clock::now();
-    if (trainSet.cacheInMemory(static_cast<size_t>(c.cacheMb) << 20) && lead) {
-      log->info("training set read into memory ({} rows, {:.2f} s; data.cache_mb)", trainSet.size(), secondsSince(t0));
+  if (c_.cacheMb > 0) {
+    const auto t0 = SteadyClock::now();
+    if (trainSet_.cacheInMemory(static_cast<size_t>(c_.cacheMb) << 20) && lead_) {
+      log_->info("training set read into memory ({} rows, {:.2f} s; data.cache_mb)", trainSet_.size(), secondsSince(t0));
     }
   }
-  const std::string& dataSnapshot = identity.snapshot;
-  const std::string& dataShards = identity.shards;
-
-  checkpoint::Retention retention;
-  retention.keepLast = c.ckptKeepLast;
-  retention.bestMetric = keepBest == "none" ? "" : keepBest;
-  retention.higherIsBetter = keepBest != "test_loss";
-  checkpoint::CheckpointStore store(runDir + "/" + run_dir::kCheckpoints, retention);
-
-  // Resume: rank 0 picks the checkpoint, every rank loads it (a shared file system is assumed,
-  // as on any cluster).
-  TrainProgress progress;
-  Normalization norm;
-  int64_t lastSavedStep = -1;
-  std::string resumedFrom;
-  bool rngRestored = false, deviceRngRestored = false;
-  if (options.resume != "none") {
-    std::string chosen;
-    if (lead) {
-      if (options.resume == "auto") {
-        std::vector<std::string> skipped;
-        auto found = store.newestValid(&skipped);
-        for (const auto& why : skipped) log->warn("skipping checkpoint that does not verify: {}", why);
-        if (found) {
-          chosen = found->path;
-        } else {
-          log->info("--resume auto: no valid checkpoint in {}; starting from scratch", store.dir());
-        }
-      } else {
-        chosen = options.resume;
-      }
-    }
-    chosen = broadcastString(comm, chosen);
-    if (!chosen.empty()) {
-      RestoredState restored = loadCheckpoint(chosen, *model, *optimizer, c.optimizer, rank, world);
-      progress = restored.progress;
-      if (progress.epoch < c.epochs) {
-        // NOTE [Resharded resume]: the schedule ends after the steps left: the rest of the
-        // interrupted epoch (re-sharded by the sample cursor at another world size), then the
-        // remaining whole epochs. At the world size the whole run had, that is epochs x steps per
-        // epoch, as without a resume; but steps taken at another world size took another global
-        // batch, and counting them as this world's steps made a run resumed on more ranks find
-        // its step already past the end and skip the rest of its data.
-        const int64_t restOfEpoch = (trainSet.size() - std::min(progress.cursor, trainSet.size())) / world / perStep;
-        scheduleSteps = progress.step + restOfEpoch + (c.epochs - progress.epoch - 1) * stepsPerEpoch;
-      }
-      if (dev.cuda() && !restored.deviceRngState.empty()) {
-        setDeviceGeneratorState(dev, restored.deviceRngState);
-        deviceRngRestored = true;
-      }
-      if (!restored.normMean.empty()) {
-        if (static_cast<int64_t>(restored.normMean.size()) != spec.featureElements()) {
-          throw DataError(chosen + ": normalization has " + std::to_string(restored.normMean.size()) +
-                          " values, the data " + std::to_string(spec.featureElements()) + " features");
-        }
-        norm.set(std::move(restored.normMean), std::move(restored.normStd), spec.featureShape);
-      }
-      lastSavedStep = progress.step;  // that checkpoint exists: never re-save (and uncommit) it
-      rngRestored = restored.rngRestored;
-      resumedFrom = chosen;
-      if (lead) {
-        log->info("resuming from {} at epoch {}, step {} (sample cursor {})", chosen, progress.epoch + 1,
-                  progress.step, progress.cursor);
-        if (restored.worldSize != world) {
-          log->warn("the checkpoint was written at world size {}, this run has {}: the rest of the epoch is "
-                    "re-sharded by the global sample cursor ({} steps left in all); results will not be bitwise "
-                    "identical to an uninterrupted run", restored.worldSize, world, scheduleSteps - progress.step);
-        }
-        if (restored.configSha256 != configSha) {
-          log->warn("resuming with a changed configuration: {}", configDiff(restored.configText, configText));
-        }
-        if (restored.dataSnapshot != dataSnapshot) {
-          log->warn("the training data differ from the checkpoint's (snapshot {} now {})", restored.dataSnapshot, dataSnapshot);
-        }
-      }
-      if (progress.cursor % globalBatch != 0 && restored.worldSize == world) {
-        throw DataError(chosen + ": sample cursor " + std::to_string(progress.cursor) +
-                        " is not a multiple of the global batch " + std::to_string(globalBatch));
-      }
-    }
+  const StartingPoint from =
+      startingPoint(options_.resume, c_, plan_, trainSet_.size(), spec_, dev_, {configText_, configSha_, identity_.snapshot},
+                    store_, *model_, *optimizer_, norm_, comm_);
+  progress_ = from.progress;
+  resumedFrom_ = from.resumedFrom;
+  if (!resumedFrom_.empty()) lastSavedStep_ = progress_.step;
+  reducer_.broadcastParameters(0);
+  broadcastBuffers(*model_, tcomm_);
+  if (!norm_.active() && wantsNormalization(c_, spec_)) {
+    const auto t0 = SteadyClock::now();
+    computeNormalization(trainSet_, comm_, norm_);
+    if (lead_) log_->info("feature normalization from {} training samples ({:.2f} s)", trainSet_.size(), secondsSince(t0));
   }
-  if (resumedFrom.empty() && !c.initFrom.empty()) {
-    // Warm start: every rank reads the same file, so the replicas start equal.
-    checkpoint::TensorFile init = checkpoint::readTensorFile(c.initFrom);
-    copyWeights(init, c.initFrom, c.arch, *model);
-    if (lead) log->info("initialised the weights from {} (param_sha256 {})", c.initFrom, paramSha256(*model).substr(0, 16));
-  }
-  reducer.broadcastParameters(0);
-  broadcastBuffers(*model, tcomm);
-  if (!norm.active() && wantsNormalization(c, spec)) {
-    const auto t0 = Clock::now();
-    computeNormalization(trainSet, comm, norm);
-    if (lead) log->info("feature normalization from {} training samples ({:.2f} s)", trainSet.size(), secondsSince(t0));
-  }
-  norm.moveTo(dev.device);
+  norm_.moveTo(dev_.device);
   // Per-rank stream for dropout; initialisation above used the shared seed on every rank.
   // torch::manual_seed seeds the CPU generator and every GPU's; a checkpoint restores the CPU
   // generator, and the GPU's when it was written on one.
   const uint64_t rankSeed =
-      c.seed * 1000003ULL + static_cast<uint64_t>(rank) + 1 + static_cast<uint64_t>(progress.step) * 7919ULL;
-  if (!rngRestored) {
+      c_.seed * 1000003ULL + static_cast<uint64_t>(rank_) + 1 + static_cast<uint64_t>(progress_.step) * 7919ULL;
+  if (!from.rngRestored) {
     torch::manual_seed(rankSeed);
-  } else if (dev.cuda() && !deviceRngRestored) {
-    seedDeviceGenerator(dev, rankSeed);
+  } else if (dev_.cuda() && !from.deviceRngRestored) {
+    seedDeviceGenerator(dev_, rankSeed);
   }
 
-  LrSchedule schedule{c.schedule, c.lr, c.warmupSteps, c.stepSize, c.gamma, c.minLr, scheduleSteps};
-  const int64_t stopAt = c.maxSteps > 0 ? std::min(scheduleSteps, c.maxSteps) : scheduleSteps;
-
-  TrainResult result;
-  result.worldSize = world;
-  result.configSha256 = configSha;
-  result.globalBatch = globalBatch;
-  result.arch = c.arch;
-  result.parameters = numParams;
-  result.perennialVersion = PERENNIAL_VERSION;
-  if (lead) {
-    std::filesystem::create_directories(runDir);
-    fs::writeFileAtomic(runDir + "/" + run_dir::kConfig, configText);
-    log->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
-              "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
-              c.arch, numParams, trainSet.size(), testSet.size(), world, globalBatch, localBatch,
-              c.gradAccum, stepsPerEpoch, stopAt, reducer.buckets().size());
-    log->info("device {} ({}); {}; tensors over {} ({}, {})", dev.name(), dev.reason, determinism, tcomm.backend(),
-              tcomm.backendVersion(), tensorCommWhy);
-    log->info("optimizer {} ({}); gradient buckets sent as {}, reduced {}; stop flag and loss window {}", c.optimizer,
-              c.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step", c.compression == "none" ? "they are" : c.compression,
-              reducer.overlapping() ? "during backward (comm.overlap)" : "after backward",
-              controlInBucket ? "in the last bucket" : "in collectives of their own");
+  schedule_ = LrSchedule{c_.schedule, c_.lr, c_.warmupSteps, c_.stepSize, c_.gamma, c_.minLr, from.scheduleSteps};
+  stopAt_ = c_.maxSteps > 0 ? std::min(from.scheduleSteps, c_.maxSteps) : from.scheduleSteps;
+  if (lead_) {
+    int64_t numParams = 0;
+    for (const auto& p : params_) numParams += p.numel();
+    std::filesystem::create_directories(runDir_);
+    fs::writeFileAtomic(runDir_ + "/" + run_dir::kConfig, configText_);
+    log_->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
+               "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
+               c_.arch, numParams, trainSet_.size(), testSet_.size(), world_, plan_.globalBatch, plan_.localBatch,
+               c_.gradAccum, plan_.stepsPerEpoch, stopAt_, reducer_.buckets().size());
+    log_->info("device {} ({}); {}; tensors over {} ({}, {})", dev_.name(), dev_.reason, place_.determinism,
+               tcomm_.backend(), tcomm_.backendVersion(), place_.tensorCommWhy);
+    log_->info("optimizer {} ({}); gradient buckets sent as {}, reduced {}; stop flag and loss window {}", c_.optimizer,
+               c_.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step",
+               c_.compression == "none" ? "they are" : c_.compression,
+               reducer_.overlapping() ? "during backward (comm.overlap)" : "after backward",
+               controlInBucket_ ? "in the last bucket" : "in collectives of their own");
   }
-  MetricsLog metrics(runDir + "/" + run_dir::kMetrics, lead, /*append=*/!resumedFrom.empty(), progress.step);
-  SampleLog sampleLog(options.logSamples, runDir + "/" + run_dir::kSamples, comm, resumedFrom.empty() ? -1 : progress.step);
-  Progress bar(c.progress, stopAt, c.epochs, lead);
-  StopSignals signals;
+  metrics_.emplace(runDir_ + "/" + run_dir::kMetrics, lead_, /*append=*/!resumedFrom_.empty(), progress_.step);
+  sampleLog_.emplace(options_.logSamples, runDir_ + "/" + run_dir::kSamples, comm_,
+                     resumedFrom_.empty() ? -1 : progress_.step);
+  bar_.emplace(c_.progress, stopAt_, c_.epochs, lead_);
+  signals_.emplace();
+  samplesBefore_ = progress_.samplesSeen;
+  windowLoss_ = torch::zeros({}, lossOptions_);
+  windowStart_ = SteadyClock::now();
+}
 
-  EvalMetrics lastEval;
-  int64_t lastEvalStep = -1;
-  // NOTE [Staging buffers]: allocated at the first asynchronous save. Declared before INFLIGHT, so
-  // that a save still writing from it is waited for (the future's destructor) before it is freed.
-  StagingBuffers staging(/*pinned=*/dev.cuda());
-  std::future<void> inflight;  // at most one asynchronous save, written from STAGING
-  auto checkInflight = [&](bool wait) {
-    if (!inflight.valid()) return;
-    if (wait || inflight.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      inflight.get();  // rethrows a failed save here, at the next step
+// Trains what is left of the current epoch, then evaluates and saves at its end. False when the
+// training is over: the schedule or train.max_steps is reached, or a signal asked to stop.
+bool TrainRun::trainEpoch() {
+  if (progress_.epoch >= c_.epochs || progress_.step >= stopAt_ || preempted_) return false;
+  const std::vector<int64_t> mine = sampler_.indices(progress_.epoch, progress_.cursor);
+  const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / plan_.perStep;
+  const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt_ - progress_.step);
+  std::vector<std::vector<int64_t>> batches =
+      data::DistributedSampler::microBatches(mine, stepsThisEpoch, c_.gradAccum, plan_.localBatch);
+  std::vector<std::vector<int64_t>> logged;  // the micro-batches again, for the sample log
+  if (options_.logSamples) logged = batches;
+  model_->train();
+  auto epochStart = SteadyClock::now();
+  {
+    data::BatchLoader loader(trainSet_, std::move(batches), static_cast<size_t>(c_.prefetch));
+    timer_.resume();
+    for (int64_t s = 0; s < stepsThisEpoch; ++s) {
+      if (trainStep(loader, logged, s)) {
+        preempted_ = true;
+        break;
+      }
+      // The epoch's last step is saved by the epoch-end save when one follows (with metrics).
+      const bool epochEndSave = s + 1 == stepsLeftInEpoch && c_.ckptEveryEpochs > 0 &&
+                                (progress_.epoch + 1) % c_.ckptEveryEpochs == 0 && progress_.epoch + 1 < c_.epochs;
+      if (c_.ckptEverySteps > 0 && progress_.step % c_.ckptEverySteps == 0 && progress_.step < stopAt_ &&
+          !epochEndSave) {
+        trainSeconds_ += secondsSince(epochStart);
+        const auto pauseStart = SteadyClock::now();
+        save(true);
+        windowPaused_ += secondsSince(pauseStart);
+        epochStart = SteadyClock::now();
+        timer_.resume();
+      }
     }
-  };
-  // Every rank calls save() at the same points (the generator states are gathered); rank 0 writes.
-  auto gatherStates = [&](const std::vector<uint8_t>& mine) {
-    std::vector<uint8_t> all(mine.size() * static_cast<size_t>(world));
-    if (!mine.empty()) comm.allGather(mine.data(), all.data(), mine.size());
-    return all;
-  };
-  auto save = [&](bool allowAsync) {
-    std::vector<uint8_t> all = gatherStates(cpuGeneratorState());
-    std::vector<uint8_t> allDevice = gatherStates(deviceGeneratorState(dev));
-    lastSavedStep = progress.step;
-    if (!lead) return;
-    checkInflight(true);
-    CheckpointMeta meta{c.arch, c.optimizer, configText, configSha, /*paramSha256=*/"", dataSnapshot, dataShards,
-                        c.seed, world, globalBatch, capBytes, reducer.buckets(), std::move(all),
-                        {}, spec.featureShape, norm.mean, norm.stdev, std::move(allDevice)};
-    // Metrics belong to a checkpoint only if they were measured on its weights.
-    nlohmann::json m = nlohmann::json::object();
-    if (lastEvalStep == progress.step) {
-      meta.metrics = lastEval.testMetrics();
-      for (const auto& [k, v] : meta.metrics) m[k] = v;
-    }
-    const bool async = allowAsync && c.ckptAsync;
-    const auto t0 = Clock::now();
-    checkpoint::Document doc = captureState(*model, *optimizer, progress, meta, /*copy=*/async, &staging);
-    const int64_t step = progress.step, epoch = progress.epoch;
-    if (async) {
-      const double copySecs = secondsSince(t0);
-      inflight = std::async(std::launch::async, [&store, doc = std::move(doc), step, epoch, m, resumedFrom]() {
-        store.save(doc, step, epoch, m, resumedFrom);
-      });
-      log->debug("checkpoint at step {}: state copied in {:.3f} s, writing in the background", step, copySecs);
+    timer_.addLoaderCpu(loader.threadCpuSeconds());
+  }
+  trainSeconds_ += secondsSince(epochStart);
+  if (preempted_) return false;
+  // The epoch is over when what is left of it cannot fill another step on every rank.
+  const bool epochDone = (trainSet_.size() - progress_.cursor) / world_ / plan_.perStep == 0;
+  if (!epochDone) return false;  // stopped early by train.max_steps
+  const auto pauseStart = SteadyClock::now();
+  evaluateNow();
+  if (lead_) {
+    bar_->message("epoch " + std::to_string(progress_.epoch + 1) + ": " + describe(lastEval_));
+    metrics_->write(evalRecord(lastEval_, progress_));
+  }
+  ++progress_.epoch;
+  progress_.cursor = 0;
+  if (c_.ckptEveryEpochs > 0 && progress_.epoch % c_.ckptEveryEpochs == 0 && progress_.epoch < c_.epochs &&
+      progress_.step < stopAt_ && lastSavedStep_ != progress_.step) {
+    save(true);
+  }
+  windowPaused_ += secondsSince(pauseStart);
+  return true;
+}
+
+// One optimizer step: its micro-batches' forward and backward passes, the gradients' all-reduce,
+// the update, the loss window. S: the step's index in the epoch's batches (LOGGED, for the sample
+// log). True when the ranks agreed to stop after it.
+bool TrainRun::trainStep(data::BatchLoader& loader, const std::vector<std::vector<int64_t>>& logged, int64_t s) {
+  reducer_.zeroGrad();
+  const bool windowEnds = (progress_.step + 1) % c_.logEvery == 0 || progress_.step + 1 == stopAt_;
+  torch::Tensor stepLoss = dev_.cuda() ? torch::zeros({}, lossOptions_) : torch::Tensor();
+  double stepLossHost = 0;
+  for (int64_t m = 0; m < c_.gradAccum; ++m) {
+    timer_.lap(StepTimer::kOther);
+    auto batch = loader.next();
+    PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress_.step);
+    timer_.lap(StepTimer::kLoader);
+    torch::Tensor out = predict(model_, featureTensor(*batch, spec_, norm_, dev_.device), spec_, c_.arch);
+    torch::Tensor loss = batchLoss(out, *batch, spec_);
+    if (dev_.cuda()) {
+      stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c_.gradAccum);
     } else {
-      auto info = store.save(doc, step, epoch, m, resumedFrom);
-      log->info("checkpoint {} (step {}, {:.2f} s)", info.path, step, secondsSince(t0));
+      stepLossHost += static_cast<double>(loss.item<float>()) / static_cast<double>(c_.gradAccum);
     }
-  };
-
-  double trainSeconds = 0;
-  const int64_t samplesBefore = progress.samplesSeen;  // trained before a resume: not this run's time
-  // The loss is summed where it is computed and read once per log window: on a GPU, reading it
-  // every step would make the host wait for the GPU before it could queue the backward pass. On
-  // the CPU it is read as it comes (no tensor arithmetic per step).
-  const auto lossOptions = torch::TensorOptions().dtype(torch::kDouble).device(dev.device);
-  torch::Tensor windowLoss = torch::zeros({}, lossOptions);
-  double windowLossHost = 0;
-  int64_t windowSteps = 0;
-  auto windowStart = Clock::now();
-  double windowPaused = 0;  // evaluation and checkpoint time inside the window: not training
-  bool preempted = false;
-  const bool hasBuffers = !model->buffers().empty();
-  StepTimer timer;
-  for (; progress.epoch < c.epochs && progress.step < stopAt && !preempted; ) {
-    const std::vector<int64_t> mine = sampler.indices(progress.epoch, progress.cursor);
-    const int64_t stepsLeftInEpoch = static_cast<int64_t>(mine.size()) / perStep;
-    const int64_t stepsThisEpoch = std::min(stepsLeftInEpoch, stopAt - progress.step);
-    std::vector<std::vector<int64_t>> batches =
-        data::DistributedSampler::microBatches(mine, stepsThisEpoch, c.gradAccum, localBatch);
-    std::vector<std::vector<int64_t>> logged;  // the micro-batches again, for the sample log
-    if (options.logSamples) logged = batches;
-    model->train();
-    auto epochStart = Clock::now();
-    {
-      data::BatchLoader loader(trainSet, std::move(batches), static_cast<size_t>(c.prefetch));
-      timer.resume();
-      for (int64_t s = 0; s < stepsThisEpoch; ++s) {
-        reducer.zeroGrad();
-        const bool windowEnds = (progress.step + 1) % c.logEvery == 0 || progress.step + 1 == stopAt;
-        torch::Tensor stepLoss = dev.cuda() ? torch::zeros({}, lossOptions) : torch::Tensor();
-        double stepLossHost = 0;
-        for (int64_t m = 0; m < c.gradAccum; ++m) {
-          timer.lap(StepTimer::kOther);
-          auto batch = loader.next();
-          PERENNIAL_CHECK(batch.has_value(), "loader ran out of batches at step " << progress.step);
-          timer.lap(StepTimer::kLoader);
-          torch::Tensor out = predict(model, featureTensor(*batch, spec, norm, dev.device), spec, c.arch);
-          torch::Tensor loss = batchLoss(out, *batch, spec);
-          if (dev.cuda()) {
-            stepLoss += loss.detach().to(torch::kDouble) / static_cast<double>(c.gradAccum);
-          } else {
-            stepLossHost += static_cast<double>(loss.item<float>()) / static_cast<double>(c.gradAccum);
-          }
-          // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
-          // backward produce the averaged gradient's share directly, so the all-reduce's sum is
-          // the average and no division pass over the buckets is needed.
-          if (lossScale != 1.0) loss = loss / lossScale;
-          if (m + 1 == c.gradAccum) {
-            // Before the backward pass that completes the gradients: with comm.overlap its hooks
-            // start the all-reduce of the last bucket, which carries the control block.
-            if (dev.cuda()) {
-              windowLoss += stepLoss;
-            } else {
-              windowLossHost += stepLossHost;
-            }
-            ++windowSteps;
-            if (controlInBucket) {
-              const double mineLoss = windowEnds ? windowLossHost : 0;
-              torch::Tensor ctl = reducer.control();
-              if (ctl.scalar_type() == torch::kFloat32) {
-                encodeControl(ctl.data_ptr<float>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
-              } else {
-                encodeControl(ctl.data_ptr<double>(), world, rank, signals.requested(), mineLoss, reducer.controlWireType());
-              }
-            }
-            reducer.expectBackward(/*prescaled=*/true);
-          }
-          timer.lap(StepTimer::kForward);
-          loss.backward();
-          timer.lap(StepTimer::kBackward);
-        }
-        reducer.reduce(/*prescaled=*/true);
-        ControlValues control;
-        if (controlInBucket) {
-          torch::Tensor ctl = reducer.control();
-          control = ctl.scalar_type() == torch::kFloat32 ? decodeControl(ctl.data_ptr<float>(), world)
-                                                         : decodeControl(ctl.data_ptr<double>(), world);
-        }
-        timer.lap(StepTimer::kReduce);
-        const double lr = schedule.at(progress.step);
-        for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-        optimizer->step();
-        timer.lap(StepTimer::kOptimizer);
-        timer.countStep();
-        if (hasBuffers) broadcastBuffers(*model, tcomm);
-        ++progress.step;
-        progress.cursor += globalBatch;
-        progress.samplesSeen += globalBatch;
-        if (options.logSamples) {
-          const auto first = logged.begin() + s * c.gradAccum;
-          sampleLog.write(progress.epoch, progress.step, {first, first + c.gradAccum});
-        }
-        if (windowEnds) {
-          // The mean loss over the window, across all ranks: from the control block, or one
-          // small all-reduce per window.
-          double meanLoss = 0;
-          if (controlInBucket) {
-            meanLoss = control.lossSum / static_cast<double>(world * windowSteps);
-          } else {
-            double agg[2] = {dev.cuda() ? windowLoss.item<double>() : windowLossHost, static_cast<double>(windowSteps)};
-            comm.allReduceSum(agg, 2);
-            meanLoss = agg[0] / agg[1];
-          }
-          const double windowSecs = secondsSince(windowStart) - windowPaused;
-          const double sps = windowSecs > 0 ? static_cast<double>(windowSteps * globalBatch) / windowSecs : 0;
-          bar.update(progress.epoch, progress.step, meanLoss, lr, sps);
-          metrics.write({{"kind", "train"}, {"epoch", progress.epoch}, {"step", progress.step}, {"loss", meanLoss},
-                         {"lr", lr}, {"samples_per_second", sps}});
-          if (dev.cuda()) windowLoss.zero_();
-          windowLossHost = 0;
-          windowSteps = 0;
-          windowStart = Clock::now();
-          windowPaused = 0;
-        }
-        if (lead) checkInflight(false);
-        // NOTE [Stop agreement]: a signal reaches ranks at different moments; the flag, summed
-        // over the ranks each step (in the control block, or by its own all-reduce), makes every
-        // rank stop after the same step.
-        bool stop = control.stop;
-        if (!controlInBucket) {
-          int32_t flag = signals.requested() ? 1 : 0;
-          comm.allReduce(&flag, 1, DType::kInt32, ReduceOp::kMax);
-          stop = flag != 0;
-        }
-        if (stop) {
-          preempted = true;
-          break;
-        }
-        // The epoch's last step is saved by the epoch-end save when one follows (with metrics).
-        const bool epochEndSave = s + 1 == stepsLeftInEpoch && c.ckptEveryEpochs > 0 &&
-                                  (progress.epoch + 1) % c.ckptEveryEpochs == 0 && progress.epoch + 1 < c.epochs;
-        if (c.ckptEverySteps > 0 && progress.step % c.ckptEverySteps == 0 && progress.step < stopAt && !epochEndSave) {
-          trainSeconds += secondsSince(epochStart);
-          const auto pauseStart = Clock::now();
-          save(true);
-          windowPaused += secondsSince(pauseStart);
-          epochStart = Clock::now();
-          timer.resume();
+    // NOTE [Prescaled gradients]: dividing the loss by (micro-batches x world size) makes
+    // backward produce the averaged gradient's share directly, so the all-reduce's sum is
+    // the average and no division pass over the buckets is needed.
+    if (plan_.lossScale != 1.0) loss = loss / plan_.lossScale;
+    if (m + 1 == c_.gradAccum) {
+      // Before the backward pass that completes the gradients: with comm.overlap its hooks
+      // start the all-reduce of the last bucket, which carries the control block.
+      if (dev_.cuda()) {
+        windowLoss_ += stepLoss;
+      } else {
+        windowLossHost_ += stepLossHost;
+      }
+      ++windowSteps_;
+      if (controlInBucket_) {
+        const double mineLoss = windowEnds ? windowLossHost_ : 0;
+        torch::Tensor ctl = reducer_.control();
+        if (ctl.scalar_type() == torch::kFloat32) {
+          encodeControl(ctl.data_ptr<float>(), world_, rank_, signals_->requested(), mineLoss, reducer_.controlWireType());
+        } else {
+          encodeControl(ctl.data_ptr<double>(), world_, rank_, signals_->requested(), mineLoss, reducer_.controlWireType());
         }
       }
-      timer.addLoaderCpu(loader.threadCpuSeconds());
+      reducer_.expectBackward(/*prescaled=*/true);
     }
-    trainSeconds += secondsSince(epochStart);
-    if (preempted) break;
-    // The epoch is over when what is left of it cannot fill another step on every rank.
-    const bool epochDone = (trainSet.size() - progress.cursor) / world / perStep == 0;
-    if (!epochDone) break;  // stopped early by train.max_steps
-    const auto pauseStart = Clock::now();
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch, dev.device);
-    lastEvalStep = progress.step;
-    if (lead) {
-      bar.message("epoch " + std::to_string(progress.epoch + 1) + ": " + describe(lastEval));
-      metrics.write(evalRecord(lastEval, progress));
-    }
-    ++progress.epoch;
-    progress.cursor = 0;
-    if (c.ckptEveryEpochs > 0 && progress.epoch % c.ckptEveryEpochs == 0 && progress.epoch < c.epochs &&
-        progress.step < stopAt && lastSavedStep != progress.step) {
-      save(true);
-    }
-    windowPaused += secondsSince(pauseStart);
+    timer_.lap(StepTimer::kForward);
+    loss.backward();
+    timer_.lap(StepTimer::kBackward);
   }
-  bar.finish();
+  reducer_.reduce(/*prescaled=*/true);
+  ControlValues control;
+  if (controlInBucket_) {
+    torch::Tensor ctl = reducer_.control();
+    control = ctl.scalar_type() == torch::kFloat32 ? decodeControl(ctl.data_ptr<float>(), world_)
+                                                   : decodeControl(ctl.data_ptr<double>(), world_);
+  }
+  timer_.lap(StepTimer::kReduce);
+  const double lr = schedule_.at(progress_.step);
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+  optimizer_->step();
+  timer_.lap(StepTimer::kOptimizer);
+  timer_.countStep();
+  if (hasBuffers_) broadcastBuffers(*model_, tcomm_);
+  ++progress_.step;
+  progress_.cursor += plan_.globalBatch;
+  progress_.samplesSeen += plan_.globalBatch;
+  if (options_.logSamples) {
+    const auto first = logged.begin() + s * c_.gradAccum;
+    sampleLog_->write(progress_.epoch, progress_.step, {first, first + c_.gradAccum});
+  }
+  if (windowEnds) endLogWindow(control, lr);
+  if (lead_) checkInflight(false);
+  return agreeToStop(control);
+}
 
-  if (preempted) {
-    if (lead) log->warn("signal {} received: checkpointing at step {} and exiting for requeue", signals.signal(), progress.step);
-    if (lead) checkInflight(true);
+// The mean loss over the window, across all ranks (from the control block, or one small
+// all-reduce per window), to the progress bar and the metrics log.
+void TrainRun::endLogWindow(const ControlValues& control, double lr) {
+  double meanLoss = 0;
+  if (controlInBucket_) {
+    meanLoss = control.lossSum / static_cast<double>(world_ * windowSteps_);
+  } else {
+    double agg[2] = {dev_.cuda() ? windowLoss_.item<double>() : windowLossHost_, static_cast<double>(windowSteps_)};
+    comm_.allReduceSum(agg, 2);
+    meanLoss = agg[0] / agg[1];
+  }
+  const double windowSecs = secondsSince(windowStart_) - windowPaused_;
+  const double sps = windowSecs > 0 ? static_cast<double>(windowSteps_ * plan_.globalBatch) / windowSecs : 0;
+  bar_->update(progress_.epoch, progress_.step, meanLoss, lr, sps);
+  metrics_->write({{"kind", "train"}, {"epoch", progress_.epoch}, {"step", progress_.step}, {"loss", meanLoss},
+                   {"lr", lr}, {"samples_per_second", sps}});
+  if (dev_.cuda()) windowLoss_.zero_();
+  windowLossHost_ = 0;
+  windowSteps_ = 0;
+  windowStart_ = SteadyClock::now();
+  windowPaused_ = 0;
+}
+
+// NOTE [Stop agreement]: a signal reaches ranks at different moments; the flag, summed over the
+// ranks each step (in the control block, or by its own all-reduce), makes every rank stop after
+// the same step.
+bool TrainRun::agreeToStop(const ControlValues& control) {
+  if (controlInBucket_) return control.stop;
+  int32_t flag = signals_->requested() ? 1 : 0;
+  comm_.allReduce(&flag, 1, DType::kInt32, ReduceOp::kMax);
+  return flag != 0;
+}
+
+void TrainRun::evaluateNow() {
+  lastEval_ = evaluate(model_, testSet_, comm_, c_.evalBatchSize, static_cast<size_t>(c_.prefetch), norm_, c_.arch,
+                       dev_.device);
+  lastEvalStep_ = progress_.step;
+}
+
+void TrainRun::checkInflight(bool wait) {
+  if (!inflight_.valid()) return;
+  if (wait || inflight_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    inflight_.get();  // rethrows a failed save here, at the next step
+  }
+}
+
+// Every rank calls save() at the same points (the generator states are gathered); rank 0 writes.
+void TrainRun::save(bool allowAsync) {
+  auto gatherStates = [&](const std::vector<uint8_t>& mine) {
+    std::vector<uint8_t> all(mine.size() * static_cast<size_t>(world_));
+    if (!mine.empty()) comm_.allGather(mine.data(), all.data(), mine.size());
+    return all;
+  };
+  std::vector<uint8_t> all = gatherStates(cpuGeneratorState());
+  std::vector<uint8_t> allDevice = gatherStates(deviceGeneratorState(dev_));
+  lastSavedStep_ = progress_.step;
+  if (!lead_) return;
+  checkInflight(true);
+  CheckpointMeta meta{c_.arch, c_.optimizer, configText_, configSha_, /*paramSha256=*/"", identity_.snapshot,
+                      identity_.shards, c_.seed, world_, plan_.globalBatch, reducerOptions_.capBytes,
+                      reducer_.buckets(), std::move(all), {}, spec_.featureShape, norm_.mean, norm_.stdev,
+                      std::move(allDevice)};
+  // Metrics belong to a checkpoint only if they were measured on its weights.
+  nlohmann::json m = nlohmann::json::object();
+  if (lastEvalStep_ == progress_.step) {
+    meta.metrics = lastEval_.testMetrics();
+    for (const auto& [k, v] : meta.metrics) m[k] = v;
+  }
+  const bool async = allowAsync && c_.ckptAsync;
+  const auto t0 = SteadyClock::now();
+  checkpoint::Document doc = captureState(*model_, *optimizer_, progress_, meta, /*copy=*/async, &staging_);
+  const int64_t step = progress_.step, epoch = progress_.epoch;
+  if (async) {
+    const double copySecs = secondsSince(t0);
+    inflight_ = std::async(std::launch::async, [this, doc = std::move(doc), step, epoch, m]() {
+      store_.save(doc, step, epoch, m, resumedFrom_);
+    });
+    log_->debug("checkpoint at step {}: state copied in {:.3f} s, writing in the background", step, copySecs);
+  } else {
+    auto info = store_.save(doc, step, epoch, m, resumedFrom_);
+    log_->info("checkpoint {} (step {}, {:.2f} s)", info.path, step, secondsSince(t0));
+  }
+}
+
+TrainResult TrainRun::baseResult() const {
+  TrainResult result;
+  result.worldSize = world_;
+  result.configSha256 = configSha_;
+  result.globalBatch = plan_.globalBatch;
+  result.arch = c_.arch;
+  for (const auto& p : params_) result.parameters += p.numel();
+  result.perennialVersion = PERENNIAL_VERSION;
+  result.steps = progress_.step;
+  return result;
+}
+
+// A preempted run saves where it stopped and says so; a finished one evaluates its final weights
+// (unless the last epoch's end did), saves them, checks that every replica holds the same, and
+// writes its outputs (trainer/run_outputs.h).
+TrainResult TrainRun::finish() {
+  bar_->finish();
+  TrainResult result = baseResult();
+  if (preempted_) {
+    if (lead_) {
+      log_->warn("signal {} received: checkpointing at step {} and exiting for requeue", signals_->signal(),
+                 progress_.step);
+      checkInflight(true);
+    }
     save(false);
-    comm.barrier();
+    comm_.barrier();
     result.preempted = true;
-    result.steps = progress.step;
-    result.wallSeconds = secondsSince(wallStart);
+    result.wallSeconds = secondsSince(wallStart_);
     return result;
   }
-
   // A run stopped mid-epoch (train.max_steps), or resumed with nothing left to do, has not
   // evaluated its final weights yet.
-  if (lastEval.samples == 0 || progress.cursor != 0) {
-    lastEval = evaluate(model, testSet, comm, c.evalBatchSize, static_cast<size_t>(c.prefetch), norm, c.arch, dev.device);
-    lastEvalStep = progress.step;
-    if (!metrics.hasEvalAt(progress.step)) metrics.write(evalRecord(lastEval, progress));
+  if (lastEval_.samples == 0 || progress_.cursor != 0) {
+    evaluateNow();
+    if (!metrics_->hasEvalAt(progress_.step)) metrics_->write(evalRecord(lastEval_, progress_));
   }
-  if (lead) checkInflight(true);
-  if (lastSavedStep != progress.step) save(false);
+  if (lead_) checkInflight(true);
+  if (lastSavedStep_ != progress_.step) save(false);
 
-  result.paramSha256 = paramSha256(*model);
-  checkSameWeights(result.paramSha256, comm);
-  result.test = lastEval;
-  result.epochs = progress.epoch + (progress.cursor > 0 ? 1 : 0);
-  result.steps = progress.step;
-  result.samplesSeen = progress.samplesSeen;
-  result.trainSeconds = trainSeconds;
+  result.paramSha256 = paramSha256(*model_);
+  checkSameWeights(result.paramSha256, comm_);
+  result.test = lastEval_;
+  result.epochs = progress_.epoch + (progress_.cursor > 0 ? 1 : 0);
+  result.samplesSeen = progress_.samplesSeen;
+  result.trainSeconds = trainSeconds_;
   result.samplesPerSecond =
-      trainSeconds > 0 ? static_cast<double>(result.samplesSeen - samplesBefore) / trainSeconds : 0;
-  result.dataSnapshot = dataSnapshot;
-  result.resumedFrom = resumedFrom;
-  result.hosts = where.hosts;
-  result.nodes = where.nodes();
-  result.commBackend = tcomm.backend();
-  result.device = dev.name();
-  result.deterministic = c.deterministic || !dev.cuda();
+      trainSeconds_ > 0 ? static_cast<double>(result.samplesSeen - samplesBefore_) / trainSeconds_ : 0;
+  result.dataSnapshot = identity_.snapshot;
+  result.resumedFrom = resumedFrom_;
+  result.hosts = place_.where.hosts;
+  result.nodes = place_.where.nodes();
+  result.commBackend = tcomm_.backend();
+  result.device = dev_.name();
+  result.deterministic = c_.deterministic || !dev_.cuda();
 
   // Where the training steps' time went (StepTimer): result.json and the log.
   std::string stepTimesText;
-  for (const auto& [phase, ms] : timer.millisecondsPerStep()) {
+  for (const auto& [phase, ms] : timer_.millisecondsPerStep()) {
     result.stepTimeMs[phase] = ms;
     char part[64];
     std::snprintf(part, sizeof(part), "%s%s %.3f", stepTimesText.empty() ? "" : ", ", phase.c_str(), ms);
     stepTimesText += part;
   }
-  if (lead && timer.steps() > 0) log->info("step time (ms per step, rank 0, {} steps): {}", timer.steps(), stepTimesText);
-  if (lead) {
-    result.wallSeconds = secondsSince(wallStart);
-    writeOutputs(runDir, c.arch, configText, model, norm, spec.featureShape, result);
-    log->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval), result.steps,
-              result.samplesPerSecond, result.paramSha256);
+  if (lead_ && timer_.steps() > 0) {
+    log_->info("step time (ms per step, rank 0, {} steps): {}", timer_.steps(), stepTimesText);
   }
-  result.wallSeconds = secondsSince(wallStart);
+  if (lead_) {
+    result.wallSeconds = secondsSince(wallStart_);
+    writeOutputs(runDir_, c_.arch, configText_, model_, norm_, spec_.featureShape, result);
+    log_->info("done: {}, {} steps, {:.0f} samples/s, param_sha256 {}", describe(lastEval_), result.steps,
+               result.samplesPerSecond, result.paramSha256);
+  }
+  result.wallSeconds = secondsSince(wallStart_);
   return result;
+}
+
+}  // namespace
+
+std::string resolveDeviceName(const std::string& setting, const std::string& key) {
+  return resolveDevice(setting, key).name();
+}
+
+TrainResult train(const TrainConfig& c, const std::string& runDir, Communicator& comm, const TrainOptions& options) {
+  const auto wallStart = SteadyClock::now();
+  requireRegisteredModel(c.arch);  // before any data are read
+  TrainRun run(c, runDir, comm, options, wallStart);
+  run.start();
+  while (run.trainEpoch()) {
+  }
+  return run.finish();
 }
 
 }  // namespace perennial
