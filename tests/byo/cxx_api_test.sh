@@ -12,7 +12,6 @@ build=$2
 src=$3
 perennial=$4
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 t=$(mktemp -d)
 # Scheduler runs outlive a failed test otherwise: end their supervisors' and launchers' process
 # groups (recorded in each attempt's pid file) before removing the directory.

@@ -6,10 +6,8 @@
 # is exact with them; a classification table with named classes trains.
 # usage: tabular_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 scratch
 mpirun=(mpirun -np 2 --oversubscribe)
 

@@ -6,10 +6,8 @@
 # trainer's evaluation metrics on the holdout.
 # usage: torchscript_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 scratch
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null

@@ -57,7 +57,6 @@ fi
 trial_limit=${PERENNIAL_CHAOS_TRIAL_S:-300}
 check_limit=$((trial_limit / 3))
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 chaos() { $py "$src/tests/chaos/chaos.py" "$@"; }
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 

@@ -3,8 +3,7 @@
 # killed run that resumed from its checkpoint, a quarantined file, and write the report.
 # usage: demo_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 scratch
 bash "$src/scripts/demo-run.sh" "$bin" "$t/demo" --quick >"$t/out.txt" 2>&1 || { cat "$t/out.txt"; fail "the demo failed"; }

@@ -5,8 +5,7 @@
 # quotes are ones the code or the programs produce (docs_messages.py).
 # usage: docs_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 t=$(mktemp)
 trap 'rm -f "$t"' EXIT

@@ -15,7 +15,6 @@ set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
 source "$src/tests/cli/lib.sh"
 scratch work
-py=/usr/bin/python3
 
 "$bin" data import-fashion-mnist --out "$work/fm" --shard-size 2000 >/dev/null
 mkdir -p "$work/train" "$work/test"

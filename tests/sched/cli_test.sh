@@ -6,40 +6,18 @@
 # on_promote hook), and cancels a run on request.
 # usage: cli_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 scratch  # the daemon runs with --root "$t/root": scratch's cleanup kills it too
 daemon=
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
-mkdir -p "$t/holdout"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
-cat >"$t/train.cfg" <<CFG
-[model]
-arch = mlp
-hidden = 32
-[train]
-epochs = 40
-batch_size = 50
-[optim]
-lr = 0.05
-[log]
-progress = lines
-CFG
-cat >"$t/sched.cfg" <<CFG
+sched_fixture "$bin" "$t" --epochs 40 --lr 0.05 --progress lines --new-data-rows 3000
+cat >>"$t/sched.cfg" <<CFG
 [dataset]
 max_shard_bytes = 3500000
 [train]
-config = train.cfg
-holdout = holdout
-ranks = 2
 max_attempts = 1
-[triggers]
-new_data_rows = 3000
 [executor]
-mpirun_args = --oversubscribe
 cancel_grace_s = 20
 [sched]
 tick_s = 0.3

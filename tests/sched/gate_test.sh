@@ -5,11 +5,9 @@
 # registry refuses unsafe names.
 # usage: gate_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 scratch
-py=/usr/bin/python3
 
 "$bin" data import-fashion-mnist --out "$t/fm" --shard-size 3000 >/dev/null
 mkdir -p "$t/train" "$t/holdout"

@@ -8,8 +8,7 @@
 # without root or UTS namespaces.
 # usage: host_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 if [ "$(id -u)" != 0 ] || ! unshare --uts true 2>/dev/null; then
   echo "SKIP: simulating another host needs root and UTS namespaces (unshare --uts)"

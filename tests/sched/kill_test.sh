@@ -6,11 +6,9 @@
 # champion), with the same param_sha256 as an uninterrupted run's.
 # usage: kill_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 scratch
-py=/usr/bin/python3
 
 sched_fixture "$bin" "$t"
 $py "$src/tests/sched/make_shards.py" "$t/fm/train/shard-00000.h5" "$t/bad" >/dev/null

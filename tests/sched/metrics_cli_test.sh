@@ -6,38 +6,15 @@
 # refused; SIGTERM stops the daemon (exit 0) and closes the port.
 # usage: metrics_cli_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 scratch  # the daemon runs with --root "$t/root": scratch's cleanup kills it too
 daemon=
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 1000 >/dev/null
-mkdir -p "$t/holdout"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
-cat >"$t/train.cfg" <<CFG
-[model]
-arch = mlp
-hidden = 32
+sched_fixture "$bin" "$t" --lr 0.05 --progress lines
+cat >>"$t/sched.cfg" <<CFG
 [train]
-epochs = 1
-batch_size = 50
-[optim]
-lr = 0.05
-[log]
-progress = lines
-CFG
-cat >"$t/sched.cfg" <<CFG
-[train]
-config = train.cfg
-holdout = holdout
-ranks = 2
 max_attempts = 1
-[triggers]
-new_data_rows = 2000
-[executor]
-mpirun_args = --oversubscribe
 [sched]
 tick_s = 0.3
 [registry]

@@ -7,48 +7,26 @@
 # usage: report_test.sh PERENNIAL SOURCE_DIR   (exit 77: no chromium)
 # REPORT_TEST_KEEP=DIR keeps the scheduler root in DIR (for a look at the page by hand).
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 chromium=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 if [ -z "$chromium" ]; then
   echo "SKIP: chromium is not installed (scripts/install-deps.sh installs it)"
   exit 77
 fi
-py=/usr/bin/python3
 start=$SECONDS
 scratch
 artifacts=${PERENNIAL_TEST_ARTIFACTS:-${TMPDIR:-/tmp}}
 mkdir -p "$artifacts"
 
-"$bin" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
-mkdir -p "$t/holdout"
-cp "$t/fm/test/shard-00000.h5" "$t/holdout/"
-cat >"$t/train.cfg" <<CFG
-[model]
-arch = mlp
-hidden = 32
+sched_fixture "$bin" "$t" --shard-size 2000 --epochs 2 --batch-size 64 --lr 0.05 --new-data-rows 4000
+printf '[train]\nlog_every = 10\n' >>"$t/train.cfg"
+cat >>"$t/sched.cfg" <<CFG
 [train]
-epochs = 2
-batch_size = 64
-log_every = 10
-[optim]
-lr = 0.05
-[log]
-progress = none
-CFG
-cat >"$t/sched.cfg" <<CFG
-[train]
-config = train.cfg
-holdout = holdout
-ranks = 2
 max_attempts = 1
 [triggers]
-new_data_rows = 4000
 drift_psi = 0.001
 drift_min_rows = 1000
-[executor]
-mpirun_args = --oversubscribe
 [gate]
 min_accuracy = 0.3
 max_accuracy_drop = 0.05

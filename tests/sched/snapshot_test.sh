@@ -8,11 +8,9 @@
 # and resumed with the check on ends with the uninterrupted run's weights.
 # usage: snapshot_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
 scratch
-py=/usr/bin/python3
 
 sched_fixture "$bin" "$t"
 cat >>"$t/sched.cfg" <<CFG

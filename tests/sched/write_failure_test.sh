@@ -5,10 +5,8 @@
 # failed pass is logged and retried; once the cause is gone it ingests, trains and promotes.
 # usage: write_failure_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
-bin=$1
-src=$2
+bin=$1 src=$2
 . "$src/tests/cli/lib.sh"
-py=/usr/bin/python3
 scratch  # the daemon runs with --root "$t/root": scratch's cleanup kills it too
 daemon=
 

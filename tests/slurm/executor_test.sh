@@ -21,7 +21,6 @@ bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
 . "$src/tests/slurm/lib.sh"
-py=/usr/bin/python3
 cases=${PERENNIAL_SLURM_TEST_CASES:-percent crash}
 if ! command -v slurmctld >/dev/null; then
   echo "SKIP: Slurm is not installed (scripts/install-deps.sh installs slurmctld slurmd slurm-client munge)"
@@ -49,22 +48,8 @@ free_ports LOCAL_SLURM_CTLD_PORT LOCAL_SLURM_SLURMD_PORT
 export SLURM_CONF=$cluster/etc/slurm.conf
 export PERENNIAL=$bin
 
-sched_fixture "$bin" "$t"
-cat >"$t/sched.cfg" <<CFG
-[train]
-config = train.cfg
-holdout = holdout
-ranks = 1
-[triggers]
-new_data_rows = 2000
-[executor]
-kind = slurm
-[slurm]
-script = $src/slurm/train.sbatch
-time = 00:10:00
-[gate]
-min_accuracy = 0.3
-CFG
+sched_fixture "$bin" "$t" --ranks 1 --executor slurm
+printf '[gate]\nmin_accuracy = 0.3\n' >>"$t/sched.cfg"
 
 # run_field ROOT FIELD: a field of the root's first run ("none" without one).
 run_field() {

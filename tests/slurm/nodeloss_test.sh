@@ -18,7 +18,6 @@ bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
 . "$src/tests/slurm/lib.sh"
-py=/usr/bin/python3
 started=$SECONDS
 multinode_test pmnl 10.213.2
 export PERENNIAL=$bin

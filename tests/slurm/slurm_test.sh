@@ -16,7 +16,6 @@ bin=$(realpath "$1")
 src=$(realpath "$2")
 . "$src/tests/cli/lib.sh"
 . "$src/tests/slurm/lib.sh"
-py=/usr/bin/python3
 if ! command -v slurmctld >/dev/null; then
   echo "SKIP: Slurm is not installed (scripts/install-deps.sh installs slurmctld slurmd slurm-client munge)"
   exit 77
