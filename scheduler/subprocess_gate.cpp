@@ -35,7 +35,7 @@ double SubprocessEvaluator::accuracy(const std::string& model, const std::vector
     const std::string log = fs::readFileIfPresent(dir + "/log");
     stdfs::remove_all(dir, ec);
     throw DataError("perennial eval of " + model + " failed (" +
-                    (rc == -1 ? "ran past gate.timeout_s" : "exit " + std::to_string(rc)) + "): " + lastBytes(log, 2000));
+                    (rc == -1 ? "ran past " + timeoutName_ : "exit " + std::to_string(rc)) + "): " + lastBytes(log, 2000));
   }
   const json j = json::parse(fs::readFileIfPresent(dir + "/eval.json"), nullptr, false);
   stdfs::remove_all(dir, ec);

@@ -15,14 +15,16 @@ namespace perennial::sched {
 // shards, in ROOT/tmp/eval-<pid>/ (removed afterwards).
 class SubprocessEvaluator : public Evaluator {
  public:
-  SubprocessEvaluator(std::string root, std::string device, double timeoutS)
-      : root_(std::move(root)), device_(std::move(device)), timeoutS_(timeoutS) {}
+  // TIMEOUT_NAME: the setting TIMEOUT_S came from, for the message of a child that ran past it.
+  SubprocessEvaluator(std::string root, std::string device, double timeoutS, std::string timeoutName = "gate.timeout_s")
+      : root_(std::move(root)), device_(std::move(device)), timeoutS_(timeoutS), timeoutName_(std::move(timeoutName)) {}
   double accuracy(const std::string& model, const std::vector<std::string>& shards) override;
 
  private:
   std::string root_;
   std::string device_;  // gate.device
   double timeoutS_;
+  std::string timeoutName_;
 };
 
 // `perennial validate --candidate ... --config CONFIG --out VERDICT`: the exit status and the

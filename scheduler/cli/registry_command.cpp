@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -36,8 +37,9 @@ int registryCommand(const std::vector<std::string>& args) {
       "usage: perennial registry <command> (--registry DIR | --root ROOT) ...\n\n"
       "  list                       [--json]  models, versions, aliases; each version's accuracy and the\n"
       "                             holdout it was measured on (its id and rows)\n"
-      "  list --holdout DIR         [--device D] [--json]  also measures every version on DIR, one\n"
-      "                             holdout for all, so that they can be compared\n"
+      "  list --holdout DIR         [--device D] [--timeout-s S] [--json]  also measures every version\n"
+      "                             on DIR, one holdout for all, so that they can be compared; each\n"
+      "                             measurement may run S seconds (default 3600)\n"
       "  show NAME[:VERSION|ALIAS]  [--json]  one version (default: the champion)\n"
       "  promote NAME VERSION       [--reason TEXT]\n"
       "  rollback NAME              [--reason TEXT]  the previous champion becomes champion again\n"
@@ -50,13 +52,15 @@ int registryCommand(const std::vector<std::string>& args) {
   const std::string sub = args[0];
   po::options_description desc;
   std::string registry, root, reason, out, holdout, device;
+  double timeoutS = 3600;
   bool asJson = false;
   std::vector<std::string> pos;
   desc.add_options()("help,h", "print this help")("registry", po::value<std::string>(&registry))(
       "root", po::value<std::string>(&root))(
       "reason", po::value<std::string>(&reason)->default_value("by hand"))("out", po::value<std::string>(&out))(
       "json", po::bool_switch(&asJson))("holdout", po::value<std::string>(&holdout))(
-      "device", po::value<std::string>(&device)->default_value("auto"))("positional", po::value<std::vector<std::string>>(&pos));
+      "device", po::value<std::string>(&device)->default_value("auto"))(
+      "timeout-s", po::value<double>(&timeoutS)->default_value(3600))("positional", po::value<std::vector<std::string>>(&pos));
   po::positional_options_description p;
   p.add("positional", -1);
   po::variables_map vm;
@@ -76,6 +80,10 @@ int registryCommand(const std::vector<std::string>& args) {
   if ((!holdout.empty() || !vm["device"].defaulted()) && sub != "list") {
     throw ConfigError("command line: --holdout and --device go with `registry list` only");
   }
+  if (!vm["timeout-s"].defaulted() && (sub != "list" || holdout.empty())) {
+    throw ConfigError("command line: --timeout-s goes with `registry list --holdout DIR` only");
+  }
+  if (!(timeoutS > 0)) throw ConfigError("command line: --timeout-s: must be a number of seconds > 0");
   Registry reg(registryDirFrom(registry, root));
   auto need = [&](size_t n, const char* what) {
     if (pos.size() != n) throw ConfigError(std::string("usage: perennial registry ") + sub + " " + what);
@@ -95,11 +103,13 @@ int registryCommand(const std::vector<std::string>& args) {
       } catch (const Error& e) {
         throw ConfigError(std::string("--holdout: ") + e.what());
       }
-      char tmpl[] = "/tmp/perennial-registry-XXXXXX";
-      const char* made = ::mkdtemp(tmpl);
-      if (!made) throw IoError(std::string("cannot create a scratch folder in /tmp: ") + std::strerror(errno));
+      const char* tmpdir = std::getenv("TMPDIR");
+      const std::string base = tmpdir && *tmpdir ? tmpdir : "/tmp";
+      std::string tmpl = base + "/perennial-registry-XXXXXX";
+      const char* made = ::mkdtemp(tmpl.data());
+      if (!made) throw IoError("cannot create a scratch folder in " + base + ": " + std::strerror(errno));
       scratch = made;
-      evaluator = std::make_unique<SubprocessEvaluator>(scratch, device, 3600);
+      evaluator = std::make_unique<SubprocessEvaluator>(scratch, device, timeoutS, "--timeout-s");
     }
     struct Cleanup {
       std::string dir;

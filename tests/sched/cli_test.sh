@@ -136,6 +136,18 @@ assert versions[0]["metrics"]["holdout_id"] == v["holdout_id"] == again["holdout
 # The same model on the same holdout: the same number of rows right.
 assert abs(again["accuracy"] - v["candidate"]["accuracy"]) < 1e-12, (again, v["candidate"])
 PY
+# A measurement that runs past --timeout-s is that version's error, named, not the listing's.
+"$bin" registry list --root "$root" --holdout "$t/holdout" --timeout-s 0.001 --json >"$t/timed-out.json" 2>"$t/timed-out.log" ||
+  { cat "$t/timed-out.log"; fail "registry list --holdout --timeout-s"; }
+$py -c 'import json,sys; e=json.load(open(sys.argv[1]))[0]["versions"][0]["remeasured"]; assert "ran past --timeout-s" in e["error"] and "accuracy" not in e, e' \
+  "$t/timed-out.json" || fail "a re-measurement past --timeout-s is not reported as such"
+for bad in "--timeout-s 0" "--timeout-s nan"; do
+  # shellcheck disable=SC2086  # BAD is two words
+  "$bin" registry list --root "$root" --holdout "$t/holdout" $bad >"$t/refused.log" 2>&1 && fail "registry list accepted $bad"
+  grep -qF -- "--timeout-s" "$t/refused.log" || { cat "$t/refused.log"; fail "the refusal of $bad does not name --timeout-s"; }
+done
+"$bin" registry list --root "$root" --timeout-s 5 >"$t/refused.log" 2>&1 && fail "registry list accepted --timeout-s without --holdout"
+grep -qF -- "--timeout-s goes with \`registry list --holdout DIR\` only" "$t/refused.log" || { cat "$t/refused.log"; fail "the refusal of --timeout-s"; }
 "$bin" registry show --root "$root" fashion:v1 --holdout "$t/holdout" >"$t/refused.log" 2>&1 &&
   fail "registry show accepted --holdout"
 grep -qF -- "--holdout and --device go with \`registry list\` only" "$t/refused.log" || { cat "$t/refused.log"; fail "the refusal of --holdout"; }
