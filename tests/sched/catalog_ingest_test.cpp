@@ -124,7 +124,7 @@ class CatalogTest : public TempDirTest {
     return s;
   }
 
-  static RunRecord run(Catalog& c, const std::string& snapshotId, const std::string& st, double at = 10) {
+  static RunRecord run(Catalog& c, const std::string& snapshotId, RunState st, double at = 10) {
     RunRecord r;
     r.id = c.nextRunId();
     r.state = st;
@@ -320,29 +320,29 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
   Catalog c(dbPath());
   c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
   EXPECT_EQ(c.nextRunId(), "r000001");
-  RunRecord a = run(c, "snapA", state::kPending, 10);
+  RunRecord a = run(c, "snapA", RunState::kPending, 10);
   c.insertRun(a);
   EXPECT_EQ(a.id, "r000001");
   EXPECT_EQ(a.seq, 1);
   EXPECT_EQ(c.nextRunId(), "r000002");
-  RunRecord b = run(c, "snapA", state::kPending, 20);
+  RunRecord b = run(c, "snapA", RunState::kPending, 20);
   c.insertRun(b);
   EXPECT_EQ(b.id, "r000002");
   EXPECT_EQ(c.nextRunId(), "r000003");
   EXPECT_EQ(c.lastRunCreatedAt().value_or(-1), 20);
 
   EXPECT_EQ(c.activeRunCount(), 0);
-  a.state = state::kSubmitted;
+  a.state = RunState::kSubmitted;
   a.attempt = 1;
   a.execId = "4242";
   a.updatedAt = 11;
   c.updateRun(a);
   EXPECT_EQ(c.activeRunCount(), 1);
-  b.state = state::kRunning;
+  b.state = RunState::kRunning;
   c.updateRun(b);
   EXPECT_EQ(c.activeRunCount(), 2);
 
-  a.state = state::kFailed;
+  a.state = RunState::kFailed;
   a.exitCode = 3;
   a.message = "boom";
   a.finishedAt = 15;
@@ -352,7 +352,7 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
 
   const auto got = c.run("r000001");
   ASSERT_TRUE(got);
-  EXPECT_EQ(got->state, state::kFailed);
+  EXPECT_EQ(got->state, RunState::kFailed);
   EXPECT_EQ(got->attempt, 1);
   EXPECT_EQ(got->execId, "4242");
   ASSERT_TRUE(got->exitCode);
@@ -368,27 +368,27 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
   EXPECT_DOUBLE_EQ(got->updatedAt, 11);
   EXPECT_FALSE(c.run("r000009"));
 
-  const auto failed = c.runsInStates({state::kFailed});
+  const auto failed = c.runsInStates({RunState::kFailed});
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, "r000001");
-  const auto both = c.runsInStates({state::kRunning, state::kFailed});
+  const auto both = c.runsInStates({RunState::kRunning, RunState::kFailed});
   ASSERT_EQ(both.size(), 2u);
   EXPECT_EQ(both[0].id, "r000001");  // in seq order
   EXPECT_EQ(both[1].id, "r000002");
-  EXPECT_TRUE(c.runsInStates({state::kSucceeded}).empty());
+  EXPECT_TRUE(c.runsInStates({RunState::kSucceeded}).empty());
 
   const auto recent = c.recentRuns(1);
   ASSERT_EQ(recent.size(), 1u);
   EXPECT_EQ(recent[0].id, "r000002");
 
-  RunRecord ghost = run(c, "snapA", state::kPending);
+  RunRecord ghost = run(c, "snapA", RunState::kPending);
   ghost.id = "r999999";
   EXPECT_THROW(c.updateRun(ghost), InternalError);
 }
 
 TEST_F(CatalogTest, RunNeedsAKnownSnapshot) {
   Catalog c(dbPath());
-  RunRecord r = run(c, "no-such-snapshot", state::kPending);
+  RunRecord r = run(c, "no-such-snapshot", RunState::kPending);
   EXPECT_THROW(c.insertRun(r), IoError);
 }
 
@@ -420,9 +420,9 @@ TEST_F(CatalogTest, CoveredSeqIsTheNewestRunsSnapshotOrTheChampions) {
 
   // Every run covers its snapshot, whatever its state: a failed or cancelled run is not started
   // again for the same data.
-  for (const char* st : {state::kPending, state::kSubmitted, state::kRunning, state::kSucceeded, state::kFailed,
-                         state::kCancelled, state::kRejected, state::kPromoted}) {
-    SCOPED_TRACE(st);
+  for (RunState st : {RunState::kPending, RunState::kSubmitted, RunState::kRunning, RunState::kSucceeded,
+                      RunState::kFailed, RunState::kCancelled, RunState::kRejected, RunState::kPromoted}) {
+    SCOPED_TRACE(runStateName(st));
     RunRecord r = run(c, "s5", st);
     c.insertRun(r);
     EXPECT_EQ(c.coveredSeq(""), 5);
@@ -431,10 +431,10 @@ TEST_F(CatalogTest, CoveredSeqIsTheNewestRunsSnapshotOrTheChampions) {
   }
   // Runs are created in ingest order, so a newer run's snapshot is never smaller: the newest
   // run decides.
-  RunRecord ok = run(c, "s7", state::kSucceeded);
+  RunRecord ok = run(c, "s7", RunState::kSucceeded);
   c.insertRun(ok);
   EXPECT_EQ(c.coveredSeq(""), 7);
-  RunRecord newerFailed = run(c, "s9", state::kFailed);
+  RunRecord newerFailed = run(c, "s9", RunState::kFailed);
   c.insertRun(newerFailed);
   EXPECT_EQ(c.coveredSeq(""), 9);
 }
@@ -562,12 +562,12 @@ TEST_F(CatalogTest, ConnectionIsUsableAfterAFailedCommit) {
   Catalog c(dbPath());
   EXPECT_THROW(c.transaction([&] {
                  CatalogTestPeer::db(c).exec("PRAGMA defer_foreign_keys=ON");
-                 RunRecord r = run(c, "no-such-snapshot", state::kPending);
+                 RunRecord r = run(c, "no-such-snapshot", RunState::kPending);
                  c.insertRun(r);
                }),
                IoError);
   EXPECT_NO_THROW(c.transaction([&] { c.setMeta("after", "1"); }));
-  EXPECT_TRUE(c.runsInStates({state::kPending}).empty());
+  EXPECT_TRUE(c.runsInStates({RunState::kPending}).empty());
   Catalog other(dbPath());
   EXPECT_EQ(other.meta("after").value_or(""), "1");
 }
@@ -602,15 +602,15 @@ TEST_F(CatalogTest, TwoConnectionsCreatingTheCatalogAtOnceBothSucceed) {
 }
 
 TEST(CatalogStateTest, ActiveAndTerminalStates) {
-  EXPECT_TRUE(isActiveState(state::kSubmitted));
-  EXPECT_TRUE(isActiveState(state::kRunning));
-  EXPECT_FALSE(isActiveState(state::kPending));
-  EXPECT_FALSE(isActiveState(state::kSucceeded));
-  EXPECT_TRUE(isTerminalState(state::kSucceeded));
-  EXPECT_TRUE(isTerminalState(state::kFailed));
-  EXPECT_TRUE(isTerminalState(state::kCancelled));
-  EXPECT_FALSE(isTerminalState(state::kPreempted));
-  EXPECT_FALSE(isTerminalState(state::kRunning));
+  EXPECT_TRUE(isActiveState(RunState::kSubmitted));
+  EXPECT_TRUE(isActiveState(RunState::kRunning));
+  EXPECT_FALSE(isActiveState(RunState::kPending));
+  EXPECT_FALSE(isActiveState(RunState::kSucceeded));
+  EXPECT_TRUE(isTerminalState(RunState::kSucceeded));
+  EXPECT_TRUE(isTerminalState(RunState::kFailed));
+  EXPECT_TRUE(isTerminalState(RunState::kCancelled));
+  EXPECT_FALSE(isTerminalState(RunState::kPreempted));
+  EXPECT_FALSE(isTerminalState(RunState::kRunning));
 }
 
 // ---------------------------------------------------------------------------------------------
