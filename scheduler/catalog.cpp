@@ -96,11 +96,27 @@ const char* kRunColumns =
 
 std::string resultText(const RunRecord& r) { return r.result ? dumpJson(r.result->toJson()) : std::string(); }
 
+// The known states' names, for an error message: "pending, submitted, ...".
+std::string runStateNames() {
+  std::string out;
+  for (RunState st : kAllRunStates) {
+    if (!out.empty()) out += ", ";
+    out += runStateName(st);
+  }
+  return out;
+}
+
 RunRecord readRun(const Statement& s) {
   RunRecord r;
   r.seq = s.int64(0);
   r.id = s.text(1);
-  r.state = s.text(2);
+  const std::string stateName = s.text(2);
+  const std::optional<RunState> state = parseRunState(stateName);
+  if (!state) {
+    throw DataError("catalog: run " + r.id + " is in state '" + printable(stateName) +
+                    "', which this Perennial does not know (it knows " + runStateNames() + ")");
+  }
+  r.state = *state;
   r.trigger = s.text(3);
   r.reason = s.text(4);
   r.snapshotId = s.text(5);
@@ -142,10 +158,33 @@ ShardRecord readShard(const Statement& s, bool withProfile) {
 
 }  // namespace
 
-bool isActiveState(const std::string& s) { return s == state::kSubmitted || s == state::kRunning; }
-bool isTerminalState(const std::string& s) {
-  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kPromoted ||
-         s == state::kRejected;
+const char* runStateName(RunState s) {
+  switch (s) {
+    case RunState::kPending: return "pending";
+    case RunState::kSubmitted: return "submitted";
+    case RunState::kRunning: return "running";
+    case RunState::kSucceeded: return "succeeded";
+    case RunState::kFailed: return "failed";
+    case RunState::kPreempted: return "preempted";
+    case RunState::kCancelled: return "cancelled";
+    case RunState::kValidating: return "validating";
+    case RunState::kPromoted: return "promoted";
+    case RunState::kRejected: return "rejected";
+  }
+  return "?";
+}
+
+std::optional<RunState> parseRunState(const std::string& name) {
+  for (RunState st : kAllRunStates) {
+    if (name == runStateName(st)) return st;
+  }
+  return std::nullopt;
+}
+
+bool isActiveState(RunState s) { return s == RunState::kSubmitted || s == RunState::kRunning; }
+bool isTerminalState(RunState s) {
+  return s == RunState::kSucceeded || s == RunState::kFailed || s == RunState::kCancelled ||
+         s == RunState::kPromoted || s == RunState::kRejected;
 }
 
 // The lease (NOTE [Catalog host]) is taken before SQLite opens the file: lease_ precedes db_.
@@ -271,7 +310,9 @@ std::optional<RunRecord> Catalog::lastTrainedRun() {
   Statement s = db_.prepare(std::string("SELECT ") + kRunColumns +
                             " FROM runs WHERE state IN (?, ?, ?) AND result <> '' "
                             "ORDER BY COALESCE(finished_at, updated_at) DESC, seq DESC LIMIT 1");
-  s.bind(1, state::kSucceeded).bind(2, state::kPromoted).bind(3, state::kRejected);
+  s.bind(1, runStateName(RunState::kSucceeded))
+      .bind(2, runStateName(RunState::kPromoted))
+      .bind(3, runStateName(RunState::kRejected));
   if (!s.step()) return std::nullopt;
   return readRun(s);
 }
@@ -361,7 +402,7 @@ std::string Catalog::nextRunId() {
 void Catalog::insertRun(RunRecord& r) {
   db_.prepare(std::string("INSERT INTO runs(") + kRunColumns +
               ") VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-      .bind(1, r.id).bind(2, r.state).bind(3, r.trigger).bind(4, r.reason).bind(5, r.snapshotId)
+      .bind(1, r.id).bind(2, runStateName(r.state)).bind(3, r.trigger).bind(4, r.reason).bind(5, r.snapshotId)
       .bind(6, r.config).bind(7, r.configSha256).bind(8, r.warmStart).bind(9, r.attempt).bind(10, r.maxAttempts)
       .bind(11, r.executor).bind(12, r.execId)
       .bindNull(13)
@@ -377,7 +418,7 @@ void Catalog::updateRun(const RunRecord& r) {
   Statement s = db_.prepare(
       "UPDATE runs SET state=?, attempt=?, exec_id=?, exit_code=?, message=?, result=?, cancel_requested=?, "
       "updated_at=?, finished_at=? WHERE id=?");
-  s.bind(1, r.state).bind(2, r.attempt).bind(3, r.execId);
+  s.bind(1, runStateName(r.state)).bind(2, r.attempt).bind(3, r.execId);
   if (r.exitCode) s.bind(4, *r.exitCode); else s.bindNull(4);
   s.bind(5, r.message).bind(6, resultText(r)).bind(7, static_cast<int64_t>(r.cancelRequested)).bind(8, r.updatedAt);
   if (r.finishedAt) s.bind(9, *r.finishedAt); else s.bindNull(9);
@@ -392,12 +433,12 @@ std::optional<RunRecord> Catalog::run(const std::string& id) {
   return readRun(s);
 }
 
-std::vector<RunRecord> Catalog::runsInStates(const std::vector<std::string>& states) {
+std::vector<RunRecord> Catalog::runsInStates(const std::vector<RunState>& states) {
   std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE state IN (";
   for (size_t i = 0; i < states.size(); ++i) sql += i ? ",?" : "?";
   sql += ") ORDER BY seq";
   Statement s = db_.prepare(sql);
-  for (size_t i = 0; i < states.size(); ++i) s.bind(static_cast<int>(i + 1), states[i]);
+  for (size_t i = 0; i < states.size(); ++i) s.bind(static_cast<int>(i + 1), runStateName(states[i]));
   std::vector<RunRecord> out;
   while (s.step()) out.push_back(readRun(s));
   return out;

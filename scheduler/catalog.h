@@ -49,27 +49,42 @@ struct QuarantineRecord {
 // succeeded | failed | preempted | cancelled; a failed or preempted attempt with attempts left
 // goes back to pending. With the validation gate, a run whose training succeeded goes
 // validating -> promoted | rejected (without it, succeeded is final and the run is champion).
-namespace state {
-inline constexpr const char* kPending = "pending";
-inline constexpr const char* kSubmitted = "submitted";
-inline constexpr const char* kRunning = "running";
-inline constexpr const char* kSucceeded = "succeeded";
-inline constexpr const char* kFailed = "failed";
-inline constexpr const char* kPreempted = "preempted";
-inline constexpr const char* kCancelled = "cancelled";
-inline constexpr const char* kValidating = "validating";
-inline constexpr const char* kPromoted = "promoted";
-inline constexpr const char* kRejected = "rejected";
-}  // namespace state
+// The catalog stores each as its name (runStateName): runs.state, the "state" of run events.
+enum class RunState {
+  kPending,
+  kSubmitted,
+  kRunning,
+  kSucceeded,
+  kFailed,
+  kPreempted,
+  kCancelled,
+  kValidating,
+  kPromoted,
+  kRejected,
+};
 
-bool isActiveState(const std::string& s);    // submitted | running
+// Every state, in the order above.
+inline constexpr RunState kAllRunStates[] = {
+    RunState::kPending,  RunState::kSubmitted, RunState::kRunning,   RunState::kSucceeded,
+    RunState::kFailed,   RunState::kPreempted, RunState::kCancelled, RunState::kValidating,
+    RunState::kPromoted, RunState::kRejected};
+
+// "pending", "submitted", ...: the name the catalog, the JSON output and the metrics use.
+const char* runStateName(RunState s);
+// The state named NAME (exactly as runStateName spells it); nullopt for any other text.
+std::optional<RunState> parseRunState(const std::string& name);
+// Not JSON's number of the enum (nlohmann's default), which would change the events and the
+// JSON output: spell a state with runStateName. (Deleted, `json{{"state", s}}` does not compile.)
+void to_json(nlohmann::json& j, RunState s) = delete;
+
+bool isActiveState(RunState s);    // submitted | running
 // succeeded | failed | cancelled | promoted | rejected (preempted retries)
-bool isTerminalState(const std::string& s);
+bool isTerminalState(RunState s);
 
 struct RunRecord {
   int64_t seq = 0;
   std::string id;  // r000001, ...
-  std::string state;
+  RunState state = RunState::kPending;
   std::string trigger;   // the trigger that fired it
   std::string reason;    // why (the trigger's explanation)
   std::string snapshotId;
@@ -169,16 +184,18 @@ class Catalog {
   // data would give the same model; a failed or cancelled one is not retried on the same data).
   int64_t coveredSeq(const std::string& championSnapshot);
 
-  // Runs.
+  // Runs. Reading a run whose stored state this build does not know throws DataError.
   std::string nextRunId();
   void insertRun(RunRecord& r);  // sets seq
   void updateRun(const RunRecord& r);
   std::optional<RunRecord> run(const std::string& id);
-  std::vector<RunRecord> runsInStates(const std::vector<std::string>& states);
+  std::vector<RunRecord> runsInStates(const std::vector<RunState>& states);
   std::vector<RunRecord> recentRuns(int64_t limit);
   int64_t activeRunCount();
   std::optional<double> lastRunCreatedAt();
-  std::map<std::string, int64_t> runCountsByState();  // only the states some run is in
+  // By the stored name, only the states some run is in: a name this build does not know (a
+  // newer Perennial's state) is counted too, where reading such a run throws (DataError).
+  std::map<std::string, int64_t> runCountsByState();
   // The run that most recently finished training (succeeded, promoted or rejected) with a result.
   std::optional<RunRecord> lastTrainedRun();
 

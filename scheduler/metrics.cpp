@@ -26,11 +26,6 @@ namespace {
 using nlohmann::json;
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// Every run state of catalog.h, so each one has a sample (0 when no run is in it).
-const char* const kRunStates[] = {
-    state::kPending,   state::kSubmitted, state::kRunning,    state::kSucceeded, state::kFailed,
-    state::kPreempted, state::kCancelled, state::kValidating, state::kPromoted,  state::kRejected};
-
 std::string formatValue(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
@@ -106,18 +101,17 @@ namespace {
 std::string renderMetricsOf(Catalog& catalog, const TickStats& ticks, const MetricsContext& context) {
   Writer w;
 
-  // Runs by state.
-  std::map<std::string, int64_t> byState;
-  for (const char* s : kRunStates) byState[s] = 0;
-  for (const auto& [st, n] : catalog.runCountsByState()) byState[st] = n;
+  // Runs by state: every state of catalog.h has a sample (0 when no run is in it).
+  std::map<std::string, int64_t> byState = catalog.runCountsByState();
   w.family("perennial_runs", "gauge", "Runs in the catalog by state.");
-  for (const char* st : kRunStates)
-    w.sample("perennial_runs", {{"state", st}}, formatValue(byState[st]));
-  for (const auto& [st, n] : byState) {  // a state this build does not know (a newer catalog)
-    bool known = false;
-    for (const char* k : kRunStates) known = known || st == k;
-    if (!known) w.sample("perennial_runs", {{"state", st}}, formatValue(n));
+  for (RunState st : kAllRunStates) {
+    const auto it = byState.find(runStateName(st));
+    const int64_t n = it == byState.end() ? 0 : it->second;
+    w.sample("perennial_runs", {{"state", runStateName(st)}}, formatValue(n));
+    if (it != byState.end()) byState.erase(it);
   }
+  for (const auto& [st, n] : byState)  // a state this build does not know (a newer catalog)
+    w.sample("perennial_runs", {{"state", st}}, formatValue(n));
 
   // Shards and quarantine.
   const NewDataStats all = catalog.shardsAfter(0);
@@ -182,7 +176,7 @@ std::string renderMetricsOf(Catalog& catalog, const TickStats& ticks, const Metr
           version = detail["version"].get<std::string>();
       }
     }
-    if (version.empty() && run && run->state == state::kPromoted)
+    if (version.empty() && run && run->state == RunState::kPromoted)
       version = catalog.meta("champion_version").value_or("");
     if (model.empty() && !version.empty()) model = context.model;
     w.sample("perennial_champion_info",

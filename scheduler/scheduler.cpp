@@ -145,7 +145,7 @@ TickReport Scheduler::tick(bool scanIncoming) {
   }
   followActiveRuns(report);
   if (gatekeeper_) {
-    for (RunRecord run : cat_.runsInStates({state::kValidating})) validateRun(run, report);
+    for (RunRecord run : cat_.runsInStates({RunState::kValidating})) validateRun(run, report);
   }
   evaluateTriggers(report);
   submitPending(report);
@@ -153,7 +153,7 @@ TickReport Scheduler::tick(bool scanIncoming) {
   return report;
 }
 
-void Scheduler::setState(RunRecord& run, const std::string& state, const std::string& message, TickReport& report,
+void Scheduler::setState(RunRecord& run, RunState state, const std::string& message, TickReport& report,
                          json detail) {
   const double now = clock_.now();
   run.state = state;
@@ -161,12 +161,12 @@ void Scheduler::setState(RunRecord& run, const std::string& state, const std::st
   run.updatedAt = now;
   if (isTerminalState(state)) run.finishedAt = now;
   cat_.updateRun(run);
-  detail["state"] = state;
+  detail["state"] = runStateName(state);
   detail["attempt"] = run.attempt;
   if (!message.empty()) detail["message"] = message;
   cat_.addEvent(now, "run", run.id, detail);
   report.transitions.emplace_back(run.id, state);
-  logCommitted("run " + run.id + " -> " + state + (message.empty() ? "" : ": " + message));
+  logCommitted("run " + run.id + " -> " + runStateName(state) + (message.empty() ? "" : ": " + message));
 }
 
 void Scheduler::transaction(const std::function<void()>& body) {
@@ -197,11 +197,11 @@ void Scheduler::handleCancelRequests(TickReport& report) {
     transaction([&] {
       if (run && !isTerminalState(run->state) && !run->cancelRequested) {
         run->cancelRequested = true;
-        if (run->state == state::kPending || run->state == state::kPreempted) {
-          setState(*run, state::kCancelled, "cancelled before it was submitted", report);
+        if (run->state == RunState::kPending || run->state == RunState::kPreempted) {
+          setState(*run, RunState::kCancelled, "cancelled before it was submitted", report);
         } else {
           cat_.updateRun(*run);
-          cat_.addEvent(clock_.now(), "run", run->id, {{"cancel_requested", true}, {"state", run->state}});
+          cat_.addEvent(clock_.now(), "run", run->id, {{"cancel_requested", true}, {"state", runStateName(run->state)}});
         }
       } else {
         cat_.addEvent(clock_.now(), "request", req.arg,
@@ -213,12 +213,12 @@ void Scheduler::handleCancelRequests(TickReport& report) {
 }
 
 void Scheduler::followActiveRuns(TickReport& report) {
-  for (RunRecord run : cat_.runsInStates({state::kSubmitted, state::kRunning})) {
+  for (RunRecord run : cat_.runsInStates({RunState::kSubmitted, RunState::kRunning})) {
     const AttemptSpec spec = attemptSpec(run);
     AttemptStatus st = exec_.poll(spec, run.execId);
     switch (st.state) {
       case AttemptState::kNotStarted:
-        if (run.state == state::kSubmitted) {
+        if (run.state == RunState::kSubmitted) {
           // Recorded as submitted, but the process never started (the scheduler died in
           // between): start it now; this is its first start.
           submitAttempt(run, report);
@@ -229,10 +229,10 @@ void Scheduler::followActiveRuns(TickReport& report) {
         }
         break;
       case AttemptState::kRunning:
-        if (run.state == state::kSubmitted || run.execId != st.execId) {
+        if (run.state == RunState::kSubmitted || run.execId != st.execId) {
           transaction([&] {
             run.execId = st.execId;
-            setState(run, state::kRunning, "", report, {{"exec_id", st.execId}});
+            setState(run, RunState::kRunning, "", report, {{"exec_id", st.execId}});
           });
         }
         if (run.cancelRequested && !cancelSent_.count(run.id + "/" + std::to_string(run.attempt))) {
@@ -254,31 +254,31 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   const RunPaths paths = RunPaths::of(root_, run.id);
   const std::string log = paths.attemptLog(run.attempt);
   const bool exited = st.state == AttemptState::kExited;
-  std::string outcome;
+  RunState outcome = RunState::kFailed;
   std::string message;
   bool retry = false;
   std::optional<TrainResult> result;
   if (run.cancelRequested) {
-    outcome = state::kCancelled;
+    outcome = RunState::kCancelled;
     message = "cancelled";
   } else if (exited && st.exitCode == 0 && stdfs::exists(paths.result())) {
     try {
       result = TrainResult::parse(fs::readFileIfPresent(paths.result()), paths.result());
-      outcome = state::kSucceeded;
+      outcome = RunState::kSucceeded;
     } catch (const DataError& e) {
       // The trainer wrote something else than its contract: a bug, not a fault to retry.
-      outcome = state::kFailed;
+      outcome = RunState::kFailed;
       message = std::string("exit 0 with a result that does not read: ") + e.what();
     }
   } else if (exited && st.exitCode == exit_code::kRequeue) {
-    outcome = state::kPreempted;
+    outcome = RunState::kPreempted;
     message = "the trainer checkpointed and stopped on a signal (exit 75)";
     retry = true;
   } else if (exited && st.exitCode == exit_code::kUsage) {
-    outcome = state::kFailed;
+    outcome = RunState::kFailed;
     message = "configuration error (exit 2): " + tail(log, 1);
   } else {
-    outcome = state::kFailed;
+    outcome = RunState::kFailed;
     message = exited ? "exit " + std::to_string(st.exitCode) + (st.detail.empty() ? "" : " (" + st.detail + ")")
                      : "lost: " + st.detail;
     const std::string last = tail(log, 3);
@@ -288,10 +288,10 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   fault("attempt-ended");
   transaction([&] {
     if (exited) run.exitCode = st.exitCode;
-    if (outcome == state::kSucceeded) {
+    if (outcome == RunState::kSucceeded) {
       run.result = result;
       if (gatekeeper_) {
-        setState(run, state::kValidating, "", report, {{"exit_code", st.exitCode}});
+        setState(run, RunState::kValidating, "", report, {{"exit_code", st.exitCode}});
         return;
       }
       // Without a gate, a succeeded run becomes the champion.
@@ -305,16 +305,16 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
     if (again) {
       setState(run, outcome, message, report, {{"exit_code", exited ? st.exitCode : -1}});
       run.finishedAt.reset();
-      setState(run, state::kPending, "retrying with --resume auto (attempt " + std::to_string(run.attempt + 1) +
+      setState(run, RunState::kPending, "retrying with --resume auto (attempt " + std::to_string(run.attempt + 1) +
                                          " of " + std::to_string(run.maxAttempts) + ")", report);
     } else {
-      if (outcome == state::kPreempted) outcome = state::kFailed;  // out of attempts
+      if (outcome == RunState::kPreempted) outcome = RunState::kFailed;  // out of attempts
       setState(run, outcome, message + (retry ? " (no attempts left)" : ""), report,
                {{"exit_code", exited ? st.exitCode : -1}});
     }
   });
   fault("attempt-recorded");
-  if (run.state == state::kValidating) validateRun(run, report);
+  if (run.state == RunState::kValidating) validateRun(run, report);
 }
 
 json Scheduler::lineageOf(const RunRecord& run, const std::string& parentVersion) {
@@ -459,7 +459,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
                             name + ")";
     if (run.message != msg) {
       transaction([&] {
-        setState(run, state::kValidating, msg, report,
+        setState(run, RunState::kValidating, msg, report,
                  {{"held", "champion damaged"}, {"champion", champion.version ? json(*champion.version) : json(nullptr)}});
       });
     }
@@ -489,14 +489,14 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
     std::string failed;
     for (const auto& f : failedChecks) failed += (failed.empty() ? "" : ", ") + f;
     transaction([&] {
-      setState(run, state::kRejected, "failed checks: " + failed, report,
+      setState(run, RunState::kRejected, "failed checks: " + failed, report,
                {{"failed", failedChecks}, {"champion", championVersion ? json(*championVersion) : json(nullptr)}});
     });
     return;
   }
   if (g.exitCode != exit_code::kGatePass || !g.verdict) {
     if (g.error.empty()) g.error = "exit 0 without a verdict (" + paths.verdict() + ": " + g.verdictProblem + ")";
-    transaction([&] { setState(run, state::kFailed, "the validation gate could not judge it: " + g.error, report); });
+    transaction([&] { setState(run, RunState::kFailed, "the validation gate could not judge it: " + g.error, report); });
     return;
   }
   PublishRequest req;
@@ -530,7 +530,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
   transaction([&] {
     cat_.setMeta("champion", run.id);
     cat_.setMeta("champion_version", version);
-    setState(run, state::kPromoted, name + ":" + version, report,
+    setState(run, RunState::kPromoted, name + ":" + version, report,
              {{"version", version}, {"previous", old ? json(*old) : json(nullptr)}});
     cat_.addEvent(clock_.now(), "champion", run.id, {{"run", run.id}, {"model", name}, {"version", version},
                                                    {"previous", old ? json(*old) : json(nullptr)}});
@@ -557,7 +557,7 @@ void Scheduler::validateRun(RunRecord& run, TickReport& report) {
 void Scheduler::submitPending(TickReport& report) {
   int64_t capacity = config_.maxConcurrent - cat_.activeRunCount();
   if (capacity <= 0) return;
-  for (RunRecord run : cat_.runsInStates({state::kPending})) {
+  for (RunRecord run : cat_.runsInStates({RunState::kPending})) {
     if (capacity-- <= 0) break;
     materialize(run);
     fault("materialized");
@@ -565,7 +565,7 @@ void Scheduler::submitPending(TickReport& report) {
       ++run.attempt;
       run.execId.clear();
       run.exitCode.reset();
-      setState(run, state::kSubmitted, "", report);
+      setState(run, RunState::kSubmitted, "", report);
     });
     fault("submitted-recorded");
     submitAttempt(run, report);
@@ -579,10 +579,10 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
   } catch (const Error& e) {
     transaction([&] {
       const bool again = run.attempt < run.maxAttempts;
-      setState(run, state::kFailed, std::string("could not start: ") + e.what(), report);
+      setState(run, RunState::kFailed, std::string("could not start: ") + e.what(), report);
       if (again) {
         run.finishedAt.reset();
-        setState(run, state::kPending, "retrying", report);
+        setState(run, RunState::kPending, "retrying", report);
       }
     });
     return;
@@ -590,7 +590,7 @@ void Scheduler::submitAttempt(RunRecord& run, TickReport& report) {
   fault("spawned");
   transaction([&] {
     run.execId = execId;
-    setState(run, state::kRunning, "", report, {{"exec_id", execId}, {"executor", exec_.name()}});
+    setState(run, RunState::kRunning, "", report, {{"exec_id", execId}, {"executor", exec_.name()}});
   });
 }
 
@@ -649,7 +649,7 @@ void Scheduler::evaluateTriggers(TickReport& report) {
   std::string held;
   if (!firing.empty()) {
     const auto last = cat_.lastRunCreatedAt();
-    const int64_t busy = cat_.activeRunCount() + static_cast<int64_t>(cat_.runsInStates({state::kPending}).size());
+    const int64_t busy = cat_.activeRunCount() + static_cast<int64_t>(cat_.runsInStates({RunState::kPending}).size());
     if (cat_.maxShardSeq() == 0) {
       held = "no data ingested yet";
     } else if (busy >= config_.maxConcurrent) {
@@ -721,7 +721,7 @@ std::string Scheduler::createRun(const std::string& trigger, const std::string& 
   cat_.insertSnapshot(snap);
   RunRecord r;
   r.id = cat_.nextRunId();
-  r.state = state::kPending;
+  r.state = RunState::kPending;
   r.trigger = trigger;
   r.reason = reason;
   r.snapshotId = snap.id;
@@ -733,7 +733,7 @@ std::string Scheduler::createRun(const std::string& trigger, const std::string& 
   r.createdAt = r.updatedAt = ctx.now;
   cat_.insertRun(r);
   cat_.addEvent(ctx.now, "run", r.id,
-                {{"state", r.state}, {"trigger", trigger}, {"reason", reason}, {"snapshot", snap.id},
+                {{"state", runStateName(r.state)}, {"trigger", trigger}, {"reason", reason}, {"snapshot", snap.id},
                  {"shards", snap.shards}, {"rows", snap.rows}, {"warm_start", r.warmStart},
                  {"config_sha256", r.configSha256}});
   logCommitted("run " + r.id + " created by " + trigger + " (" + reason + "): snapshot of " +

@@ -26,7 +26,7 @@ namespace perennial::sched {
 struct TickReport {
   std::vector<IngestOutcome> ingested;
   std::vector<std::string> created;                              // run ids
-  std::vector<std::pair<std::string, std::string>> transitions;  // (run id, new state)
+  std::vector<std::pair<std::string, RunState>> transitions;  // (run id, new state)
   std::vector<std::pair<std::string, TriggerDecision>> decisions;
   double seconds = 0;
 };
@@ -99,7 +99,7 @@ class Scheduler {
   void submitPending(TickReport& report);
   void submitAttempt(RunRecord& run, TickReport& report);
   void finishAttempt(RunRecord& run, const AttemptStatus& status, TickReport& report);
-  void setState(RunRecord& run, const std::string& state, const std::string& message, TickReport& report,
+  void setState(RunRecord& run, RunState state, const std::string& message, TickReport& report,
                 nlohmann::json detail = nlohmann::json::object());
   std::string createRun(const std::string& trigger, const std::string& reason, TriggerContext& ctx);
   SnapshotRecord buildSnapshot(int64_t maxSeq);

@@ -313,7 +313,8 @@ void populate(Catalog& cat, const Options& o, const std::vector<Profile>& profil
       db.prepare("INSERT INTO runs(seq, id, state, trigger, reason, snapshot_id, config, config_sha256, warm_start, "
                  "attempt, max_attempts, executor, exec_id, exit_code, message, result, cancel_requested, created_at, "
                  "updated_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-          .bind(1, n).bind(2, id).bind(3, failed ? state::kFailed : state::kSucceeded).bind(4, "new_data")
+          .bind(1, n).bind(2, id).bind(3, runStateName(failed ? RunState::kFailed : RunState::kSucceeded))
+          .bind(4, "new_data")
           .bind(5, reason).bind(6, snap).bind(7, config).bind(8, hexSha(config)).bind(9, warm)
           .bind(10, failed ? 3 : 1).bind(11, 3).bind(12, "local").bind(13, std::to_string(100000 + n))
           .bind(14, failed ? 1 : 0)
@@ -477,7 +478,7 @@ int main(int argc, char** argv) try {
     std::optional<RunRecord> champion = cat.run(champ);
     b["cancel_requests"] = medianMs(reps, [&] { cat.openRequests("cancel"); });
     b["list_incoming"] = medianMs(reps, [&] { sched.ingester().pending(); });
-    b["active_runs"] = medianMs(reps, [&] { cat.runsInStates({state::kSubmitted, state::kRunning}); });
+    b["active_runs"] = medianMs(reps, [&] { cat.runsInStates({RunState::kSubmitted, RunState::kRunning}); });
     b["champion_run_and_snapshot"] = medianMs(reps, [&] {
       auto id = cat.meta("champion");
       auto r = cat.run(*id);
@@ -521,7 +522,7 @@ int main(int argc, char** argv) try {
     });
     b["submit_pending_queries"] = medianMs(reps, [&] {
       cat.activeRunCount();
-      cat.runsInStates({state::kPending});
+      cat.runsInStates({RunState::kPending});
     });
     double sum = 0;
     for (auto& [k, v] : b.items()) sum += v.get<double>();

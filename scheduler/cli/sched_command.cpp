@@ -130,7 +130,7 @@ json tickJson(const TickReport& r) {
   json ingested = json::array();
   for (const auto& o : r.ingested) ingested.push_back(outcomeJson(o));
   json transitions = json::array();
-  for (const auto& [id, st] : r.transitions) transitions.push_back({{"run", id}, {"state", st}});
+  for (const auto& [id, st] : r.transitions) transitions.push_back({{"run", id}, {"state", runStateName(st)}});
   json triggers = json::object();
   for (const auto& [name, d] : r.decisions) {
     triggers[name] = {{"fire", d.fire}, {"reason", d.reason}, {"values", d.values}, {"thresholds", d.thresholds}};
@@ -146,7 +146,7 @@ int tickCommand(const Common& c) {
   } else {
     for (const auto& o : r.ingested) printOutcome(o);
     for (const auto& id : r.created) std::cout << "created     " << id << "\n";
-    for (const auto& [id, st] : r.transitions) std::cout << "run         " << id << " -> " << st << "\n";
+    for (const auto& [id, st] : r.transitions) std::cout << "run         " << id << " -> " << runStateName(st) << "\n";
   }
   return 0;
 }
@@ -189,7 +189,7 @@ void printTable(std::vector<std::vector<std::string>> rows) {
 }
 
 json runJson(const RunRecord& r) {
-  json j{{"id", r.id}, {"state", r.state}, {"trigger", r.trigger}, {"reason", r.reason}, {"snapshot", r.snapshotId},
+  json j{{"id", r.id}, {"state", runStateName(r.state)}, {"trigger", r.trigger}, {"reason", r.reason}, {"snapshot", r.snapshotId},
          {"config_sha256", r.configSha256}, {"warm_start", r.warmStart}, {"attempt", r.attempt},
          {"max_attempts", r.maxAttempts}, {"executor", r.executor}, {"exec_id", r.execId}, {"message", r.message},
          {"cancel_requested", r.cancelRequested}, {"created_at", r.createdAt}, {"updated_at", r.updatedAt}};
@@ -282,7 +282,8 @@ int runsCommand(const Common& c) {
   }
   std::vector<std::vector<std::string>> rows{{"RUN", "STATE", "TRIGGER", "ATTEMPT", "CREATED", "ACCURACY", "MESSAGE"}};
   for (const auto& r : runs) {
-    rows.push_back({r.id, r.state + (r.cancelRequested && !isTerminalState(r.state) ? " (cancelling)" : ""), r.trigger,
+    const bool cancelling = r.cancelRequested && !isTerminalState(r.state);
+    rows.push_back({r.id, runStateName(r.state) + std::string(cancelling ? " (cancelling)" : ""), r.trigger,
                     std::to_string(r.attempt) + "/" + std::to_string(r.maxAttempts), isoTime(r.createdAt),
                     accuracyOf(r), r.message.substr(0, 100)});
   }
@@ -399,7 +400,7 @@ int schedCommand(const std::vector<std::string>& args) {
       d->scheduler().handleCancelRequests(r);
       auto run = d->catalog().run(id);
       if (run && isActiveState(run->state)) d->executor().cancel(d->scheduler().attemptSpec(*run), run->execId);
-      std::cout << "run " << id << ": " << (run ? run->state : "?")
+      std::cout << "run " << id << ": " << (run ? runStateName(run->state) : "?")
                 << (run && isActiveState(run->state) ? " (signalled; recorded as cancelled at the next tick)" : "") << "\n";
     } else {
       std::cout << "cancel of " << id << " requested; the scheduler acts on it at its next tick\n";

@@ -143,14 +143,14 @@ std::string runsChart(const Model& m, const Ticks& yt) {
   const Champion ch = championOf(m);
   Labels labels;
   std::string texts;
-  std::set<std::string> seen;
+  std::set<RunState> seen;
   for (const auto* r : rows) {
-    const std::string& s = r->rec.state;
+    const RunState s = r->rec.state;
     seen.insert(s);
     const double x = f.px(r->endAt());
     const bool noAcc = !r->accuracy;
     const double y = noAcc ? f.plotBottom() - 7 : f.py(*r->accuracy);
-    std::string tip = h(r->rec.id) + " &#8212; " + h(s) + (noAcc ? "" : ", test accuracy " + fixed(*r->accuracy, 4)) +
+    std::string tip = h(r->rec.id) + " &#8212; " + h(runStateName(s)) + (noAcc ? "" : ", test accuracy " + fixed(*r->accuracy, 4)) +
                       "&#10;ended " + h(isoUtc(r->endAt())) + " UTC&#10;trigger " + h(r->rec.trigger) +
                       (r->version.empty() ? "" : "&#10;published as " + h(r->version)) +
                       (r->rec.message.empty() ? "" : "&#10;" + h(r->rec.message.substr(0, 300)));
@@ -165,8 +165,8 @@ std::string runsChart(const Model& m, const Ticks& yt) {
     }
   }
   o += texts + "</svg><div class=\"legend\">";
-  for (const char* s : {state::kPromoted, state::kSucceeded, state::kRejected, state::kFailed, state::kCancelled}) {
-    if (seen.count(s)) o += legendMarker(stateShape(s), stateColour(s), std::string(s) + (stateShape(s) == Shape::kCross ? " (no accuracy)" : ""));
+  for (RunState s : {RunState::kPromoted, RunState::kSucceeded, RunState::kRejected, RunState::kFailed, RunState::kCancelled}) {
+    if (seen.count(s)) o += legendMarker(stateShape(s), stateColour(s), std::string(runStateName(s)) + (stateShape(s) == Shape::kCross ? " (no accuracy)" : ""));
   }
   if (!ch.runId.empty()) o += legendMarker(Shape::kRing, kChampion, "champion");
   return o + "</div></figure>";
@@ -227,7 +227,7 @@ std::string curvesSection(const Model& m, const std::string& championRun) {
       if (pts.empty()) continue;
       const std::string colour = runColour(shown[i]->index, m.runs.size());
       const bool champ = shown[i]->rec.id == championRun;
-      const std::string tip = h(shown[i]->rec.id) + " (" + h(shown[i]->rec.state) + ")";
+      const std::string tip = h(shown[i]->rec.id) + " (" + h(runStateName(shown[i]->rec.state)) + ")";
       if (pts.size() > 1) fig += polyline(f, pts, colour, champ ? 3 : 1.8, tip);
       if ((!loss && pts.size() <= 30) || pts.size() == 1) {
         for (const auto& p : pts) {
@@ -240,7 +240,7 @@ std::string curvesSection(const Model& m, const std::string& championRun) {
   };
   o += "<div class=\"grid2\">" + chart(true) + chart(false) + "</div><div class=\"legend runs\">";
   for (const auto* r : shown) {
-    o += legendLine(runColour(r->index, m.runs.size()), r->rec.id + " \xC2\xB7 " + r->rec.state + (r->rec.id == championRun ? " \xC2\xB7 champion" : ""),
+    o += legendLine(runColour(r->index, m.runs.size()), r->rec.id + " \xC2\xB7 " + runStateName(r->rec.state) + (r->rec.id == championRun ? " \xC2\xB7 champion" : ""),
                     false, r->rec.id == championRun ? 4 : 2.5);
   }
   return o + "</div></section>";

@@ -132,7 +132,7 @@ std::map<std::string, VersionInfo> loadRegistry(Model& m) {
 // The verdict of each judged run: its own verdict.json, else the one its registry version holds.
 void loadVerdicts(Model& m, const std::map<std::string, VersionInfo>& versions) {
   for (auto& r : m.runs) {
-    if (r.rec.state != state::kPromoted && r.rec.state != state::kRejected) continue;
+    if (r.rec.state != RunState::kPromoted && r.rec.state != RunState::kRejected) continue;
     try {
       r.verdict = Verdict::read(RunPaths::of(m.opt.root, r.rec.id).verdict());
     } catch (const std::exception& e) {

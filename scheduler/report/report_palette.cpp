@@ -12,22 +12,34 @@ constexpr size_t kNumSeries = sizeof(kSeries) / sizeof(kSeries[0]);
 
 }  // namespace
 
-const char* stateColour(const std::string& s) {
-  if (s == state::kPromoted) return "#2e7d32";
-  if (s == state::kSucceeded) return "#3f7fbf";
-  if (s == state::kRejected) return "#e8710a";
-  if (s == state::kFailed) return "#c62828";
-  if (s == state::kCancelled) return "#8a939c";
-  if (s == state::kValidating) return "#7b4fb8";
-  if (s == state::kRunning || s == state::kSubmitted) return "#1a73e8";
-  return "#9aa5b1";  // pending, preempted
+const char* stateColour(RunState s) {
+  switch (s) {
+    case RunState::kPromoted: return "#2e7d32";
+    case RunState::kSucceeded: return "#3f7fbf";
+    case RunState::kRejected: return "#e8710a";
+    case RunState::kFailed: return "#c62828";
+    case RunState::kCancelled: return "#8a939c";
+    case RunState::kValidating: return "#7b4fb8";
+    case RunState::kRunning:
+    case RunState::kSubmitted: return "#1a73e8";
+    case RunState::kPending:
+    case RunState::kPreempted: return kWaiting;
+  }
+  return kWaiting;
 }
 
-Shape stateShape(const std::string& s) {
-  if (s == state::kRejected) return Shape::kTriangle;
-  if (s == state::kFailed || s == state::kCancelled) return Shape::kCross;
-  if (s == state::kPending || s == state::kSubmitted || s == state::kRunning || s == state::kPreempted) {
-    return Shape::kRing;
+Shape stateShape(RunState s) {
+  switch (s) {
+    case RunState::kRejected: return Shape::kTriangle;
+    case RunState::kFailed:
+    case RunState::kCancelled: return Shape::kCross;
+    case RunState::kPending:
+    case RunState::kSubmitted:
+    case RunState::kRunning:
+    case RunState::kPreempted: return Shape::kRing;
+    case RunState::kSucceeded:
+    case RunState::kValidating:
+    case RunState::kPromoted: return Shape::kCircle;
   }
   return Shape::kCircle;
 }
@@ -38,8 +50,8 @@ const char* runColour(size_t index, size_t runs) {
   return kSeries[colour % kNumSeries];
 }
 
-std::string badge(const std::string& s) {
-  return "<span class=\"badge\" style=\"--c:" + std::string(stateColour(s)) + "\">" + h(s) + "</span>";
+std::string badge(RunState s) {
+  return "<span class=\"badge\" style=\"--c:" + std::string(stateColour(s)) + "\">" + h(runStateName(s)) + "</span>";
 }
 
 }  // namespace perennial::sched::report

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <string>
 
+#include "scheduler/catalog.h"
 #include "scheduler/report/svg_chart.h"
 
 namespace perennial::sched::report {
@@ -16,13 +17,15 @@ inline constexpr const char* kTrigger = "#7b4fb8";
 inline constexpr const char* kDrift = "#0f8b8d";
 // The first colour of the series: the registry versions' line.
 inline constexpr const char* kVersionLine = "#4e79a7";
+// Runs waiting for an attempt (pending, preempted), and a state name this build does not know.
+inline constexpr const char* kWaiting = "#9aa5b1";
 
-const char* stateColour(const std::string& state);
-Shape stateShape(const std::string& state);
+const char* stateColour(RunState state);
+Shape stateShape(RunState state);
 // The line colour of the run at INDEX (oldest first) of RUNS runs: the newest runs get distinct
 // colours, in run order.
 const char* runColour(size_t index, size_t runs);
 // A run state as a coloured label (HTML).
-std::string badge(const std::string& state);
+std::string badge(RunState state);
 
 }  // namespace perennial::sched::report

@@ -31,7 +31,8 @@ std::string summarySection(const Model& m, const Champion& ch) {
   std::string chips;
   for (const auto& [s, n] : m.byState) {
     total += n;
-    chips += "<span class=\"chip\" style=\"--c:" + std::string(stateColour(s)) + "\">" + std::to_string(n) + " " + h(s) + "</span>";
+    const std::optional<RunState> st = parseRunState(s);
+    chips += "<span class=\"chip\" style=\"--c:" + std::string(st ? stateColour(*st) : kWaiting) + "\">" + std::to_string(n) + " " + h(s) + "</span>";
   }
   o += "<div class=\"stat wide\"><div class=\"label\">Runs</div><div class=\"value\">" + std::to_string(total) +
        "</div><div class=\"detail\">" + (chips.empty() ? "no runs yet" : chips) + "</div></div>";

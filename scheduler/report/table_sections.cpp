@@ -95,10 +95,10 @@ std::string verdictsSection(const Model& m) {
   size_t n = 0;
   for (auto it = m.runs.rbegin(); it != m.runs.rend() && n < m.opt.maxVerdicts; ++it) {
     const RunInfo& r = *it;
-    if (r.rec.state != state::kPromoted && r.rec.state != state::kRejected) continue;
+    if (r.rec.state != RunState::kPromoted && r.rec.state != RunState::kRejected) continue;
     const Verdict* v = r.verdict ? &*r.verdict : nullptr;
     ++n;
-    const bool pass = v ? v->passed : r.rec.state == state::kPromoted;
+    const bool pass = v ? v->passed : r.rec.state == RunState::kPromoted;
     o += std::string("<details class=\"verdict\"") + (n <= 3 ? " open" : "") + "><summary><code>" + h(r.rec.id) + "</code> " +
          badge(r.rec.state) + " <span class=\"decision " + (pass ? "pass\">pass" : "reject\">reject") + "</span>";
     o += " <span class=\"muted\">candidate " + accText(v ? finite(v->candidate.metrics.accuracy) : std::nullopt) +

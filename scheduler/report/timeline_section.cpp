@@ -168,7 +168,7 @@ std::string timelineSection(const Model& m) {
     const double xa = f.px(r.rec.createdAt), xb = f.px(barEnd(&r));
     const std::string colour = stateColour(r.rec.state);
     const bool done = isTerminalState(r.rec.state);
-    std::string tip = h(r.rec.id) + " &#8212; " + h(r.rec.state) + "&#10;trigger " + h(r.rec.trigger) + ": " +
+    std::string tip = h(r.rec.id) + " &#8212; " + h(runStateName(r.rec.state)) + "&#10;trigger " + h(r.rec.trigger) + ": " +
                       h(r.rec.reason.substr(0, 300)) + "&#10;created " + h(isoUtc(r.rec.createdAt)) + " UTC" +
                       (done ? "&#10;ended " + h(isoUtc(r.endAt())) + " UTC (" + h(duration(r.endAt() - r.rec.createdAt)) + ")" : "") +
                       (r.rec.message.empty() ? "" : "&#10;" + h(r.rec.message.substr(0, 300)));
@@ -301,18 +301,25 @@ std::string timelineSection(const Model& m) {
   svg += "</svg>";
   o += "<div class=\"scroll\">" + svg + "</div><div class=\"legend\">";
   // The key: what this timeline shows.
-  std::set<std::string> states, actions;
-  bool held = false;
-  for (const auto& r : m.runs) states.insert(isTerminalState(r.rec.state) ? r.rec.state : "in flight");
+  std::set<RunState> ended;
+  std::set<std::string> actions;
+  bool held = false, inFlight = false;
+  for (const auto& r : m.runs) {
+    if (isTerminalState(r.rec.state)) {
+      ended.insert(r.rec.state);
+    } else {
+      inFlight = true;
+    }
+  }
   for (const auto& e : m.history) actions.insert(e.action);
   for (const auto& mk : marks) held = held || (mk.hollow && mk.shape == Shape::kDiamond);
   o += legendMarker(Shape::kCircle, kShard, "shard ingested") + legendMarker(Shape::kCross, kQuarantine, "file quarantined") +
        legendMarker(Shape::kDiamond, kTrigger, "trigger fired") + (held ? legendMarker(Shape::kDiamond, kTrigger, "fired, held", true) : "");
   if (!m.runs.empty()) o += legendMarker(Shape::kRing, kMuted, "run created");
-  for (const char* s : {state::kPromoted, state::kSucceeded, state::kRejected, state::kFailed, state::kCancelled}) {
-    if (states.count(s)) o += legendMarker(stateShape(s), stateColour(s), s);
+  for (RunState s : {RunState::kPromoted, RunState::kSucceeded, RunState::kRejected, RunState::kFailed, RunState::kCancelled}) {
+    if (ended.count(s)) o += legendMarker(stateShape(s), stateColour(s), runStateName(s));
   }
-  if (states.count("in flight")) o += legendLine(stateColour(state::kRunning), "in flight", true);
+  if (inFlight) o += legendLine(stateColour(RunState::kRunning), "in flight", true);
   if (actions.count("promote")) o += legendMarker(Shape::kStar, kChampion, "promoted to champion");
   if (actions.count("rollback")) o += legendMarker(Shape::kStar, kChampion, "rollback", true);
   if (haveDrift) o += legendLine(kDrift, "drift PSI") + legendLine(kQuarantine, "drift threshold", true, 1.5);

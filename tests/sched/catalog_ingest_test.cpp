@@ -12,9 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <hdf5.h>
@@ -124,7 +126,7 @@ class CatalogTest : public TempDirTest {
     return s;
   }
 
-  static RunRecord run(Catalog& c, const std::string& snapshotId, const std::string& st, double at = 10) {
+  static RunRecord run(Catalog& c, const std::string& snapshotId, RunState st, double at = 10) {
     RunRecord r;
     r.id = c.nextRunId();
     r.state = st;
@@ -320,29 +322,29 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
   Catalog c(dbPath());
   c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
   EXPECT_EQ(c.nextRunId(), "r000001");
-  RunRecord a = run(c, "snapA", state::kPending, 10);
+  RunRecord a = run(c, "snapA", RunState::kPending, 10);
   c.insertRun(a);
   EXPECT_EQ(a.id, "r000001");
   EXPECT_EQ(a.seq, 1);
   EXPECT_EQ(c.nextRunId(), "r000002");
-  RunRecord b = run(c, "snapA", state::kPending, 20);
+  RunRecord b = run(c, "snapA", RunState::kPending, 20);
   c.insertRun(b);
   EXPECT_EQ(b.id, "r000002");
   EXPECT_EQ(c.nextRunId(), "r000003");
   EXPECT_EQ(c.lastRunCreatedAt().value_or(-1), 20);
 
   EXPECT_EQ(c.activeRunCount(), 0);
-  a.state = state::kSubmitted;
+  a.state = RunState::kSubmitted;
   a.attempt = 1;
   a.execId = "4242";
   a.updatedAt = 11;
   c.updateRun(a);
   EXPECT_EQ(c.activeRunCount(), 1);
-  b.state = state::kRunning;
+  b.state = RunState::kRunning;
   c.updateRun(b);
   EXPECT_EQ(c.activeRunCount(), 2);
 
-  a.state = state::kFailed;
+  a.state = RunState::kFailed;
   a.exitCode = 3;
   a.message = "boom";
   a.finishedAt = 15;
@@ -352,7 +354,7 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
 
   const auto got = c.run("r000001");
   ASSERT_TRUE(got);
-  EXPECT_EQ(got->state, state::kFailed);
+  EXPECT_EQ(got->state, RunState::kFailed);
   EXPECT_EQ(got->attempt, 1);
   EXPECT_EQ(got->execId, "4242");
   ASSERT_TRUE(got->exitCode);
@@ -368,27 +370,27 @@ TEST_F(CatalogTest, RunsAreInsertedUpdatedAndQueried) {
   EXPECT_DOUBLE_EQ(got->updatedAt, 11);
   EXPECT_FALSE(c.run("r000009"));
 
-  const auto failed = c.runsInStates({state::kFailed});
+  const auto failed = c.runsInStates({RunState::kFailed});
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].id, "r000001");
-  const auto both = c.runsInStates({state::kRunning, state::kFailed});
+  const auto both = c.runsInStates({RunState::kRunning, RunState::kFailed});
   ASSERT_EQ(both.size(), 2u);
   EXPECT_EQ(both[0].id, "r000001");  // in seq order
   EXPECT_EQ(both[1].id, "r000002");
-  EXPECT_TRUE(c.runsInStates({state::kSucceeded}).empty());
+  EXPECT_TRUE(c.runsInStates({RunState::kSucceeded}).empty());
 
   const auto recent = c.recentRuns(1);
   ASSERT_EQ(recent.size(), 1u);
   EXPECT_EQ(recent[0].id, "r000002");
 
-  RunRecord ghost = run(c, "snapA", state::kPending);
+  RunRecord ghost = run(c, "snapA", RunState::kPending);
   ghost.id = "r999999";
   EXPECT_THROW(c.updateRun(ghost), InternalError);
 }
 
 TEST_F(CatalogTest, RunNeedsAKnownSnapshot) {
   Catalog c(dbPath());
-  RunRecord r = run(c, "no-such-snapshot", state::kPending);
+  RunRecord r = run(c, "no-such-snapshot", RunState::kPending);
   EXPECT_THROW(c.insertRun(r), IoError);
 }
 
@@ -420,9 +422,9 @@ TEST_F(CatalogTest, CoveredSeqIsTheNewestRunsSnapshotOrTheChampions) {
 
   // Every run covers its snapshot, whatever its state: a failed or cancelled run is not started
   // again for the same data.
-  for (const char* st : {state::kPending, state::kSubmitted, state::kRunning, state::kSucceeded, state::kFailed,
-                         state::kCancelled, state::kRejected, state::kPromoted}) {
-    SCOPED_TRACE(st);
+  for (RunState st : {RunState::kPending, RunState::kSubmitted, RunState::kRunning, RunState::kSucceeded,
+                      RunState::kFailed, RunState::kCancelled, RunState::kRejected, RunState::kPromoted}) {
+    SCOPED_TRACE(runStateName(st));
     RunRecord r = run(c, "s5", st);
     c.insertRun(r);
     EXPECT_EQ(c.coveredSeq(""), 5);
@@ -431,10 +433,10 @@ TEST_F(CatalogTest, CoveredSeqIsTheNewestRunsSnapshotOrTheChampions) {
   }
   // Runs are created in ingest order, so a newer run's snapshot is never smaller: the newest
   // run decides.
-  RunRecord ok = run(c, "s7", state::kSucceeded);
+  RunRecord ok = run(c, "s7", RunState::kSucceeded);
   c.insertRun(ok);
   EXPECT_EQ(c.coveredSeq(""), 7);
-  RunRecord newerFailed = run(c, "s9", state::kFailed);
+  RunRecord newerFailed = run(c, "s9", RunState::kFailed);
   c.insertRun(newerFailed);
   EXPECT_EQ(c.coveredSeq(""), 9);
 }
@@ -562,12 +564,12 @@ TEST_F(CatalogTest, ConnectionIsUsableAfterAFailedCommit) {
   Catalog c(dbPath());
   EXPECT_THROW(c.transaction([&] {
                  CatalogTestPeer::db(c).exec("PRAGMA defer_foreign_keys=ON");
-                 RunRecord r = run(c, "no-such-snapshot", state::kPending);
+                 RunRecord r = run(c, "no-such-snapshot", RunState::kPending);
                  c.insertRun(r);
                }),
                IoError);
   EXPECT_NO_THROW(c.transaction([&] { c.setMeta("after", "1"); }));
-  EXPECT_TRUE(c.runsInStates({state::kPending}).empty());
+  EXPECT_TRUE(c.runsInStates({RunState::kPending}).empty());
   Catalog other(dbPath());
   EXPECT_EQ(other.meta("after").value_or(""), "1");
 }
@@ -601,16 +603,83 @@ TEST_F(CatalogTest, TwoConnectionsCreatingTheCatalogAtOnceBothSucceed) {
   EXPECT_EQ(c.schemaVersion(), kCatalogSchemaVersion);
 }
 
+// The catalog, the JSON output and the metrics spell each state by this name: changing one
+// changes the on-disk format.
+TEST(CatalogStateTest, EveryStateReadsBackFromItsName) {
+  const std::vector<std::pair<RunState, std::string>> names{
+      {RunState::kPending, "pending"},       {RunState::kSubmitted, "submitted"}, {RunState::kRunning, "running"},
+      {RunState::kSucceeded, "succeeded"},   {RunState::kFailed, "failed"},       {RunState::kPreempted, "preempted"},
+      {RunState::kCancelled, "cancelled"},   {RunState::kValidating, "validating"},
+      {RunState::kPromoted, "promoted"},     {RunState::kRejected, "rejected"}};
+  ASSERT_EQ(names.size(), std::size(kAllRunStates));
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& [st, name] = names[i];
+    SCOPED_TRACE(name);
+    EXPECT_EQ(kAllRunStates[i], st);
+    EXPECT_EQ(runStateName(st), name);
+    EXPECT_EQ(parseRunState(name), st);
+  }
+  for (const char* bad : {"", "Pending", "pending ", "in flight", "?", "3"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_FALSE(parseRunState(bad));
+  }
+}
+
+TEST_F(CatalogTest, EveryStateIsStoredByNameAndReadBack) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
+  for (RunState st : kAllRunStates) {
+    SCOPED_TRACE(runStateName(st));
+    RunRecord inserted = run(c, "snapA", st);
+    c.insertRun(inserted);
+    Statement raw = CatalogTestPeer::db(c).prepare("SELECT state FROM runs WHERE id = ?");
+    raw.bind(1, inserted.id);
+    ASSERT_TRUE(raw.step());
+    EXPECT_EQ(raw.text(0), runStateName(st));
+    ASSERT_TRUE(c.run(inserted.id));
+    EXPECT_EQ(c.run(inserted.id)->state, st);
+
+    RunRecord updated = run(c, "snapA", RunState::kPending);
+    c.insertRun(updated);
+    updated.state = st;
+    c.updateRun(updated);
+    ASSERT_TRUE(c.run(updated.id));
+    EXPECT_EQ(c.run(updated.id)->state, st);
+    const auto found = c.runsInStates({st});
+    ASSERT_EQ(found.size(), 2u);
+    EXPECT_EQ(found[0].id, inserted.id);
+    EXPECT_EQ(found[1].id, updated.id);
+  }
+  const auto counts = c.runCountsByState();
+  ASSERT_EQ(counts.size(), std::size(kAllRunStates));
+  for (RunState st : kAllRunStates) EXPECT_EQ(counts.at(runStateName(st)), 2) << runStateName(st);
+}
+
+// A state this build does not know (one of a newer Perennial, or a catalog edited by hand) is
+// refused where a run is read, naming the run and the text; the counts still show it.
+TEST_F(CatalogTest, AnUnknownStoredStateIsRefusedByName) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
+  RunRecord r = run(c, "snapA", RunState::kPending);
+  c.insertRun(r);
+  CatalogTestPeer::db(c).prepare("UPDATE runs SET state = 'paused' WHERE id = ?").bind(1, r.id).run();
+  EXPECT_EQ(c.runCountsByState().at("paused"), 1);
+  const std::string message = messageOf<DataError>([&] { c.run(r.id); });
+  EXPECT_CONTAINS(message, r.id);
+  EXPECT_CONTAINS(message, std::string("'paused'"));
+  EXPECT_CONTAINS(message, std::string("pending, submitted, running"));
+  EXPECT_THROW(c.recentRuns(10), DataError);
+}
+
 TEST(CatalogStateTest, ActiveAndTerminalStates) {
-  EXPECT_TRUE(isActiveState(state::kSubmitted));
-  EXPECT_TRUE(isActiveState(state::kRunning));
-  EXPECT_FALSE(isActiveState(state::kPending));
-  EXPECT_FALSE(isActiveState(state::kSucceeded));
-  EXPECT_TRUE(isTerminalState(state::kSucceeded));
-  EXPECT_TRUE(isTerminalState(state::kFailed));
-  EXPECT_TRUE(isTerminalState(state::kCancelled));
-  EXPECT_FALSE(isTerminalState(state::kPreempted));
-  EXPECT_FALSE(isTerminalState(state::kRunning));
+  const std::set<RunState> active{RunState::kSubmitted, RunState::kRunning};
+  const std::set<RunState> terminal{RunState::kSucceeded, RunState::kFailed, RunState::kCancelled,
+                                    RunState::kPromoted, RunState::kRejected};
+  for (RunState st : kAllRunStates) {
+    SCOPED_TRACE(runStateName(st));
+    EXPECT_EQ(isActiveState(st), active.count(st) == 1);
+    EXPECT_EQ(isTerminalState(st), terminal.count(st) == 1);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -149,11 +149,11 @@ class MetricsTest : public ::testing::Test {
   }
 
   // A run in STATE; a finished one has RESULT and FINISHED_AT.
-  std::string addRun(const std::string& st, const json& result = nullptr, double finishedAt = 0) {
+  std::string addRun(RunState st, const json& result = nullptr, double finishedAt = 0) {
     catalog->insertSnapshot({"snap", 1, 1, 10, "{}"});
     RunRecord r;
     r.id = catalog->nextRunId();
-    r.state = state::kPending;
+    r.state = RunState::kPending;
     r.trigger = "new_data";
     r.snapshotId = "snap";
     r.createdAt = r.updatedAt = 1;
@@ -228,13 +228,13 @@ TEST_F(MetricsTest, ValuesComeFromTheCatalogAndTheTickStats) {
   catalog->insertQuarantine({0, "quarantine/x.1", "x.h5", "hdf5", "not HDF5", 2});
   catalog->insertQuarantine({0, "quarantine/y.1", "y.h5", "hdf5", "truncated", 3});
   catalog->insertQuarantine({0, "quarantine/z.1", "z.h5", "labels", "label 12 in row 3", 4});
-  addRun(state::kFailed, nullptr, 5);
-  addRun(state::kRejected, {{"wall_seconds", 30.5}, {"train_seconds", 20}, {"test_accuracy", 0.5}},
+  addRun(RunState::kFailed, nullptr, 5);
+  addRun(RunState::kRejected, {{"wall_seconds", 30.5}, {"train_seconds", 20}, {"test_accuracy", 0.5}},
          8);
   const std::string champ =
-      addRun(state::kPromoted, {{"wall_seconds", 12.25}, {"test_accuracy", 0.875}}, 7);
-  addRun(state::kRunning);
-  addRun(state::kPending);
+      addRun(RunState::kPromoted, {{"wall_seconds", 12.25}, {"test_accuracy", 0.875}}, 7);
+  addRun(RunState::kRunning);
+  addRun(RunState::kPending);
   catalog->setMeta("champion", champ);
   catalog->setMeta("champion_version", "v2");
   catalog->addEvent(7, "champion", champ,
@@ -287,7 +287,7 @@ TEST_F(MetricsTest, ValuesComeFromTheCatalogAndTheTickStats) {
 }
 
 TEST_F(MetricsTest, LastTrainingFallsBackToTrainSecondsAndChampionAccuracyToTheRegistry) {
-  const std::string champ = addRun(state::kPromoted, {{"train_seconds", 7}}, 3);
+  const std::string champ = addRun(RunState::kPromoted, {{"train_seconds", 7}}, 3);
   catalog->setMeta("champion", champ);
   catalog->setMeta("champion_version", "v1");
   // An older champion event without a model name: the configured model is used.
@@ -306,7 +306,7 @@ TEST_F(MetricsTest, LastTrainingFallsBackToTrainSecondsAndChampionAccuracyToTheR
 
 TEST_F(MetricsTest, AChampionWithoutTheGateHasNoVersion) {
   const std::string champ =
-      addRun(state::kSucceeded, {{"wall_seconds", 2}, {"test_accuracy", 0.5}}, 3);
+      addRun(RunState::kSucceeded, {{"wall_seconds", 2}, {"test_accuracy", 0.5}}, 3);
   catalog->setMeta("champion", champ);
   catalog->setMeta("champion_version", "v9");  // from an earlier, gated champion: not this one's
   catalog->addEvent(3, "champion", champ, {{"run", champ}, {"snapshot", "snap"}});

@@ -154,7 +154,7 @@ TEST_F(ReportTest, EscapesEveryStringFromTheCatalogAndTheRegistry) {
     cat.insertSnapshot({"snap" + evil, 1, 1, 100, "{}"});
     RunRecord r;
     r.id = "r000001";
-    r.state = state::kRejected;
+    r.state = RunState::kRejected;
     r.trigger = "trig" + evil;
     r.reason = "reason " + evil;
     r.snapshotId = "snap" + evil;
@@ -221,7 +221,7 @@ TEST_F(ReportTest, VerdictsComeFromTheRunElseItsRegistryVersion) {
       RunRecord r;
       r.id = id;
       r.snapshotId = "snap";
-      r.state = std::string(id) == "r000001" ? state::kPromoted : state::kRejected;
+      r.state = std::string(id) == "r000001" ? RunState::kPromoted : RunState::kRejected;
       r.trigger = "manual";
       r.executor = "local";
       r.createdAt = r.updatedAt = 1000;
@@ -296,7 +296,7 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
                          : json{{"reason", "2000 new rows >= 2000"}, {"run", "r"}});
       RunRecord r;
       r.id = cat.nextRunId();
-      r.state = state::kPending;
+      r.state = RunState::kPending;
       r.trigger = drift ? "drift" : "new_data";
       r.reason = r.trigger + ": fired";
       r.snapshotId = snap;
@@ -309,12 +309,12 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
       // Outcomes: most promoted, every fourth rejected, every seventh failed, the last running.
       const double accuracy = 0.70 + 0.002 * i + (i % 4 == 0 ? -0.03 : 0);
       if (i == numRuns) {
-        r.state = state::kRunning;
+        r.state = RunState::kRunning;
       } else if (i % 7 == 0) {
-        r.state = state::kFailed;
+        r.state = RunState::kFailed;
         r.message = "exit status 1";
       } else {
-        r.state = i % 4 == 0 ? state::kRejected : state::kPromoted;
+        r.state = i % 4 == 0 ? RunState::kRejected : RunState::kPromoted;
         r.result = TrainResult{};
         r.result->test.accuracy = accuracy;
         r.result->paramSha256 = std::string(64, 'p');
@@ -324,15 +324,15 @@ TEST_F(ReportTest, ManyRunsStayReadableAndSmall) {
       r.updatedAt = at + 1200;
       if (isTerminalState(r.state)) r.finishedAt = r.updatedAt;
       cat.updateRun(r);
-      cat.addEvent(r.updatedAt, "run", r.id, {{"state", r.state}});
-      if (r.state == state::kPromoted || r.state == state::kRejected) {
-        const json verdict{{"decision", r.state == state::kPromoted ? "pass" : "reject"},
+      cat.addEvent(r.updatedAt, "run", r.id, {{"state", runStateName(r.state)}});
+      if (r.state == RunState::kPromoted || r.state == RunState::kRejected) {
+        const json verdict{{"decision", r.state == RunState::kPromoted ? "pass" : "reject"},
                            {"checks", {{{"name", "threshold.accuracy"}, {"passed", true}, {"value", accuracy}, {"threshold", 0.5}, {"detail", "ok"}},
-                                       {{"name", "improvement"}, {"passed", r.state == state::kPromoted}, {"value", 0.001}, {"threshold", 0.002}, {"detail", "gain"}}}},
+                                       {{"name", "improvement"}, {"passed", r.state == RunState::kPromoted}, {"value", 0.001}, {"threshold", 0.002}, {"detail", "gain"}}}},
                            {"candidate", {{"accuracy", accuracy}, {"loss", 1.0}}},
                            {"champion", parent.empty() ? json(nullptr) : json{{"accuracy", accuracy - 0.002}, {"loss", 1.0}}}};
         write(root_ + "/runs/" + r.id + "/verdict.json", verdict.dump());
-        if (r.state == state::kPromoted) {
+        if (r.state == RunState::kPromoted) {
           PublishRequest req;
           req.name = "fashion";
           req.weights = dir_ + "/weights.h5";

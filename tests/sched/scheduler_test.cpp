@@ -220,7 +220,7 @@ TEST_F(SchedulerTest, NewDataFiresAtTheThresholdAndOnlyOncePerData) {
   r = sched().tick();
   ASSERT_EQ(r.created.size(), 1u);
   const std::string id = r.created[0];
-  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).state, RunState::kRunning);
   EXPECT_EQ(run(id).trigger, "new_data");
   EXPECT_EQ(run(id).attempt, 1);
   EXPECT_EQ(executor.submits, 1);
@@ -238,7 +238,7 @@ TEST_F(SchedulerTest, NewDataFiresAtTheThresholdAndOnlyOncePerData) {
 
   executor.finish(id, 1, 0, 0.85);
   r = sched().tick();
-  EXPECT_EQ(run(id).state, state::kSucceeded);
+  EXPECT_EQ(run(id).state, RunState::kSucceeded);
   ASSERT_TRUE(run(id).result);
   EXPECT_EQ(run(id).result->test.accuracy, 0.85);
   EXPECT_EQ(catalog->meta("champion").value_or(""), id);
@@ -377,13 +377,13 @@ TEST_F(SchedulerTest, FailedAndPreemptedAttemptsAreRetriedUpToTheLimit) {
   executor.finish(id, 1, 1);
   sched().tick();  // failed -> pending -> submitted again
   EXPECT_EQ(run(id).attempt, 2);
-  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).state, RunState::kRunning);
   executor.finish(id, 2, 75);  // preempted: retried
   sched().tick();
   EXPECT_EQ(run(id).attempt, 3);
   executor.finish(id, 3, 1);
   sched().tick();
-  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_EQ(run(id).state, RunState::kFailed);
   EXPECT_NE(run(id).message.find("no attempts left"), std::string::npos);
   EXPECT_EQ(executor.submits, 3);
   // Every state change is an event.
@@ -403,7 +403,7 @@ TEST_F(SchedulerTest, AFailedRunIsNotStartedAgainForTheSameData) {
     executor.finish(id, a, 1);
     sched().tick();
   }
-  ASSERT_EQ(run(id).state, state::kFailed);
+  ASSERT_EQ(run(id).state, RunState::kFailed);
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(sched().tick().created.empty()) << "tick " << i;
   drop("b.h5", 5);
   EXPECT_EQ(sched().tick().created.size(), 1u) << "new data start the next run";
@@ -425,7 +425,7 @@ TEST_F(SchedulerTest, AFailedTransactionLogsNoStateChange) {
   EXPECT_THROW(sched().tick(), Error);
   logger->sinks() = sinks;
   EXPECT_EQ(out.str().find("->"), std::string::npos) << out.str();
-  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).state, RunState::kRunning);
   EXPECT_EQ(run(id).attempt, 1);
   // The cause gone, the same pass goes through, and is logged.
   CatalogTestPeer::db(*catalog).exec("DROP TRIGGER full_disk");
@@ -443,7 +443,7 @@ TEST_F(SchedulerTest, ConfigurationErrorsAreNotRetried) {
   const std::string id = sched().tick().created.at(0);
   executor.finish(id, 1, 2);
   sched().tick();
-  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_EQ(run(id).state, RunState::kFailed);
   EXPECT_EQ(run(id).attempt, 1);
   EXPECT_NE(run(id).message.find("configuration error"), std::string::npos);
 }
@@ -455,7 +455,7 @@ TEST_F(SchedulerTest, LostAttemptIsRetried) {
   executor.lose(id, 1);
   sched().tick();
   EXPECT_EQ(run(id).attempt, 2);
-  EXPECT_EQ(run(id).state, state::kRunning);
+  EXPECT_EQ(run(id).state, RunState::kRunning);
 }
 
 TEST_F(SchedulerTest, CancelPendingAndRunning) {
@@ -467,10 +467,10 @@ TEST_F(SchedulerTest, CancelPendingAndRunning) {
   sched().tick();
   EXPECT_EQ(executor.cancels, 1);
   EXPECT_TRUE(run(running).cancelRequested);
-  EXPECT_EQ(run(running).state, state::kRunning);
+  EXPECT_EQ(run(running).state, RunState::kRunning);
   executor.finish(running, 1, 75);  // the trainer checkpoints and stops on SIGTERM
   sched().tick();
-  EXPECT_EQ(run(running).state, state::kCancelled);
+  EXPECT_EQ(run(running).state, RunState::kCancelled);
   EXPECT_EQ(executor.submits, 1) << "a cancelled run is not retried";
 
   // A run that never started is cancelled at once.
@@ -481,13 +481,13 @@ TEST_F(SchedulerTest, CancelPendingAndRunning) {
   executor.jobs.clear();  // pretend it is queued: re-create it as pending
   catalog->transaction([&] {
     RunRecord r = run(second);
-    r.state = state::kPending;
+    r.state = RunState::kPending;
     catalog->updateRun(r);
   });
   catalog->transaction([&] { catalog->addRequest("cancel", second, clock.now()); });
   TickReport report;
   sched().handleCancelRequests(report);
-  EXPECT_EQ(run(second).state, state::kCancelled);
+  EXPECT_EQ(run(second).state, RunState::kCancelled);
   // Unknown runs and finished runs: the request is closed and recorded, nothing else happens.
   catalog->transaction([&] { catalog->addRequest("cancel", "r999999", clock.now()); });
   sched().handleCancelRequests(report);
@@ -515,7 +515,7 @@ TEST_F(SchedulerTest, RestartNeverSubmitsTwice) {
     sched().tick();
     auto runs = catalog->recentRuns(10);
     ASSERT_EQ(runs.size(), 1u);
-    EXPECT_EQ(runs[0].state, state::kRunning);
+    EXPECT_EQ(runs[0].state, RunState::kRunning);
     EXPECT_EQ(runs[0].attempt, 1);
     EXPECT_EQ(executor.submits, 1);
   }
@@ -626,7 +626,7 @@ class GatedSchedulerTest : public SchedulerTest {
 
 TEST_F(GatedSchedulerTest, PassingRunsArePublishedAndPromoted) {
   const std::string first = trainOne("a.h5");
-  EXPECT_EQ(run(first).state, state::kPromoted);
+  EXPECT_EQ(run(first).state, RunState::kPromoted);
   EXPECT_EQ(run(first).message, "fashion-mnist:v1");
   EXPECT_EQ(gatekeeper.lastChampion, "") << "the first model has no champion to compare with";
   EXPECT_EQ(gatekeeper.lastCandidate, root + "/runs/" + first + "/train/model.h5");
@@ -643,7 +643,7 @@ TEST_F(GatedSchedulerTest, PassingRunsArePublishedAndPromoted) {
   EXPECT_TRUE(registry().verify("fashion-mnist", "v1").empty());
 
   const std::string second = trainOne("b.h5");
-  EXPECT_EQ(run(second).state, state::kPromoted);
+  EXPECT_EQ(run(second).state, RunState::kPromoted);
   EXPECT_EQ(gatekeeper.lastChampion, root + "/registry/fashion-mnist/versions/v1/model.h5");
   VersionInfo v2 = registry().show("fashion-mnist", "champion");
   EXPECT_EQ(v2.version, "v2");
@@ -667,7 +667,7 @@ TEST_F(GatedSchedulerTest, RejectedRunLeavesTheChampion) {
   const std::string first = trainOne("a.h5");
   gatekeeper.exitCode = 1;
   const std::string second = trainOne("b.h5");
-  EXPECT_EQ(run(second).state, state::kRejected);
+  EXPECT_EQ(run(second).state, RunState::kRejected);
   EXPECT_EQ(run(second).message, "failed checks: change.accuracy, slices");
   EXPECT_EQ(catalog->meta("champion").value_or(""), first);
   EXPECT_EQ(registry().versions("fashion-mnist"), std::vector<std::string>{"v1"});
@@ -679,7 +679,7 @@ TEST_F(GatedSchedulerTest, RejectedRunLeavesTheChampion) {
 TEST_F(GatedSchedulerTest, AGateThatCannotJudgeFailsTheRun) {
   gatekeeper.exitCode = 2;
   const std::string id = trainOne("a.h5");
-  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_EQ(run(id).state, RunState::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
 }
@@ -690,13 +690,13 @@ TEST_F(GatedSchedulerTest, ExitOneWithoutARejectingVerdictIsNotARejection) {
   gatekeeper.exitCode = 1;
   gatekeeper.noVerdict = true;
   const std::string id = trainOne("a.h5");
-  EXPECT_EQ(run(id).state, state::kFailed);
+  EXPECT_EQ(run(id).state, RunState::kFailed);
   EXPECT_NE(run(id).message.find("could not judge"), std::string::npos) << run(id).message;
   EXPECT_NE(run(id).message.find("verdict.json: there is none"), std::string::npos) << run(id).message;
   EXPECT_FALSE(catalog->meta("champion"));
   // Failed, not rejected: no rejection is recorded. Like every failed run it covers its data
   // (a gate that keeps failing must not start a run per tick); `sched trigger` retries it.
-  EXPECT_NE(run(id).state, state::kRejected);
+  EXPECT_NE(run(id).state, RunState::kRejected);
   EXPECT_EQ(catalog->coveredSeq(""), 1);
 }
 
@@ -726,7 +726,7 @@ TEST_F(GatedSchedulerTest, CrashWhileValidatingOrPublishingIsFinishedOnce) {
     }
     restart();
     sched().tick();
-    EXPECT_EQ(run(id).state, state::kPromoted);
+    EXPECT_EQ(run(id).state, RunState::kPromoted);
     EXPECT_EQ(registry().versions("fashion-mnist"), std::vector<std::string>{"v1"});
     EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v1");
     EXPECT_TRUE(registry().verify("fashion-mnist", "v1").empty());
@@ -744,7 +744,7 @@ class DamagedChampionTest : public GatedSchedulerTest {
   void check(const std::string& file) {
     const std::string first = trainOne("a.h5");
     const std::string second = trainOne("b.h5");
-    ASSERT_EQ(run(second).state, state::kPromoted);
+    ASSERT_EQ(run(second).state, RunState::kPromoted);
     const std::string v2 = root + "/registry/fashion-mnist/versions/v2/" + file;
     stdfs::permissions(v2, stdfs::perms::owner_write, stdfs::perm_options::add);
     std::ofstream(v2, std::ios::trunc | std::ios::binary) << "\xff\xfe{\"run_id\": \x1b[2J garbage";
@@ -760,7 +760,7 @@ class DamagedChampionTest : public GatedSchedulerTest {
     executor.finish(third, 1, 0);
     const int judged = gatekeeper.calls;
     ASSERT_NO_THROW(sched().tick());
-    EXPECT_EQ(run(third).state, state::kValidating);
+    EXPECT_EQ(run(third).state, RunState::kValidating);
     EXPECT_NE(run(third).message.find("held: the champion fashion-mnist:v2 cannot be read"), std::string::npos)
         << run(third).message;
     EXPECT_NE(run(third).message.find(file), std::string::npos) << run(third).message;
@@ -787,7 +787,7 @@ class DamagedChampionTest : public GatedSchedulerTest {
       ASSERT_NO_THROW(sched().tick());
     }
     EXPECT_EQ(catalog->events(10, "champion_damaged").size(), 1u) << "reported once, not on every tick";
-    EXPECT_EQ(run(third).state, state::kValidating);
+    EXPECT_EQ(run(third).state, RunState::kValidating);
     drop("d.h5", 5);
     request();
     clock.advance(1);
@@ -795,14 +795,14 @@ class DamagedChampionTest : public GatedSchedulerTest {
     EXPECT_EQ(r.ingested.size(), 1u);
     ASSERT_EQ(r.created.size(), 1u) << "a trigger no longer fires";
     const std::string fourth = r.created[0];
-    EXPECT_EQ(run(fourth).state, state::kRunning);
+    EXPECT_EQ(run(fourth).state, RunState::kRunning);
     EXPECT_EQ(executor.jobs.count(FakeExecutor::key(fourth, 1)), 1u);
 
     // The operator rolls back: the held candidate is judged against v1 and promoted.
     registry().rollback("fashion-mnist", "v2 is damaged");
     clock.advance(1);
     ASSERT_NO_THROW(sched().tick());
-    EXPECT_EQ(run(third).state, state::kPromoted) << run(third).message;
+    EXPECT_EQ(run(third).state, RunState::kPromoted) << run(third).message;
     EXPECT_EQ(run(third).message, "fashion-mnist:v3");
     EXPECT_EQ(gatekeeper.lastChampion, root + "/registry/fashion-mnist/versions/v1/model.h5");
     EXPECT_EQ(registry().alias("fashion-mnist", "champion").value_or(""), "v3");
@@ -838,7 +838,7 @@ TEST_F(SchedulerTest, ARunsSnapshotIdIsTheSharedRecipeAndItsConfigNamesTheSnapsh
 TEST_F(GatedSchedulerTest, OnPromoteRunsAfterThePromotionAndItsFailureIsRecorded) {
   config.onPromote = {"/bin/false"};
   const std::string id = trainOne("a.h5");
-  EXPECT_EQ(run(id).state, state::kPromoted);
+  EXPECT_EQ(run(id).state, RunState::kPromoted);
   auto events = catalog->events(10, "on_promote");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(json::parse(events[0].detail)["exit_code"], 1);
