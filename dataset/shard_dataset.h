@@ -77,7 +77,7 @@ class ShardedDataset {
   // features and targets take at most MAX_BYTES, and returns true; readRows then copies rows from
   // memory instead of asking HDF5 for each batch (about 0.13 ms per 64-row batch of Fashion-MNIST,
   // taken from the rank's compute when its loader shares the core). The shards' bytes were
-  // checked (NOTE [Data identity]) through the descriptors this reads from.
+  // checked (NOTE [Data identity], trainer/data_identity.h) through the descriptors this reads from.
   bool cacheInMemory(size_t maxBytes);
   bool cached() const { return cached_; }
 
