@@ -21,28 +21,31 @@ State& state() {
   return s;
 }
 
-// PERENNIAL_FAULT_AT, read once.
-struct KillAt {
+// PERENNIAL_FAULT_AT=NAME[:N[:ACTION]], read once.
+struct FaultAt {
   std::string point;  // "" when unset
   long nth = 1;
+  int signal = SIGKILL;  // ACTION kill; stop: SIGSTOP
   std::atomic<long> seen{0};
-  KillAt() {
+  FaultAt() {
     const char* at = std::getenv("PERENNIAL_FAULT_AT");
     if (!at || !*at) return;
     const std::string spec(at);
     const auto colon = spec.find(':');
     point = spec.substr(0, colon);
-    if (colon != std::string::npos) {
-      char* end = nullptr;
-      const long n = std::strtol(spec.c_str() + colon + 1, &end, 10);
-      nth = end && *end == '\0' && n >= 1 ? n : 1;
-    }
+    if (colon == std::string::npos) return;
+    const auto second = spec.find(':', colon + 1);
+    const std::string count = spec.substr(colon + 1, second == std::string::npos ? std::string::npos : second - colon - 1);
+    char* end = nullptr;
+    const long n = std::strtol(count.c_str(), &end, 10);
+    nth = end && *end == '\0' && n >= 1 ? n : 1;
+    if (second != std::string::npos && spec.substr(second + 1) == "stop") signal = SIGSTOP;
   }
 };
 
-KillAt& killAt() {
-  static KillAt k;
-  return k;
+FaultAt& faultAt() {
+  static FaultAt f;
+  return f;
 }
 
 }  // namespace
@@ -57,8 +60,8 @@ void reached(const std::string& point) {
     }
     if (h && *h) (*h)(point);
   }
-  KillAt& k = killAt();
-  if (!k.point.empty() && k.point == point && ++k.seen == k.nth) ::kill(::getpid(), SIGKILL);
+  FaultAt& f = faultAt();
+  if (!f.point.empty() && f.point == point && ++f.seen == f.nth) ::kill(::getpid(), f.signal);
 }
 
 ScopedHandler::ScopedHandler(Handler handler) {

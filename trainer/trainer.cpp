@@ -13,6 +13,7 @@
 #include "checkpoint/checkpoint_store.h"
 #include "common/elapsed.h"
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -230,6 +231,7 @@ class TrainRun {
         identity_(dataIdentity(trainSet_, c.snapshotFile, comm)),
         store_(runDir + "/" + run_dir::kCheckpoints, retentionOf(c, plan_.keepBest)),
         lossOptions_(torch::TensorOptions().dtype(torch::kDouble).device(dev_.device)),
+        stepDonePoint_("step-done-rank-" + std::to_string(rank_)),
         staging_(/*pinned=*/dev_.cuda()) {
     PERENNIAL_CHECK(sampler_.samplesPerRank() / plan_.perStep == plan_.stepsPerEpoch,
                     "the plan's steps per epoch differ from the sampler's");
@@ -275,6 +277,7 @@ class TrainRun {
   const DataIdentity identity_;
   checkpoint::CheckpointStore store_;
   const torch::TensorOptions lossOptions_;
+  const std::string stepDonePoint_;  // NOTE [Fault points]: reached after each step
 
   // Set by start().
   TrainProgress progress_;
@@ -406,6 +409,7 @@ bool TrainRun::trainEpoch() {
         epochStart = SteadyClock::now();
         timer_.resume();
       }
+      fault::reached(stepDonePoint_);  // NOTE [Fault points]
     }
     timer_.addLoaderCpu(loader.threadCpuSeconds());
   }

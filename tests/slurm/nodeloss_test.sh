@@ -25,8 +25,12 @@ export OMPI_MCA_btl_tcp_if_include=eth0
 timeout_s=10
 
 fm_fixture "$bin"
-# Two epochs of 60,000 samples at world size 2: long enough to be interrupted after the step-300
-# checkpoint, however fast the machine.
+# Two epochs of 60,000 samples. On a quiet machine they take a few seconds at world size 2, less
+# than the polling below may need to see the step-300 checkpoint: so rank 1 freezes itself right
+# after it (NOTE [Fault points]: SIGSTOP, alive with its sockets open, as a hung peer), rank 0
+# waits in its next collective, and node2 is lost while the job cannot have finished. The
+# requeued job runs on node1 alone, where no rank 1 reaches the point.
+freeze_rank1=step-done-rank-1:300:stop
 cat >"$t/train.cfg" <<CFG
 [model]
 arch = mlp
@@ -103,7 +107,7 @@ check_loss() {
 for how in kill link; do
   both_idle
   name=loss-$how
-  job=$(sbatch --parsable --nodes=1-2 --output="$t/$name.log" --chdir="$t" "$src/slurm/train.sbatch" \
+  job=$(PERENNIAL_FAULT_AT=$freeze_rank1 sbatch --parsable --nodes=1-2 --output="$t/$name.log" --chdir="$t" "$src/slurm/train.sbatch" \
     --config "$t/train.cfg" --run-dir "$t/$name" --data.train "$t/fm/train" --data.test "$t/holdout")
   wait_for "$t/$name.log" "ckpt-0000000300.h5" 120 >/dev/null
   grep -qF "world size 2 on 2 node(s): node1 (rank 0), node2 (rank 1)" "$t/$name.log" || fail "$name: not on 2 nodes"
@@ -151,7 +155,9 @@ lost=""
 state=none
 deadline=$((SECONDS + 400))
 while [ $SECONDS -lt $deadline ]; do
-  "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$t/sched.log" 2>&1 || { cat "$t/sched.log"; fail "sched tick"; }
+  # The scheduler's sbatch passes its environment on to the job.
+  PERENNIAL_FAULT_AT=$freeze_rank1 "$bin" sched tick --root "$root" --config "$t/sched.cfg" >>"$t/sched.log" 2>&1 ||
+    { cat "$t/sched.log"; fail "sched tick"; }
   state=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; r=json.load(sys.stdin); print(r[0]['state'] if r else 'none')")
   case $state in promoted|rejected|failed|cancelled) break ;; esac
   log=$(find "$root/runs" -path "*/attempt-1/log" 2>/dev/null | head -n1)
