@@ -1,5 +1,7 @@
 #include "scheduler/catalog.h"
 
+#include <ostream>
+
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -113,7 +115,7 @@ RunRecord readRun(const Statement& s) {
   const std::string stateName = s.text(2);
   const std::optional<RunState> state = parseRunState(stateName);
   if (!state) {
-    throw DataError("catalog: run " + r.id + " is in state '" + printable(stateName) +
+    throw DataError(s.dbPath() + ": run " + r.id + " is in state '" + printable(stateName) +
                     "', which this Perennial does not know (it knows " + runStateNames() + ")");
   }
   r.state = *state;
@@ -156,6 +158,26 @@ ShardRecord readShard(const Statement& s, bool withProfile) {
   return r;
 }
 
+// "?,?,?": N parameters, for a state list bound by bindStates (the states' names, never spelled
+// out in SQL, so that a state added to RunState is in every query that means "all of them").
+std::string placeholders(size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += i ? ",?" : "?";
+  return out;
+}
+
+void bindStates(Statement& s, int first, const std::vector<RunState>& states) {
+  for (size_t i = 0; i < states.size(); ++i) s.bind(first + static_cast<int>(i), runStateName(states[i]));
+}
+
+std::vector<RunState> statesWhere(bool (*keep)(RunState)) {
+  std::vector<RunState> out;
+  for (RunState st : kAllRunStates) {
+    if (keep(st)) out.push_back(st);
+  }
+  return out;
+}
+
 }  // namespace
 
 const char* runStateName(RunState s) {
@@ -173,6 +195,8 @@ const char* runStateName(RunState s) {
   }
   return "?";
 }
+
+std::ostream& operator<<(std::ostream& os, RunState s) { return os << runStateName(s); }
 
 std::optional<RunState> parseRunState(const std::string& name) {
   for (RunState st : kAllRunStates) {
@@ -375,12 +399,13 @@ int64_t Catalog::coveredSeq(const std::string& championSnapshot) {
   // runs are created in seq order: the newest covering run covers the most. (The unary + keeps
   // SQLite from walking runs_by_state and sorting: this reads from the newest run backwards and
   // stops at the first covering one; BENCHMARKS.md, "Scheduler".)
+  const std::vector<RunState> every(std::begin(kAllRunStates), std::end(kAllRunStates));
   Statement s = db_.prepare(
       "SELECT MAX(COALESCE((SELECT sn.max_seq FROM runs r JOIN snapshots sn ON sn.id = r.snapshot_id "
-      "WHERE +r.state IN ('pending', 'submitted', 'running', 'preempted', 'succeeded', 'validating', 'promoted', "
-      "'rejected', 'failed', 'cancelled') ORDER BY r.seq DESC LIMIT 1), 0), "
+      "WHERE +r.state IN (" + placeholders(every.size()) + ") ORDER BY r.seq DESC LIMIT 1), 0), "
       "COALESCE((SELECT max_seq FROM snapshots WHERE id = ?), 0))");
-  s.bind(1, championSnapshot);
+  bindStates(s, 1, every);
+  s.bind(static_cast<int>(every.size()) + 1, championSnapshot);
   s.step();
   return s.int64(0);
 }
@@ -434,11 +459,9 @@ std::optional<RunRecord> Catalog::run(const std::string& id) {
 }
 
 std::vector<RunRecord> Catalog::runsInStates(const std::vector<RunState>& states) {
-  std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE state IN (";
-  for (size_t i = 0; i < states.size(); ++i) sql += i ? ",?" : "?";
-  sql += ") ORDER BY seq";
-  Statement s = db_.prepare(sql);
-  for (size_t i = 0; i < states.size(); ++i) s.bind(static_cast<int>(i + 1), runStateName(states[i]));
+  Statement s = db_.prepare(std::string("SELECT ") + kRunColumns + " FROM runs WHERE state IN (" +
+                            placeholders(states.size()) + ") ORDER BY seq");
+  bindStates(s, 1, states);
   std::vector<RunRecord> out;
   while (s.step()) out.push_back(readRun(s));
   return out;
@@ -453,7 +476,9 @@ std::vector<RunRecord> Catalog::recentRuns(int64_t limit) {
 }
 
 int64_t Catalog::activeRunCount() {
-  Statement s = db_.prepare("SELECT COUNT(*) FROM runs WHERE state IN ('submitted', 'running')");
+  const std::vector<RunState> active = statesWhere(isActiveState);
+  Statement s = db_.prepare("SELECT COUNT(*) FROM runs WHERE state IN (" + placeholders(active.size()) + ")");
+  bindStates(s, 1, active);
   s.step();
   return s.int64(0);
 }

@@ -6,6 +6,7 @@
 // a time (catalog_host.h): every process that opens it takes a lease first.
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <map>
 #include <optional>
 #include <string>
@@ -71,6 +72,8 @@ inline constexpr RunState kAllRunStates[] = {
 
 // "pending", "submitted", ...: the name the catalog, the JSON output and the metrics use.
 const char* runStateName(RunState s);
+// Writes runStateName(S) (so that test failures and logs show the name, not a byte).
+std::ostream& operator<<(std::ostream& os, RunState s);
 // The state named NAME (exactly as runStateName spells it); nullopt for any other text.
 std::optional<RunState> parseRunState(const std::string& name);
 // Not JSON's number of the enum (nlohmann's default), which would change the events and the

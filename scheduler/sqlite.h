@@ -36,6 +36,7 @@ class Statement {
   double real(int col) const;
   std::string text(int col) const;
   bool isNull(int col) const;
+  const std::string& dbPath() const { return dbPath_; }  // the database file, for messages
 
  private:
   sqlite3* db_;

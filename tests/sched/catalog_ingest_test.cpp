@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -665,6 +666,7 @@ TEST_F(CatalogTest, AnUnknownStoredStateIsRefusedByName) {
   CatalogTestPeer::db(c).prepare("UPDATE runs SET state = 'paused' WHERE id = ?").bind(1, r.id).run();
   EXPECT_EQ(c.runCountsByState().at("paused"), 1);
   const std::string message = messageOf<DataError>([&] { c.run(r.id); });
+  EXPECT_CONTAINS(message, dbPath());  // the file
   EXPECT_CONTAINS(message, r.id);
   EXPECT_CONTAINS(message, std::string("'paused'"));
   EXPECT_CONTAINS(message, std::string("pending, submitted, running"));
@@ -680,6 +682,25 @@ TEST(CatalogStateTest, ActiveAndTerminalStates) {
     EXPECT_EQ(isActiveState(st), active.count(st) == 1);
     EXPECT_EQ(isTerminalState(st), terminal.count(st) == 1);
   }
+}
+
+// A state prints as its name (gtest's failure messages, logs).
+TEST(CatalogStateTest, PrintsByName) {
+  std::ostringstream out;
+  out << RunState::kValidating << " " << RunState::kPending;
+  EXPECT_EQ(out.str(), "validating pending");
+}
+
+// activeRunCount and coveredSeq select their states by RunState, not by names spelled in SQL.
+TEST_F(CatalogTest, CountsAndCoverageSeeEveryState) {
+  Catalog c(dbPath());
+  c.insertSnapshot({"snapA", 3, 3, 30, "{}"});
+  for (RunState st : kAllRunStates) {
+    RunRecord r = run(c, "snapA", st);
+    c.insertRun(r);
+  }
+  EXPECT_EQ(c.activeRunCount(), 2);  // submitted, running
+  EXPECT_EQ(c.coveredSeq(""), 3);    // every run covers its snapshot, whatever its state
 }
 
 // ---------------------------------------------------------------------------------------------
