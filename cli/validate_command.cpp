@@ -44,12 +44,12 @@ using namespace perennial::sched;
 // One directory holding every holdout shard: the directories' shards and single shard files,
 // linked in the order given (file names keep that order).
 std::string holdoutDir(const std::vector<std::string>& parts, const std::string& scratch) {
-  if (parts.size() == 1 && stdfs::is_directory(parts[0])) return parts[0];
+  if (parts.size() == 1 && fs::isDirectory(parts[0])) return parts[0];
   std::vector<std::string> files;
   for (const auto& p : parts) {
-    if (stdfs::is_directory(p)) {
+    if (fs::isDirectory(p)) {
       for (const auto& f : fs::listFiles(p, ".h5")) files.push_back(f);
-    } else if (stdfs::is_regular_file(p)) {
+    } else if (fs::isFile(p)) {
       files.push_back(p);
     } else {
       throw ConfigError("--holdout: " + p + ": no such file or directory");
@@ -63,7 +63,7 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
                         const std::string& device) {
   ModelEval m;
   m.path = path;
-  if (!stdfs::is_regular_file(path)) throw ConfigError((candidate ? "--candidate: " : "--champion: ") + path + ": no such file");
+  if (!fs::isFile(path)) throw ConfigError((candidate ? "--candidate: " : "--champion: ") + path + ": no such file");
   // The file's own integrity: a checkpoint against its manifest, a weights file against its
   // per-tensor digests.
   try {
@@ -79,7 +79,7 @@ ModelEval evaluateModel(const std::string& path, const std::string& holdout, Com
     return m;
   }
   const std::string result = (stdfs::path(path).parent_path() / "result.json").string();
-  if (stdfs::exists(result)) {
+  if (fs::exists(result)) {
     try {
       m.trainerParamSha256 = json::parse(fs::readFileIfPresent(result)).value("param_sha256", "");
     } catch (const json::exception&) {
@@ -153,7 +153,7 @@ int validateCommand(const std::vector<std::string>& args) {
   const std::string deviceKey = device.empty() ? (config.empty() ? "gate.device" : config + ": gate.device") : "--device";
   if (device.empty()) device = gate.device;
   resolveDeviceName(device, deviceKey);
-  if (!champion.empty() && !stdfs::exists(champion)) {
+  if (!champion.empty() && !fs::exists(champion)) {
     Registry reg(registryDirFrom(registry, root));
     std::string name, version;
     if (champion.find(':') != std::string::npos) {

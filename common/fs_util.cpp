@@ -16,6 +16,22 @@
 #include "common/error.h"
 
 namespace perennial::fs {
+
+bool isFile(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+bool isDirectory(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec);
+}
+
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec);
+}
+
 namespace {
 
 [[noreturn]] void fail(const std::string& what, const std::string& path) {

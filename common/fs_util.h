@@ -4,6 +4,14 @@
 
 namespace perennial::fs {
 
+// Whether PATH is a regular file, a directory, or anything at all (symbolic links followed).
+// They never throw: a path the system cannot look up (too long, a loop of links, a parent it
+// may not search) is none of them, so the caller's "no such file" message covers it. For paths
+// from users and configurations; std::filesystem's one-argument forms throw on those.
+bool isFile(const std::string& path);
+bool isDirectory(const std::string& path);
+bool exists(const std::string& path);
+
 // Crash-safe publish of a small file: writes PATH.tmp.<pid> in the same directory, fsyncs it,
 // renames it over PATH and fsyncs the directory. Readers see the old or the new content, never
 // a mix. Throws IoError naming the file and the failing call.

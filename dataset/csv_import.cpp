@@ -349,7 +349,7 @@ CsvImportSummary importCsv(const CsvImportOptions& o) {
   if (o.outDir.empty()) throw ConfigError("--out: required (the shard directory to create)");
   if (o.inputs.empty()) throw ConfigError("import-csv: no CSV files given");
   if (o.maxRows < 0) throw ConfigError("--max-rows: must be >= 0 (0: no limit)");
-  if (stdfs::exists(o.outDir)) {
+  if (fs::exists(o.outDir)) {
     throw ConfigError(o.outDir + ": already exists; remove it or import into another --out directory");
   }
   const CsvSchema schema = readCsvSchema(o.schemaPath);

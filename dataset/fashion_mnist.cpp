@@ -69,14 +69,14 @@ ImportSummary importFashionMnist(const ImportOptions& o) {
   if (o.outDir.empty()) throw ConfigError("--out: required");
   const std::string train = o.outDir + "/train", test = o.outDir + "/test";
   for (const auto& d : {train, test}) {
-    if (stdfs::exists(d)) {
+    if (fs::exists(d)) {
       throw ConfigError(d + ": already exists; remove it or import into another --out directory");
     }
   }
   stdfs::create_directories(o.outDir);
   auto src = [&](const char* f) {
     std::string gz = o.sourceDir + "/" + f + ".gz";
-    return stdfs::exists(gz) ? gz : o.sourceDir + "/" + f;
+    return fs::exists(gz) ? gz : o.sourceDir + "/" + f;
   };
   ImportSummary s;
   std::tie(s.trainRows, s.trainShards) = importSplit(src("train-images-idx3-ubyte"),

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fs_util.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -236,7 +237,7 @@ struct MetricsServer::Impl {
   TickStats none;
 
   std::string scrape() {
-    if (!std::filesystem::exists(catalogPath)) throw IoError(catalogPath + ": no catalog");
+    if (!fs::exists(catalogPath)) throw IoError(catalogPath + ": no catalog");
     Catalog cat(catalogPath, Catalog::Access::kReadOnly);  // this thread's own connection
     return renderMetrics(cat, ticks ? *ticks : none, context);
   }

@@ -172,7 +172,7 @@ std::string Registry::publish(const PublishRequest& r) {
   fs::fsyncFile(tmp + "/model.h5");
   ::chmod((tmp + "/model.h5").c_str(), 0444);
   const std::string script = (stdfs::path(r.weights).parent_path() / "model.pt").string();
-  const bool hasScript = stdfs::is_regular_file(script);
+  const bool hasScript = fs::isFile(script);
   if (hasScript) {
     stdfs::copy_file(script, tmp + "/model.pt", stdfs::copy_options::overwrite_existing);
     fs::fsyncFile(tmp + "/model.pt");
@@ -198,7 +198,7 @@ std::string Registry::publish(const PublishRequest& r) {
 
 json Registry::aliases(const std::string& name) const {
   const std::string path = modelDir(name) + "/aliases.json";
-  if (!stdfs::exists(path)) return json::object();
+  if (!fs::exists(path)) return json::object();
   return readJson(path);
 }
 
@@ -210,7 +210,7 @@ std::optional<std::string> Registry::alias(const std::string& name, const std::s
 
 std::string Registry::resolve(const std::string& name, const std::string& v) const {
   if (versionNumber(v) >= 0) {
-    if (!stdfs::is_directory(versionDir(name, v))) throw ConfigError("model '" + name + "' has no version " + v);
+    if (!fs::isDirectory(versionDir(name, v))) throw ConfigError("model '" + name + "' has no version " + v);
     return v;
   }
   checkName("alias", v);
@@ -359,7 +359,7 @@ std::vector<std::string> Registry::checkFiles(const std::string& d, bool modes) 
 
 void Registry::exportTo(const std::string& name, const std::string& version, const std::string& out) const {
   const std::string d = versionDir(name, resolve(name, version));
-  if (stdfs::exists(out)) throw ConfigError("--out: " + out + " already exists");
+  if (fs::exists(out)) throw ConfigError("--out: " + out + " already exists");
   stdfs::create_directories(out);
   const json files = readJson(d + "/files.json");
   for (const std::string& f : versionFiles(files)) stdfs::copy_file(d + "/" + f, out + "/" + f);

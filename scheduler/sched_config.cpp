@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "common/fs_util.h"
 #include "common/error.h"
 #include "scheduler/registry.h"
 #include "trainer/config/train_config.h"
@@ -196,8 +197,8 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
   c.holdout = absoluteFrom(base, str("train.holdout"));
   if (c.trainConfig.empty()) bad(file, "train.config", "required: the trainer's configuration file");
   if (c.holdout.empty()) bad(file, "train.holdout", "required: a shard directory to evaluate every run on");
-  if (!stdfs::is_regular_file(c.trainConfig)) bad(file, "train.config", "no such file: " + c.trainConfig);
-  if (!stdfs::is_directory(c.holdout)) bad(file, "train.holdout", "no such directory: " + c.holdout);
+  if (!fs::isFile(c.trainConfig)) bad(file, "train.config", "no such file: " + c.trainConfig);
+  if (!fs::isDirectory(c.holdout)) bad(file, "train.holdout", "no such directory: " + c.holdout);
   c.ranks = i64("train.ranks");
   atLeast("train.ranks", static_cast<double>(c.ranks), 1);
   c.nodes = str("train.nodes");
@@ -246,7 +247,7 @@ SchedConfig loadSchedConfig(const std::string& file, const std::vector<std::stri
     bad(file, "train.nodes", "runs on several nodes need executor.kind = slurm (the local executor runs mpirun on this machine)");
   }
   c.slurm.script = absoluteFrom(base, str("slurm.script"));
-  if (c.executor == "slurm" && (c.slurm.script.empty() || !stdfs::is_regular_file(c.slurm.script))) {
+  if (c.executor == "slurm" && (c.slurm.script.empty() || !fs::isFile(c.slurm.script))) {
     bad(file, "slurm.script", c.slurm.script.empty() ? "required with executor.kind = slurm (slurm/train.sbatch)"
                                                     : "no such file: " + c.slurm.script);
   }

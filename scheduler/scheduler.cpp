@@ -107,7 +107,7 @@ std::string Scheduler::resolveTrainConfig(const std::string& runId, const std::s
     if (!c.modelPath.empty() && std::filesystem::path(c.modelPath).is_relative()) {
       c.modelPath = (std::filesystem::absolute(config_.trainConfig).parent_path() / c.modelPath).lexically_normal().string();
     }
-    if (!c.modelPath.empty() && !std::filesystem::is_regular_file(c.modelPath)) {
+    if (!c.modelPath.empty() && !fs::isFile(c.modelPath)) {
       throw ConfigError("model.path: " + c.modelPath + ": no such file");
     }
     return c.toIni();
@@ -261,7 +261,7 @@ void Scheduler::finishAttempt(RunRecord& run, const AttemptStatus& st, TickRepor
   if (run.cancelRequested) {
     outcome = RunState::kCancelled;
     message = "cancelled";
-  } else if (exited && st.exitCode == 0 && stdfs::exists(paths.result())) {
+  } else if (exited && st.exitCode == 0 && fs::exists(paths.result())) {
     try {
       result = TrainResult::parse(fs::readFileIfPresent(paths.result()), paths.result());
       outcome = RunState::kSucceeded;
@@ -749,7 +749,7 @@ void Scheduler::materialize(const RunRecord& run) {
   PERENNIAL_CHECK(snap, "run " << run.id << " has no snapshot " << run.snapshotId);
   stdfs::create_directories(dir);
   if (fs::readFileIfPresent(paths.config()) != run.config) fs::writeFileAtomic(paths.config(), run.config);
-  if (stdfs::exists(paths.data())) return;
+  if (fs::exists(paths.data())) return;
   const std::string tmp = paths.data() + ".tmp";
   // The manifest is written as it is built (an nlohmann array of 100,000 objects took a fifth of
   // a second; BENCHMARKS.md, "Scheduler").

@@ -118,7 +118,7 @@ std::string slurmFilenamePattern(const std::string& path) {
 
 SlurmExecutor::SlurmExecutor(SlurmExecutorOptions options) : o_(std::move(options)) {
   if (o_.perennial.empty()) o_.perennial = selfExecutable();
-  if (o_.script.empty() || !stdfs::is_regular_file(o_.script)) {
+  if (o_.script.empty() || !fs::isFile(o_.script)) {
     throw ConfigError("slurm.script: " + (o_.script.empty() ? std::string("required") : o_.script + ": no such file") +
                       " (slurm/train.sbatch of the Perennial sources)");
   }

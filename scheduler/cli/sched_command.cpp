@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/fs_util.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/text.h"
@@ -101,7 +102,7 @@ Common parseCommon(const std::vector<std::string>& args, po::options_description
 }
 
 std::unique_ptr<Catalog> openExisting(const std::string& root) {
-  if (!stdfs::exists(catalogPath(root))) {
+  if (!fs::exists(catalogPath(root))) {
     throw ConfigError("--root: " + root + " has no catalog (start the scheduler with `perennial sched run` or `tick`)");
   }
   return std::make_unique<Catalog>(catalogPath(root));

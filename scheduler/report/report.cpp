@@ -25,7 +25,7 @@ using report::isoUtc;
 
 std::string renderReport(const ReportOptions& opt) {
   if (opt.root.empty()) throw ConfigError("--root: required (the scheduler's root directory)");
-  if (!stdfs::is_directory(opt.root)) throw ConfigError("--root: " + opt.root + ": no such directory");
+  if (!fs::isDirectory(opt.root)) throw ConfigError("--root: " + opt.root + ": no such directory");
   const report::Model m = report::loadModel(opt);
   const double now = opt.now > 0 ? opt.now : static_cast<double>(std::time(nullptr));
   const report::Champion ch = report::championOf(m);
@@ -72,7 +72,7 @@ void writeReport(const std::string& root, const std::string& registryDir, const 
   opt.registryDir = registryDir;
   const std::string page = renderReport(opt);
   const stdfs::path parent = stdfs::path(out).parent_path();
-  if (!parent.empty() && !stdfs::is_directory(parent)) throw ConfigError("--out: " + out + ": no such directory " + parent.string());
+  if (!parent.empty() && !fs::isDirectory(parent)) throw ConfigError("--out: " + out + ": no such directory " + parent.string());
   fs::writeFileAtomic(out, page);
 }
 

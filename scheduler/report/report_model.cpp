@@ -1,4 +1,5 @@
 #include "scheduler/report/report_model.h"
+#include "common/fs_util.h"
 
 #include <algorithm>
 #include <cmath>
@@ -89,7 +90,7 @@ std::string pickModel(const Registry& reg, const std::vector<std::string>& model
 // version's).
 std::map<std::string, VersionInfo> loadRegistry(Model& m) {
   std::map<std::string, VersionInfo> infos;
-  if (!stdfs::is_directory(m.registryDir)) return infos;
+  if (!fs::isDirectory(m.registryDir)) return infos;
   try {
     Registry reg(m.registryDir);
     m.model = pickModel(reg, reg.models(), m.metaChampion);
@@ -178,7 +179,7 @@ Model loadModel(const ReportOptions& opt) {
   m.opt = opt;
   m.registryDir = opt.registryDir.empty() ? opt.root + "/registry" : opt.registryDir;
   const std::string catalog = opt.root + "/catalog.db";
-  if (stdfs::exists(catalog)) {
+  if (fs::exists(catalog)) {
     m.haveCatalog = true;
     loadCatalog(m, catalog);
   }
