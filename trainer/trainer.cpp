@@ -183,6 +183,12 @@ checkpoint::Retention retentionOf(const TrainConfig& c, const std::string& keepB
   return r;
 }
 
+int64_t countParameters(const std::vector<torch::Tensor>& params) {
+  int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  return n;
+}
+
 std::string sha256Hex(const std::string& text) { return toHex(sha256(text.data(), text.size())); }
 
 // One training run, from its set-up to its outputs. The members are declared in the order they
@@ -224,6 +230,7 @@ class TrainRun {
                                  c.fusedOptimizer
                                      ? std::make_shared<FlatBuckets>(params_, reducer_.buckets(), reducer_.gradBuffers())
                                      : nullptr)),
+        numParams_(countParameters(params_)),
         hasBuffers_(!model_->buffers().empty()),
         configText_(c.toIni()),
         configSha_(sha256Hex(configText_)),
@@ -272,6 +279,7 @@ class TrainRun {
   const ReducerOptions reducerOptions_;
   GradientReducer reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  const int64_t numParams_;
   const bool hasBuffers_;
   const std::string configText_, configSha_;
   const DataIdentity identity_;
@@ -350,13 +358,11 @@ void TrainRun::start() {
   schedule_ = LrSchedule{c_.schedule, c_.lr, c_.warmupSteps, c_.stepSize, c_.gamma, c_.minLr, from.scheduleSteps};
   stopAt_ = c_.maxSteps > 0 ? std::min(from.scheduleSteps, c_.maxSteps) : from.scheduleSteps;
   if (lead_) {
-    int64_t numParams = 0;
-    for (const auto& p : params_) numParams += p.numel();
     std::filesystem::create_directories(runDir_);
     fs::writeFileAtomic(runDir_ + "/" + run_dir::kConfig, configText_);
     log_->info("{} with {} parameters; {} training / {} test samples; world size {}, global batch {} "
                "({} per rank x {} micro-batches); {} steps per epoch, {} steps; {} gradient bucket(s)",
-               c_.arch, numParams, trainSet_.size(), testSet_.size(), world_, plan_.globalBatch, plan_.localBatch,
+               c_.arch, numParams_, trainSet_.size(), testSet_.size(), world_, plan_.globalBatch, plan_.localBatch,
                c_.gradAccum, plan_.stepsPerEpoch, stopAt_, reducer_.buckets().size());
     log_->info("device {} ({}); {}; tensors over {} ({}, {})", dev_.name(), dev_.reason, place_.determinism,
                tcomm_.backend(), tcomm_.backendVersion(), place_.tensorCommWhy);
@@ -598,7 +604,7 @@ TrainResult TrainRun::baseResult() const {
   result.configSha256 = configSha_;
   result.globalBatch = plan_.globalBatch;
   result.arch = c_.arch;
-  for (const auto& p : params_) result.parameters += p.numel();
+  result.parameters = numParams_;
   result.perennialVersion = PERENNIAL_VERSION;
   result.steps = progress_.step;
   return result;
