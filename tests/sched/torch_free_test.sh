@@ -12,10 +12,14 @@ control=$1
 shift
 [ $# -gt 0 ] || fail "no program to check"
 command -v ldd >/dev/null || fail "ldd not found"
-ldd "$control" | grep -Eq "$heavy" || fail "the control $control loads none of $heavy: the check cannot see them"
+# ldd's output is taken whole before it is searched: `ldd | grep -q` under pipefail fails when grep
+# exits at its first match while ldd is still writing (SIGPIPE).
+deps=$(ldd "$control") || fail "ldd $control failed"
+grep -Eq "$heavy" <<<"$deps" || fail "the control $control loads none of $heavy: the check cannot see them"
 for program in "$@"; do
   [ -x "$program" ] || fail "$program: not built"
-  found=$(ldd "$program" | grep -E "$heavy" || true)
+  deps=$(ldd "$program") || fail "ldd $program failed"
+  found=$(grep -E "$heavy" <<<"$deps" || true)
   [ -z "$found" ] || fail "$program loads LibTorch or MPI (perennial::scheduler must link neither):
 $found"
   echo "ok: $program loads neither LibTorch nor MPI"
