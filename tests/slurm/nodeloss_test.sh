@@ -103,6 +103,12 @@ check_loss() {
     "$run/result.json" || fail "$name: hosts"
 }
 
+# slurm_log_tails: the last lines of the controller's and node1's logs (why a job failed).
+slurm_log_tails() {
+  local f
+  for f in slurmctld slurmd-node1; do tail -n 25 "$cluster/log/$f.log" 2>/dev/null | sed "s/^/$f: /"; done
+}
+
 # Cases a and b: a job of train.sbatch allowed 1 or 2 nodes.
 for how in kill link; do
   both_idle
@@ -121,6 +127,7 @@ for how in kill link; do
     cat "$t/$name.log"
     scontrol show job "$job" 2>&1 | sed 's/^/scontrol: /'
     sinfo -N 2>&1 | sed 's/^/sinfo: /'
+    slurm_log_tails
     fail "$name: job ended $state"
   fi
   check_loss "$name" "$t/$name.log" "$t/$name" "$reason"
@@ -169,7 +176,7 @@ while [ $SECONDS -lt $deadline ]; do
   sleep 1
 done
 [ -n "$lost" ] || { cat "$t/sched.log"; fail "the scheduler's run never reached its step-300 checkpoint"; }
-[ "$state" = promoted ] || { cat "$t/sched.log"; tail -40 "$log"; fail "scheduler run ended '$state', not promoted"; }
+[ "$state" = promoted ] || { cat "$t/sched.log"; tail -40 "$log"; slurm_log_tails; fail "scheduler run ended '$state', not promoted"; }
 run_dir=$(dirname "$(dirname "$log")")
 check_loss "scheduler run" "$log" "$run_dir/train" "no connection: "
 "$bin" sched runs --root "$root" --json | $py -c "

@@ -8,8 +8,9 @@
 #     the Slurm executor: shards arrive, a training job is submitted with sbatch, trains, passes
 #     the gate and is promoted in the registry;
 #  0. first, train.sbatch's exit handling with stand-ins for srun and scontrol: a step killed by
-#     SIGUSR1 before the trainer could install its handler is requeued; one killed by SIGTERM is
-#     not.
+#     SIGUSR1 before the trainer could install its handler is requeued, and the script, sent
+#     SIGTERM by the requeue, ends in a later second than the requeue's; one killed by SIGTERM is
+#     not requeued.
 # usage: slurm_test.sh PERENNIAL SOURCE_DIR
 set -euo pipefail
 bin=$(realpath "$1")
@@ -23,27 +24,36 @@ fi
 slurm_test_dir pslurm "$src/tests/slurm/local-cluster.sh"
 
 # 0. The step's exit status as train.sbatch sees it (srun exits 128 + N for a task killed by N).
+# The stub scontrol, like Slurm on a requeue, sends SIGTERM to every process of the job (the
+# script runs in a session of its own): the script must stay up into a later second than the
+# requeue's before it exits 0 (slurmd refuses a restart in the second of the requeue).
 mkdir -p "$t/stub"
 cat >"$t/stub/scontrol" <<'SH'
 #!/bin/sh
+trap '' TERM
 echo "$*" >>"$STUB_LOG"
+case $1 in requeue) date +%s.%N >"$STUB_LOG.requeued"; kill -s TERM 0 ;; esac
 SH
 for sig in USR1 TERM; do
   printf '#!/bin/bash\nkill -s %s $$\n' "$sig" >"$t/stub/srun"
   chmod +x "$t/stub/srun" "$t/stub/scontrol"
   : >"$t/stub/log"
   rc=0
-  STUB_LOG=$t/stub/log SLURM_JOB_ID=99 PATH="$t/stub:$PATH" bash "$src/slurm/train.sbatch" --config none \
+  STUB_LOG=$t/stub/log SLURM_JOB_ID=99 PATH="$t/stub:$PATH" setsid -w bash "$src/slurm/train.sbatch" --config none \
     >"$t/stub/out" 2>&1 || rc=$?
+  ended=$(date +%s.%N)
   if [ "$sig" = USR1 ]; then
     [ "$rc" = 0 ] && grep -q "^requeue 99$" "$t/stub/log" ||
       { cat "$t/stub/out"; fail "a step killed by SIGUSR1 during start-up was not requeued (exit $rc)"; }
+    requeued=$(cat "$t/stub/log.requeued")
+    awk -v r="$requeued" -v e="$ended" 'BEGIN { exit !(int(e) > int(r) && e - r >= 1) }' ||
+      { cat "$t/stub/out"; fail "train.sbatch ended $requeued -> $ended: in the second of its requeue, or under 1 s after it"; }
   else
     [ "$rc" = 143 ] && [ ! -s "$t/stub/log" ] ||
       { cat "$t/stub/out"; fail "a step killed by SIGTERM was requeued or misreported (exit $rc)"; }
   fi
 done
-echo "train.sbatch: a step killed by SIGUSR1 before its handler is requeued; SIGTERM is not"
+echo "train.sbatch: a step killed by SIGUSR1 before its handler is requeued, the script outlasting the requeue's second; SIGTERM is not"
 "$src/tests/slurm/local-cluster.sh" start "$cluster" >/dev/null
 export SLURM_CONF=$cluster/etc/slurm.conf
 export PERENNIAL=$bin
