@@ -301,9 +301,9 @@ step_build() {
   grep -E 'error|Error|warning: ' "$OUT/build.txt" | head -40
   tail -5 "$OUT/build.txt"
   [ $rc -eq 0 ] || { note "build failed (rc $rc): see build.txt"; return 1; }
-  ldd "$PERENNIAL" >"$OUT/ldd-perennial.txt" 2>&1
-  ours ldd "$PERENNIAL" | grep -E 'not found|torch|c10|mpi|hdf5|nccl|cudart' | sed 's/^/  /'
-  ours ldd "$PERENNIAL" | grep -q 'not found' && { note "libraries not found at run time (ldd-perennial.txt)"; return 1; }
+  ours ldd "$PERENNIAL" >"$OUT/ldd-perennial.txt" 2>&1
+  grep -E 'not found|torch|c10|mpi|hdf5|nccl|cudart' "$OUT/ldd-perennial.txt" | sed 's/^/  /'
+  grep -q 'not found' "$OUT/ldd-perennial.txt" && { note "libraries not found at run time (ldd-perennial.txt)"; return 1; }
   return 0
 }
 
@@ -311,10 +311,10 @@ step_tests() {
   local ut="$BUILD/tests/perennial_unit_tests" rc=0 out
   out=$(ours t "$MPIRUN" -np 1 "$ut" --gtest_filter='Nccl*' 2>&1); local r1=$?
   echo "$out" | tail -15
-  if echo "$out" | grep -q '\[  SKIPPED \]'; then
+  if grep -q '\[  SKIPPED \]' <<<"$out"; then
     sval nccl_test skipped; note "NCCL test skipped: $(echo "$out" | grep -m1 -i 'no CUDA' | sed 's/^ *//')"
     [ "$DEVICE" = cuda ] && rc=1
-  elif [ $r1 -eq 0 ] && echo "$out" | grep -q '\[  PASSED  \] 1 test'; then
+  elif [ $r1 -eq 0 ] && grep -q '\[  PASSED  \] 1 test' <<<"$out"; then
     sval nccl_test passed
   else
     sval nccl_test failed; note "NCCL test failed (rc $r1)"; rc=1
@@ -382,7 +382,7 @@ step_train() {
   for kv in "train.device=$DEVICE" "comm.backend=$BACKEND"; do
     local key=${kv%%=*} value=${kv#*=}
     [ -n "$value" ] || continue
-    if echo "$help" | grep -q -- "$key"; then
+    if grep -q -- "$key" <<<"$help"; then
       train_args+=("--$kv")
     elif [ "$key" = train.device ] && [ "$value" = cpu ]; then
       :  # CPU is where a trainer without train.device trains anyway
@@ -492,7 +492,7 @@ step_resume() {
   # the model trained on the device, evaluated on the CPU (perennial eval --device cpu) and, on a
   # GPU machine, on the GPU: the accuracy must match the trainer's own evaluation
   local evalargs=()
-  ours "$PERENNIAL" eval --help 2>&1 | grep -q -- '--device' && evalargs+=(--device cpu)
+  grep -q -- '--device' <<<"$(ours "$PERENNIAL" eval --help 2>&1)" && evalargs+=(--device cpu)
   eval_matches cpu "${evalargs[@]}" || rc=1
   if [ "$DEVICE" = cuda ] && [ ${#evalargs[@]} -gt 0 ]; then eval_matches gpu --device cuda || rc=1; fi
   return $rc

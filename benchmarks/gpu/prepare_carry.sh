@@ -136,7 +136,7 @@ closure_round() {  # prints the sonames needed but not provided; drops plugins n
     is_elf "$f" || continue
     local libs
     libs=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
-    if echo "$libs" | grep -qE "$unwanted_sonames"; then
+    if grep -qE "$unwanted_sonames" <<<"$libs"; then
       case "$f" in
         */openmpi3/mca_*|*/pmix/pmix_mca_*|*/hwloc/hwloc_*) rm -f "$f"; continue ;;
       esac
@@ -153,7 +153,7 @@ for round in 1 2 3 4 5 6; do
   say "round $round: needed but not carried: $(echo $missing)"
   add=()
   for so in $missing; do
-    if echo "$so" | grep -qE "$unwanted_sonames"; then
+    if grep -qE "$unwanted_sonames" <<<"$so"; then
       say "  $so is needed by: $(grep "^$so " "$work/needed.txt" | awk '{print $2}' | sed "s|$stage/||" | tr '\n' ' ')"
       say "  ... and is not carried on purpose; those files must go (extend the pruning)"; exit 1
     fi

@@ -57,7 +57,7 @@ ex=$t/example/custom_model
 echo "installed and built the example in $((SECONDS - start)) s"
 
 # 3. The example's command line is the whole CLI.
-"$ex" version | grep -qF "perennial " || fail "custom_model version"
+grep -qF "perennial " <<<"$("$ex" version)" || fail "custom_model version"
 "$ex" data import-fashion-mnist --out "$t/fm" --shard-size 2000 >/dev/null
 train=(train --config "$src/configs/fashion-mlp.cfg" --data.train "$t/fm/train" --data.test "$t/fm/test"
        --train.max_steps 50 --lr.schedule constant --lr.warmup_steps 0 --log.progress none)

@@ -25,7 +25,7 @@ expect 2 "train.bogus" -- "${base[@]}" --config "$work/bad.cfg"
 expect 2 "$work/missing.cfg: cannot open" -- "${base[@]}" --config "$work/missing.cfg"
 # NCCL reduces GPU tensors: refused before any data are read, whether the build lacks NCCL or
 # the run trains on the CPU (Debian's LibTorch has no CUDA, so train.device auto is the CPU).
-if "$bin" version | grep -q "CUDA: no"; then
+if grep -q "CUDA: no" <<<"$("$bin" version)"; then
   expect 2 "comm.backend: 'nccl'" -- "${base[@]}" --comm.backend nccl
   expect 2 "train.device: 'cuda' is not available: this build's LibTorch has no CUDA" -- "${base[@]}" --train.device cuda
 else

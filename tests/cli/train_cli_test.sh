@@ -51,7 +51,7 @@ for np in 2 1; do
 done
 # --device: a value it does not know, and cuda without a CUDA LibTorch, exit 2 with the reason.
 cases=("gpu:--device: must be auto, cpu or cuda (got 'gpu')")
-if "$bin" version | grep -q "CUDA: no"; then
+if grep -q "CUDA: no" <<<"$("$bin" version)"; then
   [ "$(json "$work/eval1.json" device)" = cpu ] || fail "eval --device auto did not report the CPU"
   cases+=("cuda:--device: 'cuda' is not available: this build's LibTorch has no CUDA")
 fi

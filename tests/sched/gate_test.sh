@@ -116,7 +116,7 @@ set -e
 printf '[gate]\ndevice = gpu\n' >"$t/gate-gpu.cfg"
 devcases=("--device gpu:--device: must be auto, cpu or cuda (got 'gpu')"
           "--config $t/gate-gpu.cfg:$t/gate-gpu.cfg: gate.device: must be auto, cpu or cuda (got 'gpu')")
-if "$bin" version | grep -q "CUDA: no"; then
+if grep -q "CUDA: no" <<<"$("$bin" version)"; then
   devcases+=("--device cuda:--device: 'cuda' is not available: this build's LibTorch has no CUDA")
 fi
 for case in "${devcases[@]}"; do

@@ -77,7 +77,7 @@ runs=$("$bin" sched runs --root "$root" --json | $py -c "import json,sys; print(
 echo "scheduler root ready after $((SECONDS - start)) s: runs $runs"
 
 # The command line: help, errors.
-"$bin" report --help | grep -q -- "--root" || fail "report --help"
+grep -q -- "--root" <<<"$("$bin" report --help)" || fail "report --help"
 set +e
 "$bin" report --out "$t/x.html" 2>"$t/err.txt"
 rc=$?

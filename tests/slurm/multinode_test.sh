@@ -101,7 +101,7 @@ echo "2 nodes, srun + PMIx: same param_sha256, ranks on node1 and node2 over eth
 [ "$(hosts mpirun)" = "node1 node2" ] || fail "2 nodes (mpirun): hosts $(hosts mpirun)"
 expect_line mpirun 1 "on host node2: local rank 0 of 1 on this node (from OMPI_COMM_WORLD_LOCAL_RANK)"
 for n in 1 2; do
-  grep -F "[node$n:" "$t/mpirun.log" | grep -qF "btl: tcp: Using interface: eth0" ||
+  grep -F "[node$n:" "$t/mpirun.log" | grep -F "btl: tcp: Using interface: eth0" >/dev/null ||
     { grep -F "btl" "$t/mpirun.log" | head; fail "mpirun: Open MPI on node$n does not say it uses eth0"; }
 done
 grep -qE "\[node2:[0-9]+\] btl:tcp: (connect\(\) to $net\.11|now connected to $net\.11)|\[node1:[0-9]+\] btl:tcp: (connect\(\) to $net\.12|now connected to $net\.12)" "$t/mpirun.log" ||
