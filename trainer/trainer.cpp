@@ -29,6 +29,7 @@
 #include "trainer/data_identity.h"
 #include "trainer/device.h"
 #include "trainer/evaluation.h"
+#include "trainer/host_memory.h"
 #include "trainer/models/model_factory.h"
 #include "trainer/optim/fused_optimizer.h"
 #include "trainer/optim/lr_schedule.h"
@@ -256,6 +257,14 @@ class TrainRun {
   void save(bool allowAsync);
   void checkInflight(bool wait);
   TrainResult baseResult() const;
+  // For the start-up log: whether the CPU gradient buckets got huge pages (NOTE [Huge pages]).
+  std::string bucketPages() const {
+    const auto& buffers = reducer_.gradBuffers();
+    if (buffers.empty() || !buffers.front().is_cpu() || static_cast<size_t>(buffers.front().nbytes()) < kMinHugePageBytes) {
+      return "";
+    }
+    return onHugePages(buffers.front()) ? " (in huge pages)" : " (in 4 KiB pages: transparent huge pages off or none free)";
+  }
 
   // Set up by the constructor, in this order.
   const TrainConfig& c_;
@@ -366,8 +375,8 @@ void TrainRun::start() {
                c_.gradAccum, plan_.stepsPerEpoch, stopAt_, reducer_.buckets().size());
     log_->info("device {} ({}); {}; tensors over {} ({}, {})", dev_.name(), dev_.reason, place_.determinism,
                tcomm_.backend(), tcomm_.backendVersion(), place_.tensorCommWhy);
-    log_->info("optimizer {} ({}); gradient buckets sent as {}, reduced {}; stop flag and loss window {}", c_.optimizer,
-               c_.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step",
+    log_->info("optimizer {} ({}); gradient buckets{} sent as {}, reduced {}; stop flag and loss window {}", c_.optimizer,
+               c_.fusedOptimizer ? "fused step over flat buckets" : "LibTorch's step", bucketPages(),
                c_.compression == "none" ? "they are" : c_.compression,
                reducer_.overlapping() ? "during backward (comm.overlap)" : "after backward",
                controlInBucket_ ? "in the last bucket" : "in collectives of their own");

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "trainer/host_memory.h"
 
 namespace perennial {
 
@@ -85,8 +86,9 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     const size_t extra = bi + 1 == plan_.size() ? options_.controlSlots : 0;
     PERENNIAL_CHECK(extra == 0 || type == torch::kFloat32 || type == torch::kFloat64,
                     "control slots ride in a float32 or float64 bucket");
-    torch::Tensor buffer = torch::zeros({static_cast<int64_t>(b.numel + extra)},
-                                        torch::TensorOptions().dtype(type).device(device));
+    // On the CPU, huge pages: NOTE [Huge pages] in trainer/host_memory.h.
+    const auto n = static_cast<int64_t>(b.numel + extra);
+    torch::Tensor buffer = device.is_cpu() ? hostZeros(n, type) : torch::zeros({n}, torch::TensorOptions().dtype(type).device(device));
     for (const BucketEntry& e : b.entries) {
       torch::Tensor& p = params_[e.param];
       p.mutable_grad() = buffer.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
@@ -104,8 +106,8 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     // deterministic and identical on every rank.
     const bool floating = type == torch::kFloat32 || type == torch::kFloat64;
     if (options_.compression != Compression::kNone && floating && comm_.size() > 1) {
-      wire_.push_back(torch::empty_like(buffer, options_.compression == Compression::kBFloat16 ? torch::kBFloat16
-                                                                                              : torch::kHalf));
+      const auto narrow = options_.compression == Compression::kBFloat16 ? torch::kBFloat16 : torch::kHalf;
+      wire_.push_back(device.is_cpu() ? hostZeros(n, narrow) : torch::empty_like(buffer, narrow));
     } else {
       wire_.emplace_back();
     }
