@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -257,6 +258,9 @@ class TrainRun {
   void save(bool allowAsync);
   void checkInflight(bool wait);
   TrainResult baseResult() const;
+  void choosePrefetch();
+  // The test set is read from its shards: with data.prefetch = auto, 4 ahead.
+  size_t evalPrefetch() const { return c_.prefetch == TrainConfig::kPrefetchAuto ? 4 : static_cast<size_t>(c_.prefetch); }
   // For the start-up log: whether the CPU gradient buckets got huge pages (NOTE [Huge pages]).
   std::string bucketPages() const {
     const auto& buffers = reducer_.gradBuffers();
@@ -327,7 +331,37 @@ class TrainRun {
   // that a save still writing from it is waited for (the future's destructor) before it is freed.
   StagingBuffers staging_;
   std::future<void> inflight_;  // at most one asynchronous save, written from STAGING_
+  size_t prefetch_ = 4;         // data.prefetch, resolved (NOTE [Loader placement])
 };
+
+// NOTE [Loader placement]: a loader thread makes batches ahead while the training thread computes,
+// which hides reading shards, and costs nothing where a core is free for it. When the rows come
+// from memory (data.cache_mb) a batch is a gather and copy of its rows (about 25 us for 64
+// Fashion-MNIST rows), and when the rank's CPUs are all taken by its compute threads (one core
+// per rank, as `mpirun --bind-to core` gives) the thread only takes that time from compute, plus
+// two context switches per batch. data.prefetch = auto therefore makes each batch on the training
+// thread (0) in that case: cached rows, a CPU rank, and no more CPUs in its affinity mask than
+// train.threads; otherwise 4 ahead. In the throughput benchmark (BENCHMARKS.md) 0 gave 1-2% more
+// samples/s there. Batches, and so the weights, are the same either way.
+void TrainRun::choosePrefetch() {
+  if (c_.prefetch != TrainConfig::kPrefetchAuto) {
+    prefetch_ = static_cast<size_t>(c_.prefetch);
+    return;
+  }
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  const int cpus = sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
+  const bool onTrainingThread = trainSet_.cached() && !dev_.cuda() && cpus > 0 && cpus <= c_.threads;
+  prefetch_ = onTrainingThread ? 0 : 4;
+  if (lead_) {
+    const std::string why = !trainSet_.cached() ? "rows read from the shards"
+                            : dev_.cuda()       ? "training on a GPU"
+                                                : fmt::format("{} CPU(s) for {} compute thread(s)", cpus, c_.threads);
+    log_->info("data.prefetch auto: {} ({})",
+               onTrainingThread ? "each batch made on the training thread" : "4 batches made ahead on a loader thread",
+               onTrainingThread ? "rows in memory, " + why : why);
+  }
+}
 
 // Resume or warm start, equal replicas, normalization, generators; then the run directory's
 // config.ini, the logs, and the signal handlers.
@@ -339,6 +373,7 @@ void TrainRun::start() {
       log_->info("training set read into memory ({} rows, {:.2f} s; data.cache_mb)", trainSet_.size(), secondsSince(t0));
     }
   }
+  choosePrefetch();
   const StartingPoint from =
       startingPoint(options_.resume, c_, plan_, trainSet_.size(), spec_, dev_, {configText_, configSha_, identity_.snapshot},
                     store_, *model_, *optimizer_, norm_, comm_);
@@ -405,7 +440,7 @@ bool TrainRun::trainEpoch() {
   model_->train();
   auto epochStart = SteadyClock::now();
   {
-    data::BatchLoader loader(trainSet_, std::move(batches), static_cast<size_t>(c_.prefetch));
+    data::BatchLoader loader(trainSet_, std::move(batches), prefetch_);
     timer_.resume();
     for (int64_t s = 0; s < stepsThisEpoch; ++s) {
       if (trainStep(loader, logged, s)) {
@@ -557,7 +592,7 @@ bool TrainRun::agreeToStop(const ControlValues& control) {
 }
 
 void TrainRun::evaluateNow() {
-  lastEval_ = evaluate(model_, testSet_, comm_, c_.evalBatchSize, static_cast<size_t>(c_.prefetch), norm_, c_.arch,
+  lastEval_ = evaluate(model_, testSet_, comm_, c_.evalBatchSize, evalPrefetch(), norm_, c_.arch,
                        dev_.device);
   lastEvalStep_ = progress_.step;
 }

@@ -4,7 +4,8 @@
 # the all-reduce overlapped with backward (comm.overlap) give bitwise the weights of the plain
 # path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
 # run (and others than none); asynchronous saves from staging buffers, the training set cached in
-# memory and batches made on the training thread change nothing. Bad values are refused.
+# memory and batches made on the training thread or ahead (data.prefetch auto chooses by where the
+# rows come from and the rank's CPUs) change nothing. Bad values are refused.
 # usage: perf_options_test.sh PERENNIAL_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 bin=$1 src=$2 mpiexec=${3:-mpiexec}
@@ -81,6 +82,18 @@ same nocache fused-sgd-2 "data.cache_mb 0"
 grep -q "training set read into memory" "$work/fused-sgd-2.log" || fail "the training set was not cached by default"
 run 2 inline --data.prefetch 0
 same inline fused-sgd-2 "data.prefetch 0"
+run 2 ahead --data.prefetch 4
+same ahead fused-sgd-2 "data.prefetch 4"
+# NOTE [Loader placement]: auto makes batches on the training thread when the rows are cached and
+# the rank has one CPU per compute thread (here: pinned to one CPU), and reads ahead when the rows
+# come from the shards; the weights are the same.
+taskset -c 0 "$bin" train "${common[@]}" --run-dir "$work/pinned" >"$work/pinned.log" 2>&1 ||
+  { cat "$work/pinned.log" >&2; fail "training pinned to one CPU exited non-zero"; }
+same pinned fused-sgd-1 "data.prefetch auto on one CPU"
+grep -qF "data.prefetch auto: each batch made on the training thread (rows in memory, 1 CPU(s) for 1 compute thread(s))" \
+  "$work/pinned.log" || fail "data.prefetch auto did not choose the training thread for cached rows on one CPU"
+grep -qF "data.prefetch auto: 4 batches made ahead on a loader thread (rows read from the shards)" "$work/nocache.log" ||
+  fail "data.prefetch auto did not read ahead for uncached rows"
 
 # result.json reports the step-time breakdown.
 /usr/bin/python3 - "$work/fused-sgd-2/result.json" <<'PY' || fail "result.json lacks step_time_ms"
@@ -94,7 +107,8 @@ PY
 # Bad values name the key and the rule (exit 2).
 for bad in "--comm.compression zstd:comm.compression: must be one of none|bf16|fp16 (got 'zstd')" \
            "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')" \
-           "--data.prefetch -1:data.prefetch: must be at least 0 (got -1)" \
+           "--data.prefetch -1:data.prefetch: must be auto or an integer >= 0 (got '-1')" \
+           "--data.prefetch 4x:data.prefetch: must be auto or an integer >= 0 (got '4x')" \
            "--data.cache_mb -5:data.cache_mb: must be at least 0 (got -5)"; do
   args=${bad%%:*} want=${bad#*:}
   set +e

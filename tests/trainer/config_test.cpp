@@ -115,7 +115,28 @@ INSTANTIATE_TEST_SUITE_P(
                       RangeCase{"--lr.gamma=0", "lr.gamma", "(0, 1]"},
                       RangeCase{"--comm.bucket_cap_mb=0", "comm.bucket_cap_mb", "positive"},
                       RangeCase{"--train.seed=-1", "train.seed", "at least 0"},
-                      RangeCase{"--log.progress=fancy", "log.progress", "auto|bar|lines|none"}));
+                      RangeCase{"--log.progress=fancy", "log.progress", "auto|bar|lines|none"},
+                      RangeCase{"--data.prefetch=-1", "data.prefetch", "auto or an integer >= 0"},
+                      RangeCase{"--data.prefetch=4x", "data.prefetch", "auto or an integer >= 0"},
+                      RangeCase{"--data.prefetch=Auto", "data.prefetch", "auto or an integer >= 0"}));
+
+// NOTE [Loader placement]: auto by default, or a count; both survive the resolved INI.
+TEST(Config, PrefetchIsAutoOrACount) {
+  EXPECT_EQ(parseTrainArgs(base()).config.prefetch, TrainConfig::kPrefetchAuto);
+  for (const auto& [text, value] : std::vector<std::pair<std::string, int64_t>>{
+           {"auto", TrainConfig::kPrefetchAuto}, {"0", 0}, {"4", 4}, {"16", 16}}) {
+    auto args = base();
+    args.push_back("--data.prefetch=" + text);
+    TrainArgs a = parseTrainArgs(args);
+    EXPECT_EQ(a.config.prefetch, value) << text;
+    EXPECT_NE(a.config.toIni().find("\nprefetch = " + text + "\n"), std::string::npos) << a.config.toIni();
+    TrainArgs b = parseTrainArgs({"--run-dir", "/tmp/unused", "--config", writeConfig("prefetch", a.config.toIni())});
+    EXPECT_EQ(b.config.prefetch, value) << text;
+  }
+  const std::string e = errorOf({"--run-dir", "/tmp/unused", "--data.train", "tr", "--data.test", "te", "--config",
+                                 writeConfig("prefetch-empty", "[data]\nprefetch =\n")});
+  EXPECT_NE(e.find("data.prefetch: must be auto or an integer >= 0 (got '')"), std::string::npos) << e;
+}
 
 TEST(Config, MissingRequiredValues) {
   EXPECT_NE(errorOf({"--data.train", "a", "--data.test", "b"}).find("--run-dir"), std::string::npos);

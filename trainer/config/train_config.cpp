@@ -276,7 +276,7 @@ void addTrainOptions(po::options_description& desc) {
       ("data.train", po::value<std::string>(), "directory of training shards (required)")
       ("data.test", po::value<std::string>(), "directory of test shards (required)")
       ("data.snapshot", s(d.snapshotFile), "a snapshot.json (the scheduler writes one per run) listing every training shard's SHA-256 and rows in file-name order: each shard of data.train is checked against it before training, and a mismatch stops with exit 1 naming the shard (empty: no check)")
-      ("data.prefetch", i(d.prefetch), "batches read ahead per rank on a loader thread (>= 0; 0: each batch is made on the training thread when it is needed, no loader thread)")
+      ("data.prefetch", s("auto"), "auto | N: batches read ahead per rank on a loader thread (N >= 0; 0: each batch is made on the training thread when it is needed, no loader thread; auto: 0 when the training set is in memory (data.cache_mb) and the rank has no CPU beside its compute threads, else 4; the log says which)")
       ("data.cache_mb", i(d.cacheMb), "read the whole training set into memory at start (one read per shard) when it takes at most this many MiB per rank, and make batches from memory (0: never; batches are then read from the shards)")
       ("data.normalize", s(d.normalize), "auto | none | standard: standardise each feature by the training data's mean and standard deviation, stored with the weights and applied at evaluation (auto: standard for float32 features, none for uint8 images, which are scaled to [0, 1])")
       ("model.arch", s(d.arch), "mlp | cnn | torchscript | a name registered by your program (perennial::registerModel)")
@@ -362,7 +362,19 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.trainDir = str("data.train");
   c.testDir = str("data.test");
   c.snapshotFile = str("data.snapshot");
-  c.prefetch = intAtLeast("data.prefetch", 0);
+  c.prefetch = [&] {
+    const std::string v = str("data.prefetch");
+    if (v == "auto") return TrainConfig::kPrefetchAuto;
+    size_t used = 0;
+    long long n = -1;
+    try {
+      n = std::stoll(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (v.empty() || used != v.size() || n < 0) bad("data.prefetch", "must be auto or an integer >= 0", "'" + v + "'");
+    return static_cast<int64_t>(n);
+  }();
   c.cacheMb = intAtLeast("data.cache_mb", 0);
   c.normalize = choice("data.normalize", {"auto", "none", "standard"});
 
@@ -437,7 +449,8 @@ std::string TrainConfig::toIni() const {
   // Free-text values are quoted where a bare one would not read back the same (NOTE [INI quoting]).
   const auto q = [](const std::string& v) { return quoteIniValue(v); };
   os << "[data]\ntrain = " << q(trainDir) << "\ntest = " << q(testDir) << "\nsnapshot = " << q(snapshotFile)
-     << "\nprefetch = " << prefetch << "\ncache_mb = " << cacheMb
+     << "\nprefetch = " << (prefetch == kPrefetchAuto ? std::string("auto") : std::to_string(prefetch))
+     << "\ncache_mb = " << cacheMb
      << "\nnormalize = " << normalize
      << "\n\n[model]\narch = " << arch << "\npath = " << q(modelPath) << "\noptions = " << q(options)
      << "\nhidden = " << joinInts(hidden)

@@ -24,7 +24,10 @@ struct TrainConfig {
   // [data]
   std::string trainDir, testDir;
   std::string snapshotFile;  // data.snapshot: a snapshot.json the training shards must match ("": no check)
-  int64_t prefetch = 4;
+  // data.prefetch: batches made ahead on a loader thread; kPrefetchAuto lets the trainer choose
+  // (NOTE [Loader placement] in trainer/trainer.cpp).
+  static constexpr int64_t kPrefetchAuto = -1;
+  int64_t prefetch = kPrefetchAuto;
   int64_t cacheMb = 1024;  // data.cache_mb: NOTE [Row cache] in dataset/shard_dataset.h
   std::string normalize = "auto";  // auto | none | standard
   // [model]
