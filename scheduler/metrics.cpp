@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "common/fs_util.h"
 #include "common/error.h"
+#include "common/fs_util.h"
 #include "common/log.h"
 
 namespace perennial::sched {

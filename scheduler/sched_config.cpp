@@ -7,8 +7,8 @@
 #include <regex>
 #include <sstream>
 
-#include "common/fs_util.h"
 #include "common/error.h"
+#include "common/fs_util.h"
 #include "scheduler/registry.h"
 #include "trainer/config/train_config.h"
 

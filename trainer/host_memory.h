@@ -1,5 +1,5 @@
 #pragma once
-// CPU tensors for the buffers a training step sweeps every step: the gradient buckets the
+// Tensors for the buffers a training step sweeps every step: the gradient buckets the
 // all-reduce reads and writes, and the flat parameters and optimizer state of the fused step.
 //
 // NOTE [Huge pages]: an all-reduce through shared memory (Open MPI's vader transport with CMA)
@@ -21,9 +21,9 @@ namespace perennial {
 // more than it gains).
 inline constexpr size_t kMinHugePageBytes = size_t{256} << 10;
 
-// A zeroed, contiguous 1-D CPU tensor of NUMEL elements of TYPE; on huge pages when it holds at
-// least kMinHugePageBytes (NOTE [Huge pages]).
-torch::Tensor hostZeros(int64_t numel, torch::ScalarType type);
+// A zeroed, contiguous 1-D tensor of NUMEL elements with OPTIONS (dtype, device): on the CPU and
+// of at least kMinHugePageBytes, on huge pages (NOTE [Huge pages]); otherwise torch::zeros.
+torch::Tensor stepBufferZeros(int64_t numel, const torch::TensorOptions& options);
 
 // Whether T's memory lies in huge pages now (/proc/self/smaps; for tests and diagnostics).
 bool onHugePages(const torch::Tensor& t);

@@ -259,8 +259,10 @@ class TrainRun {
   void checkInflight(bool wait);
   TrainResult baseResult() const;
   void choosePrefetch();
-  // The test set is read from its shards: with data.prefetch = auto, 4 ahead.
-  size_t evalPrefetch() const { return c_.prefetch == TrainConfig::kPrefetchAuto ? 4 : static_cast<size_t>(c_.prefetch); }
+  // The test set is read from its shards: with data.prefetch = auto, kPrefetchAhead ahead.
+  size_t evalPrefetch() const {
+    return static_cast<size_t>(c_.prefetch == TrainConfig::kPrefetchAuto ? TrainConfig::kPrefetchAhead : c_.prefetch);
+  }
   // For the start-up log: whether the CPU gradient buckets got huge pages (NOTE [Huge pages]).
   std::string bucketPages() const {
     const auto& buffers = reducer_.gradBuffers();
@@ -331,7 +333,7 @@ class TrainRun {
   // that a save still writing from it is waited for (the future's destructor) before it is freed.
   StagingBuffers staging_;
   std::future<void> inflight_;  // at most one asynchronous save, written from STAGING_
-  size_t prefetch_ = 4;         // data.prefetch, resolved (NOTE [Loader placement])
+  size_t prefetch_ = 0;         // data.prefetch, resolved by choosePrefetch (NOTE [Loader placement])
 };
 
 // NOTE [Loader placement]: a loader thread makes batches ahead while the training thread computes,
@@ -341,7 +343,7 @@ class TrainRun {
 // per rank, as `mpirun --bind-to core` gives) the thread only takes that time from compute, plus
 // two context switches per batch. data.prefetch = auto therefore makes each batch on the training
 // thread (0) in that case: cached rows, a CPU rank, and no more CPUs in its affinity mask than
-// train.threads; otherwise 4 ahead. In the throughput benchmark (BENCHMARKS.md) 0 gave 1-2% more
+// train.threads; otherwise kPrefetchAhead (4) ahead. In the throughput benchmark (BENCHMARKS.md) 0 gave 1-2% more
 // samples/s there. Batches, and so the weights, are the same either way.
 void TrainRun::choosePrefetch() {
   if (c_.prefetch != TrainConfig::kPrefetchAuto) {
@@ -352,13 +354,14 @@ void TrainRun::choosePrefetch() {
   CPU_ZERO(&mask);
   const int cpus = sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
   const bool onTrainingThread = trainSet_.cached() && !dev_.cuda() && cpus > 0 && cpus <= c_.threads;
-  prefetch_ = onTrainingThread ? 0 : 4;
+  prefetch_ = onTrainingThread ? 0 : static_cast<size_t>(TrainConfig::kPrefetchAhead);
   if (lead_) {
     const std::string why = !trainSet_.cached() ? "rows read from the shards"
                             : dev_.cuda()       ? "training on a GPU"
                                                 : fmt::format("{} CPU(s) for {} compute thread(s)", cpus, c_.threads);
     log_->info("data.prefetch auto: {} ({})",
-               onTrainingThread ? "each batch made on the training thread" : "4 batches made ahead on a loader thread",
+               onTrainingThread ? std::string("each batch made on the training thread")
+                                : fmt::format("{} batches made ahead on a loader thread", TrainConfig::kPrefetchAhead),
                onTrainingThread ? "rows in memory, " + why : why);
   }
 }

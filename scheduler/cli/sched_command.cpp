@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/fs_util.h"
 #include "common/error.h"
+#include "common/fs_util.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "scheduler/catalog.h"

@@ -1,11 +1,11 @@
 #include "scheduler/report/report_model.h"
-#include "common/fs_util.h"
 
 #include <algorithm>
 #include <cmath>
 #include <exception>
 #include <filesystem>
 
+#include "common/fs_util.h"
 #include "scheduler/report/report_text.h"
 #include "scheduler/run_paths.h"
 

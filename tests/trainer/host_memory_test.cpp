@@ -31,7 +31,7 @@ bool thpAdvisable() {
 TEST(HostMemory, LargeBuffersAreZeroedAndAlignedToHugePages) {
   for (auto type : {torch::kFloat32, torch::kFloat64, torch::kBFloat16}) {
     const int64_t n = 203530 + 3;  // the MLP's 814 KB gradient and 3 control slots, in floats
-    torch::Tensor t = hostZeros(n, type);
+    torch::Tensor t = stepBufferZeros(n, torch::TensorOptions().dtype(type));
     EXPECT_TRUE(t.is_cpu() && t.is_contiguous());
     EXPECT_EQ(t.numel(), n);
     EXPECT_EQ(t.scalar_type(), type);
@@ -43,16 +43,16 @@ TEST(HostMemory, LargeBuffersAreZeroedAndAlignedToHugePages) {
 }
 
 TEST(HostMemory, SmallBuffersAreOrdinary) {
-  torch::Tensor t = hostZeros(1000, torch::kFloat32);
+  torch::Tensor t = stepBufferZeros(1000, torch::kFloat32);
   EXPECT_EQ(t.numel(), 1000);
   EXPECT_EQ(t.count_nonzero().item<int64_t>(), 0);
   EXPECT_LT(static_cast<size_t>(t.nbytes()), kMinHugePageBytes);
-  EXPECT_EQ(hostZeros(0, torch::kFloat32).numel(), 0);
+  EXPECT_EQ(stepBufferZeros(0, torch::kFloat32).numel(), 0);
 }
 
 TEST(HostMemory, TheKernelBacksThemWithHugePagesWhereItCan) {
   if (!thpAdvisable()) GTEST_SKIP() << "transparent huge pages are off on this kernel";
-  torch::Tensor t = hostZeros(int64_t{1} << 20, torch::kFloat32);  // 4 MiB: two huge pages
+  torch::Tensor t = stepBufferZeros(int64_t{1} << 20, torch::kFloat32);  // 4 MiB: two huge pages
   // A kernel with no free huge page left falls back to small pages; say so rather than fail.
   if (!onHugePages(t)) GTEST_SKIP() << "the kernel had no huge page to give (memory fragmented)";
   EXPECT_FALSE(onHugePages(torch::zeros({1 << 20})));  // LibTorch's own allocation: 4 KiB pages

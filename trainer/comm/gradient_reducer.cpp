@@ -87,8 +87,8 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     PERENNIAL_CHECK(extra == 0 || type == torch::kFloat32 || type == torch::kFloat64,
                     "control slots ride in a float32 or float64 bucket");
     // On the CPU, huge pages: NOTE [Huge pages] in trainer/host_memory.h.
-    const auto n = static_cast<int64_t>(b.numel + extra);
-    torch::Tensor buffer = device.is_cpu() ? hostZeros(n, type) : torch::zeros({n}, torch::TensorOptions().dtype(type).device(device));
+    torch::Tensor buffer =
+        stepBufferZeros(static_cast<int64_t>(b.numel + extra), torch::TensorOptions().dtype(type).device(device));
     for (const BucketEntry& e : b.entries) {
       torch::Tensor& p = params_[e.param];
       p.mutable_grad() = buffer.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
@@ -106,8 +106,8 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     // deterministic and identical on every rank.
     const bool floating = type == torch::kFloat32 || type == torch::kFloat64;
     if (options_.compression != Compression::kNone && floating && comm_.size() > 1) {
-      const auto narrow = options_.compression == Compression::kBFloat16 ? torch::kBFloat16 : torch::kHalf;
-      wire_.push_back(device.is_cpu() ? hostZeros(n, narrow) : torch::empty_like(buffer, narrow));
+      wire_.push_back(stepBufferZeros(buffer.numel(), buffer.options().dtype(
+                                          options_.compression == Compression::kBFloat16 ? torch::kBFloat16 : torch::kHalf)));
     } else {
       wire_.emplace_back();
     }

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "common/error.h"
@@ -124,6 +125,17 @@ po::parsed_options parseIniFile(std::istream& in, const po::options_description&
     }
   }
   return parsed;
+}
+
+// TEXT as a whole integer (std::stoll reading all of it); nullopt for anything else.
+std::optional<long long> wholeInteger(const std::string& text) {
+  size_t used = 0;
+  try {
+    const long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -253,16 +265,9 @@ std::vector<int64_t> parseIntList(const std::string& key, const std::string& tex
   while (std::getline(ss, item, ',')) {
     size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
     if (b == std::string::npos) bad(key, "must be a comma-separated list of positive integers", "'" + text + "'");
-    item = item.substr(b, e - b + 1);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v <= 0) bad(key, "must be a comma-separated list of positive integers", "'" + text + "'");
-    out.push_back(v);
+    const std::optional<long long> v = wholeInteger(item.substr(b, e - b + 1));
+    if (!v || *v <= 0) bad(key, "must be a comma-separated list of positive integers", "'" + text + "'");
+    out.push_back(*v);
   }
   return out;
 }
@@ -365,15 +370,9 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.prefetch = [&] {
     const std::string v = str("data.prefetch");
     if (v == "auto") return TrainConfig::kPrefetchAuto;
-    size_t used = 0;
-    long long n = -1;
-    try {
-      n = std::stoll(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (v.empty() || used != v.size() || n < 0) bad("data.prefetch", "must be auto or an integer >= 0", "'" + v + "'");
-    return static_cast<int64_t>(n);
+    const std::optional<long long> n = wholeInteger(v);
+    if (!n || *n < 0) bad("data.prefetch", "must be auto or an integer >= 0", "'" + v + "'");
+    return static_cast<int64_t>(*n);
   }();
   c.cacheMb = intAtLeast("data.cache_mb", 0);
   c.normalize = choice("data.normalize", {"auto", "none", "standard"});

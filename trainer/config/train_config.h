@@ -27,6 +27,7 @@ struct TrainConfig {
   // data.prefetch: batches made ahead on a loader thread; kPrefetchAuto lets the trainer choose
   // (NOTE [Loader placement] in trainer/trainer.cpp).
   static constexpr int64_t kPrefetchAuto = -1;
+  static constexpr int64_t kPrefetchAhead = 4;  // what auto reads ahead when it keeps the loader thread
   int64_t prefetch = kPrefetchAuto;
   int64_t cacheMb = 1024;  // data.cache_mb: NOTE [Row cache] in dataset/shard_dataset.h
   std::string normalize = "auto";  // auto | none | standard

@@ -29,8 +29,7 @@ FlatBuckets::FlatBuckets(std::vector<torch::Tensor> params, std::vector<Bucket> 
     PERENNIAL_CHECK(grads[b].dim() == 1 && grads[b].numel() >= numel && grads[b].scalar_type() == first.scalar_type() &&
                         grads[b].device() == first.device(),
                     "flat buckets: gradient buffer " << b << " does not fit its bucket");
-    torch::Tensor flat = first.is_cpu() ? hostZeros(numel, first.scalar_type())
-                                        : torch::empty({numel}, torch::TensorOptions().dtype(first.scalar_type()).device(first.device()));
+    torch::Tensor flat = stepBufferZeros(numel, torch::TensorOptions().dtype(first.scalar_type()).device(first.device()));
     for (const BucketEntry& e : bucket.entries) {
       torch::Tensor& p = tensors_.at(e.param);
       PERENNIAL_CHECK(p.is_contiguous() && static_cast<size_t>(p.numel()) == e.numel, "flat buckets: parameter " << e.param
@@ -49,7 +48,7 @@ FlatBuckets::FlatBuckets(std::vector<torch::Tensor> params, std::vector<Bucket> 
 std::vector<torch::Tensor> FlatBuckets::newState() const {
   std::vector<torch::Tensor> out;
   out.reserve(params_.size());
-  for (const auto& p : params_) out.push_back(p.is_cpu() ? hostZeros(p.numel(), p.scalar_type()) : torch::zeros_like(p));
+  for (const auto& p : params_) out.push_back(stepBufferZeros(p.numel(), p.options()));
   return out;
 }
 
