@@ -168,12 +168,14 @@ Model initialModel(const TrainConfig& c, const data::DatasetSpec& spec, const Tr
   return model;
 }
 
-ReducerOptions reducerOptions(const TrainConfig& c, size_t controlSlotCount) {
+ReducerOptions reducerOptions(const TrainConfig& c, int world, size_t controlSlotCount) {
   ReducerOptions o;
   o.capBytes = static_cast<size_t>(c.bucketCapMb * 1024 * 1024);
   o.controlSlots = controlSlotCount;
   o.compression = parseCompression(c.compression);
   o.overlap = c.overlap;
+  // NOTE [Shared-memory all-reduce]: auto only where the sum is bitwise MPI's (two ranks).
+  o.sharedMemory = c.sharedMemory == "true" || (c.sharedMemory == "auto" && world == 2);
   return o;
 }
 
@@ -225,7 +227,7 @@ class TrainRun {
         // the loss window ride in the last gradient bucket; a GPU's bucket would need a
         // device-to-host read every step, so there they keep their own small host collectives.
         controlInBucket_(!place_.tensorComm && !dev_.cuda()),
-        reducerOptions_(reducerOptions(c, controlInBucket_ ? controlSlots(world_) : 0)),
+        reducerOptions_(reducerOptions(c, world_, controlInBucket_ ? controlSlots(world_) : 0)),
         reducer_(params_, tcomm_, reducerOptions_),
         // NOTE [Flat parameters]: with optim.fused the parameters move into the reducer's bucket layout.
         optimizer_(makeOptimizer(c, params_,
@@ -263,13 +265,28 @@ class TrainRun {
   size_t evalPrefetch() const {
     return static_cast<size_t>(c_.prefetch == TrainConfig::kPrefetchAuto ? TrainConfig::kPrefetchAhead : c_.prefetch);
   }
-  // For the start-up log: whether the CPU gradient buckets got huge pages (NOTE [Huge pages]).
+  // For the start-up log: where the CPU gradient buckets live (NOTE [Shared-memory all-reduce],
+  // NOTE [Huge pages]).
   std::string bucketPages() const {
     const auto& buffers = reducer_.gradBuffers();
-    if (buffers.empty() || !buffers.front().is_cpu() || static_cast<size_t>(buffers.front().nbytes()) < kMinHugePageBytes) {
-      return "";
+    if (reducer_.sharedBuckets() > 0) {
+      return fmt::format(" (reduced in memory the node's ranks share, {} of {}: two-shot all-reduce)",
+                         reducer_.sharedBuckets(), buffers.size());
     }
-    return onHugePages(buffers.front()) ? " (in huge pages)" : " (in 4 KiB pages: transparent huge pages off or none free)";
+    std::string unshared;
+    const bool cpuBuckets = world_ > 1 && !buffers.empty() && buffers.front().is_cpu();
+    const int nodes = tcomm_.placement().nodes();
+    if (cpuBuckets && nodes == 1 && c_.sharedMemory == "auto" && !reducerOptions_.sharedMemory) {
+      unshared = " (not in shared memory: comm.shared_memory = auto keeps MPI's order of sums beyond 2 ranks)";
+    } else if (cpuBuckets && reducerOptions_.sharedMemory) {
+      unshared = nodes > 1 ? fmt::format(" (not in shared memory: the ranks run on {} nodes)", nodes)
+                           : std::string(" (not in shared memory: the buckets are small, or MPI had no shared window)");
+    }
+    if (buffers.empty() || !buffers.front().is_cpu() || static_cast<size_t>(buffers.front().nbytes()) < kMinHugePageBytes) {
+      return unshared;
+    }
+    return unshared +
+           (onHugePages(buffers.front()) ? " (in huge pages)" : " (in 4 KiB pages: transparent huge pages off or none free)");
   }
 
   // Set up by the constructor, in this order.

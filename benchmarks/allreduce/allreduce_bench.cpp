@@ -1,17 +1,20 @@
 // perennial_bench_allreduce: all-reduce bandwidth, in the manner of nccl-tests' all_reduce_perf.
 //
 //   mpirun -np N build/bin/perennial_bench_allreduce [-b 8] [-e 64M] [-f 4] [-w 5] [-n 20]
-//                                                    [--bucket-cap-mb 25] [--device cpu|cuda] [--json FILE]
+//                                                    [--bucket-cap-mb 25] [--shared-memory 1] [--device cpu|cuda]
+//                                                    [--json FILE]
 //
 // For each message size two paths are timed side by side:
 //  - "bucketed": perennial::GradientReducer::reduce() over a model-like list of float32
 //    tensors totalling that size, through the trainer's tensor communicator (what one training
-//    step pays): MpiCommunicator on the CPU, NcclCommunicator for GPU tensors (--device cuda);
+//    step pays): MpiCommunicator on the CPU, with buckets of kMinSharedBytes and more summed in
+//    memory the ranks share when they share a node (NOTE [Shared-memory all-reduce]; 0 with
+//    --shared-memory 0, as comm.shared_memory false), NcclCommunicator for GPU tensors (--device cuda);
 //  - "raw": one collective on one buffer of the same bytes: a blocking MPI_Allreduce(MPI_IN_PLACE,
 //    float, SUM) on MPI_COMM_WORLD on the CPU; on a GPU one ncclAllReduce through the NCCL
 //    communicator (what the library can do at best for one buffer).
 // The difference between them is the cost of Perennial's layer: bucketing, the private
-// communicator, non-blocking collectives completed by polling, and the division by N.
+// communicator, the shared-memory sum where it applies, and the division by N.
 //
 // This is the only benchmark translation unit that includes LibTorch headers.
 #include <torch/torch.h>
@@ -56,6 +59,7 @@ struct Options {
   int iters = 20;
   double bucketCapMb = 25.0;
   int threads = 1;
+  bool sharedMemory = true;
   std::string device = "cpu";
   bool check = true;
   std::string jsonPath;
@@ -74,6 +78,7 @@ struct Row {
   size_t count = 0;
   size_t tensors = 0;
   size_t buckets = 0;
+  size_t sharedBuckets = 0;  // of them, in shared memory
   PathResult bucketed, raw;
 };
 
@@ -118,6 +123,7 @@ bool parseOptions(int argc, char** argv, Options& o, std::string& helpText) {
       ("check,c", po::value<int>()->default_value(1), "check results (1) or not (0)")
       ("bucket-cap-mb", po::value<double>(&o.bucketCapMb)->default_value(o.bucketCapMb, "25"), "GradientReducer bucket cap in MiB (PyTorch DDP uses 25)")
       ("threads", po::value<int>(&o.threads)->default_value(o.threads), "LibTorch intra-op threads per rank (the trainer's default is 1)")
+      ("shared-memory", po::value<bool>(&o.sharedMemory)->default_value(o.sharedMemory, "1"), "reducer buckets in memory the ranks of one node share (1) or reduced by MPI_Allreduce (0): comm.shared_memory true or false")
       ("device", po::value<std::string>(&o.device)->default_value(o.device), "cpu | cuda: where the tensors live (cuda: through NCCL when built with it)")
       ("json", po::value<std::string>(&o.jsonPath), "also write the results as JSON to this file (rank 0)");
   po::variables_map vm;
@@ -251,7 +257,10 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm, Communica
     params.push_back(torch::zeros({static_cast<int64_t>(n)}, torch::TensorOptions().dtype(torch::kFloat32).device(device))
                          .set_requires_grad(true));
   }
-  GradientReducer reducer(params, tcomm, static_cast<size_t>(o.bucketCapMb * 1024 * 1024));
+  ReducerOptions ro;
+  ro.capBytes = static_cast<size_t>(o.bucketCapMb * 1024 * 1024);
+  ro.sharedMemory = o.sharedMemory;
+  GradientReducer reducer(params, tcomm, ro);
   std::vector<float> raw(device.is_cpu() ? count : 0);
   torch::Tensor rawDevice = device.is_cpu() ? torch::Tensor()
                                             : torch::empty({static_cast<int64_t>(count)}, torch::TensorOptions().device(device));
@@ -261,6 +270,7 @@ Row measureSize(size_t bytes, const Options& o, MpiCommunicator& comm, Communica
   row.count = count;
   row.tensors = params.size();
   row.buckets = reducer.buckets().size();
+  row.sharedBuckets = reducer.sharedBuckets();
   std::vector<double> bucketedUs, rawUs;
   int64_t bucketedWrong = 0, rawWrong = 0;
   // The two paths alternate within each iteration so that load from other processes on a
@@ -310,7 +320,8 @@ void printHeader(const Options& o, Communicator& comm) {
               o.minBytes, o.maxBytes, o.factor, o.warmupIters, o.iters, o.check ? 1 : 0,
               o.bucketCapMb, o.threads);
   std::printf("# bucketed: GradientReducer::reduce() over a model-like tensor list via the %s communicator "
-              "(sum, then / n)\n", comm.backend().c_str());
+              "(sum, then / n); buckets of %zu bytes and more in shared memory where the ranks share a node: %s\n",
+              comm.backend().c_str(), kMinSharedBytes, o.sharedMemory ? "yes (--shared-memory 1)" : "no (--shared-memory 0)");
   std::printf("# raw:      %s\n", o.device == "cpu" ? "one blocking MPI_Allreduce(MPI_IN_PLACE, MPI_FLOAT, MPI_SUM) on MPI_COMM_WORLD"
                                                       : "one all-reduce of one device buffer through the same communicator");
   std::printf("# time: median over iterations of the slowest rank; busbw = algbw * 2(n-1)/n; "
@@ -359,6 +370,7 @@ void writeJson(const std::string& path, const Options& o, Communicator& comm, co
             {"iters", o.iters},
             {"bucket_cap_mb", o.bucketCapMb},
             {"threads", o.threads},
+            {"shared_memory", o.sharedMemory},
             {"device", o.device},
             {"time", "median over iterations of the slowest rank, microseconds"},
             {"rows", json::array()}};
@@ -367,6 +379,7 @@ void writeJson(const std::string& path, const Options& o, Communicator& comm, co
                          {"count", r.count},
                          {"tensors", r.tensors},
                          {"buckets", r.buckets},
+                         {"shared_buckets", r.sharedBuckets},
                          {"bucketed", toJson(r.bucketed)},
                          {"raw", toJson(r.raw)}});
   }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The speed options keep training deterministic (issue: same config, data, seed and world size give
 # the same param_sha256 with each option on and off): the fused optimizer step (optim.fused) and
-# the all-reduce overlapped with backward (comm.overlap) give bitwise the weights of the plain
-# path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
+# the all-reduce overlapped with backward (comm.overlap) and the all-reduce in shared memory
+# (comm.shared_memory) give bitwise the weights of the plain path at 1 and 2 ranks; gradient compression (comm.compression) gives the same weights run after
 # run (and others than none); asynchronous saves from staging buffers, the training set cached in
 # memory and batches made on the training thread or ahead (data.prefetch auto chooses by where the
 # rows come from and the rank's CPUs) change nothing. Bad values are refused.
@@ -59,6 +59,20 @@ run 2 accum --train.grad_accum 2 --train.batch_size 32
 run 2 accum-overlap --train.grad_accum 2 --train.batch_size 32 --comm.overlap true
 same accum-overlap accum "comm.overlap with train.grad_accum 2"
 
+# NOTE [Shared-memory all-reduce]: on one node the buckets are summed in memory the ranks share:
+# by default (auto) at 2 ranks, bitwise MPI_Allreduce's sum; with true at 3, the same run to run.
+grep -qF "two-shot all-reduce" "$work/fused-sgd-2.log" || fail "the buckets were not reduced in shared memory: $(grep optimizer "$work/fused-sgd-2.log")"
+run 2 noshm --comm.shared_memory false
+same noshm fused-sgd-2 "comm.shared_memory false"
+! grep -qF "two-shot" "$work/noshm.log" || fail "comm.shared_memory false still reduced in shared memory"
+run 3 mpi-3
+grep -qF "comm.shared_memory = auto keeps MPI's order of sums beyond 2 ranks" "$work/mpi-3.log" ||
+  fail "auto at 3 ranks: $(grep optimizer "$work/mpi-3.log")"
+run 3 shm-3a --comm.shared_memory true
+run 3 shm-3b --comm.shared_memory true --comm.overlap true
+same shm-3a shm-3b "comm.shared_memory true at 3 ranks (twice, once overlapped)"
+grep -qF "two-shot all-reduce" "$work/shm-3a.log" || fail "3 ranks on one node did not share memory"
+
 # Compression: deterministic, and it does change what crosses the wire.
 for codec in bf16 fp16; do
   run 2 "$codec-a" --comm.compression "$codec"
@@ -109,7 +123,8 @@ for bad in "--comm.compression zstd:comm.compression: must be one of none|bf16|f
            "--optim.name lamb:optim.name: must be one of sgd|adam|adamw (got 'lamb')" \
            "--data.prefetch -1:data.prefetch: must be auto or an integer >= 0 (got '-1')" \
            "--data.prefetch 4x:data.prefetch: must be auto or an integer >= 0 (got '4x')" \
-           "--data.cache_mb -5:data.cache_mb: must be at least 0 (got -5)"; do
+           "--data.cache_mb -5:data.cache_mb: must be at least 0 (got -5)" \
+           "--comm.shared_memory yes:comm.shared_memory: must be one of auto|true|false (got 'yes')"; do
   args=${bad%%:*} want=${bad#*:}
   set +e
   # shellcheck disable=SC2086

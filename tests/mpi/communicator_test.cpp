@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include "common/error.h"
 #include "common/half.h"
 #include "trainer/comm/control_block.h"
 #include "trainer/comm/gradient_reducer.h"
 #include "trainer/comm/mpi/mpi_communicator.h"
+#include "trainer/comm/mpi/sum16.h"
 #include "trainer/config/train_config.h"
 #include "trainer/data/distributed_sampler.h"
 #include "trainer/models/model_factory.h"
@@ -38,6 +40,7 @@ class RecordingCount : public Communicator {
     base_.allReduce(data, count, type, op);
   }
   void broadcast(void* data, size_t bytes, int root) override { base_.broadcast(data, bytes, root); }
+  void* sharedHostBuffer(size_t bytes) override { return base_.sharedHostBuffer(bytes); }
   void allGather(const void* in, void* out, size_t bytes) override { base_.allGather(in, out, bytes); }
   void barrier() override { base_.barrier(); }
   size_t reduces = 0;
@@ -85,6 +88,7 @@ TEST(Mpi, ReducerAveragesEveryBucket) {
     (params[k] * static_cast<float>(r + static_cast<int>(k))).sum().backward();
   }
   reducer.reduce();
+  EXPECT_EQ(reducer.sharedBuckets(), 0u) << "buckets under kMinSharedBytes stay with MPI";
   for (size_t k = 0; k < params.size(); ++k) {
     const float want = static_cast<float>(n - 1) / 2.0f + static_cast<float>(k);
     EXPECT_TRUE(torch::allclose(params[k].grad(), torch::full_like(params[k], want)))
@@ -273,6 +277,133 @@ TEST(Mpi, ControlBlockRidesInTheLastBucket) {
     // The gradients around the block are unaffected by it.
     const double grad0 = n * (n - 1) / 2.0 + n / 3.0;
     EXPECT_NEAR(toy.params[0].grad()[0].item<float>(), grad0, std::ldexp(grad0, -6));
+  }
+}
+
+// NOTE [Shared-memory all-reduce]. Rank R's contribution: values in [-1, 1) that few sums
+// represent exactly, the same wherever they are computed.
+std::vector<float> contributionOf(int rank, size_t count) {
+  std::mt19937 gen(1234u + static_cast<unsigned>(rank));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(count);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+// Sums COUNT values of type T at an offset into a shared window, with guards either side, and
+// checks them against SUM_IN_RANK_ORDER's result computed here from every rank's contribution;
+// at two ranks also against MPI_Allreduce of the same values in ordinary memory.
+template <typename T, typename From, typename Add>
+void checkSharedSum(DType type, From from, Add add) {
+  const int n = comm().size(), r = comm().rank();
+  const size_t count = 10007, offset = 5;  // an odd count: the shares end inside cache lines
+  void* mem = comm().sharedHostBuffer((offset + count + 1) * sizeof(T));
+  if (n == 1) {
+    EXPECT_EQ(mem, nullptr) << "a world of one has nothing to share";
+    return;
+  }
+  ASSERT_NE(mem, nullptr) << "every rank of this test runs on one host";
+  T* part = static_cast<T*>(mem);
+  for (size_t i = 0; i < offset + count + 1; ++i) ASSERT_EQ(part[i], T(0)) << "the memory comes zeroed";
+  auto convert = [&](int rank) {
+    std::vector<T> v;
+    for (float x : contributionOf(rank, count)) v.push_back(from(x));
+    return v;
+  };
+  const std::vector<T> mine = convert(r);
+  std::copy(mine.begin(), mine.end(), part + offset);
+  part[offset - 1] = from(-7.0f);
+  part[offset + count] = from(-9.0f);
+  comm().allReduce(part + offset, count, type, ReduceOp::kSum);
+
+  std::vector<T> want = convert(0);
+  for (int q = 1; q < n; ++q) add(convert(q).data(), want.data(), count);
+  EXPECT_EQ(std::memcmp(part + offset, want.data(), count * sizeof(T)), 0) << "rank order, bit for bit";
+  EXPECT_EQ(part[offset - 1], from(-7.0f)) << "memory before the range is left alone";
+  EXPECT_EQ(part[offset + count], from(-9.0f)) << "memory after the range is left alone";
+  if (n == 2) {
+    std::vector<T> plain = mine;
+    comm().allReduce(plain.data(), count, type, ReduceOp::kSum);  // ordinary memory: MPI_Allreduce
+    EXPECT_EQ(std::memcmp(part + offset, plain.data(), count * sizeof(T)), 0) << "two ranks: MPI's bits";
+  }
+  // Every rank holds what rank 0 holds.
+  std::vector<T> all(count * static_cast<size_t>(n));
+  comm().allGather(part + offset, all.data(), count * sizeof(T));
+  for (int q = 1; q < n; ++q) EXPECT_EQ(std::memcmp(all.data(), all.data() + count * static_cast<size_t>(q), count * sizeof(T)), 0);
+}
+
+TEST(Mpi, SharedMemorySumIsRankOrderOnEveryRank) {
+  auto addFloats = [](const auto* in, auto* inout, size_t k) {
+    for (size_t i = 0; i < k; ++i) inout[i] = in[i] + inout[i];
+  };
+  checkSharedSum<float>(DType::kFloat32, [](float x) { return x; }, addFloats);
+  checkSharedSum<double>(DType::kFloat64, [](float x) { return static_cast<double>(x) / 3.0; }, addFloats);
+  checkSharedSum<uint16_t>(DType::kBFloat16, floatToBf16, sumBf16Scalar);
+  checkSharedSum<uint16_t>(DType::kFloat16, floatToHalf, sumHalfScalar);
+}
+
+// A reducer whose buckets are in shared memory gives the gradients a reducer through
+// MPI_Allreduce gives (bitwise at two ranks; beyond, to rounding), after backward or during it
+// (comm.overlap), with or without compression, with the control block riding along and no
+// collective beyond one per bucket.
+TEST(Mpi, SharedMemoryReducerMatchesMpiAllreduce) {
+  const int n = comm().size(), r = comm().rank();
+  struct Grads {
+    std::vector<torch::Tensor> params;
+    Grads() {
+      for (int64_t size : {6000, 5, 5000, 1}) params.push_back(torch::zeros({size}).requires_grad_());
+    }
+    void backward(int rank) const {
+      torch::Tensor l = torch::zeros({});
+      for (size_t k = 0; k < params.size(); ++k) {
+        l = l + (params[k] * torch::linspace(-1.0, 1.0, params[k].numel()) * (rank + static_cast<double>(k) + 1.0 / 3.0))
+                    .sum();
+      }
+      l.backward();
+    }
+  };
+  for (const Compression compression : {Compression::kNone, Compression::kBFloat16}) {
+    for (const bool overlap : {false, true}) {
+      Grads viaMpi, viaShared;
+      ReducerOptions o;
+      o.capBytes = 24 << 10;  // two buckets of 24 KB and 20 KB: compressed too, above kMinSharedBytes
+      o.compression = compression;
+      o.sharedMemory = false;
+      GradientReducer plain(viaMpi.params, comm(), o);
+      o.sharedMemory = true;
+      o.overlap = overlap;
+      o.controlSlots = controlSlots(n);
+      RecordingCount counting(comm());
+      GradientReducer shared(viaShared.params, counting, o);
+      ASSERT_EQ(shared.buckets().size(), 2u);
+      EXPECT_EQ(plain.sharedBuckets(), 0u);
+      EXPECT_EQ(shared.sharedBuckets(), n > 1 ? 2u : 0u);
+      for (int step = 0; step < 2; ++step) {
+        plain.zeroGrad();
+        shared.zeroGrad();
+        encodeControl(shared.control().data_ptr<float>(), n, r, /*stop=*/false, 0.5 * r, shared.controlWireType());
+        viaMpi.backward(r);
+        plain.reduce(/*prescaled=*/true);
+        counting.reduces = 0;
+        shared.expectBackward(/*prescaled=*/true);
+        viaShared.backward(r);
+        shared.reduce(/*prescaled=*/true);
+        if (n > 1) {
+          EXPECT_EQ(counting.reduces, 2u) << "one collective per bucket";
+        }
+        EXPECT_NEAR(decodeControl(shared.control().data_ptr<float>(), n).lossSum, 0.25 * n * (n - 1), 1e-6);
+        for (size_t k = 0; k < viaMpi.params.size(); ++k) {
+          const torch::Tensor& a = viaMpi.params[k].grad();
+          const torch::Tensor& b = viaShared.params[k].grad();
+          if (n <= 2) {
+            EXPECT_TRUE(torch::equal(a, b)) << "param " << k << ", compression " << static_cast<int>(compression)
+                                            << ", overlap " << overlap;
+          } else {
+            EXPECT_TRUE(torch::allclose(a, b, compression == Compression::kNone ? 1e-6 : 2e-2, 1e-6)) << "param " << k;
+          }
+        }
+      }
+    }
   }
 }
 

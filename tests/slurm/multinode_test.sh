@@ -3,11 +3,13 @@
 # network, UTS and mount namespaces on a bridge of their own, a slurmd in each):
 #  0. the cluster: tasks of one step run on node1 and node2 (their own host names and addresses),
 #     PMIx gives them their ranks;
-#  1. a reference at world size 2 on ONE node (sbatch --nodes=1 --ntasks-per-node=2);
+#  1. a reference at world size 2 on ONE node (sbatch --nodes=1 --ntasks-per-node=2), its
+#     gradients summed in memory the ranks share (NOTE [Shared-memory all-reduce]);
 #  2. srun + PMIx across the nodes (sbatch --nodes=2 --ntasks-per-node=1 slurm/train.sbatch),
 #     Open MPI over TCP on the namespaces' eth0 (OMPI_MCA_btl_tcp_if_include): the same
-#     param_sha256 as 1, ranks on node1 and node2 in result.json, and every rank's log line names
-#     its host, its local rank and the interface MPI uses;
+#     param_sha256 as 1 (MPI's sums are the shared-memory ones bit for bit at 2 ranks), ranks on
+#     node1 and node2 in result.json, every rank's log line names its host, its local rank and
+#     the interface MPI uses, and says the buckets are not shared (the ranks span 2 nodes);
 #  3. mpirun across the nodes, started on node1, its daemon on node2 through the cluster's rsh
 #     stand-in (no ssh): the same param_sha256, and Open MPI's own log says it connects over eth0;
 #  4. two ranks per node on two nodes (PERENNIAL_RANKS_PER_NODE=2 with --nodes=2, the way node
@@ -77,6 +79,7 @@ expect_line() {
 train one --nodes=1 --ntasks-per-node=2
 reference=$(sha one)
 [ "$(hosts one)" = "node1 node1" ] || fail "one node: hosts $(hosts one)"
+grep -qF "two-shot all-reduce" "$t/one.log" || fail "one node: the buckets were not reduced in shared memory"
 echo "1 node, 2 ranks: param_sha256 ${reference:0:16} ($((SECONDS - started)) s)"
 
 # 2. srun + PMIx across the nodes.
@@ -85,6 +88,7 @@ train srun --nodes=2 --ntasks-per-node=1
 [ "$(hosts srun)" = "node1 node2" ] || fail "2 nodes (srun): hosts $(hosts srun)"
 [ "$(json "$t/srun/result.json" nodes)" = 2 ] || fail "2 nodes (srun): result.json nodes"
 grep -qF "world size 2 on 2 node(s): node1 (rank 0), node2 (rank 1)" "$t/srun.log" || { cat "$t/srun.log"; fail "srun: the job's layout"; }
+grep -qF "not in shared memory: the ranks run on 2 nodes" "$t/srun.log" || fail "srun: the log does not say why the buckets are not shared"
 expect_line srun 0 "on host node1: local rank 0 of 1 on this node (from SLURM_LOCALID)"
 expect_line srun 0 "MPI over TCP: eth0 $net.11/24 (btl_tcp_if_include = eth0)"
 expect_line srun 1 "on host node2: local rank 0 of 1 on this node (from SLURM_LOCALID)"

@@ -64,6 +64,17 @@ class Communicator {
   virtual void allGather(const void* in, void* out, size_t bytes) = 0;
   virtual void barrier() = 0;
 
+  // BYTES of zeroed host memory shared by the ranks of this communicator, which allReduce then
+  // sums in place through that memory rather than through the library's transport (NOTE
+  // [Shared-memory all-reduce] in mpi_communicator.cpp); nullptr where the backend cannot (the
+  // ranks span nodes, tensors live on a device, a world of one, no shared memory to be had), and
+  // the caller allocates as usual. Collective: every rank calls it at the same point with the same
+  // BYTES. The memory lives as long as the process: views of it never dangle.
+  virtual void* sharedHostBuffer(size_t bytes) {
+    (void)bytes;
+    return nullptr;
+  }
+
   // Typed conveniences.
   void allReduceSum(float* data, size_t count) { allReduce(data, count, DType::kFloat32, ReduceOp::kSum); }
   void allReduceSum(double* data, size_t count) { allReduce(data, count, DType::kFloat64, ReduceOp::kSum); }

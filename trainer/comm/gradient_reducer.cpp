@@ -78,6 +78,20 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
   plan_ = planBuckets(infos, options_.capBytes);
   PERENNIAL_CHECK(options_.controlSlots == 0 || !plan_.empty(), "control slots need a bucket to ride in");
   torch::NoGradGuard noGrad;
+  // The memory a bucket is reduced in: shared by the node's ranks where the communicator offers
+  // it (collective: every rank asks for the same buckets in the same order), else a step buffer.
+  // Buckets under kMinSharedBytes stay with MPI, whose eager path beats the two-shot's barriers.
+  auto reducedIn = [&](int64_t numel, const torch::TensorOptions& o) {
+    const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(c10::typeMetaToScalarType(o.dtype()));
+    if (options_.sharedMemory && bytes >= kMinSharedBytes && comm_.size() > 1 && o.device().is_cpu() &&
+        !comm_.deviceMemory()) {
+      if (void* p = comm_.sharedHostBuffer(bytes)) {
+        ++sharedBuckets_;
+        return torch::from_blob(p, {numel}, o);  // never freed (the communicator keeps it mapped)
+      }
+    }
+    return stepBufferZeros(numel, o);
+  };
   bucketOf_.resize(params_.size());
   for (size_t bi = 0; bi < plan_.size(); ++bi) {
     const Bucket& b = plan_[bi];
@@ -86,9 +100,14 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     const size_t extra = bi + 1 == plan_.size() ? options_.controlSlots : 0;
     PERENNIAL_CHECK(extra == 0 || type == torch::kFloat32 || type == torch::kFloat64,
                     "control slots ride in a float32 or float64 bucket");
-    // On the CPU, huge pages: NOTE [Huge pages] in trainer/host_memory.h.
-    torch::Tensor buffer =
-        stepBufferZeros(static_cast<int64_t>(b.numel + extra), torch::TensorOptions().dtype(type).device(device));
+    // The memory the all-reduce works in is shared by the node's ranks where it can be (NOTE
+    // [Shared-memory all-reduce] in mpi_communicator.cpp); other CPU buffers are on huge pages
+    // (NOTE [Huge pages] in trainer/host_memory.h).
+    const bool floating = type == torch::kFloat32 || type == torch::kFloat64;
+    const bool compressed = options_.compression != Compression::kNone && floating && comm_.size() > 1;
+    const auto bufferOptions = torch::TensorOptions().dtype(type).device(device);
+    const auto bufferNumel = static_cast<int64_t>(b.numel + extra);
+    torch::Tensor buffer = compressed ? stepBufferZeros(bufferNumel, bufferOptions) : reducedIn(bufferNumel, bufferOptions);
     for (const BucketEntry& e : b.entries) {
       torch::Tensor& p = params_[e.param];
       p.mutable_grad() = buffer.narrow(0, static_cast<int64_t>(e.offset), static_cast<int64_t>(e.numel))
@@ -104,10 +123,10 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
     // ends at 65504 (larger sums overflow to infinity) and whose subnormals end at 2^-24 (smaller
     // gradients flush to zero). Same inputs, same bits: the conversions and the sums are
     // deterministic and identical on every rank.
-    const bool floating = type == torch::kFloat32 || type == torch::kFloat64;
-    if (options_.compression != Compression::kNone && floating && comm_.size() > 1) {
-      wire_.push_back(stepBufferZeros(buffer.numel(), buffer.options().dtype(
-                                          options_.compression == Compression::kBFloat16 ? torch::kBFloat16 : torch::kHalf)));
+    if (compressed) {
+      wire_.push_back(reducedIn(buffer.numel(), buffer.options().dtype(options_.compression == Compression::kBFloat16
+                                                                          ? torch::kBFloat16
+                                                                          : torch::kHalf)));
     } else {
       wire_.emplace_back();
     }

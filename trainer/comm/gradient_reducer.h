@@ -40,11 +40,19 @@ enum class Compression { kNone, kBFloat16, kFloat16 };
 // "none" | "bf16" | "fp16" (comm.compression); throws ConfigError naming the key otherwise.
 Compression parseCompression(const std::string& value);
 
+// The smallest bucket reduced through shared memory (ReducerOptions::sharedMemory): below it,
+// two barriers cost more than Open MPI's eager all-reduce (BENCHMARKS.md, "Shared-memory
+// all-reduce").
+inline constexpr size_t kMinSharedBytes = size_t{8} << 10;
+
 struct ReducerOptions {
   size_t capBytes = 25u << 20;
   size_t controlSlots = 0;  // elements after the last bucket (NOTE [Control block])
   Compression compression = Compression::kNone;
   bool overlap = false;
+  // CPU buckets (or, with compression, their wire buffers) in memory the ranks share, when every
+  // rank runs on one node (comm.shared_memory; NOTE [Shared-memory all-reduce]).
+  bool sharedMemory = true;
 };
 
 class GradientReducer {
@@ -82,6 +90,8 @@ class GradientReducer {
   WireType controlWireType() const;
   // Whether reductions run on the communication thread (overlap asked for, possible, world > 1).
   bool overlapping() const { return overlap_; }
+  // How many buckets are reduced through memory the ranks share (NOTE [Shared-memory all-reduce]).
+  size_t sharedBuckets() const { return sharedBuckets_; }
   // With overlap: how many buckets the hooks had handed to the communication thread when the last
   // reduce() was called (the others went then). For tests and the log.
   size_t bucketsReadyBeforeReduce() const { return readyBeforeReduce_; }
@@ -102,6 +112,7 @@ class GradientReducer {
   // NOTE [Overlap] state. The hooks run on the thread that runs backward (the training thread on
   // the CPU); the communication thread reduces buckets in plan order as they become ready.
   bool overlap_ = false;
+  size_t sharedBuckets_ = 0;
   bool hooksRegistered_ = false;
   // The hooked gradient accumulators (kept alive) and their hooks' keys, removed on destruction.
   std::vector<std::pair<std::shared_ptr<void>, uintptr_t>> hooks_;

@@ -321,6 +321,7 @@ void addTrainOptions(po::options_description& desc) {
       ("comm.timeout_s", f(d.timeoutS), "seconds a collective may wait for the other ranks (> 0); then the ranks and hosts that did not join are named and the job ends with status 124")
       ("comm.compression", s(d.compression), "none | bf16 | fp16: send gradient buckets as bfloat16 or IEEE half and widen them in place after the all-reduce (half the bytes; each reduced element carries up to about 2 x world size - 1 roundings of the narrow type: relative unit 2^-8 for bf16, 2^-11 for fp16, whose range ends at 65504; docs/performance.md); deterministic; at world size 1 nothing is sent, so nothing changes")
       ("comm.overlap", po::value<bool>()->default_value(d.overlap, "false"), "all-reduce each gradient bucket on a communication thread as soon as backward has produced it, while backward goes on (bitwise the same result as reducing after backward); MPI (CPU tensors) only; it needs a core beside each rank's compute threads to gain anything")
+      ("comm.shared_memory", s(d.sharedMemory), "auto | true | false: where every rank runs on one node, keep the CPU gradient buckets in memory the ranks share and sum them there (a two-shot all-reduce: each rank sums its share of every rank's bucket, in rank order), about twice as fast as Open MPI's path at gradient sizes; false: MPI_Allreduce. auto shares at world size 2, where the result is bitwise MPI's; true also beyond, where the sums are in rank order, deterministic but not MPI's order, so the weights then depend on whether the ranks share a node (docs/performance.md)")
       ("checkpoint.every_steps", i(d.ckptEverySteps), "save a checkpoint every this many optimizer steps (0: off)")
       ("checkpoint.every_epochs", i(d.ckptEveryEpochs), "save a checkpoint every this many epochs (0: off); one is always saved at the end")
       ("checkpoint.keep_last", i(d.ckptKeepLast), "keep the newest this many checkpoints (>= 1)")
@@ -428,6 +429,7 @@ TrainConfig trainConfigFrom(const po::variables_map& vm) {
   c.timeoutS = realPositive("comm.timeout_s");
   c.compression = choice("comm.compression", {"none", "bf16", "fp16"});
   c.overlap = vm["comm.overlap"].as<bool>();
+  c.sharedMemory = choice("comm.shared_memory", {"auto", "true", "false"});
 
   c.ckptEverySteps = intAtLeast("checkpoint.every_steps", 0);
   c.ckptEveryEpochs = intAtLeast("checkpoint.every_epochs", 0);
@@ -468,7 +470,7 @@ std::string TrainConfig::toIni() const {
      << "\nstep_size = " << stepSize << "\ngamma = " << fmt(gamma) << "\nmin_lr = " << fmt(minLr)
      << "\n\n[comm]\nbackend = " << backend << "\nbucket_cap_mb = " << fmt(bucketCapMb)
      << "\ntimeout_s = " << fmt(timeoutS) << "\ncompression = " << compression
-     << "\noverlap = " << (overlap ? "true" : "false")
+     << "\noverlap = " << (overlap ? "true" : "false") << "\nshared_memory = " << sharedMemory
      << "\n\n[checkpoint]\nevery_steps = " << ckptEverySteps << "\nevery_epochs = " << ckptEveryEpochs
      << "\nkeep_last = " << ckptKeepLast << "\nkeep_best = " << ckptKeepBest
      << "\nasync = " << (ckptAsync ? "true" : "false")

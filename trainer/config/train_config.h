@@ -66,6 +66,7 @@ struct TrainConfig {
   double bucketCapMb = 25.0;
   std::string compression = "none";  // none | bf16 | fp16: NOTE [Gradient compression] in gradient_reducer.cpp
   bool overlap = false;              // NOTE [Overlap] in gradient_reducer.cpp
+  std::string sharedMemory = "auto";  // auto | true | false: NOTE [Shared-memory all-reduce] in mpi_communicator.cpp
   double timeoutS = 600.0;
   // [checkpoint]
   int64_t ckptEverySteps = 0;   // 0: off

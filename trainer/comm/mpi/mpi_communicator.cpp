@@ -11,6 +11,7 @@
 #include <cstring>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/fs_util.h"
@@ -157,6 +158,7 @@ void MpiCommunicator::meetPeers() {
   check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
   check(MPI_Comm_rank(local, &placement_.localRank), "MPI_Comm_rank");
   check(MPI_Comm_size(local, &placement_.localSize), "MPI_Comm_size");
+  oneNode_ = placement_.localSize == size_;
   MPI_Comm_free(&local);
 
   // Every rank's host name.
@@ -331,6 +333,16 @@ void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp o
   const bool narrow = type == DType::kBFloat16 || type == DType::kFloat16;
   PERENNIAL_CHECK(!narrow || op == ReduceOp::kSum, "16-bit floating-point all-reduce supports sum only");
   if (size_ == 1 || count == 0) return;
+  const bool floating = narrow || type == DType::kFloat32 || type == DType::kFloat64;
+  if (op == ReduceOp::kSum && floating) {
+    if (const SharedSegment* seg = sharedSegmentOf(data, count * dtypeSize(type))) {
+      begin("shared_memory_allreduce");  // one word: it travels in stall-inspector cards
+      twoShotSum(*seg, static_cast<size_t>(static_cast<const char*>(data) - seg->bases[static_cast<size_t>(rank_)]),
+                 count, type);
+      end();
+      return;
+    }
+  }
   PERENNIAL_CHECK(count <= static_cast<size_t>(INT_MAX), "allReduce count " << count << " exceeds INT_MAX");
   MPI_Op mop = mpiOp(op);
   if (narrow) mop = type == DType::kBFloat16 ? sumBf16_ : sumHalf_;
@@ -355,6 +367,133 @@ void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
   int rc = MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes), MPI_BYTE, comm_);
   end();
   check(rc, "MPI_Allgather");
+}
+
+// NOTE [Shared-memory all-reduce]: when every rank runs on one node, the gradient buckets can
+// live in memory that all of them map (an MPI-3 shared window, MPI_Win_allocate_shared), and an
+// all-reduce is then a "two-shot" sum over that memory, as PyTorch's intra-node all-reduce does
+// over GPU peer memory: after a barrier (every rank's part is written), rank r sums share r of
+// every rank's part, in rank order (((part 0 + part 1) + part 2) + ...), and writes the sum into
+// share r of every part; after a second barrier every part holds the whole sum. Each element is
+// summed once, by one rank, so every rank has the same bits; at two ranks a + b = b + a gives
+// exactly what MPI_Allreduce gives. Beyond two the partial sums are in rank order, where Open
+// MPI's order depends on its algorithm: deterministic, but not the bits the same job gets across
+// nodes, so the trainer shares memory by default (comm.shared_memory = auto) at world size 2
+// only, and beyond it when asked (true). Shares are whole cache lines, so no two
+// ranks write one line. Open MPI's own path through shared memory copies the peer's half into a
+// staging buffer and back (CMA: a system call that pins and maps the peer's pages) and costs
+// about twice as long; BENCHMARKS.md ("Shared-memory all-reduce"). Sums of float32, float64 and,
+// for comm.compression, of bfloat16 and half (sum16.h, the same rounding as the MPI operation)
+// take this path; anything else, and memory outside the windows, goes through MPI_Allreduce.
+// The windows are never freed: MPI_Win_free is collective, and a rank unwinding from an error
+// must not block in it (the job is aborted instead), nor may tensors that view the memory
+// dangle. Open MPI unlinks the backing file (/dev/shm) once every rank has mapped it, so
+// nothing is left behind when a process ends, however it ends.
+void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
+  if (size_ == 1 || !oneNode_ || bytes == 0) return nullptr;
+  MPI_Info info = MPI_INFO_NULL;
+  check(MPI_Info_create(&info), "MPI_Info_create");
+  // Each rank's part on pages of its own (first touched by its own rank).
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  void* base = nullptr;
+  MPI_Win win = MPI_WIN_NULL;
+  int ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes), 1, info, comm_, &base, &win) == MPI_SUCCESS;
+  MPI_Info_free(&info);
+  SharedSegment seg;
+  seg.win = win;
+  seg.bytes = bytes;
+  if (ok) {
+    MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN);
+    for (int r = 0; r < size_ && ok; ++r) {
+      MPI_Aint size = 0;
+      int unit = 0;
+      void* p = nullptr;
+      ok = MPI_Win_shared_query(win, r, &size, &unit, &p) == MPI_SUCCESS && p && static_cast<size_t>(size) >= bytes;
+      seg.bases.push_back(static_cast<char*>(p));
+    }
+  }
+  // Every rank uses the window or none does (a window that some rank could not map is left
+  // alone: freeing it is collective over ranks that may not have it).
+  check(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  if (!ok) return nullptr;
+  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, win), "MPI_Win_lock_all");
+  std::memset(base, 0, bytes);
+  shared_.push_back(std::move(seg));
+  return base;
+}
+
+const MpiCommunicator::SharedSegment* MpiCommunicator::sharedSegmentOf(const void* data, size_t bytes) const {
+  const char* p = static_cast<const char*>(data);
+  for (const SharedSegment& s : shared_) {
+    const char* mine = s.bases[static_cast<size_t>(rank_)];
+    if (p >= mine && p + bytes <= mine + s.bytes) return &s;
+  }
+  return nullptr;
+}
+
+namespace {
+
+// Share r of COUNT elements: [bound(r), bound(r + 1)), bounds on whole 64-byte lines.
+size_t shareBound(size_t count, size_t elementBytes, int r, int world) {
+  if (r >= world) return count;
+  const size_t line = 64 / elementBytes;
+  const size_t b = count / static_cast<size_t>(world) * static_cast<size_t>(r) / line * line;
+  return std::min(b, count);
+}
+
+// Sums share [LO, HI) of the parts at BASES + OFFSET into every part, in rank order:
+// ACC = part 0, then ACC = ADD(part q, ACC) for q = 1, 2, ... (ADD(in, inout): inout = in + inout,
+// which is part 0 + part 1 + ... since addition commutes), chunk by chunk so that ACC stays in
+// the L1 cache. Two float parts take one pass: a + b stored into both.
+template <typename T, typename Add>
+void sumShare(const std::vector<char*>& bases, size_t offset, size_t lo, size_t hi, Add add) {
+  auto part = [&](size_t q) { return reinterpret_cast<T*>(bases[q] + offset); };
+  if constexpr (std::is_floating_point_v<T>) {
+    if (bases.size() == 2) {
+      T* __restrict a = part(0);
+      T* __restrict b = part(1);
+      for (size_t i = lo; i < hi; ++i) {
+        const T sum = a[i] + b[i];
+        a[i] = sum;
+        b[i] = sum;
+      }
+      return;
+    }
+  }
+  constexpr size_t kChunk = 4096 / sizeof(T);
+  alignas(64) T acc[kChunk];
+  for (size_t b = lo; b < hi; b += kChunk) {
+    const size_t n = std::min(kChunk, hi - b);
+    std::memcpy(acc, part(0) + b, n * sizeof(T));
+    for (size_t q = 1; q < bases.size(); ++q) add(part(q) + b, acc, n);
+    for (size_t q = 0; q < bases.size(); ++q) std::memcpy(part(q) + b, acc, n * sizeof(T));
+  }
+}
+
+template <typename T>
+void addInto(const T* in, T* inout, size_t n) {
+  for (size_t i = 0; i < n; ++i) inout[i] = in[i] + inout[i];
+}
+
+}  // namespace
+
+void MpiCommunicator::twoShotSum(const SharedSegment& seg, size_t offset, size_t count, DType type) {
+  auto sync = [&] {
+    MPI_Win_sync(seg.win);  // this rank's stores are visible before the barrier releases the others
+    check(MPI_Barrier(comm_), "MPI_Barrier");
+    MPI_Win_sync(seg.win);
+  };
+  sync();  // every part is written
+  const size_t elementBytes = dtypeSize(type);
+  const size_t lo = shareBound(count, elementBytes, rank_, size_), hi = shareBound(count, elementBytes, rank_ + 1, size_);
+  switch (type) {
+    case DType::kFloat32: sumShare<float>(seg.bases, offset, lo, hi, addInto<float>); break;
+    case DType::kFloat64: sumShare<double>(seg.bases, offset, lo, hi, addInto<double>); break;
+    case DType::kBFloat16: sumShare<uint16_t>(seg.bases, offset, lo, hi, sumBf16); break;
+    case DType::kFloat16: sumShare<uint16_t>(seg.bases, offset, lo, hi, sumHalf); break;
+    default: throw InternalError("shared-memory all-reduce of an unsupported type");
+  }
+  sync();  // every share is summed into every part
 }
 
 void MpiCommunicator::barrier() {

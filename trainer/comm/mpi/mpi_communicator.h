@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/exit_codes.h"
 #include "trainer/comm/communicator.h"
@@ -46,6 +47,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override;
   void allGather(const void* in, void* out, size_t bytes) override;
   void barrier() override;
+  void* sharedHostBuffer(size_t bytes) override;
 
   RankPlacement placement() const override { return placement_; }
 
@@ -76,6 +78,18 @@ class MpiCommunicator final : public Communicator {
   void watch();
   [[noreturn]] void timedOut(const char* call, uint64_t seq, std::chrono::milliseconds waited);
 
+  // NOTE [Shared-memory all-reduce]: a window of memory every rank of comm_ maps, and where each
+  // rank's part of it starts in this process.
+  struct SharedSegment {
+    MPI_Win win = MPI_WIN_NULL;
+    std::vector<char*> bases;  // rank r's part, as mapped here
+    size_t bytes = 0;          // the size of each rank's part
+  };
+  // The segment whose part of this rank holds [DATA, DATA + BYTES), or nullptr.
+  const SharedSegment* sharedSegmentOf(const void* data, size_t bytes) const;
+  // The two-shot sum of COUNT elements of TYPE at OFFSET bytes into every rank's part of SEG.
+  void twoShotSum(const SharedSegment& seg, size_t offset, size_t count, DType type);
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
@@ -85,6 +99,8 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<StallInspector> inspector_;
   bool serializedThreads_ = false;  // MPI was initialised with MPI_THREAD_SERIALIZED or more
   MPI_Op sumBf16_ = MPI_OP_NULL, sumHalf_ = MPI_OP_NULL;
+  bool oneNode_ = false;                // every rank of comm_ can share memory with this one
+  std::vector<SharedSegment> shared_;   // never freed: NOTE [Shared-memory all-reduce]
 
   // Watchdog state: the collective in flight or last begun (name, number, start or end), guarded
   // by mu_.
