@@ -337,8 +337,13 @@ void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp o
   if (op == ReduceOp::kSum && floating) {
     if (const SharedSegment* seg = sharedSegmentOf(data, count * dtypeSize(type))) {
       begin("shared_memory_allreduce");  // one word: it travels in stall-inspector cards
-      twoShotSum(*seg, static_cast<size_t>(static_cast<const char*>(data) - seg->bases[static_cast<size_t>(rank_)]),
-                 count, type);
+      try {
+        twoShotSum(*seg, static_cast<size_t>(static_cast<const char*>(data) - seg->bases[static_cast<size_t>(rank_)]),
+                   count, type);
+      } catch (...) {
+        end();
+        throw;
+      }
       end();
       return;
     }
