@@ -69,7 +69,8 @@ class Communicator {
   // [Shared-memory all-reduce] in mpi_communicator.cpp); nullptr where the backend cannot (the
   // ranks span nodes, tensors live on a device, a world of one, no shared memory to be had), and
   // the caller allocates as usual. Collective: every rank calls it at the same point with the same
-  // BYTES. The memory lives as long as the process: views of it never dangle.
+  // BYTES. The memory stays mapped until MPI_Finalize, at process exit: views of it must not be
+  // used after that.
   virtual void* sharedHostBuffer(size_t bytes) {
     (void)bytes;
     return nullptr;

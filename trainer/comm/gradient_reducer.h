@@ -40,9 +40,9 @@ enum class Compression { kNone, kBFloat16, kFloat16 };
 // "none" | "bf16" | "fp16" (comm.compression); throws ConfigError naming the key otherwise.
 Compression parseCompression(const std::string& value);
 
-// The smallest bucket reduced through shared memory (ReducerOptions::sharedMemory): below it,
-// two barriers cost more than Open MPI's eager all-reduce (BENCHMARKS.md, "Shared-memory
-// all-reduce").
+// The smallest buffer reduced through shared memory (ReducerOptions::sharedMemory; with
+// compression, the 16-bit wire buffer, so a float bucket of twice this): below it, two barriers
+// cost more than Open MPI's eager all-reduce (BENCHMARKS.md, "Shared-memory all-reduce").
 inline constexpr size_t kMinSharedBytes = size_t{8} << 10;
 
 struct ReducerOptions {
@@ -50,9 +50,11 @@ struct ReducerOptions {
   size_t controlSlots = 0;  // elements after the last bucket (NOTE [Control block])
   Compression compression = Compression::kNone;
   bool overlap = false;
-  // CPU buckets (or, with compression, their wire buffers) in memory the ranks share, when every
-  // rank runs on one node (comm.shared_memory; NOTE [Shared-memory all-reduce]).
-  bool sharedMemory = true;
+  // CPU buckets (or, with compression, their wire buffers) of kMinSharedBytes or more in memory
+  // the ranks share, when every rank runs on one node (NOTE [Shared-memory all-reduce]). Off by
+  // default: beyond two ranks the sums are then in rank order, not MPI's; the trainer turns it on
+  // as comm.shared_memory says.
+  bool sharedMemory = false;
 };
 
 class GradientReducer {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -387,40 +388,89 @@ void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
 // only, and beyond it when asked (true). Shares are whole cache lines, so no two
 // ranks write one line. Open MPI's own path through shared memory copies the peer's half into a
 // staging buffer and back (CMA: a system call that pins and maps the peer's pages) and costs
-// about twice as long; BENCHMARKS.md ("Shared-memory all-reduce"). Sums of float32, float64 and,
+// 1.5x as long at the MLP's 814 KB, 3x at 256 KiB-1 MiB; BENCHMARKS.md ("Shared-memory
+// all-reduce"). Sums of float32, float64 and,
 // for comm.compression, of bfloat16 and half (sum16.h, the same rounding as the MPI operation)
 // take this path; anything else, and memory outside the windows, goes through MPI_Allreduce.
-// The windows are never freed: MPI_Win_free is collective, and a rank unwinding from an error
-// must not block in it (the job is aborted instead), nor may tensors that view the memory
-// dangle. Open MPI unlinks the backing file (/dev/shm) once every rank has mapped it, so
-// nothing is left behind when a process ends, however it ends.
+// The windows are not freed before MPI_Finalize (which frees them at process exit): MPI_Win_free
+// is collective, and a rank unwinding from an error must not block in it (the job is aborted
+// instead), nor may tensors that view the memory dangle while the trainer runs. Open MPI backs a
+// window with one file of every rank's part, in /dev/shm, which it unlinks once every rank has
+// mapped it, so nothing is left behind when a process ends, however it ends. Before allocating,
+// every rank checks that /dev/shm has room for the window (containers often give it 64 MiB) and
+// all agree; where it has not, or the allocation fails on every rank (no osc/sm component), the
+// buckets stay with MPI and rank 0 says why. A failure on some ranks only leaves the others in
+// Open MPI's window set-up: the watchdog then ends the job, naming MPI_Win_allocate_shared.
 void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
   if (size_ == 1 || !oneNode_ || bytes == 0) return nullptr;
+  begin("MPI_Win_allocate_shared");
+  try {
+    void* p = allocateShared(bytes);
+    end();
+    return p;
+  } catch (...) {
+    end();
+    throw;
+  }
+}
+
+void* MpiCommunicator::allocateShared(size_t bytes) {
+  // Room in /dev/shm for every rank's part, page-rounded, and the window's state, with a margin.
+  constexpr size_t kPage = 4096, kMargin = size_t{1} << 20;
+  const size_t need = static_cast<size_t>(size_) * ((bytes + 64 + kPage - 1) / kPage * kPage + kPage) + kMargin;
+  struct statvfs fsStat {};
+  const bool measured = ::statvfs("/dev/shm", &fsStat) == 0;
+  const size_t room = measured ? static_cast<size_t>(fsStat.f_bavail) * fsStat.f_frsize : 0;
+  int ok = !measured || room >= need;
+  check(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  if (!ok) {
+    if (rank_ == 0) {
+      std::fprintf(stderr,
+                   "perennial: a %zu-byte gradient bucket stays with MPI_Allreduce: /dev/shm has %zu MiB free, its "
+                   "shared window needs %zu MiB (enlarge /dev/shm, or set comm.shared_memory = false)\n",
+                   bytes, room >> 20, (need + (size_t{1} << 20) - 1) >> 20);
+    }
+    return nullptr;
+  }
   MPI_Info info = MPI_INFO_NULL;
   check(MPI_Info_create(&info), "MPI_Info_create");
-  // Each rank's part on pages of its own (first touched by its own rank).
-  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  // Each rank's part rounded up to whole pages, so that the parts sit alike within their pages.
+  check(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set");
+  // Open MPI places the parts 8 bytes past a cache line (after its own header); each part gets
+  // a line more, and the buffer starts at the part's first line boundary, in every part alike.
+  constexpr size_t kLine = 64;
   void* base = nullptr;
   MPI_Win win = MPI_WIN_NULL;
-  int ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes), 1, info, comm_, &base, &win) == MPI_SUCCESS;
+  ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes + kLine), 1, info, comm_, &base, &win) == MPI_SUCCESS;
   MPI_Info_free(&info);
   SharedSegment seg;
   seg.win = win;
   seg.bytes = bytes;
   if (ok) {
-    MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN);
+    ok = MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN) == MPI_SUCCESS;
+    size_t misalign = 0;
     for (int r = 0; r < size_ && ok; ++r) {
       MPI_Aint size = 0;
       int unit = 0;
       void* p = nullptr;
-      ok = MPI_Win_shared_query(win, r, &size, &unit, &p) == MPI_SUCCESS && p && static_cast<size_t>(size) >= bytes;
-      seg.bases.push_back(static_cast<char*>(p));
+      ok = MPI_Win_shared_query(win, r, &size, &unit, &p) == MPI_SUCCESS && p && static_cast<size_t>(size) >= bytes + kLine;
+      const size_t m = reinterpret_cast<uintptr_t>(p) % kLine;
+      if (r == 0) misalign = m;
+      ok = ok && m == misalign;  // the same in every part: the shares' bounds assume it
+      seg.bases.push_back(static_cast<char*>(p) + (kLine - m) % kLine);
     }
+    base = ok ? seg.bases[static_cast<size_t>(rank_)] : nullptr;
   }
   // Every rank uses the window or none does (a window that some rank could not map is left
   // alone: freeing it is collective over ranks that may not have it).
   check(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-  if (!ok) return nullptr;
+  if (!ok) {
+    if (rank_ == 0) {
+      std::fprintf(stderr, "perennial: a %zu-byte gradient bucket stays with MPI_Allreduce: MPI could not make a "
+                   "shared window of it (is Open MPI's osc/sm component there?)\n", bytes);
+    }
+    return nullptr;
+  }
   check(MPI_Win_lock_all(MPI_MODE_NOCHECK, win), "MPI_Win_lock_all");
   std::memset(base, 0, bytes);
   shared_.push_back(std::move(seg));
@@ -428,22 +478,26 @@ void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
 }
 
 const MpiCommunicator::SharedSegment* MpiCommunicator::sharedSegmentOf(const void* data, size_t bytes) const {
-  const char* p = static_cast<const char*>(data);
+  const auto p = reinterpret_cast<uintptr_t>(data);
   for (const SharedSegment& s : shared_) {
-    const char* mine = s.bases[static_cast<size_t>(rank_)];
-    if (p >= mine && p + bytes <= mine + s.bytes) return &s;
+    const auto mine = reinterpret_cast<uintptr_t>(s.bases[static_cast<size_t>(rank_)]);
+    if (p >= mine && bytes <= s.bytes && p - mine <= s.bytes - bytes) return &s;
   }
   return nullptr;
 }
 
 namespace {
 
-// Share r of COUNT elements: [bound(r), bound(r + 1)), bounds on whole 64-byte lines.
-size_t shareBound(size_t count, size_t elementBytes, int r, int world) {
+// Share r of COUNT elements that start OFFSET bytes into a cache-line-aligned part:
+// [bound(r), bound(r + 1)), each bound at a 64-byte boundary of the memory, so no two ranks write
+// one line. The same on every rank (it depends on the offset, not on where the part is mapped).
+size_t shareBound(size_t count, size_t offset, size_t elementBytes, int r, int world) {
   if (r >= world) return count;
+  if (r == 0) return 0;
   const size_t line = 64 / elementBytes;
-  const size_t b = count / static_cast<size_t>(world) * static_cast<size_t>(r) / line * line;
-  return std::min(b, count);
+  const size_t lead = offset % 64 / elementBytes;  // elements of the first line before the data
+  const size_t b = (count / static_cast<size_t>(world) * static_cast<size_t>(r) + lead) / line * line;
+  return std::min(b < lead ? 0 : b - lead, count);
 }
 
 // Sums share [LO, HI) of the parts at BASES + OFFSET into every part, in rank order:
@@ -484,13 +538,15 @@ void addInto(const T* in, T* inout, size_t n) {
 
 void MpiCommunicator::twoShotSum(const SharedSegment& seg, size_t offset, size_t count, DType type) {
   auto sync = [&] {
-    MPI_Win_sync(seg.win);  // this rank's stores are visible before the barrier releases the others
+    check(MPI_Win_sync(seg.win), "MPI_Win_sync");  // this rank's stores are visible before the barrier ends
     check(MPI_Barrier(comm_), "MPI_Barrier");
-    MPI_Win_sync(seg.win);
+    check(MPI_Win_sync(seg.win), "MPI_Win_sync");
   };
+  ++sharedReductions_;
   sync();  // every part is written
   const size_t elementBytes = dtypeSize(type);
-  const size_t lo = shareBound(count, elementBytes, rank_, size_), hi = shareBound(count, elementBytes, rank_ + 1, size_);
+  const size_t lo = shareBound(count, offset, elementBytes, rank_, size_);
+  const size_t hi = shareBound(count, offset, elementBytes, rank_ + 1, size_);
   switch (type) {
     case DType::kFloat32: sumShare<float>(seg.bases, offset, lo, hi, addInto<float>); break;
     case DType::kFloat64: sumShare<double>(seg.bases, offset, lo, hi, addInto<double>); break;

@@ -1,6 +1,8 @@
 #pragma once
 #include <mpi.h>
 
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -48,6 +50,8 @@ class MpiCommunicator final : public Communicator {
   void allGather(const void* in, void* out, size_t bytes) override;
   void barrier() override;
   void* sharedHostBuffer(size_t bytes) override;
+  // How many all-reduces took the shared-memory path (NOTE [Shared-memory all-reduce]); for tests.
+  uint64_t sharedReductions() const { return sharedReductions_; }
 
   RankPlacement placement() const override { return placement_; }
 
@@ -85,6 +89,8 @@ class MpiCommunicator final : public Communicator {
     std::vector<char*> bases;  // rank r's part, as mapped here
     size_t bytes = 0;          // the size of each rank's part
   };
+  // sharedHostBuffer's work, inside the watchdog's begin() and end().
+  void* allocateShared(size_t bytes);
   // The segment whose part of this rank holds [DATA, DATA + BYTES), or nullptr.
   const SharedSegment* sharedSegmentOf(const void* data, size_t bytes) const;
   // The two-shot sum of COUNT elements of TYPE at OFFSET bytes into every rank's part of SEG.
@@ -100,7 +106,10 @@ class MpiCommunicator final : public Communicator {
   bool serializedThreads_ = false;  // MPI was initialised with MPI_THREAD_SERIALIZED or more
   MPI_Op sumBf16_ = MPI_OP_NULL, sumHalf_ = MPI_OP_NULL;
   bool oneNode_ = false;                // every rank of comm_ can share memory with this one
-  std::vector<SharedSegment> shared_;   // never freed: NOTE [Shared-memory all-reduce]
+  // Kept until MPI_Finalize (NOTE [Shared-memory all-reduce]); a deque, so that a segment's
+  // address stays put when another is added.
+  std::deque<SharedSegment> shared_;
+  uint64_t sharedReductions_ = 0;
 
   // Watchdog state: the collective in flight or last begun (name, number, start or end), guarded
   // by mu_.
