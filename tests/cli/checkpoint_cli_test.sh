@@ -28,7 +28,9 @@ PY
 "$bin" data import-fashion-mnist --out "$work/fm" >/dev/null
 common=(--config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" --data.test "$work/fm/test"
         --train.epochs 2 --train.log_every 20 --model.dropout 0.1 --checkpoint.every_steps 100
-        --checkpoint.keep_last 20 --log.progress lines)
+        --checkpoint.keep_last 20 --log.progress lines
+        # SGD with momentum: the checks below look for its momentum buffers.
+        --optim.name sgd --optim.lr 0.05 --optim.momentum 0.9 --optim.weight_decay 0.0001)
 run() {  # run NP NAME [extra args]: expects success
   local np=$1 name=$2; shift 2
   "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" --run-dir "$work/$name" "$@" \

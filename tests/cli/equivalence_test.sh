@@ -23,10 +23,12 @@ ln -s "$work/fm/test/shard-00000.h5" "$work/test/"
 rows=6000
 
 common=(--config "$src/configs/fashion-mlp.cfg" --data.train "$work/train" --data.test "$work/test"
-        --model.hidden 64 --train.epochs 2 --lr.warmup_steps 10 --train.log_every 10 --log.progress none)
-run() {  # run NP NAME [extra args]: expects success
-  local np=$1 name=$2; shift 2
-  "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" --run-dir "$work/$name" "$@" \
+        --model.hidden 64 --train.epochs 2 --lr.warmup_steps 10 --train.log_every 10 --log.progress none
+        --optim.momentum 0.9 --optim.weight_decay 0.0001)
+run() {  # run NP NAME [extra args]: expects success; SGD (lr 0.05) unless the args name an optimizer
+  local np=$1 name=$2 optim=(--optim.name sgd --optim.lr 0.05); shift 2
+  [[ " $* " == *" --optim.name "* ]] && optim=()
+  "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" "${optim[@]}" --run-dir "$work/$name" "$@" \
     >>"$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; fail "training $name exited non-zero"; }
 }
 sha() { json "$work/$1/result.json" param_sha256; }

@@ -16,9 +16,12 @@ scratch work
 common=(--config "$src/configs/fashion-mlp.cfg" --data.train "$work/fm/train" --data.test "$work/fm/test"
         --train.max_steps 40 --train.log_every 10 --lr.warmup_steps 5 --log.progress none
         --checkpoint.every_steps 20 --eval.batch_size 5000)
+# SGD with momentum and weight decay, as the runs' names say, unless a run names its optimizer.
+sgd=(--optim.name sgd --optim.lr 0.05 --optim.momentum 0.9 --optim.weight_decay 0.0001)
 run() {  # run NP NAME [extra args]
-  local np=$1 name=$2; shift 2
-  "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" --run-dir "$work/$name" "$@" \
+  local np=$1 name=$2 optim=("${sgd[@]}"); shift 2
+  [[ " $* " == *" --optim.name "* ]] && optim=()
+  "$mpiexec" -np "$np" --oversubscribe "$bin" train "${common[@]}" "${optim[@]}" --run-dir "$work/$name" "$@" \
     >"$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; fail "training $name exited non-zero"; }
 }
 sha() { json "$work/$1/result.json" param_sha256; }
@@ -101,7 +104,7 @@ same ahead fused-sgd-2 "data.prefetch 4"
 # NOTE [Loader placement]: auto makes batches on the training thread when the rows are cached and
 # the rank has one CPU per compute thread (here: pinned to one CPU), and reads ahead when the rows
 # come from the shards; the weights are the same.
-taskset -c 0 "$bin" train "${common[@]}" --run-dir "$work/pinned" >"$work/pinned.log" 2>&1 ||
+taskset -c 0 "$bin" train "${common[@]}" "${sgd[@]}" --run-dir "$work/pinned" >"$work/pinned.log" 2>&1 ||
   { cat "$work/pinned.log" >&2; fail "training pinned to one CPU exited non-zero"; }
 same pinned fused-sgd-1 "data.prefetch auto on one CPU"
 grep -qF "data.prefetch auto: each batch made on the training thread (rows in memory, 1 CPU(s) for 1 compute thread(s))" \
