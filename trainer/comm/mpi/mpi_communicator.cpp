@@ -375,32 +375,31 @@ void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
   check(rc, "MPI_Allgather");
 }
 
-// NOTE [Shared-memory all-reduce]: when every rank runs on one node, the gradient buckets can
-// live in memory that all of them map (an MPI-3 shared window, MPI_Win_allocate_shared), and an
+// NOTE [Shared-memory all-reduce]: when every rank runs on one node, the gradient buckets can live
+// in memory that all of them map (an MPI-3 shared window, MPI_Win_allocate_shared), and an
 // all-reduce is then a "two-shot" sum over that memory, as PyTorch's intra-node all-reduce does
 // over GPU peer memory: after a barrier (every rank's part is written), rank r sums share r of
 // every rank's part, in rank order (((part 0 + part 1) + part 2) + ...), and writes the sum into
 // share r of every part; after a second barrier every part holds the whole sum. Each element is
 // summed once, by one rank, so every rank has the same bits; at two ranks a + b = b + a gives
-// exactly what MPI_Allreduce gives. Beyond two the partial sums are in rank order, where Open
-// MPI's order depends on its algorithm: deterministic, but not the bits the same job gets across
-// nodes, so the trainer shares memory by default (comm.shared_memory = auto) at world size 2
-// only, and beyond it when asked (true). Shares are whole cache lines, so no two
-// ranks write one line. Open MPI's own path through shared memory copies the peer's half into a
-// staging buffer and back (CMA: a system call that pins and maps the peer's pages) and costs
-// 1.5x as long at the MLP's 814 KB, 3x at 256 KiB-1 MiB; BENCHMARKS.md ("Shared-memory
-// all-reduce"). Sums of float32, float64 and,
-// for comm.compression, of bfloat16 and half (sum16.h, the same rounding as the MPI operation)
-// take this path; anything else, and memory outside the windows, goes through MPI_Allreduce.
-// The windows are not freed before MPI_Finalize (which frees them at process exit): MPI_Win_free
-// is collective, and a rank unwinding from an error must not block in it (the job is aborted
-// instead), nor may tensors that view the memory dangle while the trainer runs. Open MPI backs a
-// window with one file of every rank's part, in /dev/shm, which it unlinks once every rank has
-// mapped it, so nothing is left behind when a process ends, however it ends. Before allocating,
-// every rank checks that /dev/shm has room for the window (containers often give it 64 MiB) and
-// all agree; where it has not, or the allocation fails on every rank (no osc/sm component), the
-// buckets stay with MPI and rank 0 says why. A failure on some ranks only leaves the others in
-// Open MPI's window set-up: the watchdog then ends the job, naming MPI_Win_allocate_shared.
+// exactly what MPI_Allreduce gives. Beyond two the partial sums are in rank order, where Open MPI's
+// order depends on its algorithm: deterministic, but not the bits the same job gets across nodes,
+// so the trainer shares memory by default (comm.shared_memory = auto) at world size 2 only, and
+// beyond it when asked (true). Shares are whole cache lines, so no two ranks write one line. Open
+// MPI's own path through shared memory copies the peer's half into a staging buffer and back (CMA:
+// a system call that pins and maps the peer's pages) and costs 1.5x as long at the MLP's 814 KB, 3x
+// at 256 KiB-1 MiB; BENCHMARKS.md ("Shared-memory all-reduce"). Sums of float32, float64 and, for
+// comm.compression, of bfloat16 and half (sum16.h, the same rounding as the MPI operation) take
+// this path; anything else, and memory outside the windows, goes through MPI_Allreduce. The windows
+// are not freed before MPI_Finalize (which frees them at process exit): MPI_Win_free is collective,
+// and a rank unwinding from an error must not block in it (the job is aborted instead), nor may
+// tensors that view the memory dangle while the trainer runs. Open MPI backs a window with one file
+// of every rank's part, in /dev/shm, which it unlinks once every rank has mapped it, so nothing is
+// left behind when a process ends, however it ends. Before allocating, every rank checks that
+// /dev/shm has room for the window (containers often give it 64 MiB) and all agree; where it has
+// not, or the allocation fails on every rank (no osc/sm component), the buckets stay with MPI and
+// rank 0 says why. A failure on some ranks only leaves the others in Open MPI's window set-up: the
+// watchdog then ends the job, naming MPI_Win_allocate_shared.
 void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
   if (size_ == 1 || !oneNode_ || bytes == 0) return nullptr;
   begin("MPI_Win_allocate_shared");
