@@ -2,7 +2,8 @@
 # NOTE [Shared-memory all-reduce]: where /dev/shm has no room for a bucket's shared window (a
 # container's 64 MiB, here a 24 MiB tmpfs in a mount namespace of the test's own), every rank
 # agrees to reduce that bucket through MPI_Allreduce, rank 0 says why, and training goes on with
-# the weights it gets with comm.shared_memory = false. Exit 77 (skipped) where a mount namespace
+# the weights it gets with comm.shared_memory = false; so does a file size limit (RLIMIT_FSIZE)
+# under the window's file. Exit 77 (skipped) where a mount namespace
 # cannot be made (not root, no unshare).
 # usage: shm_room_test.sh PERENNIAL SOURCE_DIR MPIEXEC
 set -euo pipefail
@@ -24,8 +25,13 @@ run() {  # run NAME SHM_MIB [extra args]: 2 ranks with /dev/shm a tmpfs of SHM_M
 run roomy 64
 grep -qF "two-shot all-reduce" "$work/roomy.log" || fail "64 MiB of /dev/shm: the bucket was not shared: $(grep optimizer "$work/roomy.log")"
 run cramped 16
-grep -qF "stays with MPI_Allreduce: /dev/shm has" "$work/cramped.log" || { cat "$work/cramped.log"; fail "16 MiB of /dev/shm: no message saying why the bucket is not shared"; }
+grep -qF "stays with MPI_Allreduce: its shared window needs" "$work/cramped.log" || { cat "$work/cramped.log"; fail "16 MiB of /dev/shm: no message saying why the bucket is not shared"; }
 ! grep -qF "two-shot" "$work/cramped.log" || fail "16 MiB of /dev/shm: the log claims a shared bucket"
+# A file size limit under the window's file (made by rank 0 alone, which would fail while the
+# other waited for it in Open MPI): every rank sees the limit first and all reduce through MPI.
+# (SGD without momentum: the final checkpoint, 9.8 MB, stays under the limit.)
+(ulimit -f 15000 && run limited 64 --optim.momentum 0)
+grep -qF "stays with MPI_Allreduce" "$work/limited.log" || { cat "$work/limited.log"; fail "a 15 MB file size limit: no message saying why the bucket is not shared"; }
 run plain 64 --comm.shared_memory false
 for name in roomy cramped; do
   [ "$(json "$work/$name/result.json" param_sha256)" = "$(json "$work/plain/result.json" param_sha256)" ] ||

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -220,9 +221,10 @@ void MpiCommunicator::meetPeers() {
   watchdog_ = std::thread([this] { watch(); });
 }
 
-void MpiCommunicator::begin(const char* call) {
+void MpiCommunicator::begin(const char* call, std::chrono::milliseconds limit) {
   std::lock_guard<std::mutex> lock(mu_);
   call_ = call;
+  limit_ = limit;
   inflight_ = true;
   ++seq_;
   changed_ = std::chrono::steady_clock::now();
@@ -259,14 +261,16 @@ void MpiCommunicator::watch() {
     const char* call = nullptr;
     uint64_t seq = 0;
     std::chrono::steady_clock::duration waited{};
+    std::chrono::milliseconds limit = timeout_;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!inflight_) continue;
       waited = std::chrono::steady_clock::now() - changed_;
       call = call_;
       seq = seq_;
+      if (limit_.count() > 0) limit = std::min(limit_, timeout_);
     }
-    if (waited >= timeout_) timedOut(call, seq, std::chrono::duration_cast<std::chrono::milliseconds>(waited));
+    if (waited >= limit) timedOut(call, seq, std::chrono::duration_cast<std::chrono::milliseconds>(waited));
   }
 }
 
@@ -402,35 +406,61 @@ void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
 // watchdog then ends the job, naming MPI_Win_allocate_shared.
 void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
   if (size_ == 1 || !oneNode_ || bytes == 0) return nullptr;
-  begin("MPI_Win_allocate_shared");
+  return allocateShared(bytes);
+}
+
+namespace {
+
+// Runs F between the watchdog's BEGIN and END.
+template <typename Begin, typename End, typename F>
+auto watched(Begin begin, End end, F f) {
+  begin();
   try {
-    void* p = allocateShared(bytes);
+    auto r = f();
     end();
-    return p;
+    return r;
   } catch (...) {
     end();
     throw;
   }
 }
 
+}  // namespace
+
 void* MpiCommunicator::allocateShared(size_t bytes) {
-  // Room in /dev/shm for every rank's part, page-rounded, and the window's state, with a margin.
+  // The window's file holds every rank's part, page-rounded, and the window's state. It needs
+  // room in /dev/shm (with a margin) and must be within every rank's RLIMIT_FSIZE (the file is
+  // made by rank 0 alone, which would otherwise fail while the others wait for it).
   constexpr size_t kPage = 4096, kMargin = size_t{1} << 20;
-  const size_t need = static_cast<size_t>(size_) * ((bytes + 64 + kPage - 1) / kPage * kPage + kPage) + kMargin;
+  const size_t file = static_cast<size_t>(size_) * ((bytes + 64 + kPage - 1) / kPage * kPage + kPage);
+  const size_t need = file + kMargin;
   struct statvfs fsStat {};
   const bool measured = ::statvfs("/dev/shm", &fsStat) == 0;
   const size_t room = measured ? static_cast<size_t>(fsStat.f_bavail) * fsStat.f_frsize : 0;
-  int ok = !measured || room >= need;
-  check(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  struct rlimit fsize {};
+  const bool limited = ::getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+                       static_cast<size_t>(fsize.rlim_cur) < file;
+  int ok = (!measured || room >= need) && !limited;
+  int rc = watched([&] { begin("MPI_Allreduce"); }, [&] { end(); },
+                   [&] { return MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_); });
+  check(rc, "MPI_Allreduce");
   if (!ok) {
     if (rank_ == 0) {
       std::fprintf(stderr,
-                   "perennial: a %zu-byte gradient bucket stays with MPI_Allreduce: /dev/shm has %zu MiB free, its "
-                   "shared window needs %zu MiB (enlarge /dev/shm, or set comm.shared_memory = false)\n",
-                   bytes, room >> 20, (need + (size_t{1} << 20) - 1) >> 20);
+                   "perennial: a %zu-byte gradient bucket stays with MPI_Allreduce: its shared window needs %zu MiB "
+                   "of /dev/shm (%zu MiB free here) within every rank's file size limit (enlarge /dev/shm, or set "
+                   "comm.shared_memory = false)\n",
+                   bytes, (need + (size_t{1} << 20) - 1) >> 20, room >> 20);
     }
     return nullptr;
   }
+  // From here the ranks are together; a rank failing inside Open MPI's set-up leaves the others
+  // waiting there, so the set-up has a short limit of its own.
+  return watched([&] { begin("MPI_Win_allocate_shared", kWindowSetupLimit); }, [&] { end(); },
+                 [&] { return makeWindow(bytes); });
+}
+
+void* MpiCommunicator::makeWindow(size_t bytes) {
   MPI_Info info = MPI_INFO_NULL;
   check(MPI_Info_create(&info), "MPI_Info_create");
   // Each rank's part rounded up to whole pages, so that the parts sit alike within their pages.
@@ -440,7 +470,7 @@ void* MpiCommunicator::allocateShared(size_t bytes) {
   constexpr size_t kLine = 64;
   void* base = nullptr;
   MPI_Win win = MPI_WIN_NULL;
-  ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes + kLine), 1, info, comm_, &base, &win) == MPI_SUCCESS;
+  int ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes + kLine), 1, info, comm_, &base, &win) == MPI_SUCCESS;
   MPI_Info_free(&info);
   SharedSegment seg;
   seg.win = win;

@@ -73,7 +73,8 @@ class MpiCommunicator final : public Communicator {
  private:
   void check(int rc, const char* call) const;
   // Marks the start and end of a blocking collective for the watchdog.
-  void begin(const char* call);
+  // LIMIT (when positive and shorter) replaces the timeout for this call.
+  void begin(const char* call, std::chrono::milliseconds limit = std::chrono::milliseconds(0));
   void end();
   RankActivity activity();
   // Learns where every rank runs (MPI_COMM_TYPE_SHARED, an all-gather of host names and stall
@@ -89,8 +90,13 @@ class MpiCommunicator final : public Communicator {
     std::vector<char*> bases;  // rank r's part, as mapped here
     size_t bytes = 0;          // the size of each rank's part
   };
-  // sharedHostBuffer's work, inside the watchdog's begin() and end().
+  // sharedHostBuffer's work: the ranks agree that there is room, then makeWindow.
   void* allocateShared(size_t bytes);
+  void* makeWindow(size_t bytes);
+  // How long the ranks may take to set up a shared window once they have agreed to make one: a
+  // rank whose part of it failed leaves the others inside Open MPI's set-up, so the watchdog ends
+  // the job after this rather than comm.timeout_s.
+  static constexpr std::chrono::milliseconds kWindowSetupLimit{30000};
   // The segment whose part of this rank holds [DATA, DATA + BYTES), or nullptr.
   const SharedSegment* sharedSegmentOf(const void* data, size_t bytes) const;
   // The two-shot sum of COUNT elements of TYPE at OFFSET bytes into every rank's part of SEG.
@@ -115,6 +121,7 @@ class MpiCommunicator final : public Communicator {
   // by mu_.
   std::mutex mu_;
   const char* call_ = nullptr;
+  std::chrono::milliseconds limit_{0};  // the in-flight call's own limit (0: timeout_)
   bool inflight_ = false;
   uint64_t seq_ = 0;
   std::chrono::steady_clock::time_point changed_ = std::chrono::steady_clock::now();
