@@ -399,11 +399,14 @@ void MpiCommunicator::allGather(const void* in, void* out, size_t bytes) {
 // and a rank unwinding from an error must not block in it (the job is aborted instead), nor may
 // tensors that view the memory dangle while the trainer runs. Open MPI backs a window with one file
 // of every rank's part, in /dev/shm, which it unlinks once every rank has mapped it, so nothing is
-// left behind when a process ends, however it ends. Before allocating, every rank checks that
-// /dev/shm has room for the window (containers often give it 64 MiB) and all agree; where it has
-// not, or the allocation fails on every rank (no osc/sm component), the buckets stay with MPI and
-// rank 0 says why. A failure on some ranks only leaves the others in Open MPI's window set-up: the
-// watchdog then ends the job, naming MPI_Win_allocate_shared.
+// left behind when a process ends, however it ends. Open MPI makes that file on rank 0 alone, so
+// before allocating every rank checks that /dev/shm has room for it (containers often give it 64
+// MiB) and that it fits the rank's RLIMIT_FSIZE, and all agree; where it does not, or the
+// allocation fails on every rank (no osc/sm component), the buckets stay with MPI and rank 0 says
+// why. A failure on some ranks only leaves the others inside Open MPI's window set-up, which no
+// check can rule out: the set-up runs under a limit of its own (kWindowSetupLimit), after which the
+// watchdog ends the job, naming MPI_Win_allocate_shared, and a scheduler retries it (sched.chaos
+// found this with a file size limit set on rank 0 as a run started).
 void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
   if (size_ == 1 || !oneNode_ || bytes == 0) return nullptr;
   return allocateShared(bytes);
