@@ -280,7 +280,8 @@ class TrainRun {
       unshared = " (not in shared memory: comm.shared_memory = auto keeps MPI's order of sums beyond 2 ranks)";
     } else if (cpuBuckets && reducerOptions_.sharedMemory) {
       unshared = nodes > 1 ? fmt::format(" (not in shared memory: the ranks run on {} nodes)", nodes)
-                           : std::string(" (not in shared memory: buckets under 8 KiB, no room in /dev/shm or no window from MPI)");
+                           : fmt::format(" (not in shared memory: buckets under {} KiB, no room in /dev/shm or no window "
+                                         "from MPI)", kMinSharedBytes >> 10);
     }
     if (buffers.empty() || !buffers.front().is_cpu() || static_cast<size_t>(buffers.front().nbytes()) < kMinHugePageBytes) {
       return unshared;

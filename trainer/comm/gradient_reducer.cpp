@@ -83,8 +83,8 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, Communicator
   // Buckets under kMinSharedBytes stay with MPI, whose eager path beats the two-shot's barriers.
   auto reducedIn = [&](int64_t numel, const torch::TensorOptions& o) {
     const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(c10::typeMetaToScalarType(o.dtype()));
-    if (options_.sharedMemory && bytes >= kMinSharedBytes && comm_.size() > 1 && o.device().is_cpu() &&
-        !comm_.deviceMemory()) {
+    // (The communicator itself declines at world size 1 and for device memory.)
+    if (options_.sharedMemory && bytes >= kMinSharedBytes && o.device().is_cpu()) {
       if (void* p = comm_.sharedHostBuffer(bytes)) {
         ++sharedBuckets_;
         return torch::from_blob(p, {numel}, o);  // never freed (the communicator keeps it mapped)

@@ -341,15 +341,9 @@ void MpiCommunicator::allReduce(void* data, size_t count, DType type, ReduceOp o
   const bool floating = narrow || type == DType::kFloat32 || type == DType::kFloat64;
   if (op == ReduceOp::kSum && floating) {
     if (const SharedSegment* seg = sharedSegmentOf(data, count * dtypeSize(type))) {
-      begin("shared_memory_allreduce");  // one word: it travels in stall-inspector cards
-      try {
-        twoShotSum(*seg, static_cast<size_t>(static_cast<const char*>(data) - seg->bases[static_cast<size_t>(rank_)]),
-                   count, type);
-      } catch (...) {
-        end();
-        throw;
-      }
-      end();
+      Watched watch(*this, "shared_memory_allreduce");  // one word: it travels in stall-inspector cards
+      twoShotSum(*seg, static_cast<size_t>(static_cast<const char*>(data) - seg->bases[static_cast<size_t>(rank_)]),
+                 count, type);
       return;
     }
   }
@@ -412,24 +406,6 @@ void* MpiCommunicator::sharedHostBuffer(size_t bytes) {
   return allocateShared(bytes);
 }
 
-namespace {
-
-// Runs F between the watchdog's BEGIN and END.
-template <typename Begin, typename End, typename F>
-auto watched(Begin begin, End end, F f) {
-  begin();
-  try {
-    auto r = f();
-    end();
-    return r;
-  } catch (...) {
-    end();
-    throw;
-  }
-}
-
-}  // namespace
-
 void* MpiCommunicator::allocateShared(size_t bytes) {
   // The window's file holds every rank's part, page-rounded, and the window's state. It needs
   // room in /dev/shm (with a margin) and must be within every rank's RLIMIT_FSIZE (the file is
@@ -444,9 +420,10 @@ void* MpiCommunicator::allocateShared(size_t bytes) {
   const bool limited = ::getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
                        static_cast<size_t>(fsize.rlim_cur) < file;
   int ok = (!measured || room >= need) && !limited;
-  int rc = watched([&] { begin("MPI_Allreduce"); }, [&] { end(); },
-                   [&] { return MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_); });
-  check(rc, "MPI_Allreduce");
+  {
+    Watched watch(*this, "MPI_Allreduce");
+    check(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  }
   if (!ok) {
     if (rank_ == 0) {
       std::fprintf(stderr,
@@ -459,8 +436,8 @@ void* MpiCommunicator::allocateShared(size_t bytes) {
   }
   // From here the ranks are together; a rank failing inside Open MPI's set-up leaves the others
   // waiting there, so the set-up has a short limit of its own.
-  return watched([&] { begin("MPI_Win_allocate_shared", kWindowSetupLimit); }, [&] { end(); },
-                 [&] { return makeWindow(bytes); });
+  Watched watch(*this, "MPI_Win_allocate_shared", kWindowSetupLimit);
+  return makeWindow(bytes);
 }
 
 void* MpiCommunicator::makeWindow(size_t bytes) {

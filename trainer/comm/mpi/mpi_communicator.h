@@ -77,6 +77,20 @@ class MpiCommunicator final : public Communicator {
   void begin(const char* call, std::chrono::milliseconds limit = std::chrono::milliseconds(0));
   void end();
   RankActivity activity();
+  // begin() for its lifetime, end() however the scope is left (an MPI error throws CommError).
+  class Watched {
+   public:
+    Watched(MpiCommunicator& c, const char* call, std::chrono::milliseconds limit = std::chrono::milliseconds(0))
+        : c_(c) {
+      c_.begin(call, limit);
+    }
+    ~Watched() { c_.end(); }
+    Watched(const Watched&) = delete;
+    Watched& operator=(const Watched&) = delete;
+
+   private:
+    MpiCommunicator& c_;
+  };
   // Learns where every rank runs (MPI_COMM_TYPE_SHARED, an all-gather of host names and stall
   // inspector cards) and starts the watchdog. Collective: every rank calls it at construction.
   void meetPeers();
